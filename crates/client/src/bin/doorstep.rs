@@ -1,0 +1,601 @@
+//! `doorstep`: the Doorstep device on the command line, for scripting and support.
+//!
+//! It is the same library the app uses (`doorstep_client`), over the same data directory:
+//!
+//! ```text
+//! doorstep enrol --server URL --ca FILE --user U --password P --totp CODE --data-dir DIR
+//! doorstep sync
+//! doorstep list [--search TEXT]
+//! doorstep show NHS_NUMBER [--json]
+//! doorstep status
+//! ```
+//!
+//! `--data-dir` (or `DOORSTEP_DATA_DIR`) names the data directory. The PIN comes from
+//! `DOORSTEP_PIN` (for automation) or a prompt that does not echo.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Local, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use doorstep_client::{Device, EnrolParams, today};
+use doorstep_ipc::{ListRow, PatientRecord};
+use doorstep_record::NhsNumber;
+use doorstep_record::views::Provenance;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "doorstep",
+    version,
+    about = "Doorstep device client: enrol, sync and read the cached care record"
+)]
+struct Cli {
+    /// The device's data directory (device.json, cache.db, ...).
+    #[arg(long, global = true, env = "DOORSTEP_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sign in with password and authenticator code, register this device and choose a PIN.
+    Enrol {
+        /// Federation server, e.g. https://federation.example:8443
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The federation's CA certificate (PEM); the device will trust only this CA.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        #[arg(long, value_name = "U")]
+        user: String,
+        /// Password (or DOORSTEP_PASSWORD; prompted for when absent).
+        #[arg(
+            long,
+            value_name = "P",
+            env = "DOORSTEP_PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+        /// Six-digit code from the authenticator.
+        #[arg(long, value_name = "CODE")]
+        totp: String,
+        /// Label for administrators (default: "Doorstep on <hostname>").
+        #[arg(long, value_name = "NAME", default_value = "")]
+        device_name: String,
+    },
+    /// Pull every change waiting on the server.
+    Sync {
+        /// Print the sync report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The patients on your list, today's first.
+    List {
+        /// Name, NHS number, postcode or date of birth (dd/mm/yyyy).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One patient's record, by NHS number.
+    Show {
+        /// Ten digits, spaces allowed: "999 123 4567".
+        nhs_number: String,
+        /// Print the record as JSON (the app's PatientRecord).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync state: last sync, server reachable, patients cached.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOORSTEP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("doorstep: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let dir = cli.data_dir.clone().ok_or_else(|| {
+        anyhow!("name the data directory with --data-dir DIR or DOORSTEP_DATA_DIR")
+    })?;
+    match cli.command {
+        Command::Enrol {
+            server,
+            ca,
+            user,
+            password,
+            totp,
+            device_name,
+        } => {
+            let password = match password {
+                Some(p) => p,
+                None => rpassword::prompt_password(format!("Password for {user}: "))
+                    .context("reading the password")?,
+            };
+            let pin = new_pin()?;
+            let device = Device::enrol(
+                &dir,
+                EnrolParams {
+                    server_url: server,
+                    ca_pem_path: ca,
+                    username: user,
+                    password,
+                    totp,
+                    pin,
+                    device_name,
+                },
+            )
+            .await?;
+            let u = device.user();
+            println!(
+                "Enrolled {} ({}, {}) on {}.",
+                u.display_name,
+                u.role,
+                u.service,
+                device.device_file().server_url
+            );
+            println!("Next: doorstep --data-dir {} sync", dir.display());
+        }
+        Command::Sync { json } => {
+            let device = unlock(&dir)?;
+            let report = device.sync().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "Synced in {:.1} s: {} page(s), {} patient(s) added, {} removed, {} \
+                     resource change(s){}. {} patient(s) on this device.",
+                    report.duration_ms as f64 / 1000.0,
+                    report.pages,
+                    report.patients_added,
+                    report.patients_removed,
+                    report.upserts + report.deletes,
+                    if report.rebuilt {
+                        "; the cache was rebuilt at the server's request"
+                    } else {
+                        ""
+                    },
+                    report.patients
+                );
+            }
+        }
+        Command::List { search, json } => {
+            let device = unlock(&dir)?;
+            let rows = device.list(search.as_deref(), today())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                match search {
+                    Some(s) => println!("No patient on your list matches '{s}'."),
+                    None => println!("Your list is empty. Run `doorstep sync`."),
+                }
+            } else {
+                print!("{}", list_table(&rows));
+            }
+        }
+        Command::Show { nhs_number, json } => {
+            let nhs = NhsNumber::parse(&nhs_number)
+                .map_err(|e| anyhow!("'{nhs_number}' is not a valid NHS number: {e}"))?;
+            let device = unlock(&dir)?;
+            let patient_id = device
+                .find_patient(&nhs)?
+                .ok_or_else(|| anyhow!("No patient with NHS number {nhs} is on this device."))?;
+            let record = device
+                .record(&patient_id, today())?
+                .ok_or_else(|| anyhow!("No patient with NHS number {nhs} is on this device."))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print!("{}", record_text(&record));
+            }
+        }
+        Command::Status { json } => {
+            let device = unlock(&dir)?;
+            device.probe_server().await;
+            let status = device.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let u = device.user();
+                println!(
+                    "User:         {} ({}, {})",
+                    u.display_name, u.role, u.service
+                );
+                println!("Server:       {}", status.server_url);
+                println!(
+                    "Reachable:    {}",
+                    match status.server_reachable {
+                        Some(true) => "yes",
+                        Some(false) => "no (working offline)",
+                        None => "unknown",
+                    }
+                );
+                println!(
+                    "Last synced:  {}",
+                    status
+                        .last_synced
+                        .map(local_time)
+                        .unwrap_or_else(|| "never".into())
+                );
+                println!("Patients:     {}", status.patients);
+                println!("Waiting:      {}", status.waiting);
+                if let Some(e) = &status.last_error {
+                    println!("Last error:   {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The PIN from DOORSTEP_PIN or a silent prompt.
+fn pin() -> Result<String> {
+    if let Ok(pin) = std::env::var("DOORSTEP_PIN") {
+        return Ok(pin);
+    }
+    rpassword::prompt_password("PIN: ").context("reading the PIN (or set DOORSTEP_PIN)")
+}
+
+/// A new PIN: DOORSTEP_PIN, or asked twice.
+fn new_pin() -> Result<String> {
+    if let Ok(pin) = std::env::var("DOORSTEP_PIN") {
+        return Ok(pin);
+    }
+    let first = rpassword::prompt_password("Choose a PIN for this device: ")
+        .context("reading the PIN (or set DOORSTEP_PIN)")?;
+    let again = rpassword::prompt_password("Type the PIN again: ")?;
+    if first != again {
+        bail!("the two PINs differ");
+    }
+    Ok(first)
+}
+
+fn unlock(dir: &Path) -> Result<Device> {
+    Ok(Device::unlock(dir, &pin()?)?)
+}
+
+fn local_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%d/%m/%Y %H:%M").to_string()
+}
+
+fn date(d: NaiveDate) -> String {
+    d.format("%d-%b-%Y").to_string()
+}
+
+fn opt_date(d: Option<NaiveDate>) -> String {
+    d.map(date).unwrap_or_else(|| "date unknown".into())
+}
+
+/// Rows as an aligned table.
+fn list_table(rows: &[ListRow]) -> String {
+    let header = [
+        "",
+        "NHS number",
+        "Name",
+        "Born (age)",
+        "Postcode",
+        "Why",
+        "Alerts",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let when = if r.list_kind == "caseload" {
+                r.reason.clone()
+            } else {
+                format!(
+                    "{} {}",
+                    r.starts_at.with_timezone(&Local).format("%d/%m %H:%M"),
+                    r.reason
+                )
+            };
+            [
+                if r.today { "*".into() } else { String::new() },
+                r.nhs_number_display.clone(),
+                r.name.clone(),
+                match (r.birth_date, r.age) {
+                    (Some(b), Some(a)) => format!("{} ({a})", date(b)),
+                    (Some(b), None) => date(b),
+                    _ => "-".into(),
+                },
+                r.postcode.clone().unwrap_or_default(),
+                when,
+                r.alerts.join(" "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let mut s = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < row.len() {
+                s.extend(std::iter::repeat_n(' ', w - c.chars().count()));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header.map(String::from));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    let today_count = rows.iter().filter(|r| r.today).count();
+    let _ = writeln!(
+        out,
+        "\n{} patient(s){}",
+        rows.len(),
+        if today_count > 0 {
+            format!(", {today_count} today (*)")
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+fn source(p: &Provenance) -> String {
+    let mut parts = Vec::new();
+    if let Some(name) = p.source_name.as_ref().or(p.source_ods.as_ref()) {
+        parts.push(name.clone());
+    }
+    if let Some(d) = p.recorded {
+        parts.push(date(d));
+    }
+    if let Some(a) = &p.author {
+        parts.push(a.clone());
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", parts.join(", "))
+    }
+}
+
+/// A banner and the sections, as the record screen shows them.
+fn record_text(r: &PatientRecord) -> String {
+    let v = &r.view;
+    let p = &v.patient;
+    let mut out = String::new();
+    let rule = "=".repeat(78);
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(
+        out,
+        "{}   Born {}{}   NHS {}",
+        p.name_display,
+        opt_date(p.birth_date),
+        p.age.map(|a| format!(" ({a} y)")).unwrap_or_default(),
+        p.nhs_number_display.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "Practice: {}{}",
+        p.practice_name.as_deref().unwrap_or("unknown"),
+        p.practice_ods
+            .as_ref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "Address:  {}", p.address_display);
+    let allergies: Vec<String> = v.allergies.iter().map(|a| a.substance.clone()).collect();
+    let _ = writeln!(
+        out,
+        "ALLERGIES: {}",
+        if allergies.is_empty() {
+            "none recorded".into()
+        } else {
+            allergies.join("; ")
+        }
+    );
+    if !v.alerts.is_empty() {
+        let alerts: Vec<String> = v.alerts.iter().map(|a| a.text.clone()).collect();
+        let _ = writeln!(out, "ALERTS:    {}", alerts.join("; "));
+    }
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(
+        out,
+        "Record as of {} · on your list for: {}",
+        local_time(r.as_of),
+        if r.list_reason.is_empty() {
+            "-"
+        } else {
+            &r.list_reason
+        }
+    );
+    for w in &r.withheld {
+        let _ = writeln!(
+            out,
+            "Note: {} item(s) withheld from {} by the sharing agreements.",
+            w.count, w.section
+        );
+    }
+
+    let mut section = |title: &str, lines: Vec<String>| {
+        let _ = writeln!(out, "\n== {title} ==");
+        if lines.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for l in lines {
+            let _ = writeln!(out, "  {l}");
+        }
+    };
+    section(
+        "Problems (active)",
+        v.problems
+            .active
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}{}{}",
+                    i.text,
+                    i.onset
+                        .map(|d| format!(" since {}", date(d)))
+                        .unwrap_or_default(),
+                    source(&i.provenance)
+                )
+            })
+            .collect(),
+    );
+    section(
+        "Problems (past)",
+        v.problems
+            .past
+            .iter()
+            .map(|i| format!("{}{}", i.text, source(&i.provenance)))
+            .collect(),
+    );
+    let meds = |items: &[doorstep_record::views::MedicationItem]| -> Vec<String> {
+        items
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}{}{}",
+                    m.name,
+                    m.dosage
+                        .as_ref()
+                        .map(|d| format!(" — {d}"))
+                        .unwrap_or_default(),
+                    source(&m.provenance)
+                )
+            })
+            .collect()
+    };
+    section("Medications (current)", meds(&v.medications.current));
+    section("Medications (repeat)", meds(&v.medications.repeat));
+    section("Medications (past)", meds(&v.medications.past));
+    section(
+        "Allergies",
+        v.allergies
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}{}{}",
+                    a.substance,
+                    if a.reactions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", a.reactions.join(", "))
+                    },
+                    source(&a.provenance)
+                )
+            })
+            .collect(),
+    );
+    section(
+        "Alerts",
+        v.alerts
+            .iter()
+            .map(|a| format!("{:?}: {}{}", a.kind, a.text, source(&a.provenance)))
+            .collect(),
+    );
+    section(
+        "Encounters",
+        v.encounters
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}{}{}",
+                    e.start
+                        .map(|s| s.format("%d-%b-%Y").to_string())
+                        .unwrap_or_else(|| "date unknown".into()),
+                    e.kind,
+                    e.reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default(),
+                    source(&e.provenance)
+                )
+            })
+            .collect(),
+    );
+    section(
+        "Observations",
+        v.observations
+            .iter()
+            .map(|s| {
+                let last = s.points.iter().max_by_key(|p| p.when);
+                format!(
+                    "{}: {} reading(s){}",
+                    s.name,
+                    s.points.len(),
+                    last.map(|p| format!(
+                        ", latest {} {} on {}",
+                        p.value
+                            .map(|x| x.to_string())
+                            .or_else(|| p.text.clone())
+                            .unwrap_or_default(),
+                        s.unit.as_deref().unwrap_or(""),
+                        p.when.format("%d-%b-%Y")
+                    ))
+                    .unwrap_or_default()
+                )
+            })
+            .collect(),
+    );
+    section(
+        "Immunisations",
+        v.immunisations
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {}{}",
+                    opt_date(i.date),
+                    i.vaccine,
+                    source(&i.provenance)
+                )
+            })
+            .collect(),
+    );
+    section(
+        "Procedures",
+        v.procedures
+            .iter()
+            .map(|i| format!("{} {}{}", opt_date(i.date), i.name, source(&i.provenance)))
+            .collect(),
+    );
+    section(
+        "Documents",
+        v.documents
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} ({}){}",
+                    opt_date(d.date),
+                    d.title,
+                    d.kind,
+                    source(&d.provenance)
+                )
+            })
+            .collect(),
+    );
+    out
+}

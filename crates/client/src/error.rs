@@ -1,0 +1,135 @@
+//! The one error type of the device library, and how each error reaches the UI.
+
+use doorstep_ipc::{IpcError, IpcErrorKind};
+
+/// Everything the device library can fail with. Messages are written for the person at the
+/// screen and never carry patient data.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The PIN did not open the cache.
+    #[error("Wrong PIN. {remaining} more wrong PINs and this device will need an online sign-in.")]
+    WrongPin { remaining: u32 },
+
+    /// Too many wrong PINs: the cache stays shut until the user signs in online again.
+    #[error(
+        "Too many wrong PINs. Sign in online again (enrol this device with your password and \
+         authenticator code) to use Doorstep on this device."
+    )]
+    TooManyPinAttempts,
+
+    /// The server refused the sign-in or the device's tokens; the server's own words.
+    #[error("{0}")]
+    SignInFailed(String),
+
+    /// The server could not be reached (no network, refused, timed out).
+    #[error("The server could not be reached: {0}")]
+    Offline(String),
+
+    /// A wrong argument: bad server address, PIN, NHS number, certificate file.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// No enrolment in this data directory.
+    #[error("This device is not enrolled yet (no device.json in {0}). Enrol it first.")]
+    NotEnrolled(String),
+
+    /// The thing asked for is not in the cache.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// The cache is locked: unlock it first. Raised by callers that hold no unlocked device.
+    #[error("Doorstep is locked. Unlock it with your PIN.")]
+    Locked,
+
+    /// The server answered something this device did not expect.
+    #[error("The server answered with an error: {0}")]
+    Server(String),
+
+    /// The encrypted cache failed.
+    #[error("The local cache failed: {0}")]
+    Cache(#[from] rusqlite::Error),
+
+    /// A file in the data directory could not be read or written.
+    #[error("A file of this device could not be read or written: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ClientError {
+    /// The error as the UI receives it.
+    pub fn to_ipc(&self) -> IpcError {
+        let kind = match self {
+            ClientError::WrongPin { .. } | ClientError::TooManyPinAttempts => {
+                IpcErrorKind::WrongPin
+            }
+            ClientError::SignInFailed(_) => IpcErrorKind::SignInFailed,
+            ClientError::Offline(_) => IpcErrorKind::Offline,
+            ClientError::Invalid(_) | ClientError::NotEnrolled(_) => IpcErrorKind::Invalid,
+            ClientError::NotFound(_) => IpcErrorKind::NotFound,
+            ClientError::Locked => IpcErrorKind::Locked,
+            ClientError::Server(_)
+            | ClientError::Cache(_)
+            | ClientError::Io(_)
+            | ClientError::Internal(_) => IpcErrorKind::Internal,
+        };
+        IpcError::new(kind, self.to_string())
+    }
+
+    /// True for failures worth retrying after a pause: no connection, timeouts, 5xx, 429.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Offline(_) | ClientError::Server(_))
+    }
+}
+
+impl From<ClientError> for IpcError {
+    fn from(e: ClientError) -> IpcError {
+        e.to_ipc()
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_ipc() {
+        assert_eq!(
+            ClientError::WrongPin { remaining: 3 }.to_ipc().kind,
+            IpcErrorKind::WrongPin
+        );
+        assert_eq!(
+            ClientError::TooManyPinAttempts.to_ipc().kind,
+            IpcErrorKind::WrongPin
+        );
+        let e = ClientError::SignInFailed("Wrong password or code".into()).to_ipc();
+        assert_eq!(e.kind, IpcErrorKind::SignInFailed);
+        assert_eq!(e.message, "Wrong password or code");
+        assert_eq!(
+            ClientError::Offline("timed out".into()).to_ipc().kind,
+            IpcErrorKind::Offline
+        );
+        assert_eq!(
+            ClientError::Invalid("bad URL".into()).to_ipc().kind,
+            IpcErrorKind::Invalid
+        );
+        assert_eq!(
+            ClientError::NotFound("gone".into()).to_ipc().kind,
+            IpcErrorKind::NotFound
+        );
+        assert_eq!(ClientError::Locked.to_ipc().kind, IpcErrorKind::Locked);
+        assert_eq!(
+            ClientError::Internal("x".into()).to_ipc().kind,
+            IpcErrorKind::Internal
+        );
+        assert!(
+            ClientError::TooManyPinAttempts
+                .to_string()
+                .contains("Sign in online")
+        );
+    }
+}

@@ -1,0 +1,539 @@
+//! Doorstep's device library: everything a clinician's device does, without any UI.
+//!
+//! The Tauri shell and the `doorstep` command-line client are both thin layers over this crate.
+//! It holds:
+//!
+//! - **The key** ([`key`]): the SQLCipher key is derived from the clinician's PIN with Argon2id
+//!   and a random salt kept in `device.json`; the key is wiped from memory once the database has
+//!   it. Wrong PINs are counted in `pin-attempts.json`, outside the encrypted database; after
+//!   [`files::MAX_PIN_ATTEMPTS`] the cache stays shut until the user signs in online again.
+//! - **The cache** (`cache`): one SQLCipher database, `cache.db`, with the user's list, each
+//!   patient's FHIR resources as the server sent them, withheld counts, the sync cursor and the
+//!   device's tokens. Nothing of a patient is ever written outside it (nor to logs).
+//! - **The sync engine** ([`Device::enrol`], [`Device::sync`]): enrolment with password and
+//!   TOTP over HTTPS pinned to the federation's CA, then the pull loop of
+//!   [`doorstep_protocol`]: each page applied in one transaction with its cursor, access tokens
+//!   refreshed when they expire, the cache rebuilt when the server answers 410, transient
+//!   failures retried with exponential backoff and jitter.
+//! - **The queries** ([`Device::list`], [`Device::record`]): the list with search by name
+//!   (accent- and case-insensitive), NHS number, postcode or date of birth, and one patient's
+//!   record views; both answer the [`doorstep_ipc`] types the screens receive.
+//!
+//! A data directory holds `device.json`, `pin-attempts.json`, `server-ca.pem` and `cache.db`
+//! (with its WAL files). Only `cache.db` holds patient data, encrypted.
+//!
+//! Rules: no Tauri and no UI here; errors are [`ClientError`]s that say what to do; logs carry
+//! no names, NHS numbers or tokens.
+
+mod api;
+mod cache;
+mod error;
+pub mod files;
+pub mod key;
+mod queries;
+pub mod text;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use doorstep_ipc::{ListRow, PatientRecord, SyncStatus, UserSummary};
+use doorstep_protocol::{EnrolRequest, RefreshRequest, TokenResponse, UserInfo};
+use doorstep_record::NhsNumber;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Api, Backoff, Pulled};
+use crate::cache::{OpenError, meta};
+
+pub use crate::api::check_server_url;
+pub use crate::error::{ClientError, Result};
+pub use crate::files::{DeviceFile, PinAttempts, is_enrolled};
+
+/// What the enrol screen (or `doorstep enrol`) supplies.
+#[derive(Debug, Clone)]
+pub struct EnrolParams {
+    /// `https://host:port`; `http://` only for a loopback host.
+    pub server_url: String,
+    /// The federation's CA certificate (PEM). It is copied into the data directory and becomes
+    /// the only CA the device trusts. `None` trusts the platform's roots instead.
+    pub ca_pem_path: Option<PathBuf>,
+    pub username: String,
+    pub password: String,
+    /// Six digits from the user's authenticator.
+    pub totp: String,
+    /// The PIN that will unlock the cache on this device.
+    pub pin: String,
+    /// A label for administrators; defaults to "Doorstep on <hostname>" when empty.
+    pub device_name: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub pages: u32,
+    pub patients_added: u32,
+    pub patients_removed: u32,
+    pub upserts: u32,
+    pub deletes: u32,
+    /// List and withheld-count changes.
+    pub other_changes: u32,
+    /// The server asked for a rebuild (410) and the cache was rebuilt from scratch.
+    pub rebuilt: bool,
+    /// Patients in the cache after the sync.
+    pub patients: u32,
+    pub duration_ms: u64,
+}
+
+/// An enrolled, unlocked device: the open cache and the API client.
+///
+/// Dropping it closes the database, and SQLCipher wipes the key from memory: that is the lock.
+pub struct Device {
+    dir: PathBuf,
+    file: DeviceFile,
+    user: UserSummary,
+    conn: Mutex<Connection>,
+    api: Api,
+    /// One sync at a time (the shell's timer and the user's button may overlap).
+    sync_lock: tokio::sync::Mutex<()>,
+    syncing: AtomicBool,
+    backoff: Backoff,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("dir", &self.dir)
+            .field("server_url", &self.file.server_url)
+            .field("username", &self.user.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Today's date on the device.
+pub fn today() -> NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+impl Device {
+    /// Sign in with password and TOTP, register this device, and create its encrypted cache
+    /// (empty: call [`Device::sync`] next). Any earlier enrolment in `dir` is replaced, but only
+    /// after the server has accepted the sign-in; that is also how a device locked by too many
+    /// wrong PINs is opened again.
+    pub async fn enrol(dir: &Path, params: EnrolParams) -> Result<Device> {
+        let server_url = check_server_url(&params.server_url)?;
+        key::check_new_pin(&params.pin)?;
+        let username = params.username.trim().to_owned();
+        if username.is_empty() {
+            return Err(ClientError::Invalid("Enter your user name.".into()));
+        }
+        if params.password.is_empty() {
+            return Err(ClientError::Invalid("Enter your password.".into()));
+        }
+        let totp: String = params.totp.chars().filter(|c| !c.is_whitespace()).collect();
+        if totp.len() != 6 || !totp.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ClientError::Invalid(
+                "The authenticator code has 6 digits.".into(),
+            ));
+        }
+        let ca_pem = match &params.ca_pem_path {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ClientError::Invalid(format!(
+                    "The CA certificate {} could not be read: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let api = Api::new(&server_url, ca_pem.as_deref())?;
+        let device_name = if params.device_name.trim().is_empty() {
+            default_device_name()
+        } else {
+            params.device_name.trim().to_owned()
+        };
+        let enrolled = api
+            .enrol(&EnrolRequest {
+                username: username.clone(),
+                password: params.password.clone(),
+                totp,
+                device_name: device_name.clone(),
+            })
+            .await?;
+        tracing::info!(device_id = %enrolled.device_id, "device enrolled");
+
+        std::fs::create_dir_all(dir)?;
+        // device.json goes first and comes back last, so a crash in between leaves a directory
+        // that is simply not enrolled.
+        remove_if_exists(&dir.join(files::DEVICE_FILE))?;
+        for name in [
+            files::CACHE_FILE.to_owned(),
+            format!("{}-wal", files::CACHE_FILE),
+            format!("{}-shm", files::CACHE_FILE),
+            files::SERVER_CA_FILE.to_owned(),
+        ] {
+            remove_if_exists(&dir.join(name))?;
+        }
+        let kdf = key::KdfParams::new_random()?;
+        let conn = {
+            let key = kdf.derive(&params.pin)?;
+            match cache::open(&dir.join(files::CACHE_FILE), &key) {
+                Ok(c) => c,
+                Err(OpenError::WrongKey) => {
+                    return Err(ClientError::Internal(
+                        "a new cache could not be created".into(),
+                    ));
+                }
+                Err(OpenError::Other(e)) => return Err(e),
+            }
+        };
+        let user = user_summary(&enrolled.user);
+        cache::set_meta(
+            &conn,
+            meta::USER,
+            &serde_json::to_string(&enrolled.user)
+                .map_err(|e| ClientError::Internal(e.to_string()))?,
+        )?;
+        store_tokens(&conn, &enrolled.tokens)?;
+        if let Some(pem) = &ca_pem {
+            files::write_atomically(&dir.join(files::SERVER_CA_FILE), pem)?;
+        }
+        PinAttempts::default().write(dir)?;
+        let file = DeviceFile {
+            format: 1,
+            server_url,
+            device_id: enrolled.device_id,
+            username: enrolled.user.username.clone(),
+            device_name,
+            enrolled_at: Utc::now(),
+            pinned_ca: ca_pem.is_some(),
+            kdf,
+        };
+        file.write(dir)?;
+        Ok(Device {
+            dir: dir.to_owned(),
+            file,
+            user,
+            conn: Mutex::new(conn),
+            api,
+            sync_lock: tokio::sync::Mutex::new(()),
+            syncing: AtomicBool::new(false),
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// Open the cache with the PIN. Works offline. A wrong PIN answers
+    /// [`ClientError::WrongPin`]; after too many, [`ClientError::TooManyPinAttempts`].
+    pub fn unlock(dir: &Path, pin: &str) -> Result<Device> {
+        let file = DeviceFile::read(dir)?;
+        let mut attempts = PinAttempts::read(dir);
+        if attempts.failures >= files::MAX_PIN_ATTEMPTS {
+            return Err(ClientError::TooManyPinAttempts);
+        }
+        let cache_path = dir.join(files::CACHE_FILE);
+        if !cache_path.exists() {
+            return Err(ClientError::Internal(format!(
+                "The cache {} is missing. Enrol this device again.",
+                cache_path.display()
+            )));
+        }
+        // Count the attempt before trying it, so that killing the process mid-check gains
+        // nothing; a good PIN resets the count.
+        attempts.failures += 1;
+        attempts.last_failure = Some(Utc::now());
+        attempts.write(dir)?;
+        let opened = {
+            let key = file.kdf.derive(pin)?;
+            cache::open(&cache_path, &key)
+        };
+        let conn = match opened {
+            Ok(conn) => conn,
+            Err(OpenError::WrongKey) => {
+                tracing::info!(remaining = attempts.remaining(), "wrong PIN");
+                return Err(if attempts.remaining() == 0 {
+                    ClientError::TooManyPinAttempts
+                } else {
+                    ClientError::WrongPin {
+                        remaining: attempts.remaining(),
+                    }
+                });
+            }
+            Err(OpenError::Other(e)) => return Err(e),
+        };
+        PinAttempts::default().write(dir)?;
+        let user = match cache::get_meta(&conn, meta::USER)? {
+            Some(json) => {
+                let info: UserInfo = serde_json::from_str(&json)
+                    .map_err(|e| ClientError::Internal(format!("cached user: {e}")))?;
+                user_summary(&info)
+            }
+            None => return Err(ClientError::Internal("the cache has no user".into())),
+        };
+        let ca_pem = match file.ca_path(dir) {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                ClientError::Internal(format!(
+                    "The pinned CA {} could not be read ({e}). Enrol this device again.",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let api = Api::new(&file.server_url, ca_pem.as_deref())?;
+        Ok(Device {
+            dir: dir.to_owned(),
+            file,
+            user,
+            conn: Mutex::new(conn),
+            api,
+            sync_lock: tokio::sync::Mutex::new(()),
+            syncing: AtomicBool::new(false),
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn device_file(&self) -> &DeviceFile {
+        &self.file
+    }
+
+    /// Who is signed in on this device.
+    pub fn user(&self) -> UserSummary {
+        self.user.clone()
+    }
+
+    /// Run `f` with the database. Never held across an `.await`.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| ClientError::Internal("the cache lock was poisoned".into()))?;
+        f(&mut guard)
+    }
+
+    /// Pull every change waiting on the server and apply it. Records the outcome for
+    /// [`Device::status`] whether it succeeds or not.
+    pub async fn sync(&self) -> Result<SyncReport> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        self.syncing.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let result = self.pull_all().await;
+        self.syncing.store(false, Ordering::SeqCst);
+        let now = cache::timestamp(Utc::now());
+        match result {
+            Ok(mut report) => {
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                report.patients = self.with_conn(|c| {
+                    cache::set_meta(c, meta::LAST_SYNCED, &now)?;
+                    cache::set_meta(c, meta::SERVER_REACHABLE, "true")?;
+                    cache::delete_meta(c, meta::LAST_ERROR)?;
+                    queries::patient_count(c)
+                })?;
+                tracing::info!(
+                    pages = report.pages,
+                    patients = report.patients,
+                    ms = report.duration_ms,
+                    "sync complete"
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                let reachable = !matches!(e, ClientError::Offline(_));
+                // Recording the failure must not hide it.
+                let _ = self.with_conn(|c| {
+                    cache::set_meta(c, meta::LAST_ERROR, &e.to_string())?;
+                    cache::set_meta(c, meta::SERVER_REACHABLE, &reachable.to_string())
+                });
+                tracing::warn!(error = %e, "sync failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// The pull loop: pages until `more` is false; rebuild on 410.
+    async fn pull_all(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let mut rebuilds = 0;
+        loop {
+            let cursor = self.with_conn(|c| cache::get_meta(c, meta::CURSOR))?;
+            match self.pull_page(cursor.as_deref()).await? {
+                Pulled::Page(page) => {
+                    let stats = self.with_conn(|c| cache::apply_page(c, &page))?;
+                    report.pages += 1;
+                    report.patients_added += stats.patients_added;
+                    report.patients_removed += stats.patients_removed;
+                    report.upserts += stats.upserts;
+                    report.deletes += stats.deletes;
+                    report.other_changes += stats.other;
+                    if !page.more {
+                        let as_of = cache::timestamp(page.server_time);
+                        self.with_conn(|c| cache::set_meta(c, meta::AS_OF, &as_of))?;
+                        return Ok(report);
+                    }
+                }
+                Pulled::Resync(why) => {
+                    rebuilds += 1;
+                    if rebuilds > 2 {
+                        return Err(ClientError::Server(format!(
+                            "the server keeps asking for a full resync: {}",
+                            why.message
+                        )));
+                    }
+                    tracing::info!(reason = ?why.reason, "server asked for a rebuild");
+                    self.with_conn(cache::clear_patient_data)?;
+                    report.rebuilt = true;
+                }
+                Pulled::TokenExpired => {
+                    return Err(ClientError::SignInFailed(
+                        "The server refused this device's fresh access token. Enrol again.".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One pull, with retries for transient failures and one token refresh when needed.
+    async fn pull_page(&self, cursor: Option<&str>) -> Result<Pulled> {
+        let mut access = self.access_token().await?;
+        let mut refreshed = false;
+        loop {
+            let pulled = self.backoff.run(|| self.api.pull(&access, cursor)).await?;
+            match pulled {
+                Pulled::TokenExpired if !refreshed => {
+                    access = self.refresh_tokens().await?;
+                    refreshed = true;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The stored access token, refreshed first when the clock says it has expired.
+    async fn access_token(&self) -> Result<String> {
+        let (token, expires) = self.with_conn(|c| {
+            Ok((
+                cache::get_meta(c, meta::ACCESS_TOKEN)?,
+                cache::get_meta(c, meta::ACCESS_EXPIRES_AT)?,
+            ))
+        })?;
+        let expired = expires
+            .as_deref()
+            .and_then(cache::parse_timestamp)
+            .is_none_or(|t| t <= Utc::now() + chrono::Duration::seconds(10));
+        match token {
+            Some(t) if !expired => Ok(t),
+            _ => self.refresh_tokens().await,
+        }
+    }
+
+    /// Exchange the refresh token for new tokens, store them, answer the access token.
+    async fn refresh_tokens(&self) -> Result<String> {
+        let refresh_token = self
+            .with_conn(|c| cache::get_meta(c, meta::REFRESH_TOKEN))?
+            .ok_or_else(|| {
+                ClientError::SignInFailed("This device has no refresh token. Enrol again.".into())
+            })?;
+        let req = RefreshRequest {
+            device_id: self.file.device_id.clone(),
+            refresh_token,
+        };
+        let tokens = self.backoff.run(|| self.api.refresh(&req)).await?;
+        self.with_conn(|c| store_tokens(c, &tokens))?;
+        tracing::debug!("access token refreshed");
+        Ok(tokens.access_token)
+    }
+
+    /// Is the server reachable now? (`GET /healthz`, 3 s.) Recorded for [`Device::status`].
+    pub async fn probe_server(&self) -> bool {
+        let up = self.api.probe().await;
+        let _ = self.with_conn(|c| cache::set_meta(c, meta::SERVER_REACHABLE, &up.to_string()));
+        up
+    }
+
+    /// The sync state shown on every screen. No network.
+    pub fn status(&self) -> Result<SyncStatus> {
+        self.with_conn(|c| {
+            Ok(SyncStatus {
+                server_url: self.file.server_url.clone(),
+                last_synced: cache::get_meta(c, meta::LAST_SYNCED)?
+                    .as_deref()
+                    .and_then(cache::parse_timestamp),
+                server_reachable: cache::get_meta(c, meta::SERVER_REACHABLE)?.map(|v| v == "true"),
+                patients: queries::patient_count(c)?,
+                waiting: 0,
+                last_error: cache::get_meta(c, meta::LAST_ERROR)?,
+                syncing: self.syncing.load(Ordering::SeqCst),
+            })
+        })
+    }
+
+    /// The list, searched by name, NHS number, postcode or date of birth when `search` is set.
+    pub fn list(&self, search: Option<&str>, today: NaiveDate) -> Result<Vec<ListRow>> {
+        self.with_conn(|c| queries::list(c, search, today))
+    }
+
+    /// One patient's record; `None` when the patient is not (or no longer) on the device.
+    pub fn record(&self, patient_id: &str, today: NaiveDate) -> Result<Option<PatientRecord>> {
+        self.with_conn(|c| queries::record(c, patient_id, today))
+    }
+
+    /// The id of the cached patient with this NHS number.
+    pub fn find_patient(&self, nhs_number: &NhsNumber) -> Result<Option<String>> {
+        self.with_conn(|c| queries::find_patient(c, nhs_number.digits()))
+    }
+
+    /// When the last completed sync ended.
+    pub fn last_synced(&self) -> Result<Option<DateTime<Utc>>> {
+        self.with_conn(|c| {
+            Ok(cache::get_meta(c, meta::LAST_SYNCED)?
+                .as_deref()
+                .and_then(cache::parse_timestamp))
+        })
+    }
+}
+
+fn user_summary(u: &UserInfo) -> UserSummary {
+    UserSummary {
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        role: u.role.clone(),
+        service: u.service.clone(),
+    }
+}
+
+fn store_tokens(conn: &Connection, tokens: &TokenResponse) -> Result<()> {
+    cache::set_meta(conn, meta::ACCESS_TOKEN, &tokens.access_token)?;
+    cache::set_meta(
+        conn,
+        meta::ACCESS_EXPIRES_AT,
+        &cache::timestamp(tokens.access_expires_at),
+    )?;
+    cache::set_meta(conn, meta::REFRESH_TOKEN, &tokens.refresh_token)?;
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn default_device_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "this computer".into());
+    format!("Doorstep on {host}")
+}
+
+#[cfg(test)]
+mod tests;

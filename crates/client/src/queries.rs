@@ -1,0 +1,330 @@
+//! The reads the screens need: the list (with search) and one patient's record.
+//!
+//! The list reads only the `patients` and `list_entries` columns (no JSON), so a search over
+//! 10,000 cached patients takes a few milliseconds. The record parses the patient's resources
+//! and builds the views with `doorstep_record::views::build_record`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, Local, NaiveDate, Utc};
+use doorstep_ipc::{ListRow, PatientRecord, Withheld};
+use doorstep_record::fhir::Resource;
+use doorstep_record::views::build_record;
+use rusqlite::{Connection, OptionalExtension, ToSql};
+
+use crate::cache::{get_meta, meta, parse_timestamp};
+use crate::error::Result;
+use crate::text::SearchQuery;
+
+/// One list entry as read back from the cache.
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: String,
+    reason: String,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    /// A caseload entry spans months and has no time of its own; other entries have a time.
+    fn is_timed(&self) -> bool {
+        self.kind != "caseload"
+    }
+
+    /// A timed entry falls on `today` when it starts on that day, in the device's time zone.
+    fn is_today(&self, today: NaiveDate) -> bool {
+        self.is_timed() && self.starts_at.with_timezone(&Local).date_naive() == today
+    }
+}
+
+/// The entry a patient's row shows when they have several: today's first, then timed ones by
+/// time, then the caseload.
+fn primary_entry(entries: &[Entry], today: NaiveDate) -> Option<&Entry> {
+    entries
+        .iter()
+        .min_by_key(|e| (!e.is_today(today), !e.is_timed(), e.starts_at))
+}
+
+/// Whole years from `birth` to `today`.
+pub(crate) fn age_on(birth: NaiveDate, today: NaiveDate) -> Option<u32> {
+    let mut years = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    u32::try_from(years).ok()
+}
+
+/// `9991234567` → `999 123 4567`.
+pub(crate) fn nhs_display(digits: &str) -> String {
+    if digits.len() == 10 && digits.is_ascii() {
+        format!("{} {} {}", &digits[..3], &digits[3..6], &digits[6..])
+    } else {
+        digits.to_owned()
+    }
+}
+
+/// `LS14AB` → `LS1 4AB`.
+fn postcode_display(p: &str) -> String {
+    if p.len() > 3 && p.is_ascii() {
+        format!("{} {}", &p[..p.len() - 3], &p[p.len() - 3..])
+    } else {
+        p.to_owned()
+    }
+}
+
+/// The list, optionally searched, sorted today first, then by time, then by name.
+pub(crate) fn list(
+    conn: &Connection,
+    search: Option<&str>,
+    today: NaiveDate,
+) -> Result<Vec<ListRow>> {
+    let query = SearchQuery::parse(search.unwrap_or(""));
+    let mut conditions: Vec<String> = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    match &query {
+        SearchQuery::All => {}
+        SearchQuery::NhsNumberPrefix(digits) => {
+            args.push(digits.clone());
+            conditions.push(format!(
+                "p.nhs_number BETWEEN ?{n} AND ?{n} || '~'",
+                n = args.len()
+            ));
+        }
+        SearchQuery::BirthDate(d) => {
+            args.push(d.to_string());
+            conditions.push(format!("p.birth_date = ?{}", args.len()));
+        }
+        SearchQuery::Postcode { prefix, outward } => {
+            args.push(prefix.clone());
+            conditions.push(format!(
+                "p.postcode BETWEEN ?{n} AND ?{n} || '~'",
+                n = args.len()
+            ));
+            if let Some(outward) = outward {
+                args.push(outward.clone());
+                conditions.push(format!(
+                    "substr(p.postcode, 1, length(p.postcode) - 3) = ?{}",
+                    args.len()
+                ));
+            }
+        }
+        SearchQuery::Name(words) => {
+            for w in words {
+                // Both sides are folded already: a plain substring test is enough (and faster
+                // than LIKE, which folds case again on every row).
+                args.push(w.clone());
+                conditions.push(format!("instr(p.name_search, ?{}) > 0", args.len()));
+            }
+        }
+    }
+    let sql = format!(
+        "SELECT p.id, p.nhs_number, p.name_display, p.birth_date, p.address, p.postcode,
+                p.practice_name, p.alerts, e.kind, e.reason, e.starts_at, e.ends_at, p.name_sort
+         FROM patients p LEFT JOIN list_entries e ON e.patient_id = p.id
+         {}",
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        }
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
+    let mut rows = stmt.query(params.as_slice())?;
+
+    struct Building {
+        row: ListRow,
+        entries: Vec<Entry>,
+        sort_name: String,
+    }
+    // No ORDER BY: the rows are sorted below anyway, and without it SQLite scans the table in
+    // storage order instead of through the primary-key index. A patient's entries are
+    // gathered by id wherever they come.
+    let mut out: Vec<Building> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let at = match index.get(&id) {
+            Some(at) => *at,
+            None => {
+                let nhs: String = r.get(1)?;
+                let birth_date = r
+                    .get::<_, Option<String>>(3)?
+                    .and_then(|s| s.parse::<NaiveDate>().ok());
+                let alerts: String = r.get(7)?;
+                index.insert(id.clone(), out.len());
+                out.push(Building {
+                    row: ListRow {
+                        patient_id: id,
+                        nhs_number_display: nhs_display(&nhs),
+                        nhs_number: nhs,
+                        name: r.get(2)?,
+                        birth_date,
+                        age: birth_date.and_then(|b| age_on(b, today)),
+                        address: r.get(4)?,
+                        postcode: r.get::<_, Option<String>>(5)?.map(|p| postcode_display(&p)),
+                        practice_name: r.get(6)?,
+                        reason: String::new(),
+                        list_kind: String::new(),
+                        starts_at: DateTime::<Utc>::UNIX_EPOCH,
+                        ends_at: None,
+                        today: false,
+                        alerts: alerts
+                            .split(',')
+                            .filter(|a| !a.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    },
+                    entries: Vec::new(),
+                    sort_name: r.get(12)?,
+                });
+                out.len() - 1
+            }
+        };
+        if let Some(kind) = r.get::<_, Option<String>>(8)? {
+            let starts_at: String = r.get(10)?;
+            let entry = Entry {
+                kind,
+                reason: r.get(9)?,
+                starts_at: parse_timestamp(&starts_at).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+                ends_at: r
+                    .get::<_, Option<String>>(11)?
+                    .as_deref()
+                    .and_then(parse_timestamp),
+            };
+            out[at].entries.push(entry);
+        }
+    }
+
+    let mut list: Vec<(ListRow, bool, String)> = out
+        .into_iter()
+        .map(|mut b| {
+            let mut timed = false;
+            if let Some(e) = primary_entry(&b.entries, today) {
+                b.row.reason = e.reason.clone();
+                b.row.list_kind = e.kind.clone();
+                b.row.starts_at = e.starts_at;
+                b.row.ends_at = e.ends_at;
+                b.row.today = e.is_today(today);
+                timed = e.is_timed();
+            }
+            (b.row, timed, b.sort_name)
+        })
+        .collect();
+    list.sort_by(|(a, a_timed, a_name), (b, b_timed, b_name)| {
+        (!a.today, !a_timed)
+            .cmp(&(!b.today, !b_timed))
+            .then_with(|| {
+                if *a_timed && *b_timed {
+                    a.starts_at.cmp(&b.starts_at)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .then_with(|| a_name.cmp(b_name))
+            .then_with(|| a.nhs_number.cmp(&b.nhs_number))
+    });
+    Ok(list.into_iter().map(|(row, _, _)| row).collect())
+}
+
+/// One patient's record, or `None` when the patient is not (or no longer) in the cache.
+pub(crate) fn record(
+    conn: &Connection,
+    patient_id: &str,
+    today: NaiveDate,
+) -> Result<Option<PatientRecord>> {
+    let Some(patient_as_of) = conn
+        .prepare_cached("SELECT as_of FROM patients WHERE id = ?1")?
+        .query_row([patient_id], |r| r.get::<_, String>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached("SELECT json FROM resources WHERE patient_id = ?1")?;
+    let mut resources = Vec::new();
+    for json in stmt.query_map([patient_id], |r| r.get::<_, String>(0))? {
+        let json = json?;
+        match serde_json::from_str(&json).map(Resource::from_json) {
+            Ok(Ok(resource)) => resources.push(resource),
+            _ => tracing::warn!("a cached resource could not be read; left out of the record"),
+        }
+    }
+    let view = build_record(&resources, today);
+
+    let withheld = conn
+        .prepare_cached(
+            "SELECT section, count FROM withheld WHERE patient_id = ?1 AND count > 0
+             ORDER BY section",
+        )?
+        .query_map([patient_id], |r| {
+            Ok(Withheld {
+                section: r.get(0)?,
+                count: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    let entries = conn
+        .prepare_cached(
+            "SELECT kind, reason, starts_at, ends_at FROM list_entries WHERE patient_id = ?1
+             ORDER BY seq",
+        )?
+        .query_map([patient_id], |r| {
+            let starts_at: String = r.get(2)?;
+            let ends_at: Option<String> = r.get(3)?;
+            Ok(Entry {
+                kind: r.get(0)?,
+                reason: r.get(1)?,
+                starts_at: parse_timestamp(&starts_at).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+                ends_at: ends_at.as_deref().and_then(parse_timestamp),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let list_reason = primary_entry(&entries, today)
+        .map(|e| e.reason.clone())
+        .unwrap_or_default();
+
+    // The cache matches the server as of the last completed sync, and the patient's own rows
+    // as of the page that last changed them: the later of the two.
+    let synced_as_of = get_meta(conn, meta::AS_OF)?.and_then(|s| parse_timestamp(&s));
+    let as_of = parse_timestamp(&patient_as_of)
+        .into_iter()
+        .chain(synced_as_of)
+        .max()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+
+    Ok(Some(PatientRecord {
+        view,
+        as_of,
+        withheld,
+        list_reason,
+    }))
+}
+
+/// The cached patient with this NHS number.
+pub(crate) fn find_patient(conn: &Connection, nhs_digits: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM patients WHERE nhs_number = ?1")?
+        .query_row([nhs_digits], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn patient_count(conn: &Connection) -> Result<u32> {
+    Ok(conn.query_row("SELECT count(*) FROM patients", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_displays() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(age_on(d(1950, 2, 1), d(2026, 1, 31)), Some(75));
+        assert_eq!(age_on(d(1950, 2, 1), d(2026, 2, 1)), Some(76));
+        assert_eq!(age_on(d(2030, 1, 1), d(2026, 2, 1)), None);
+        assert_eq!(nhs_display("9990000018"), "999 000 0018");
+        assert_eq!(postcode_display("LS14AB"), "LS1 4AB");
+        assert_eq!(postcode_display("SW1A1AA"), "SW1A 1AA");
+    }
+}

@@ -1,0 +1,1349 @@
+//! Unit tests of the cache, the page application and the queries, without a server.
+
+use std::time::Instant;
+
+use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use doorstep_protocol::{Change, ListEntry, ListKind, PatientHeader, PullPage, WithheldCount};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A valid test-range NHS number from a 9-digit stem (Modulus 11), or `None` when the stem
+/// has no valid check digit.
+fn nhs(stem: u64) -> Option<String> {
+    let s = format!("{stem:09}");
+    let sum: u32 = s
+        .chars()
+        .enumerate()
+        .map(|(i, c)| c.to_digit(10).unwrap() * (10 - i as u32))
+        .sum();
+    match 11 - sum % 11 {
+        11 => Some(format!("{s}0")),
+        10 => None,
+        c => Some(format!("{s}{c}")),
+    }
+}
+
+/// The `n`th valid NHS number from 999 000 0000 on.
+fn nth_nhs(n: u64) -> String {
+    (999_000_000u64..).filter_map(nhs).nth(n as usize).unwrap()
+}
+
+struct TestPatient {
+    id: String,
+    nhs: String,
+    given: &'static str,
+    family: &'static str,
+    birth: &'static str,
+    postcode: &'static str,
+}
+
+fn patient_json(p: &TestPatient) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "id": p.id,
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": p.nhs}],
+        "name": [{"use": "official", "family": p.family, "given": [p.given], "prefix": ["Mrs"]}],
+        "gender": "female",
+        "birthDate": p.birth,
+        "address": [{"line": ["12 Station Road"], "city": "Leeds", "postalCode": p.postcode}],
+        "generalPractitioner": [{
+            "reference": "Organization/B86001",
+            "identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B86001"}
+        }]
+    })
+}
+
+fn organisation_json() -> Value {
+    json!({
+        "resourceType": "Organization",
+        "id": "B86001",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B86001"}],
+        "name": "Riverside Surgery"
+    })
+}
+
+fn allergy_json(id: &str, patient_id: &str) -> Value {
+    json!({
+        "resourceType": "AllergyIntolerance",
+        "id": id,
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "code": "active"
+        }]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+            "code": "confirmed"
+        }]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005",
+                             "display": "Allergy to penicillin"}]},
+        "patient": {"reference": format!("Patient/{patient_id}")},
+        "recordedDate": "2019-03-04",
+        "reaction": [{"manifestation": [{"coding": [{"system": "http://snomed.info/sct",
+            "code": "271807003", "display": "Rash"}]}]}]
+    })
+}
+
+fn dnacpr_flag_json(id: &str, patient_id: &str) -> Value {
+    json!({
+        "resourceType": "Flag",
+        "id": id,
+        "status": "active",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                                  "code": "clinical"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "304253006",
+                             "display": "Not for resuscitation"}],
+                 "text": "DNACPR"},
+        "subject": {"reference": format!("Patient/{patient_id}")},
+        "period": {"start": "2024-05-01"}
+    })
+}
+
+fn condition_json(id: &str, patient_id: &str, display: &str) -> Value {
+    json!({
+        "resourceType": "Condition",
+        "id": id,
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006",
+                             "display": display}]},
+        "subject": {"reference": format!("Patient/{patient_id}")},
+        "recordedDate": "2015-06-01"
+    })
+}
+
+fn caseload(reason: &str) -> ListEntry {
+    ListEntry {
+        kind: ListKind::Caseload,
+        list_name: "Riverside DN caseload".into(),
+        reason: reason.into(),
+        starts_at: Utc.with_ymd_and_hms(2025, 3, 1, 9, 0, 0).unwrap(),
+        ends_at: None,
+    }
+}
+
+fn added(p: &TestPatient, extra: Vec<Value>, entries: Vec<ListEntry>) -> Change {
+    let mut resources = vec![patient_json(p), organisation_json()];
+    resources.extend(extra);
+    Change::PatientAdded {
+        patient: PatientHeader {
+            patient_id: p.id.clone(),
+            nhs_number: p.nhs.clone(),
+            registered_practice_ods: "B86001".into(),
+            registered_practice_name: "Riverside Surgery".into(),
+            birth_date: p.birth.parse().ok(),
+        },
+        entries,
+        resources,
+        withheld: vec![WithheldCount {
+            section: "problems".into(),
+            count: 1,
+        }],
+    }
+}
+
+fn page(cursor: &str, more: bool, changes: Vec<Change>) -> PullPage {
+    PullPage {
+        cursor: cursor.into(),
+        more,
+        server_time: Utc.with_ymd_and_hms(2026, 1, 15, 8, 0, 0).unwrap(),
+        changes,
+    }
+}
+
+fn sian() -> TestPatient {
+    TestPatient {
+        id: "p-sian".into(),
+        nhs: nth_nhs(1),
+        given: "Siân",
+        family: "Evans",
+        birth: "1950-02-01",
+        postcode: "LS1 4AB",
+    }
+}
+
+fn zoe() -> TestPatient {
+    TestPatient {
+        id: "p-zoe".into(),
+        nhs: nth_nhs(2),
+        given: "Zoë",
+        family: "Ó Briain",
+        birth: "1938-11-30",
+        postcode: "LS12 3XY",
+    }
+}
+
+fn john() -> TestPatient {
+    TestPatient {
+        id: "p-john".into(),
+        nhs: "9991234560".into(),
+        given: "John",
+        family: "Smith",
+        birth: "1961-07-09",
+        postcode: "M1 1AA",
+    }
+}
+
+const TEST_KEY: [u8; 32] = [7u8; 32];
+
+/// Apply a protocol page as the sync engine does (through the wire reader).
+fn apply(conn: &mut Connection, page: &PullPage) -> Result<cache::PageStats> {
+    cache::apply_page(conn, &wire::Page::from_protocol(page)?)
+}
+
+fn open_cache(dir: &Path) -> Connection {
+    cache::open(&dir.join(files::CACHE_FILE), &TEST_KEY)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+}
+
+/// Every row of every patient table plus the cursor, as text, in a stable order.
+fn dump(conn: &Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("patients", "id"),
+        ("list_entries", "patient_id, seq"),
+        ("resources", "type, id"),
+        ("withheld", "patient_id, section"),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                let mut cells = vec![table.to_owned()];
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    cells.push(format!("{v:?}"));
+                }
+                Ok(cells.join("|"))
+            })
+            .unwrap();
+        out.extend(rows.map(Result::unwrap));
+    }
+    out.push(format!(
+        "cursor={:?}",
+        cache::get_meta(conn, meta::CURSOR).unwrap()
+    ));
+    out
+}
+
+fn count(conn: &Connection, sql: &str, id: &str) -> i64 {
+    conn.query_row(sql, [id], |r| r.get(0)).unwrap()
+}
+
+fn names(rows: &[ListRow]) -> Vec<String> {
+    rows.iter().map(|r| r.name.clone()).collect()
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn first_page() -> PullPage {
+    page(
+        "c1",
+        false,
+        vec![
+            added(
+                &sian(),
+                vec![
+                    allergy_json("a1", "p-sian"),
+                    dnacpr_flag_json("f1", "p-sian"),
+                    condition_json("c1", "p-sian", "Type 2 diabetes mellitus"),
+                ],
+                vec![caseload("Leg ulcer dressing")],
+            ),
+            added(&zoe(), vec![], vec![caseload("Insulin")]),
+            Change::Upsert {
+                patient_id: "p-sian".into(),
+                resource: condition_json("c2", "p-sian", "Hypertension"),
+            },
+            Change::Delete {
+                patient_id: "p-sian".into(),
+                resource_type: "Condition".into(),
+                resource_id: "c1".into(),
+            },
+            Change::Withheld {
+                patient_id: "p-zoe".into(),
+                counts: vec![WithheldCount {
+                    section: "medications".into(),
+                    count: 2,
+                }],
+            },
+        ],
+    )
+}
+
+#[test]
+fn applying_a_page_twice_leaves_the_same_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    let p = first_page();
+    let stats = apply(&mut conn, &p).unwrap();
+    assert_eq!(stats.patients_added, 2);
+    assert_eq!(stats.upserts, 1);
+    assert_eq!(stats.deletes, 1);
+    let once = dump(&conn);
+    apply(&mut conn, &p).unwrap();
+    assert_eq!(dump(&conn), once);
+    assert!(once.iter().any(|l| l.contains("cursor=Some(\"c1\")")));
+    // The page's effects: c1 deleted, c2 there, Zoë's withheld counts replaced.
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c1"),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c2"),
+        1
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT coalesce(sum(count), 0) FROM withheld WHERE patient_id = ?1",
+            "p-zoe"
+        ),
+        2
+    );
+}
+
+#[test]
+fn patient_added_replaces_what_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    // A new snapshot of Siân without the allergy, the flag and c2.
+    apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![added(&sian(), vec![], vec![caseload("Review")])],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM resources WHERE patient_id = ?1",
+            "p-sian"
+        ),
+        2,
+        "only the Patient and Organization of the new snapshot"
+    );
+    let rows = queries::list(&conn, Some("sian"), day(2026, 1, 15)).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].alerts.is_empty(), "badges follow the new snapshot");
+    assert_eq!(rows[0].reason, "Review");
+}
+
+#[test]
+fn patient_removed_purges_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    let stats = apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![Change::PatientRemoved {
+                patient_id: "p-sian".into(),
+            }],
+        ),
+    )
+    .unwrap();
+    assert_eq!(stats.patients_removed, 1);
+    for sql in [
+        "SELECT count(*) FROM patients WHERE id = ?1",
+        "SELECT count(*) FROM resources WHERE patient_id = ?1",
+        "SELECT count(*) FROM list_entries WHERE patient_id = ?1",
+        "SELECT count(*) FROM withheld WHERE patient_id = ?1",
+    ] {
+        assert_eq!(count(&conn, sql, "p-sian"), 0, "{sql}");
+    }
+    // Zoë is untouched.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM resources WHERE patient_id = ?1",
+            "p-zoe"
+        ),
+        2
+    );
+    assert!(
+        queries::record(&conn, "p-sian", day(2026, 1, 15))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        cache::get_meta(&conn, meta::CURSOR).unwrap().as_deref(),
+        Some("c2")
+    );
+}
+
+#[test]
+fn rebuild_empties_patient_data_and_cursor_but_keeps_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    // The outbox of a later issue: any table that is not patient data.
+    conn.execute_batch(
+        "CREATE TABLE outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+         INSERT INTO outbox VALUES ('n1', 'note waiting to go up');",
+    )
+    .unwrap();
+    apply(&mut conn, &first_page()).unwrap();
+    cache::set_meta(&conn, meta::REFRESH_TOKEN, "r").unwrap();
+    cache::clear_patient_data(&mut conn).unwrap();
+    for table in ["patients", "list_entries", "resources", "withheld"] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+    assert_eq!(cache::get_meta(&conn, meta::CURSOR).unwrap(), None);
+    assert_eq!(
+        cache::get_meta(&conn, meta::REFRESH_TOKEN)
+            .unwrap()
+            .as_deref(),
+        Some("r"),
+        "tokens survive a rebuild"
+    );
+    let kept: String = conn
+        .query_row("SELECT body FROM outbox WHERE id = 'n1'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, "note waiting to go up");
+}
+
+#[test]
+fn search_by_name_nhs_number_postcode_and_birth_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![added(&john(), vec![], vec![caseload("Catheter")])],
+        ),
+    )
+    .unwrap();
+    let today = day(2026, 1, 15);
+    let search = |q: &str| {
+        let mut n = names(&queries::list(&conn, Some(q), today).unwrap());
+        n.sort();
+        n
+    };
+    let sian_name = queries::list(&conn, Some("sian"), today).unwrap()[0]
+        .name
+        .clone();
+    assert!(sian_name.contains("Siân"), "{sian_name}");
+    assert_eq!(search("sian").len(), 1);
+    assert_eq!(search("SIÂN"), search("sian"));
+    assert_eq!(search("siân ev").len(), 1);
+    assert_eq!(search("evans"), search("sian"));
+    assert_eq!(search("zoe").len(), 1);
+    assert_eq!(search("obriain"), search("zoe"));
+    assert_eq!(search("ó briain"), search("zoe"));
+    // NHS number, with or without spaces, whole or its start.
+    assert_eq!(search("999 000").len(), 2, "Siân and Zoë, not John");
+    assert_eq!(search(&sian().nhs), search("sian"));
+    let spaced = queries::nhs_display(&sian().nhs);
+    assert_eq!(search(&spaced), search("sian"));
+    // Postcode, with or without space, or its start.
+    assert_eq!(search("ls1").len(), 2, "LS1 4AB and LS12 3XY");
+    assert_eq!(search("LS1 4AB"), search("sian"));
+    assert_eq!(search("ls14ab"), search("sian"));
+    assert_eq!(
+        search("LS1 4"),
+        search("sian"),
+        "the outward code is fixed by the space"
+    );
+    assert_eq!(search("m1"), search("john"));
+    // Date of birth, UK order or ISO.
+    assert_eq!(search("01/02/1950"), search("sian"));
+    assert_eq!(search("1/2/1950"), search("sian"));
+    assert_eq!(search("1950-02-01"), search("sian"));
+    assert!(
+        search("02/01/1950").is_empty(),
+        "day first, not month first"
+    );
+    assert!(search("nobody").is_empty());
+    assert_eq!(search("").len(), 3);
+}
+
+#[test]
+fn list_rows_carry_badges_age_and_sort_today_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    let today = chrono::Local::now().date_naive();
+    let noon_today = chrono::Local
+        .from_local_datetime(&today.and_hms_opt(12, 0, 0).unwrap())
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc);
+    let appointment = |at: DateTime<Utc>, reason: &str| ListEntry {
+        kind: ListKind::Appointment,
+        list_name: "Hub session".into(),
+        reason: reason.into(),
+        starts_at: at,
+        ends_at: Some(at + Duration::hours(24)),
+    };
+    apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![
+                added(
+                    &john(),
+                    vec![],
+                    vec![
+                        appointment(noon_today + Duration::days(3), "Later review"),
+                        appointment(noon_today, "Chest pain follow-up"),
+                    ],
+                ),
+                Change::ListChanged {
+                    patient_id: "p-zoe".into(),
+                    entries: vec![appointment(noon_today - Duration::hours(2), "Insulin")],
+                },
+            ],
+        ),
+    )
+    .unwrap();
+    let rows = queries::list(&conn, None, today).unwrap();
+    let order: Vec<&str> = rows.iter().map(|r| r.patient_id.as_str()).collect();
+    assert_eq!(
+        order,
+        ["p-zoe", "p-john", "p-sian"],
+        "today by time, then the caseload"
+    );
+    assert!(rows[0].today && rows[1].today && !rows[2].today);
+    assert_eq!(
+        rows[1].reason, "Chest pain follow-up",
+        "today's entry is the one shown"
+    );
+    assert_eq!(rows[1].list_kind, "appointment");
+    let row = &rows[2];
+    assert_eq!(row.list_kind, "caseload");
+    assert_eq!(row.alerts, ["DNACPR", "Allergies"]);
+    assert_eq!(row.nhs_number_display, queries::nhs_display(&sian().nhs));
+    assert_eq!(row.postcode.as_deref(), Some("LS1 4AB"));
+    assert_eq!(row.practice_name, "Riverside Surgery");
+    assert_eq!(row.age, queries::age_on(day(1950, 2, 1), today));
+    assert!(rows[0].alerts.is_empty());
+
+    // Deleting the flag drops its badge at once.
+    apply(
+        &mut conn,
+        &page(
+            "c3",
+            false,
+            vec![Change::Delete {
+                patient_id: "p-sian".into(),
+                resource_type: "Flag".into(),
+                resource_id: "f1".into(),
+            }],
+        ),
+    )
+    .unwrap();
+    let rows = queries::list(&conn, Some("sian"), today).unwrap();
+    assert_eq!(rows[0].alerts, ["Allergies"]);
+}
+
+#[test]
+fn record_has_views_withheld_counts_and_as_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    let rec = queries::record(&conn, "p-sian", day(2026, 1, 15))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.view.patient.family.to_uppercase(), "EVANS");
+    assert_eq!(rec.view.allergies.len(), 1);
+    assert!(
+        rec.view.allergies[0]
+            .substance
+            .to_lowercase()
+            .contains("penicillin")
+    );
+    assert_eq!(rec.view.alerts.len(), 1);
+    assert_eq!(rec.withheld.len(), 1);
+    assert_eq!(rec.withheld[0].section, "problems");
+    assert_eq!(rec.list_reason, "Leg ulcer dressing");
+    assert_eq!(
+        rec.as_of,
+        Utc.with_ymd_and_hms(2026, 1, 15, 8, 0, 0).unwrap()
+    );
+    assert_eq!(
+        queries::find_patient(&conn, &sian().nhs)
+            .unwrap()
+            .as_deref(),
+        Some("p-sian")
+    );
+    assert!(
+        queries::record(&conn, "nobody", day(2026, 1, 15))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn cache_file_is_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(files::CACHE_FILE);
+    {
+        let mut conn = open_cache(dir.path());
+        apply(&mut conn, &first_page()).unwrap();
+        // Half the check reads the WAL before a checkpoint, half the main file after.
+        let mut raw = std::fs::read(&path).unwrap();
+        raw.extend(std::fs::read(dir.path().join("cache.db-wal")).unwrap_or_default());
+        assert_no_plaintext(&raw);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let raw = std::fs::read(&path).unwrap();
+    assert!(raw.len() > 4096);
+    assert_no_plaintext(&raw);
+    assert!(!raw.starts_with(b"SQLite format 3"));
+
+    // What the sqlite3 tool does: open without a key and read the schema.
+    let plain = Connection::open(&path).unwrap();
+    let err = plain
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("file is not a database"), "{err}");
+
+    // And another key does not open it either.
+    assert!(matches!(
+        cache::open(&path, &[8u8; 32]),
+        Err(cache::OpenError::WrongKey)
+    ));
+}
+
+fn assert_no_plaintext(raw: &[u8]) {
+    let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    for secret in [
+        sian().nhs.as_bytes(),
+        "Evans".as_bytes(),
+        "EVANS".as_bytes(),
+        "Siân".as_bytes(),
+        "penicillin".as_bytes(),
+        "Riverside".as_bytes(),
+        "patients".as_bytes(),
+    ] {
+        assert!(
+            !contains(secret),
+            "{:?} is readable in the file",
+            String::from_utf8_lossy(secret)
+        );
+    }
+}
+
+/// A data directory with an enrolment made by hand (no server), cheap KDF costs.
+fn hand_enrolled(dir: &Path, pin: &str) {
+    hand_enrolled_at(dir, pin, "https://127.0.0.1:9");
+}
+
+fn hand_enrolled_at(dir: &Path, pin: &str, server_url: &str) {
+    let mut kdf = key::KdfParams::new_random().unwrap();
+    kdf.m_kib = 1024;
+    kdf.t = 1;
+    let key = kdf.derive(pin).unwrap();
+    let conn = cache::open(&dir.join(files::CACHE_FILE), &key)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    cache::set_meta(
+        &conn,
+        meta::USER,
+        &serde_json::to_string(&UserInfo {
+            username: "nurse.demo".into(),
+            display_name: "Nia Nurse".into(),
+            role: "nurse".into(),
+            service: "Riverside District Nursing".into(),
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    store_tokens(
+        &conn,
+        &TokenResponse {
+            access_token: "old-access".into(),
+            access_expires_at: Utc::now() + Duration::minutes(10),
+            refresh_token: "refresh-1".into(),
+        },
+    )
+    .unwrap();
+    DeviceFile {
+        format: 1,
+        server_url: server_url.into(),
+        device_id: "dev-1".into(),
+        username: "nurse.demo".into(),
+        device_name: "test".into(),
+        enrolled_at: Utc::now(),
+        pinned_ca: false,
+        kdf,
+    }
+    .write(dir)
+    .unwrap();
+}
+
+#[test]
+fn wrong_pins_are_counted_and_ten_demand_online_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled(dir.path(), "2468");
+    let device = Device::unlock(dir.path(), "2468").unwrap();
+    assert_eq!(device.user().display_name, "Nia Nurse");
+    drop(device);
+
+    match Device::unlock(dir.path(), "1111") {
+        Err(ClientError::WrongPin { remaining }) => assert_eq!(remaining, 9),
+        other => panic!("expected WrongPin, got {other:?}"),
+    }
+    // A good PIN resets the count.
+    Device::unlock(dir.path(), "2468").unwrap();
+    assert_eq!(PinAttempts::read(dir.path()).failures, 0);
+
+    for i in 1..=10 {
+        let e = Device::unlock(dir.path(), "0000").unwrap_err();
+        if i < 10 {
+            assert!(matches!(e, ClientError::WrongPin { remaining } if remaining == 10 - i));
+            assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::WrongPin);
+        } else {
+            assert!(matches!(e, ClientError::TooManyPinAttempts), "{e:?}");
+        }
+    }
+    // Now even the right PIN is refused, with words that say what to do.
+    let e = Device::unlock(dir.path(), "2468").unwrap_err();
+    assert!(matches!(e, ClientError::TooManyPinAttempts));
+    assert!(e.to_string().contains("Sign in online"));
+}
+
+#[test]
+fn unlock_with_the_default_kdf_is_quick_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdf = key::KdfParams::new_random().unwrap();
+    let started = Instant::now();
+    let key = kdf.derive("2468").unwrap();
+    let conn = cache::open(&dir.path().join(files::CACHE_FILE), &key)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let took = started.elapsed();
+    drop(conn);
+    eprintln!(
+        "unlock (argon2id m={} MiB t={} p={} + open): {took:?}",
+        kdf.m_kib / 1024,
+        kdf.t,
+        kdf.p
+    );
+    assert!(kdf.m_kib >= 19 * 1024 && kdf.t >= 2);
+    assert!(took.as_secs_f64() < 2.0, "unlock took {took:?}");
+}
+
+#[test]
+fn status_and_not_enrolled() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Device::unlock(dir.path(), "2468"),
+        Err(ClientError::NotEnrolled(_))
+    ));
+    hand_enrolled(dir.path(), "2468");
+    let device = Device::unlock(dir.path(), "2468").unwrap();
+    let status = device.status().unwrap();
+    assert_eq!(status.patients, 0);
+    assert_eq!(status.last_synced, None);
+    assert_eq!(status.server_reachable, None);
+    assert!(!status.syncing);
+}
+
+#[tokio::test]
+async fn sync_against_no_server_records_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled(dir.path(), "2468");
+    let mut device = Device::unlock(dir.path(), "2468").unwrap();
+    device.backoff = api::Backoff {
+        attempts: 2,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+    };
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    let e = device.sync().await.unwrap_err();
+    assert!(matches!(e, ClientError::Offline(_)), "{e:?}");
+    let status = device.status().unwrap();
+    assert_eq!(status.server_reachable, Some(false));
+    assert!(status.last_error.is_some());
+    assert!(!device.probe_server().await);
+}
+
+/// Scale: 10,000 cached patients, then searches of each kind.
+#[test]
+fn search_over_ten_thousand_patients_is_fast() {
+    const GIVEN: &[&str] = &[
+        "Siân", "Zoë", "John", "Mary", "Aled", "Niamh", "Oliver", "Amelia", "Mohammed", "Priya",
+        "Rhys", "Eilidh", "Jack", "Grace", "Tomasz", "Chloé", "Dafydd", "Aoife", "Harry", "Isla",
+    ];
+    const FAMILY: &[&str] = &[
+        "Evans",
+        "Jones",
+        "Ó Briain",
+        "Smith",
+        "Williams",
+        "Patel",
+        "Khan",
+        "Taylor",
+        "Brown",
+        "Davies",
+        "O'Neill",
+        "Wilson",
+        "Thomas",
+        "Roberts",
+        "Nowak",
+        "Hughes",
+        "MacLeod",
+        "Wright",
+        "Walker",
+        "Green",
+        "Hall",
+        "Wood",
+        "Clarke",
+        "Lewis",
+        "Morgan",
+    ];
+    const AREAS: &[&str] = &[
+        "LS1", "LS12", "LS6", "M1", "M14", "CF10", "CF24", "BD7", "HX1",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    let mut changes = Vec::new();
+    for i in 0..10_000u64 {
+        let p = TestPatient {
+            id: format!("p{i}"),
+            nhs: nth_nhs(i),
+            given: GIVEN[(i % GIVEN.len() as u64) as usize],
+            family: FAMILY[((i / 7) % FAMILY.len() as u64) as usize],
+            birth: ["1950-02-01", "1944-10-12", "1987-04-30", "1933-12-25"][(i % 4) as usize],
+            postcode: "LS1 4AB",
+        };
+        let mut c = added(&p, vec![], vec![caseload("Visit")]);
+        if let Change::PatientAdded { resources, .. } = &mut c {
+            let area = AREAS[(i % AREAS.len() as u64) as usize];
+            resources[0]["address"][0]["postalCode"] = json!(format!(
+                "{area} {}{}{}",
+                i % 10,
+                (b'A' + (i % 26) as u8) as char,
+                'B'
+            ));
+        }
+        changes.push(c);
+    }
+    let started = Instant::now();
+    for (n, chunk) in changes.chunks(500).enumerate() {
+        apply(&mut conn, &page(&format!("c{n}"), true, chunk.to_vec())).unwrap();
+    }
+    eprintln!("10,000 patients applied in {:?}", started.elapsed());
+    let today = day(2026, 1, 15);
+    // Warm the page cache once, as the list screen does.
+    let all = queries::list(&conn, None, today).unwrap();
+    assert_eq!(all.len(), 10_000);
+    for q in [
+        "sian",
+        "o'neill",
+        "999 000 01",
+        "ls1",
+        "LS1 4",
+        "01/02/1950",
+        "zz",
+    ] {
+        let started = Instant::now();
+        let rows = queries::list(&conn, Some(q), today).unwrap();
+        let took = started.elapsed();
+        eprintln!("search {q:>12}: {:>5} rows in {took:?}", rows.len());
+        assert!(took.as_millis() < 250, "search {q} took {took:?}");
+    }
+    let started = Instant::now();
+    let rows = queries::list(&conn, Some("sian evans"), today).unwrap();
+    let took = started.elapsed();
+    eprintln!("search   sian evans: {:>5} rows in {took:?}", rows.len());
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r.name.contains("Siân") && r.name.to_uppercase().contains("EVANS"))
+    );
+}
+
+/// The shell awaits these futures on a multi-threaded runtime: they must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(device: &Device) {
+    fn is_send<T: Send>(_: T) {}
+    fn is_sync<T: Send + Sync>() {}
+    is_sync::<Device>();
+    is_send(device.sync());
+    is_send(device.probe_server());
+    is_send(Device::enrol(
+        Path::new("."),
+        EnrolParams {
+            server_url: String::new(),
+            ca_pem_path: None,
+            username: String::new(),
+            password: String::new(),
+            totp: String::new(),
+            pin: String::new(),
+            device_name: String::new(),
+        },
+    ));
+}
+
+/// A scripted HTTP/1.1 server on loopback: answers each request with the next scripted
+/// response and records what it was asked. Plain HTTP is allowed for loopback hosts, so the
+/// whole sync engine (tokens, retries, 410, gzip) runs against it without TLS.
+mod fake_server {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    pub struct Scripted {
+        pub status: u16,
+        pub body: String,
+        pub gzip: bool,
+    }
+
+    pub fn json(status: u16, body: impl serde::Serialize) -> Scripted {
+        Scripted {
+            status,
+            body: serde_json::to_string(&body).unwrap(),
+            gzip: false,
+        }
+    }
+
+    pub fn gzipped(status: u16, body: impl serde::Serialize) -> Scripted {
+        Scripted {
+            gzip: true,
+            ..json(status, body)
+        }
+    }
+
+    /// One request as seen: `GET /api/v1/sync/pull?cursor=c1 bearer=new gzip=true`.
+    pub type Log = Arc<Mutex<Vec<String>>>;
+
+    pub async fn start(script: Vec<Scripted>) -> (String, Log) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log: Log = Arc::default();
+        let seen = log.clone();
+        tokio::spawn(async move {
+            for answer in script {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "client closed early");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                        .unwrap_or_default()
+                };
+                let length: usize = header("content-length").parse().unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let first = head.lines().next().unwrap_or_default();
+                let target = first.rsplit_once(' ').map(|(t, _)| t).unwrap_or(first);
+                seen.lock().unwrap().push(format!(
+                    "{target} bearer={} gzip={}",
+                    header("authorization").trim_start_matches("Bearer "),
+                    header("accept-encoding").contains("gzip")
+                ));
+                let mut body = answer.body.into_bytes();
+                let mut extra = String::new();
+                if answer.gzip {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    enc.write_all(&body).unwrap();
+                    body = enc.finish().unwrap();
+                    extra.push_str("Content-Encoding: gzip\r\n");
+                }
+                let reply = format!(
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.status,
+                    body.len()
+                );
+                sock.write_all(reply.as_bytes()).await.unwrap();
+                sock.write_all(&body).await.unwrap();
+                sock.shutdown().await.ok();
+            }
+        });
+        (url, log)
+    }
+}
+
+fn quick_backoff() -> api::Backoff {
+    api::Backoff {
+        attempts: 3,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(4),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_refreshes_expired_tokens_retries_and_rebuilds_on_410() {
+    use doorstep_protocol::{ApiError, ResyncReason, ResyncRequired};
+    use fake_server::{gzipped, json};
+
+    let tokens = TokenResponse {
+        access_token: "new-access".into(),
+        access_expires_at: Utc::now() + Duration::minutes(15),
+        refresh_token: "refresh-2".into(),
+    };
+    let expired = ApiError {
+        code: "token_expired".into(),
+        message: "the access token has expired".into(),
+    };
+    let unavailable = ApiError {
+        code: "internal".into(),
+        message: "try later".into(),
+    };
+    let script = vec![
+        // Sync 1: expired token, refresh, page 1, a 503 (retried), page 2.
+        json(401, &expired),
+        json(200, &tokens),
+        gzipped(
+            200,
+            page(
+                "c1",
+                true,
+                vec![added(&sian(), vec![], vec![caseload("A")])],
+            ),
+        ),
+        json(503, &unavailable),
+        gzipped(
+            200,
+            page(
+                "c2",
+                false,
+                vec![added(&zoe(), vec![], vec![caseload("B")])],
+            ),
+        ),
+        // Sync 2: the server's view changed: 410, then everything again from no cursor.
+        json(
+            410,
+            ResyncRequired {
+                reason: ResyncReason::AccessChanged,
+                message: "your roles changed".into(),
+            },
+        ),
+        gzipped(
+            200,
+            page(
+                "c3",
+                false,
+                vec![added(&john(), vec![], vec![caseload("C")])],
+            ),
+        ),
+        // Sync 3: the device was revoked.
+        json(
+            401,
+            ApiError {
+                code: "device_revoked".into(),
+                message: "This device was revoked by an administrator.".into(),
+            },
+        ),
+    ];
+    let (url, log) = fake_server::start(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled_at(dir.path(), "2468", &url);
+    let mut device = Device::unlock(dir.path(), "2468").unwrap();
+    device.backoff = quick_backoff();
+
+    let report = device.sync().await.unwrap();
+    assert_eq!(report.pages, 2);
+    assert_eq!(report.patients_added, 2);
+    assert_eq!(report.patients, 2);
+    assert!(!report.rebuilt);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "GET /api/v1/sync/pull bearer=old-access gzip=true",
+            "POST /api/v1/auth/refresh bearer= gzip=true",
+            "GET /api/v1/sync/pull bearer=new-access gzip=true",
+            "GET /api/v1/sync/pull?cursor=c1 bearer=new-access gzip=true",
+            "GET /api/v1/sync/pull?cursor=c1 bearer=new-access gzip=true",
+        ]
+    );
+    let stored_refresh = device
+        .with_conn(|c| cache::get_meta(c, meta::REFRESH_TOKEN))
+        .unwrap();
+    assert_eq!(
+        stored_refresh.as_deref(),
+        Some("refresh-2"),
+        "rotated token kept"
+    );
+    let status = device.status().unwrap();
+    assert_eq!(status.server_reachable, Some(true));
+    assert!(status.last_synced.is_some());
+    assert_eq!(status.last_error, None);
+
+    let report = device.sync().await.unwrap();
+    assert!(report.rebuilt);
+    let ids: Vec<String> = device
+        .list(None, day(2026, 1, 15))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.patient_id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["p-john"],
+        "after the rebuild the cache is exactly the server's view"
+    );
+    assert_eq!(
+        log.lock().unwrap()[5..],
+        [
+            "GET /api/v1/sync/pull?cursor=c2 bearer=new-access gzip=true",
+            "GET /api/v1/sync/pull bearer=new-access gzip=true",
+        ]
+    );
+
+    let e = device.sync().await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::SignInFailed(m) if m.contains("revoked")),
+        "{e:?}"
+    );
+    assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::SignInFailed);
+    let status = device.status().unwrap();
+    assert_eq!(status.server_reachable, Some(true), "the server answered");
+    assert!(status.last_error.unwrap().contains("revoked"));
+    assert_eq!(
+        status.patients, 1,
+        "a failed sync leaves the cache as it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_stores_tokens_and_maps_refusals() {
+    use doorstep_protocol::{ApiError, EnrolResponse};
+    use fake_server::json;
+
+    let refused = ApiError {
+        code: "bad_credentials".into(),
+        message: "Wrong user name, password or code.".into(),
+    };
+    let accepted = EnrolResponse {
+        device_id: "dev-42".into(),
+        user: UserInfo {
+            username: "nurse.demo".into(),
+            display_name: "Nia Nurse".into(),
+            role: "nurse".into(),
+            service: "Riverside District Nursing".into(),
+        },
+        tokens: TokenResponse {
+            access_token: "a1".into(),
+            access_expires_at: Utc::now() + Duration::minutes(15),
+            refresh_token: "r1".into(),
+        },
+    };
+    let (url, log) = fake_server::start(vec![json(401, &refused), json(200, &accepted)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let params = EnrolParams {
+        server_url: url.clone(),
+        ca_pem_path: None,
+        username: "nurse.demo".into(),
+        password: "pw".into(),
+        totp: "123 456".into(),
+        pin: "2468".into(),
+        device_name: "test laptop".into(),
+    };
+    let e = Device::enrol(dir.path(), params.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::SignInFailed(m) if m == "Wrong user name, password or code.")
+    );
+    assert!(
+        !is_enrolled(dir.path()),
+        "a refused sign-in leaves nothing behind"
+    );
+
+    // Wrong shapes never reach the server.
+    for bad in [
+        EnrolParams {
+            pin: "12".into(),
+            ..params.clone()
+        },
+        EnrolParams {
+            totp: "12345".into(),
+            ..params.clone()
+        },
+        EnrolParams {
+            server_url: "http://fed.example".into(),
+            ..params.clone()
+        },
+        EnrolParams {
+            username: " ".into(),
+            ..params.clone()
+        },
+    ] {
+        let e = Device::enrol(dir.path(), bad).await.unwrap_err();
+        assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::Invalid, "{e}");
+    }
+
+    let device = Device::enrol(dir.path(), params).await.unwrap();
+    assert_eq!(device.user().display_name, "Nia Nurse");
+    assert_eq!(log.lock().unwrap().len(), 2);
+    drop(device);
+    let file = DeviceFile::read(dir.path()).unwrap();
+    assert_eq!(file.device_id, "dev-42");
+    assert_eq!(file.server_url, url);
+    assert!(!file.pinned_ca);
+    let text = std::fs::read_to_string(dir.path().join(files::DEVICE_FILE)).unwrap();
+    assert!(!text.contains("\"r1\"") && !text.contains("\"a1\""));
+    let device = Device::unlock(dir.path(), "2468").unwrap();
+    let refresh = device
+        .with_conn(|c| cache::get_meta(c, meta::REFRESH_TOKEN))
+        .unwrap();
+    assert_eq!(refresh.as_deref(), Some("r1"));
+}
+
+/// Scale of the initial sync, device side: synthetic patients of ~100 resources each, in pages
+/// of ~1 MB as the server sends them, applied and then read back as records.
+#[test]
+fn applying_a_synthetic_caseload() {
+    use doorstep_record::synthetic::{FederationSpec, generate};
+    let spec = FederationSpec {
+        seed: 3,
+        practices: 2,
+        patients_per_practice: 50,
+        resources_per_patient: 100,
+        today: day(2026, 1, 15),
+    };
+    let federation = generate(&spec);
+    let mut changes = Vec::new();
+    let mut resource_count = 0;
+    for (patient, bundle) in federation.patients.iter().zip(&federation.bundles) {
+        let resources: Vec<Value> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].clone())
+            .collect();
+        resource_count += resources.len();
+        let practice = federation
+            .practices
+            .iter()
+            .find(|p| p.ods == patient.practice_ods)
+            .unwrap();
+        changes.push(Change::PatientAdded {
+            patient: PatientHeader {
+                patient_id: patient.patient_id.clone(),
+                nhs_number: patient.nhs_number.digits().to_owned(),
+                registered_practice_ods: practice.ods.clone(),
+                registered_practice_name: practice.name.clone(),
+                birth_date: None,
+            },
+            entries: vec![caseload("Visit")],
+            resources,
+            withheld: vec![],
+        });
+    }
+    // Pages of about 1 MB of JSON, as the server bounds them.
+    let mut pages = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for c in changes {
+        bytes += serde_json::to_vec(&c).unwrap().len();
+        current.push(c);
+        if bytes > 1 << 20 {
+            pages.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+    }
+    pages.push(current);
+    let n_pages = pages.len();
+
+    // The bodies as they come off the wire (after gzip).
+    let bodies: Vec<Vec<u8>> = pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, changes)| {
+            serde_json::to_vec(&page(&format!("c{i}"), i + 1 < n_pages, changes)).unwrap()
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    let started = Instant::now();
+    for body in &bodies {
+        cache::apply_page(&mut conn, &wire::Page::from_json(body).unwrap()).unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "applied {} patients, {resource_count} resources in {n_pages} pages: {took:?} ({:.0} resources/s)",
+        federation.patients.len(),
+        resource_count as f64 / took.as_secs_f64()
+    );
+    assert!(resource_count >= 100 * 80, "{resource_count}");
+    assert_eq!(queries::patient_count(&conn).unwrap(), 100);
+
+    let rows = queries::list(&conn, None, spec.today).unwrap();
+    let started = Instant::now();
+    for row in &rows {
+        let rec = queries::record(&conn, &row.patient_id, spec.today)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rec.view.patient.nhs_number.as_deref(),
+            Some(row.nhs_number.as_str())
+        );
+        assert!(!row.name.is_empty() && row.name != "(no name)");
+    }
+    eprintln!("built 100 records in {:?}", started.elapsed());
+    // The generator's alerts and allergies show up as badges.
+    assert!(
+        rows.iter()
+            .any(|r| r.alerts.iter().any(|a| a == "Allergies"))
+    );
+    // Searching a generated patient by the name, postcode and birth date the list shows.
+    let r = &rows[0];
+    let family = r.name.split(',').next().unwrap();
+    assert!(
+        queries::list(&conn, Some(family), spec.today)
+            .unwrap()
+            .iter()
+            .any(|x| x.patient_id == r.patient_id)
+    );
+    if let Some(pc) = &r.postcode {
+        assert!(
+            queries::list(&conn, Some(pc), spec.today)
+                .unwrap()
+                .iter()
+                .any(|x| x.patient_id == r.patient_id)
+        );
+    }
+    if let Some(b) = r.birth_date {
+        let q = b.format("%d/%m/%Y").to_string();
+        assert!(
+            queries::list(&conn, Some(&q), spec.today)
+                .unwrap()
+                .iter()
+                .any(|x| x.patient_id == r.patient_id)
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The `doorstep` binary end to end: a small demo federation served over HTTPS in this process,
+//! and the built binary run as a child process for enrol, sync, list, show and status, the way
+//! a support person or a script would.
+
+use std::path::Path;
+use std::process::Output;
+
+use chrono::Utc;
+use doorstep_server::demo::{DemoSpec, DemoUser, read_demo_users, seed_with};
+use doorstep_server::run::{ServeConfig, TlsMode, start};
+
+const PIN: &str = "135790";
+
+/// Run the built `doorstep` with `args`, the PIN in the environment, off the async threads.
+async fn doorstep(data_dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorstep"));
+    cmd.args(args)
+        .env("DOORSTEP_DATA_DIR", data_dir)
+        .env("DOORSTEP_PIN", PIN)
+        .env_remove("DOORSTEP_PASSWORD");
+    tokio::task::spawn_blocking(move || cmd.output().expect("run doorstep"))
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn totp_now(user: &DemoUser) -> String {
+    let secret = totp_rs::Secret::Encoded(user.totp_secret.clone())
+        .to_bytes()
+        .expect("base32 secret");
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret)
+        .generate_current()
+        .expect("clock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_sync_list_show_status() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server_dir = tempfile::tempdir().unwrap();
+    let spec = DemoSpec::small(11, Utc::now().date_naive());
+    seed_with(server_dir.path(), &spec).expect("seed");
+    let users = read_demo_users(server_dir.path()).expect("demo users");
+    let nurse = users
+        .iter()
+        .find(|u| u.username == "nurse.demo")
+        .expect("nurse.demo")
+        .clone();
+    let mut config = ServeConfig::new(server_dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.tls = TlsMode::Dev;
+    let server = start(config).await.expect("server");
+    let device_dir = tempfile::tempdir().unwrap();
+    let dir = device_dir.path();
+    let ca = server.ca_pem_path.to_string_lossy().into_owned();
+
+    // Nothing works before enrolment, and it says so.
+    let o = doorstep(dir, &["list"]).await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not enrolled"), "{}", stderr(&o));
+
+    // A plain-http address that is not loopback is refused before any network use.
+    let o = doorstep(
+        dir,
+        &[
+            "enrol",
+            "--server",
+            "http://fed.example",
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--totp",
+            "123456",
+        ],
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("https://"), "{}", stderr(&o));
+
+    let o = doorstep(
+        dir,
+        &[
+            "enrol",
+            "--server",
+            &server.base_url,
+            "--ca",
+            &ca,
+            "--user",
+            &nurse.username,
+            "--password",
+            &nurse.password,
+            "--totp",
+            &totp_now(&nurse),
+            "--data-dir",
+            &dir.to_string_lossy(),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "enrol failed: {}", stderr(&o));
+    assert!(stdout(&o).contains(&nurse.display_name), "{}", stdout(&o));
+
+    let o = doorstep(dir, &["sync", "--json"]).await;
+    assert!(o.status.success(), "sync failed: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let patients = report["patients"].as_u64().unwrap();
+    assert_eq!(patients, spec.caseload as u64, "{report}");
+
+    // The human list: a header and one line per patient.
+    let o = doorstep(dir, &["list"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains("NHS number") && table.contains("Name"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("{patients} patient(s)")), "{table}");
+
+    let o = doorstep(dir, &["list", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len() as u64, patients);
+    let first = &rows[0];
+    let nhs = first["nhs_number"].as_str().unwrap();
+    let spaced = first["nhs_number_display"].as_str().unwrap();
+    let name = first["name"].as_str().unwrap();
+
+    // Search by NHS number with spaces.
+    let o = doorstep(dir, &["list", "--search", spaced]).await;
+    assert!(o.status.success());
+    assert!(stdout(&o).contains(name), "{}", stdout(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l == "1 patient(s)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Show: a banner and sections; --json the app's PatientRecord.
+    let o = doorstep(dir, &["show", spaced]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains(name), "{text}");
+    assert!(text.contains(&format!("NHS {spaced}")), "{text}");
+    for section in [
+        "ALLERGIES:",
+        "== Problems (active) ==",
+        "== Medications (current) ==",
+    ] {
+        assert!(text.contains(section), "{section} missing in:\n{text}");
+    }
+    let o = doorstep(dir, &["show", nhs, "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(record["view"]["patient"]["nhs_number"], nhs);
+    assert!(record["as_of"].is_string());
+    assert!(record["withheld"].is_array());
+
+    // A bad NHS number says why.
+    let o = doorstep(dir, &["show", "999 000 0001"]).await;
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a valid NHS number") && stderr(&o).contains("check digit"),
+        "{}",
+        stderr(&o)
+    );
+    let o = doorstep(dir, &["show", "12345"]).await;
+    assert!(stderr(&o).contains("10 digits"), "{}", stderr(&o));
+
+    // A wrong PIN is refused as such.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorstep"));
+    cmd.args(["list"])
+        .env("DOORSTEP_DATA_DIR", dir)
+        .env("DOORSTEP_PIN", "000000");
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Wrong PIN"), "{}", stderr(&o));
+
+    let o = doorstep(dir, &["status"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Reachable:    yes"), "{text}");
+    assert!(
+        text.contains(&format!("Patients:     {patients}")),
+        "{text}"
+    );
+
+    // Server gone: status says so, and records still open.
+    server.shutdown().await;
+    let o = doorstep(dir, &["status", "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["server_reachable"], false);
+    assert!(status["last_synced"].is_string());
+    let o = doorstep(dir, &["show", nhs]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(name));
+}

@@ -1,0 +1,189 @@
+//! The interface between the Doorstep UI (Leptos, wasm32) and the Tauri shell.
+//!
+//! The UI reaches the backend only through Tauri `invoke` with the command names in
+//! [`commands`] and the argument and answer types below; it knows no SQL and no HTTP. The shell
+//! implements each command by calling `doorstep-client`, whose queries answer with these same
+//! types, so there is one definition of what a screen receives.
+//!
+//! Every command answers `Result<T, IpcError>`; an [`IpcError`] says what went wrong in words a
+//! clinician can act on, plus a stable [`IpcErrorKind`] the UI branches on.
+//!
+//! This crate is pure data (serde only) and compiles for wasm32.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use doorstep_record::views::RecordView;
+
+/// Tauri command names. Arguments are sent as one JSON object whose field names are the
+/// snake_case names given here (Tauri maps them to the Rust parameter names).
+pub mod commands {
+    /// `() -> AppState`
+    pub const APP_STATE: &str = "app_state";
+    /// `{ form: EnrolForm } -> AppState`
+    pub const ENROL: &str = "enrol";
+    /// `{ pin: String } -> AppState`
+    pub const UNLOCK: &str = "unlock";
+    /// `() -> AppState`
+    pub const LOCK: &str = "lock";
+    /// `{ search: Option<String> } -> Vec<ListRow>`
+    pub const LIST_PATIENTS: &str = "list_patients";
+    /// `{ patient_id: String } -> PatientRecord`
+    pub const PATIENT_RECORD: &str = "patient_record";
+    /// `() -> SyncStatus` (runs a sync now, then answers the status)
+    pub const SYNC_NOW: &str = "sync_now";
+    /// `() -> SyncStatus` (no network, except a reachability probe)
+    pub const SYNC_STATUS: &str = "sync_status";
+}
+
+/// Where the app is: what screen it can show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AppState {
+    /// No device enrolment in this data directory: show the enrol screen.
+    /// `server_url` pre-fills the form when the app was started with `--server`.
+    NotEnrolled { server_url: Option<String> },
+    /// Enrolled; the cache is locked: show the unlock screen.
+    Locked { username: String, server_url: String },
+    /// Unlocked: show the list.
+    Unlocked { user: UserSummary },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub service: String,
+}
+
+/// What the enrol screen sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolForm {
+    pub server_url: String,
+    pub username: String,
+    pub password: String,
+    pub totp: String,
+    /// The PIN or passphrase that will unlock the cache on this device.
+    pub pin: String,
+}
+
+/// One patient on "My list".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRow {
+    pub patient_id: String,
+    /// Ten digits.
+    pub nhs_number: String,
+    /// `999 123 4567`.
+    pub nhs_number_display: String,
+    /// As the banner shows it: `EVANS, Siân (Mrs)`.
+    pub name: String,
+    pub birth_date: Option<NaiveDate>,
+    /// Whole years, on the device's today.
+    pub age: Option<u32>,
+    /// One line: `12 Station Road, Leeds, LS1 4AB`.
+    pub address: String,
+    pub postcode: Option<String>,
+    pub practice_name: String,
+    /// Why the patient is on the list (visit reason or appointment reason).
+    pub reason: String,
+    /// `caseload`, `appointment`, `incident`, `break_glass`.
+    pub list_kind: String,
+    /// Appointment or incident time; for caseload the start date.
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    /// True when the entry falls on the device's today (sorted first).
+    pub today: bool,
+    /// Alert badges: `DNACPR`, `ReSPECT`, `Safeguarding`, `Allergies`.
+    pub alerts: Vec<String>,
+}
+
+/// Items withheld from one section, by count only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    pub section: String,
+    pub count: u32,
+}
+
+/// Everything the record screen shows for one patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientRecord {
+    pub view: RecordView,
+    /// When the device last received this patient's data from the server.
+    pub as_of: DateTime<Utc>,
+    pub withheld: Vec<Withheld>,
+    pub list_reason: String,
+}
+
+/// The sync state shown on every screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub server_url: String,
+    /// End of the last completed sync.
+    pub last_synced: Option<DateTime<Utc>>,
+    /// Result of the last reachability probe or sync attempt.
+    pub server_reachable: Option<bool>,
+    /// Patients in the cache.
+    pub patients: u32,
+    /// Items waiting to go up (outbox); zero until notes exist.
+    pub waiting: u32,
+    /// The last sync error, in words.
+    pub last_error: Option<String>,
+    /// A sync is running now.
+    pub syncing: bool,
+}
+
+/// Error kinds the UI branches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpcErrorKind {
+    /// The form or argument is wrong; `message` says which field.
+    Invalid,
+    /// Wrong PIN.
+    WrongPin,
+    /// The server refused the credentials.
+    SignInFailed,
+    /// The server could not be reached.
+    Offline,
+    /// The cache is locked; unlock first.
+    Locked,
+    /// Not found (patient no longer on the list).
+    NotFound,
+    /// Anything else.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcError {
+    pub kind: IpcErrorKind,
+    pub message: String,
+}
+
+impl IpcError {
+    pub fn new(kind: IpcErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for IpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for IpcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_state_is_tagged() {
+        let s = AppState::NotEnrolled { server_url: None };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "not_enrolled");
+    }
+}

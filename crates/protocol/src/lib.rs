@@ -1,0 +1,240 @@
+//! Wire types of the Doorstep federation API, version 1.
+//!
+//! Both the device (`doorstep-client`) and the federation server depend on this crate and on
+//! nothing else of ours for what crosses the network. Every type here is plain data with serde
+//! derives; the JSON shapes are the contract and are described in the server's OpenAPI document
+//! (`GET /api/v1/openapi.json`).
+//!
+//! # Endpoints (all under `/api/v1`, HTTPS)
+//!
+//! | method | path              | body                | answer                        |
+//! |--------|-------------------|---------------------|-------------------------------|
+//! | GET    | `/healthz` (root) | -                   | `200 ok`                      |
+//! | POST   | `/auth/enrol`     | [`EnrolRequest`]    | [`EnrolResponse`]             |
+//! | POST   | `/auth/refresh`   | [`RefreshRequest`]  | [`TokenResponse`]             |
+//! | GET    | `/sync/pull`      | `?cursor=` (opt.)   | [`PullPage`] (gzip) or 410 [`ResyncRequired`] |
+//!
+//! Errors other than 410 carry an [`ApiError`] body.
+//!
+//! # The pull contract
+//!
+//! The device holds an opaque cursor signed by the server (none before its first pull). It asks
+//! for the changes after that cursor and receives one [`PullPage`]: a bounded list of
+//! [`Change`]s and the cursor to store *in the same local transaction* as the changes. It asks
+//! again while [`PullPage::more`] is true. Applying a page twice is harmless (every change is an
+//! idempotent upsert, delete or purge), so a sync cut at any byte resumes from the last stored
+//! cursor without loss or duplication.
+//!
+//! After a completed sync (the last page had `more == false`) the device cache holds exactly the
+//! server's filtered view for that user: the patients on the user's list, each with the
+//! resources the sharing agreements let the user's role see, and per-section withheld counts.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Sent by the device as `User-Agent` suffix and checked by nothing yet; kept for support.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// HTTP header carrying the device's access token: `Authorization: Bearer <token>`.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Sign in with password and TOTP and register this device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    pub username: String,
+    pub password: String,
+    /// The six-digit code from the user's authenticator.
+    pub totp: String,
+    /// A label for the device, shown to administrators ("Laptop of J. Smith").
+    pub device_name: String,
+}
+
+/// Who the signed-in user is, as the device shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub display_name: String,
+    /// Role code, e.g. `nurse`, `gp`, `paramedic`.
+    pub role: String,
+    /// The service the user works for, e.g. "Riverside District Nursing".
+    pub service: String,
+}
+
+/// Answer to a successful enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    pub device_id: String,
+    pub user: UserInfo,
+    pub tokens: TokenResponse,
+}
+
+/// Exchange a device-bound refresh token for a new access token (and a rotated refresh token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    pub device_id: String,
+    pub refresh_token: String,
+}
+
+/// Short-lived access token plus the device-bound refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+}
+
+/// One page of the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullPage {
+    /// Opaque, server-signed. Store it with the changes, in one transaction.
+    pub cursor: String,
+    /// More changes are waiting: pull again with `cursor`.
+    pub more: bool,
+    /// Server clock when the page was made; the device's "record as of".
+    pub server_time: DateTime<Utc>,
+    pub changes: Vec<Change>,
+}
+
+/// Why a patient is on the user's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListKind {
+    /// A district nursing (or other) team caseload: until discharged.
+    Caseload,
+    /// An appointment booked into a session: appointment time + 24 h.
+    Appointment,
+    /// An incident dispatched to a crew: incident time + 24 h.
+    Incident,
+    /// Emergency access with a stated reason.
+    BreakGlass,
+}
+
+/// The list entry that brings a patient onto the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub kind: ListKind,
+    /// Name of the list ("Riverside DN caseload", "Hub session Tue 18:30").
+    pub list_name: String,
+    /// Reason for the visit or appointment, free text.
+    pub reason: String,
+    /// Appointment or incident time; caseload start date.
+    pub starts_at: DateTime<Utc>,
+    /// When the entry ends and the patient leaves the device; `None` until discharge.
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// Items of one record section that the agreements withheld from this user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithheldCount {
+    /// Section name as in `doorstep_record::Section` (`problems`, `medications`, ...).
+    pub section: String,
+    pub count: u32,
+}
+
+/// Header of a patient as the list shows it; the full record comes as resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientHeader {
+    /// Server id of the patient (the FHIR `Patient.id`).
+    pub patient_id: String,
+    /// Ten digits, no spaces.
+    pub nhs_number: String,
+    pub registered_practice_ods: String,
+    pub registered_practice_name: String,
+    pub birth_date: Option<NaiveDate>,
+}
+
+/// One change of the feed. Every change is idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// The patient joined the user's list: a full snapshot of what the user may see.
+    /// Replaces anything the device held for this patient.
+    PatientAdded {
+        patient: PatientHeader,
+        entries: Vec<ListEntry>,
+        /// FHIR R4 resources (JSON), already filtered by the agreements.
+        resources: Vec<serde_json::Value>,
+        withheld: Vec<WithheldCount>,
+    },
+    /// The patient's list entries changed (new appointment, new end time).
+    ListChanged {
+        patient_id: String,
+        entries: Vec<ListEntry>,
+    },
+    /// A resource was created or changed and is visible to the user.
+    Upsert {
+        patient_id: String,
+        resource: serde_json::Value,
+    },
+    /// A resource was deleted, or is no longer visible to the user.
+    Delete {
+        patient_id: String,
+        resource_type: String,
+        resource_id: String,
+    },
+    /// The patient left the user's list: purge everything about them.
+    PatientRemoved { patient_id: String },
+    /// The withheld counts of a patient, replacing the previous ones.
+    Withheld {
+        patient_id: String,
+        counts: Vec<WithheldCount>,
+    },
+}
+
+/// Why the device must rebuild its cache from scratch (HTTP 410).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncReason {
+    /// The cursor is older than what the change feed keeps.
+    CursorExpired,
+    /// The user's agreements or roles changed since the cursor was issued.
+    AccessChanged,
+    /// The cursor was not made by this server for this device.
+    CursorInvalid,
+}
+
+/// Body of an HTTP 410 answer to a pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncRequired {
+    pub reason: ResyncReason,
+    pub message: String,
+}
+
+/// Body of every other error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code: `bad_credentials`, `locked_out`, `unauthorized`,
+    /// `token_expired`, `device_revoked`, `bad_request`, `internal`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_is_tagged_by_op() {
+        let c = Change::PatientRemoved {
+            patient_id: "p1".into(),
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"op":"patient_removed","patient_id":"p1"}"#);
+        let back: Change = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn resync_reason_is_snake_case() {
+        let r = ResyncRequired {
+            reason: ResyncReason::AccessChanged,
+            message: "roles changed".into(),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["reason"], "access_changed");
+    }
+}

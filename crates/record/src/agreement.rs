@@ -1,0 +1,385 @@
+//! Sharing agreements and what they let a role see.
+//!
+//! An [`Agreement`] is what the practices that own the data signed with a service: which
+//! practices' patients it covers, which roles may see them, which sections (each with an
+//! optional look-back window) and which code filters apply. Several run side by side; a user
+//! sees the **union** of the agreements that cover the patient's practice and the user's role.
+//!
+//! [`evaluate`] decides one resource:
+//! 1. No applicable agreement (practice and role) → [`Decision::NotShared`].
+//! 2. Patient, Organization and Practitioner → [`Decision::Visible`] (the banner needs them).
+//!    Unknown resource types → `NotShared` (least data).
+//! 3. The resource's section must be shared by an applicable agreement, and its recorded date
+//!    must fall inside that share's look-back window (an undated item is outside any window).
+//!    A share of [`Section::Summary`] also admits what the summary shows: active problems,
+//!    current medications, allergies and active alerts. Otherwise → `NotShared` (not counted:
+//!    the device is not told about sections it was never offered).
+//! 4. RCGP exclusion sets and confidential items (meta.security R/V) → `Withheld(section)`,
+//!    always, whatever the agreements say.
+//! 5. Code filters: the item is visible when at least one agreement that admits it in step 3
+//!    also passes it: its `exclude_codes` hold none of the item's codes, and its
+//!    `include_codes` (when set) hold at least one. Otherwise → `Withheld(section)`.
+//!
+//! Code filters match SNOMED CT ids (and dm+d ids, which are SNOMED ids) exactly; there is no
+//! subsumption without a terminology server, so include lists must name the concepts used.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::fhir::{Resource, ResourceType};
+use crate::section::Section;
+pub use crate::sensitive;
+use crate::views::{is_active_alert, is_active_problem, is_current_medication};
+
+/// One section an agreement shares, with an optional look-back window in days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionShare {
+    pub section: Section,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+}
+
+/// A data sharing agreement between member practices and a receiving service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub id: String,
+    pub name: String,
+    /// The receiving service ("Riverside District Nursing").
+    pub service: String,
+    /// ODS codes of the participating practices: their patients are covered.
+    pub practices: Vec<String>,
+    /// Role codes allowed (`gp`, `nurse`, `paramedic`, ...).
+    pub roles: Vec<String>,
+    pub sections: Vec<SectionShare>,
+    /// SNOMED include-only filter: when set, only items with one of these codes are shown.
+    #[serde(default)]
+    pub include_codes: Option<Vec<String>>,
+    /// SNOMED codes never shown under this agreement (on top of the RCGP sets).
+    #[serde(default)]
+    pub exclude_codes: Vec<String>,
+    pub max_offline_hours: u32,
+    pub idle_lock_minutes: u32,
+    pub retention_days: u32,
+}
+
+impl Agreement {
+    /// True when the agreement covers patients of `practice_ods` for users holding `role`.
+    /// ODS codes and roles compare case-insensitively.
+    pub fn applies(&self, practice_ods: &str, role: &str) -> bool {
+        self.practices
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(practice_ods))
+            && self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+    }
+
+    fn share(&self, section: Section) -> Option<&SectionShare> {
+        self.sections.iter().find(|s| s.section == section)
+    }
+
+    fn passes_code_filters(&self, codes: &[String]) -> bool {
+        if codes.iter().any(|c| self.exclude_codes.contains(c)) {
+            return false;
+        }
+        match &self.include_codes {
+            None => true,
+            Some(include) => codes.iter().any(|c| include.contains(c)),
+        }
+    }
+}
+
+/// What an agreement evaluation decided for one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Send it.
+    Visible,
+    /// Shared section, but this item is held back (RCGP set, confidential, code filter):
+    /// counted in the section's withheld count.
+    Withheld(Section),
+    /// Not offered at all (no agreement, section not shared, outside look-back): not counted.
+    NotShared,
+}
+
+/// True when some agreement covers `practice_ods` for `role`.
+pub fn covers(agreements: &[Agreement], practice_ods: &str, role: &str) -> bool {
+    agreements.iter().any(|a| a.applies(practice_ods, role))
+}
+
+fn within(share: &SectionShare, recorded: Option<NaiveDate>, today: NaiveDate) -> bool {
+    match share.lookback_days {
+        None => true,
+        Some(days) => match recorded {
+            None => false,
+            Some(d) => (today - d).num_days() <= i64::from(days),
+        },
+    }
+}
+
+/// True when the summary shows this item, so a share of the summary admits it.
+fn in_summary(resource: &Resource, today: NaiveDate) -> bool {
+    match resource.resource_type {
+        ResourceType::Condition => is_active_problem(resource),
+        ResourceType::MedicationRequest | ResourceType::MedicationStatement => {
+            is_current_medication(resource, today)
+        }
+        ResourceType::AllergyIntolerance => true,
+        ResourceType::Flag => is_active_alert(resource),
+        _ => false,
+    }
+}
+
+/// Decides one resource for one user (see the module doc for the rules, in order).
+pub fn evaluate(
+    resource: &Resource,
+    practice_ods: &str,
+    role: &str,
+    agreements: &[Agreement],
+    today: NaiveDate,
+) -> Decision {
+    let applicable: Vec<&Agreement> = agreements
+        .iter()
+        .filter(|a| a.applies(practice_ods, role))
+        .collect();
+    if applicable.is_empty() {
+        return Decision::NotShared;
+    }
+    let Some(section) = resource.section() else {
+        return match resource.resource_type {
+            ResourceType::Patient | ResourceType::Organization | ResourceType::Practitioner => {
+                Decision::Visible
+            }
+            _ => Decision::NotShared,
+        };
+    };
+    let recorded = resource.recorded_date();
+    let summary_item = in_summary(resource, today);
+    let admitting: Vec<&Agreement> = applicable
+        .into_iter()
+        .filter(|a| {
+            let direct = a.share(section).is_some_and(|s| within(s, recorded, today));
+            let via_summary = summary_item
+                && a.share(Section::Summary)
+                    .is_some_and(|s| within(s, recorded, today));
+            direct || via_summary
+        })
+        .collect();
+    if admitting.is_empty() {
+        return Decision::NotShared;
+    }
+    let codings = resource.codes();
+    if sensitive::is_rcgp_excluded(&codings) || resource.is_confidential() {
+        return Decision::Withheld(section);
+    }
+    let codes: Vec<String> = codings
+        .into_iter()
+        .filter_map(|c| c.snomed_id().map(str::to_owned))
+        .collect();
+    if admitting.iter().any(|a| a.passes_code_filters(&codes)) {
+        Decision::Visible
+    } else {
+        Decision::Withheld(section)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coding::SNOMED;
+    use crate::fhir::CONFIDENTIALITY_SYSTEM;
+    use serde_json::{Value, json};
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 1, 15).unwrap()
+    }
+
+    fn agreement(sections: &[(Section, Option<u32>)]) -> Agreement {
+        Agreement {
+            id: "dn".into(),
+            name: "District nursing".into(),
+            service: "Riverside District Nursing".into(),
+            practices: vec!["A81001".into()],
+            roles: vec!["nurse".into()],
+            sections: sections
+                .iter()
+                .map(|&(section, lookback_days)| SectionShare {
+                    section,
+                    lookback_days,
+                })
+                .collect(),
+            include_codes: None,
+            exclude_codes: vec![],
+            max_offline_hours: 72,
+            idle_lock_minutes: 5,
+            retention_days: 30,
+        }
+    }
+
+    fn condition(code: &str, recorded: &str, status: &str) -> Resource {
+        Resource::from_json(
+            json!({"resourceType": "Condition", "id": format!("c{code}"),
+            "clinicalStatus": {"coding": [{"code": status}]},
+            "code": {"coding": [{"system": SNOMED, "code": code}]},
+            "subject": {"reference": "Patient/p1"}, "recordedDate": recorded}),
+        )
+        .unwrap()
+    }
+
+    fn with(mut r: Resource, f: impl FnOnce(&mut Value)) -> Resource {
+        f(&mut r.json);
+        r
+    }
+
+    #[test]
+    fn covers_needs_practice_and_role() {
+        let a = [agreement(&[(Section::Problems, None)])];
+        assert!(covers(&a, "A81001", "nurse"));
+        assert!(covers(&a, "a81001", "Nurse"));
+        assert!(!covers(&a, "B82002", "nurse"));
+        assert!(!covers(&a, "A81001", "podiatrist"));
+    }
+
+    #[test]
+    fn patient_is_visible_when_covered_and_not_shared_otherwise() {
+        let p = Resource::from_json(json!({"resourceType": "Patient", "id": "p1"})).unwrap();
+        let a = [agreement(&[])];
+        assert_eq!(
+            evaluate(&p, "A81001", "nurse", &a, today()),
+            Decision::Visible
+        );
+        assert_eq!(
+            evaluate(&p, "A81001", "gp", &a, today()),
+            Decision::NotShared
+        );
+    }
+
+    #[test]
+    fn unshared_section_is_not_shared_and_not_counted() {
+        let a = [agreement(&[(Section::Medications, None)])];
+        let c = condition("44054006", "2020-01-01", "active");
+        assert_eq!(
+            evaluate(&c, "A81001", "nurse", &a, today()),
+            Decision::NotShared
+        );
+    }
+
+    #[test]
+    fn lookback_window_by_recorded_date() {
+        let a = [agreement(&[(Section::Problems, Some(365))])];
+        let recent = condition("44054006", "2025-06-01", "active");
+        let old = condition("38341003", "2020-06-01", "active");
+        assert_eq!(
+            evaluate(&recent, "A81001", "nurse", &a, today()),
+            Decision::Visible
+        );
+        assert_eq!(
+            evaluate(&old, "A81001", "nurse", &a, today()),
+            Decision::NotShared
+        );
+    }
+
+    #[test]
+    fn rcgp_excluded_is_withheld_even_when_included() {
+        let mut a = agreement(&[(Section::Problems, None)]);
+        a.include_codes = Some(vec!["105629000".into()]);
+        let sti = condition("105629000", "2024-01-01", "resolved");
+        assert_eq!(
+            evaluate(&sti, "A81001", "nurse", &[a], today()),
+            Decision::Withheld(Section::Problems)
+        );
+    }
+
+    #[test]
+    fn confidential_is_withheld_always() {
+        let a = [agreement(&[(Section::Problems, None)])];
+        let c = with(condition("35489007", "2024-01-01", "active"), |j| {
+            j["meta"] = json!({"security": [{"system": CONFIDENTIALITY_SYSTEM, "code": "R"}]});
+        });
+        assert_eq!(
+            evaluate(&c, "A81001", "nurse", &a, today()),
+            Decision::Withheld(Section::Problems)
+        );
+    }
+
+    #[test]
+    fn include_only_filter_withholds_other_codes() {
+        let mut a = agreement(&[(Section::Problems, None)]);
+        a.include_codes = Some(vec!["44054006".into(), "396275006".into()]);
+        let a = [a];
+        let diabetes = condition("44054006", "2020-01-01", "active");
+        let copd = condition("13645005", "2020-01-01", "active");
+        assert_eq!(
+            evaluate(&diabetes, "A81001", "nurse", &a, today()),
+            Decision::Visible
+        );
+        assert_eq!(
+            evaluate(&copd, "A81001", "nurse", &a, today()),
+            Decision::Withheld(Section::Problems)
+        );
+    }
+
+    #[test]
+    fn exclude_filter_withholds_its_codes() {
+        let mut a = agreement(&[(Section::Problems, None)]);
+        a.exclude_codes = vec!["35489007".into()];
+        let depression = condition("35489007", "2020-01-01", "active");
+        assert_eq!(
+            evaluate(&depression, "A81001", "nurse", &[a], today()),
+            Decision::Withheld(Section::Problems)
+        );
+    }
+
+    #[test]
+    fn union_of_agreements_any_one_admitting_wins() {
+        let mut podiatry = agreement(&[(Section::Problems, None)]);
+        podiatry.include_codes = Some(vec!["44054006".into()]);
+        let mut hub = agreement(&[(Section::Problems, None)]);
+        hub.id = "hub".into();
+        let copd = condition("13645005", "2020-01-01", "active");
+        assert_eq!(
+            evaluate(&copd, "A81001", "nurse", &[podiatry.clone(), hub], today()),
+            Decision::Visible
+        );
+        assert_eq!(
+            evaluate(&copd, "A81001", "nurse", &[podiatry], today()),
+            Decision::Withheld(Section::Problems)
+        );
+    }
+
+    #[test]
+    fn summary_share_admits_active_problems_only() {
+        let a = [agreement(&[(Section::Summary, None)])];
+        let active = condition("44054006", "2020-01-01", "active");
+        let resolved = condition("68566005", "2020-01-01", "resolved");
+        assert_eq!(
+            evaluate(&active, "A81001", "nurse", &a, today()),
+            Decision::Visible
+        );
+        assert_eq!(
+            evaluate(&resolved, "A81001", "nurse", &a, today()),
+            Decision::NotShared
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_not_shared() {
+        let d = Resource::from_json(json!({"resourceType": "Device", "id": "d1"})).unwrap();
+        let a = [agreement(&[(Section::Problems, None)])];
+        assert_eq!(
+            evaluate(&d, "A81001", "nurse", &a, today()),
+            Decision::NotShared
+        );
+    }
+
+    #[test]
+    fn agreement_serde_defaults_filters() {
+        let a: Agreement = serde_json::from_value(json!({
+            "id": "x", "name": "n", "service": "s", "practices": ["A81001"], "roles": ["gp"],
+            "sections": [{"section": "problems"}, {"section": "encounters", "lookback_days": 730}],
+            "max_offline_hours": 72, "idle_lock_minutes": 5, "retention_days": 30
+        }))
+        .unwrap();
+        assert_eq!(a.include_codes, None);
+        assert!(a.exclude_codes.is_empty());
+        assert_eq!(a.sections[1].lookback_days, Some(730));
+    }
+}

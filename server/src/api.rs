@@ -1,0 +1,531 @@
+//! The HTTP API (axum): routes, the bearer-token extractor, error answers.
+//!
+//! Every route is listed once in [`ROUTES`]; the router is built from that table and a test
+//! checks it against the OpenAPI document served at `/api/v1/openapi.json` (the hand-written
+//! `server/openapi.json`). Responses are gzip-compressed when the client accepts it.
+//!
+//! Errors answer [`ApiError`] JSON with a stable `code`; a pull that needs a rebuild answers
+//! 410 with [`ResyncRequired`]. Logs carry user names, device ids and counts, never patient data.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use doorstep_protocol::{
+    ApiError, EnrolRequest, PullPage, RefreshRequest, ResyncReason, ResyncRequired,
+};
+use serde::Deserialize;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{self, AuthFailure};
+use crate::cursor::{self, CursorKey};
+use crate::pull::PullOutcome;
+use crate::store::{AuditEvent, DeviceRow, PullRequest, Store, StoreError, UserRow, user_scope};
+
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Default byte budget of a pull page (uncompressed JSON).
+pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
+
+/// Every route the server answers: (method, path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/auth/enrol"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/api/v1/sync/pull"),
+];
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cursor_key: CursorKey,
+    pub page_bytes: usize,
+}
+
+/// Build the router from [`ROUTES`].
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, handler(method, path));
+    }
+    router
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/healthz") => get(healthz),
+        ("GET", "/api/v1/openapi.json") => get(openapi),
+        ("POST", "/api/v1/auth/enrol") => post(enrol),
+        ("POST", "/api/v1/auth/refresh") => post(refresh),
+        ("GET", "/api/v1/sync/pull") => get(pull),
+        _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub enum Failure {
+    Api(StatusCode, ApiError),
+    Resync(ResyncReason),
+}
+
+impl Failure {
+    fn api(status: StatusCode, code: &str, message: impl Into<String>) -> Failure {
+        Failure::Api(
+            status,
+            ApiError {
+                code: code.into(),
+                message: message.into(),
+            },
+        )
+    }
+}
+
+impl From<AuthFailure> for Failure {
+    fn from(f: AuthFailure) -> Failure {
+        let message = f.to_string();
+        match f {
+            AuthFailure::BadCredentials => {
+                Failure::api(StatusCode::UNAUTHORIZED, "bad_credentials", message)
+            }
+            AuthFailure::LockedOut(_) => {
+                Failure::api(StatusCode::TOO_MANY_REQUESTS, "locked_out", message)
+            }
+            AuthFailure::Unauthorized => {
+                Failure::api(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
+            AuthFailure::TokenExpired => {
+                Failure::api(StatusCode::UNAUTHORIZED, "token_expired", message)
+            }
+            AuthFailure::DeviceRevoked => {
+                Failure::api(StatusCode::FORBIDDEN, "device_revoked", message)
+            }
+            AuthFailure::BadRequest(m) => Failure::api(StatusCode::BAD_REQUEST, "bad_request", m),
+            AuthFailure::Store(e) => e.into(),
+            AuthFailure::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Failure::api(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        tracing::error!(error = %e, "store error");
+        Failure::api(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request",
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Api(status, body) => (status, Json(body)).into_response(),
+            Failure::Resync(reason) => {
+                let message = match reason {
+                    ResyncReason::CursorExpired => {
+                        "the cursor is older than the change feed keeps: rebuild the cache"
+                    }
+                    ResyncReason::AccessChanged => {
+                        "your role or sharing agreements changed: rebuild the cache"
+                    }
+                    ResyncReason::CursorInvalid => {
+                        "the cursor was not issued by this server for this device: rebuild the cache"
+                    }
+                };
+                (
+                    StatusCode::GONE,
+                    Json(ResyncRequired {
+                        reason,
+                        message: message.into(),
+                    }),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// The device and user behind a valid `Authorization: Bearer` access token.
+pub struct Authenticated {
+    pub device: DeviceRow,
+    pub user: UserRow,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthFailure::Unauthorized)?;
+        let (device, user) = auth::authenticate(state.store.as_ref(), token, Utc::now()).await?;
+        Ok(Authenticated { device, user })
+    }
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Failure> {
+    body.map(|Json(b)| b)
+        .map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+async fn enrol(
+    State(state): State<AppState>,
+    body: Result<Json<EnrolRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    let answer = auth::enrol(state.store.as_ref(), &request, Utc::now()).await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    let answer = auth::refresh(state.store.as_ref(), &request, Utc::now()).await?;
+    Ok(Json(answer).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PullParams {
+    cursor: Option<String>,
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    who: Authenticated,
+    params: Result<Query<PullParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(params) =
+        params.map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let now = Utc::now();
+    let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            Some(cursor::open(&state.cursor_key, c, &who.device.id).map_err(Failure::Resync)?)
+        }
+    };
+    let scope = user_scope(state.store.as_ref(), &who.user).await?;
+    let outcome = state
+        .store
+        .pull(PullRequest {
+            device_id: who.device.id.clone(),
+            scope,
+            cursor,
+            now,
+            page_bytes: state.page_bytes,
+        })
+        .await?;
+    let page = match outcome {
+        PullOutcome::Resync(reason) => {
+            tracing::info!(device_id = %who.device.id, ?reason, "pull needs a rebuild");
+            return Err(Failure::Resync(reason));
+        }
+        PullOutcome::Page(page) => *page,
+    };
+    tracing::info!(
+        user = %who.user.username,
+        device_id = %who.device.id,
+        changes = page.changes.len(),
+        added = page.added.len(),
+        removed = page.removed.len(),
+        more = page.more,
+        "pull"
+    );
+    state
+        .store
+        .append_audit(AuditEvent {
+            at: now,
+            actor: format!("user:{}", who.user.username),
+            action: "pull".into(),
+            patient_id: None,
+            detail: serde_json::json!({
+                "device_id": who.device.id,
+                "changes": page.changes.len(),
+                "added": page.added,
+                "removed": page.removed,
+                "seq": page.cursor.seq,
+            }),
+        })
+        .await?;
+    let body = PullPage {
+        cursor: cursor::seal(&state.cursor_key, &page.cursor),
+        more: page.more,
+        server_time: now,
+        changes: page.changes,
+    };
+    Ok(Json(body).into_response())
+}
+
+/// The (method, path) pairs the OpenAPI document declares.
+pub fn documented_routes() -> Vec<(String, String)> {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    let mut out = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, item) in paths {
+            for method in ["get", "post", "put", "patch", "delete"] {
+                if item.get(method).is_some() {
+                    out.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn app() -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let app = router(AppState {
+            store,
+            cursor_key: CursorKey::from_bytes([1; 32]),
+            page_bytes: DEFAULT_PAGE_BYTES,
+        });
+        (app, dir)
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        app.clone()
+            .oneshot(request.body(Body::from("{}")).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn body_bytes(response: Response) -> Vec<u8> {
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn every_route_is_documented_and_every_documented_route_is_served() {
+        let mut table: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        table.sort();
+        assert_eq!(documented_routes(), table);
+        let (app, _dir) = app();
+        for (method, path) in documented_routes() {
+            let response = call(
+                &app,
+                &method,
+                &path,
+                &[("content-type", "application/json")],
+            )
+            .await;
+            let status = response.status();
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} answered {status}"
+            );
+        }
+        // The check can fail: a route outside the table is not served.
+        assert_eq!(
+            call(&app, "GET", "/api/v1/admin", &[]).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&app, "GET", "/api/v1/auth/enrol", &[]).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "$ref" {
+                        out.push(v.as_str().unwrap().to_string());
+                    } else {
+                        collect_refs(v, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn openapi_document_is_3_1_with_resolvable_refs_and_every_wire_type() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.strip_prefix('#').expect("local ref");
+            assert!(doc.pointer(pointer).is_some(), "unresolved {r}");
+        }
+        for name in [
+            "EnrolRequest",
+            "EnrolResponse",
+            "UserInfo",
+            "RefreshRequest",
+            "TokenResponse",
+            "PullPage",
+            "Change",
+            "ListEntry",
+            "ListKind",
+            "PatientHeader",
+            "WithheldCount",
+            "ResyncRequired",
+            "ResyncReason",
+            "ApiError",
+        ] {
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "no schema for {name}"
+            );
+        }
+        // Every op of the Change enum is in the discriminator mapping.
+        let mapping = doc["components"]["schemas"]["Change"]["discriminator"]["mapping"]
+            .as_object()
+            .unwrap();
+        for change in [
+            doorstep_protocol::Change::PatientRemoved {
+                patient_id: "x".into(),
+            },
+            doorstep_protocol::Change::Withheld {
+                patient_id: "x".into(),
+                counts: vec![],
+            },
+            doorstep_protocol::Change::ListChanged {
+                patient_id: "x".into(),
+                entries: vec![],
+            },
+            doorstep_protocol::Change::Delete {
+                patient_id: "x".into(),
+                resource_type: "Condition".into(),
+                resource_id: "c".into(),
+            },
+            doorstep_protocol::Change::Upsert {
+                patient_id: "x".into(),
+                resource: serde_json::json!({}),
+            },
+        ] {
+            let op = serde_json::to_value(&change).unwrap()["op"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(mapping.contains_key(&op), "op {op} not documented");
+        }
+        assert!(mapping.contains_key("patient_added"));
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_ok() {
+        let (app, _dir) = app();
+        let response = call(&app, "GET", "/healthz", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_bytes(response).await, b"ok");
+    }
+
+    #[tokio::test]
+    async fn pull_needs_a_valid_bearer_token() {
+        let (app, _dir) = app();
+        for headers in [
+            vec![],
+            vec![("authorization", "Bearer dsa_nonsense")],
+            vec![("authorization", "Basic abc")],
+        ] {
+            let response = call(&app, "GET", "/api/v1/sync/pull", &headers).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let body: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            assert_eq!(body.code, "unauthorized");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_enrol_is_a_bad_request() {
+        let (app, _dir) = app();
+        let response = call(
+            &app,
+            "POST",
+            "/api/v1/auth/enrol",
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(body.code, "bad_request");
+    }
+
+    #[tokio::test]
+    async fn responses_are_gzipped_when_accepted() {
+        let (app, _dir) = app();
+        let response = call(
+            &app,
+            "GET",
+            "/api/v1/openapi.json",
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        let compressed = body_bytes(response).await;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(compressed.as_slice())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, OPENAPI_JSON);
+        let plain = call(&app, "GET", "/api/v1/openapi.json", &[]).await;
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+}

@@ -1,0 +1,401 @@
+//! Identity: passwords (Argon2id), TOTP second factor, device tokens.
+//!
+//! - Enrolment checks the password and a TOTP code (SHA-1, 6 digits, 30 s steps, one step of
+//!   clock skew either way). A code is accepted once: the step used is remembered, so a replayed
+//!   code fails. Five failures lock the account for 15 minutes.
+//! - A successful enrolment registers a device and issues an access token (15 minutes) and a
+//!   device-bound refresh token (30 days). Only SHA-256 hashes of tokens are stored.
+//! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
+//!   every token of the device (someone else holds a copy).
+//! - Unknown users cost the same Argon2 work as known ones, so timing does not tell them apart.
+
+use std::sync::OnceLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use doorstep_protocol::{EnrolRequest, EnrolResponse, RefreshRequest, TokenResponse, UserInfo};
+use sha2::{Digest, Sha256};
+use totp_rs::{Rfc6238, Secret, TOTP};
+
+use crate::store::{
+    AuditEvent, DeviceRow, RotateOutcome, Store, StoreError, TokenKind, TokenPair, UserRow,
+};
+
+/// Lifetime of an access token.
+pub const ACCESS_TTL: Duration = Duration::minutes(15);
+/// Lifetime of a refresh token.
+pub const REFRESH_TTL: Duration = Duration::days(30);
+/// Failed sign-ins in a row that lock an account.
+pub const MAX_FAILURES: u32 = 5;
+/// How long a locked account stays locked.
+pub const LOCKOUT: Duration = Duration::minutes(15);
+/// TOTP step in seconds.
+pub const TOTP_STEP: u64 = 30;
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("the username, password or code is not right")]
+    BadCredentials,
+    #[error("too many failed sign-ins: the account is locked until {0}")]
+    LockedOut(DateTime<Utc>),
+    #[error("sign in again: this request carries no valid token")]
+    Unauthorized,
+    #[error("the access token has expired: refresh it")]
+    TokenExpired,
+    #[error("this device has been revoked")]
+    DeviceRevoked,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the operating system provides random bytes");
+    buf
+}
+
+/// Hash a password with Argon2id (default parameters: 19 MiB, 2 passes) into a PHC string.
+pub fn hash_password(password: &str) -> Result<String, AuthFailure> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>())
+        .map_err(|e| AuthFailure::Internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthFailure::Internal(e.to_string()))
+}
+
+/// Check a password against a PHC string.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password").expect("hashing works"))
+}
+
+/// A new random TOTP secret (160 bits), base32.
+pub fn new_totp_secret() -> String {
+    Secret::Raw(random_bytes::<20>().to_vec())
+        .to_encoded()
+        .to_string()
+}
+
+/// A new random password for generated accounts (demo users): 4 groups of 5 letters/digits.
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let bytes = random_bytes::<20>();
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    chars
+        .chunks(5)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn totp(secret_b32: &str) -> Result<TOTP, AuthFailure> {
+    let bytes = Secret::Encoded(secret_b32.to_string())
+        .to_bytes()
+        .map_err(|e| AuthFailure::Internal(format!("TOTP secret: {e:?}")))?;
+    let rfc = Rfc6238::with_defaults(bytes)
+        .map_err(|e| AuthFailure::Internal(format!("TOTP secret: {e}")))?;
+    TOTP::from_rfc6238(rfc).map_err(|e| AuthFailure::Internal(format!("TOTP: {e}")))
+}
+
+/// The TOTP code for `unix_time` (what an authenticator shows).
+pub fn totp_code(secret_b32: &str, unix_time: u64) -> Result<String, AuthFailure> {
+    Ok(totp(secret_b32)?.generate(unix_time))
+}
+
+/// The time step whose code is `code`, within one step of `unix_time`.
+pub fn totp_step_of(
+    secret_b32: &str,
+    code: &str,
+    unix_time: u64,
+) -> Result<Option<i64>, AuthFailure> {
+    let t = totp(secret_b32)?;
+    let step = unix_time / TOTP_STEP;
+    for candidate in [step.saturating_sub(1), step, step + 1] {
+        let expected = t.generate(candidate * TOTP_STEP);
+        if constant_time_eq(expected.as_bytes(), code.trim().as_bytes()) {
+            return Ok(Some(candidate as i64));
+        }
+    }
+    Ok(None)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SHA-256 hex of a token: what the store keeps.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_token(prefix: &str) -> String {
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+}
+
+/// Make a new token pair: the tokens for the device, the hashes for the store.
+fn issue(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
+    let access = new_token("dsa_");
+    let refresh = new_token("dsr_");
+    let pair = TokenPair {
+        access_hash: token_hash(&access),
+        access_expires_at: now + ACCESS_TTL,
+        refresh_hash: token_hash(&refresh),
+        refresh_expires_at: now + REFRESH_TTL,
+    };
+    (
+        TokenResponse {
+            access_token: access,
+            access_expires_at: pair.access_expires_at,
+            refresh_token: refresh,
+        },
+        pair,
+    )
+}
+
+async fn argon2_verify(phc: String, password: String) -> Result<bool, AuthFailure> {
+    tokio::task::spawn_blocking(move || verify_password(&phc, &password))
+        .await
+        .map_err(|e| AuthFailure::Internal(e.to_string()))
+}
+
+/// Sign in with password and TOTP, register the device, issue its first tokens.
+pub async fn enrol(
+    store: &dyn Store,
+    request: &EnrolRequest,
+    now: DateTime<Utc>,
+) -> Result<EnrolResponse, AuthFailure> {
+    let device_name = request.device_name.trim();
+    if device_name.is_empty() || device_name.chars().count() > 100 {
+        return Err(AuthFailure::BadRequest(
+            "device_name must be 1 to 100 characters".into(),
+        ));
+    }
+    let Some(user) = store.user_by_username(request.username.trim()).await? else {
+        argon2_verify(decoy_hash().to_string(), request.password.clone()).await?;
+        audit_sign_in(store, now, &request.username, false, "unknown user").await?;
+        return Err(AuthFailure::BadCredentials);
+    };
+    if let Some(until) = user.locked_until
+        && until > now
+    {
+        audit_sign_in(store, now, &user.username, false, "locked out").await?;
+        return Err(AuthFailure::LockedOut(until));
+    }
+    let password_ok = argon2_verify(user.password_hash.clone(), request.password.clone()).await?;
+    let step = totp_step_of(
+        &user.totp_secret,
+        &request.totp,
+        now.timestamp().max(0) as u64,
+    )?;
+    let accepted = match (password_ok && !user.disabled, step) {
+        (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
+            Ok(()) => true,
+            Err(StoreError::Conflict(_)) => false,
+            Err(e) => return Err(e.into()),
+        },
+        _ => false,
+    };
+    if !accepted {
+        let locked = store
+            .record_sign_in_failure(&user.id, now, MAX_FAILURES, LOCKOUT)
+            .await?;
+        audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
+        return Err(match locked {
+            Some(until) => AuthFailure::LockedOut(until),
+            None => AuthFailure::BadCredentials,
+        });
+    }
+    let device_id = store.create_device(&user.id, device_name, now).await?;
+    let (tokens, pair) = issue(now);
+    store.store_tokens(&device_id, pair, now).await?;
+    store
+        .append_audit(AuditEvent {
+            at: now,
+            actor: format!("user:{}", user.username),
+            action: "sign_in".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "device_id": device_id, "device_name": device_name }),
+        })
+        .await?;
+    tracing::info!(user = %user.username, %device_id, "device enrolled");
+    Ok(EnrolResponse {
+        device_id,
+        user: user_info(&user),
+        tokens,
+    })
+}
+
+async fn audit_sign_in(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    username: &str,
+    ok: bool,
+    why: &str,
+) -> Result<(), AuthFailure> {
+    tracing::warn!(user = %username, why, "sign-in refused");
+    store
+        .append_audit(AuditEvent {
+            at: now,
+            actor: format!("user:{username}"),
+            action: if ok { "sign_in" } else { "sign_in_failed" }.into(),
+            patient_id: None,
+            detail: serde_json::json!({ "why": why }),
+        })
+        .await?;
+    Ok(())
+}
+
+pub fn user_info(user: &UserRow) -> UserInfo {
+    UserInfo {
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        role: user.role.clone(),
+        service: user.service_name.clone(),
+    }
+}
+
+/// Exchange a refresh token for a new pair (rotation).
+pub async fn refresh(
+    store: &dyn Store,
+    request: &RefreshRequest,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, AuthFailure> {
+    let (tokens, pair) = issue(now);
+    let outcome = store
+        .rotate_refresh(
+            &request.device_id,
+            &token_hash(&request.refresh_token),
+            pair,
+            now,
+        )
+        .await?;
+    match outcome {
+        RotateOutcome::Rotated => Ok(tokens),
+        RotateOutcome::DeviceRevoked => Err(AuthFailure::DeviceRevoked),
+        RotateOutcome::Expired => Err(AuthFailure::TokenExpired),
+        RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
+        RotateOutcome::Reused => {
+            tracing::warn!(device_id = %request.device_id, "refresh token reused: device tokens revoked");
+            store
+                .append_audit(AuditEvent {
+                    at: now,
+                    actor: format!("device:{}", request.device_id),
+                    action: "refresh_reused".into(),
+                    patient_id: None,
+                    detail: serde_json::json!({}),
+                })
+                .await?;
+            Err(AuthFailure::Unauthorized)
+        }
+    }
+}
+
+/// Who a bearer access token belongs to.
+pub async fn authenticate(
+    store: &dyn Store,
+    access_token: &str,
+    now: DateTime<Utc>,
+) -> Result<(DeviceRow, UserRow), AuthFailure> {
+    let token = store
+        .token(&token_hash(access_token))
+        .await?
+        .filter(|t| t.kind == TokenKind::Access)
+        .ok_or(AuthFailure::Unauthorized)?;
+    let device = store
+        .device(&token.device_id)
+        .await?
+        .ok_or(AuthFailure::Unauthorized)?;
+    if device.revoked_at.is_some() {
+        return Err(AuthFailure::DeviceRevoked);
+    }
+    if token.revoked_at.is_some() {
+        return Err(AuthFailure::Unauthorized);
+    }
+    if token.expires_at <= now {
+        return Err(AuthFailure::TokenExpired);
+    }
+    let user = store
+        .user_by_id(&device.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(AuthFailure::Unauthorized)?;
+    Ok((device, user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_is_argon2id_and_verifies() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password(&phc, "correct horse"));
+        assert!(!verify_password(&phc, "correct horse "));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn totp_accepts_one_step_of_skew_only() {
+        let secret = new_totp_secret();
+        let t = 1_768_000_000u64;
+        let code = totp_code(&secret, t).unwrap();
+        assert_eq!(code.len(), 6);
+        let step = (t / TOTP_STEP) as i64;
+        assert_eq!(totp_step_of(&secret, &code, t).unwrap(), Some(step));
+        assert_eq!(totp_step_of(&secret, &code, t + 30).unwrap(), Some(step));
+        assert_eq!(totp_step_of(&secret, &code, t - 30).unwrap(), Some(step));
+        assert_eq!(totp_step_of(&secret, &code, t + 90).unwrap(), None);
+        assert_eq!(totp_step_of(&secret, "000000x", t).unwrap(), None);
+    }
+
+    #[test]
+    fn totp_matches_rfc6238_sha1_vector() {
+        // RFC 6238 appendix B: secret "12345678901234567890", T = 59 s -> 94287082 (8 digits);
+        // the 6-digit code is its last six digits.
+        let secret = Secret::Raw(b"12345678901234567890".to_vec())
+            .to_encoded()
+            .to_string();
+        assert_eq!(totp_code(&secret, 59).unwrap(), "287082");
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, pair) = issue(Utc::now());
+        let (b, _) = issue(Utc::now());
+        assert_ne!(a.access_token, b.access_token);
+        assert_eq!(pair.access_hash, token_hash(&a.access_token));
+        assert_ne!(pair.access_hash, a.access_token);
+        assert!(a.access_token.starts_with("dsa_") && a.refresh_token.starts_with("dsr_"));
+    }
+
+    #[test]
+    fn random_passwords_differ() {
+        let a = random_password();
+        assert_eq!(a.len(), 23);
+        assert_ne!(a, random_password());
+    }
+}

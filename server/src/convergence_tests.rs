@@ -1,0 +1,924 @@
+//! Convergence of the pull: a simulated device that applies pages (all or nothing, like the
+//! real one) after random interleavings of imports, list changes, dissent, the clock moving
+//! and pages cut short ends up holding exactly the user's filtered view, computed here
+//! independently of the pull code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use doorstep_protocol::{
+    Change, ListEntry, ListKind, PatientHeader, PullPage, ResyncReason, WithheldCount,
+};
+use doorstep_record::Section;
+use doorstep_record::agreement::{Agreement, Decision, SectionShare, covers, evaluate};
+use doorstep_record::coding::{LOINC, NHS_NUMBER_SYSTEM, ODS_SYSTEM, SNOMED};
+use doorstep_record::fhir::Resource;
+use doorstep_record::nhs::NhsNumber;
+use serde_json::{Value, json};
+
+use crate::cursor::{self, CursorKey};
+use crate::pull::{PullOutcome, parse_row};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
+    ListRow, NewListEntry, NewUser, PullRequest, ServiceRow, Store, UserRow, UserScope, user_scope,
+};
+
+const COVERED: [&str; 2] = ["A81001", "A81002"];
+const UNCOVERED: &str = "B82003";
+const CASELOAD: &str = "dn-caseload";
+const BREAK_GLASS: &str = "dn-break-glass";
+const OTHER_LIST: &str = "hub-appointments";
+
+/// The day items' dates count back from (fixed, so re-importing an item is byte-identical
+/// even after the test's clock moves).
+fn base_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 1, 15).unwrap()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+// ---------- the source practice system, as a model ----------
+
+#[derive(Clone)]
+enum Kind {
+    Condition { excluded: bool },
+    Observation,
+    Encounter,
+    Document,
+}
+
+#[derive(Clone)]
+struct Item {
+    kind: Kind,
+    version: u32,
+    confidential: bool,
+    /// Days before [`base_day`] it was recorded.
+    age_days: i64,
+}
+
+struct PatientModel {
+    id: String,
+    nhs: NhsNumber,
+    ods: String,
+    birth: String,
+    items: BTreeMap<String, Item>,
+    next_item: u32,
+}
+
+fn nhs_numbers() -> impl Iterator<Item = NhsNumber> {
+    (999_000_100u64..).filter_map(NhsNumber::from_stem)
+}
+
+fn practice_org(ods: &str) -> Value {
+    json!({
+        "resourceType": "Organization", "id": format!("org-{ods}"),
+        "identifier": [{"system": ODS_SYSTEM, "value": ods}],
+        "name": format!("Practice {ods}")
+    })
+}
+
+impl PatientModel {
+    fn item_json(&self, id: &str, item: &Item) -> Value {
+        let date = (base_day() - Duration::days(item.age_days))
+            .format("%Y-%m-%d")
+            .to_string();
+        let subject = json!({"reference": format!("Patient/{}", self.id)});
+        let mut v = match item.kind {
+            Kind::Condition { excluded } => {
+                let (code, display) = if excluded {
+                    ("15628003", "Gonorrhoea")
+                } else {
+                    ("44054006", "Type 2 diabetes mellitus")
+                };
+                json!({
+                    "resourceType": "Condition", "id": id, "subject": subject,
+                    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                    "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]},
+                    "recordedDate": date,
+                    "note": [{"text": format!("version {}", item.version)}]
+                })
+            }
+            Kind::Observation => json!({
+                "resourceType": "Observation", "id": id, "status": "final", "subject": subject,
+                "code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
+                "effectiveDateTime": format!("{date}T10:00:00Z"),
+                "valueQuantity": {"value": 60 + item.version, "unit": "/min"}
+            }),
+            Kind::Encounter => json!({
+                "resourceType": "Encounter", "id": id, "status": "finished", "subject": subject,
+                "class": {"code": "AMB"},
+                "type": [{"coding": [{"system": SNOMED, "code": "185347001", "display": "Encounter for problem"}]}],
+                "period": {"start": format!("{date}T09:00:00Z")},
+                "note": format!("version {}", item.version)
+            }),
+            Kind::Document => json!({
+                "resourceType": "DocumentReference", "id": id, "status": "current", "subject": subject,
+                "type": {"coding": [{"system": SNOMED, "code": "373942005", "display": "Discharge summary"}]},
+                "date": format!("{date}T12:00:00Z"),
+                "description": format!("version {}", item.version)
+            }),
+        };
+        if item.confidential {
+            v["meta"] = json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]});
+        }
+        v
+    }
+
+    fn bundle(&self, deletions: &[(String, String)]) -> String {
+        let mut entries = vec![
+            json!({"resource": practice_org(&self.ods)}),
+            json!({"resource": {
+                "resourceType": "Patient", "id": self.id,
+                "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": self.nhs.digits()}],
+                "name": [{"family": "Test", "given": ["Zoë"]}],
+                "birthDate": self.birth,
+                "generalPractitioner": [{"reference": format!("Organization/org-{}", self.ods)}]
+            }}),
+        ];
+        for (id, item) in &self.items {
+            entries.push(json!({"resource": self.item_json(id, item)}));
+        }
+        for (t, id) in deletions {
+            entries.push(json!({"request": {"method": "DELETE", "url": format!("{t}/{id}")}}));
+        }
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string()
+    }
+
+    fn add_item(&mut self, rng: &mut Rng) {
+        let kind = match rng.below(5) {
+            0 => Kind::Condition { excluded: true },
+            1 => Kind::Condition { excluded: false },
+            2 => Kind::Observation,
+            3 => Kind::Encounter,
+            _ => Kind::Document,
+        };
+        let item = Item {
+            kind,
+            version: 0,
+            confidential: rng.chance(10),
+            age_days: rng.below(900) as i64,
+        };
+        self.next_item += 1;
+        self.items
+            .insert(format!("{}-i{}", self.id, self.next_item), item);
+    }
+}
+
+fn rtype(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Condition { .. } => "Condition",
+        Kind::Observation => "Observation",
+        Kind::Encounter => "Encounter",
+        Kind::Document => "DocumentReference",
+    }
+}
+
+// ---------- the device ----------
+
+#[derive(Debug, Clone, PartialEq)]
+struct DevicePatient {
+    header: PatientHeader,
+    entries: Vec<ListEntry>,
+    resources: BTreeMap<(String, String), Value>,
+    withheld: Vec<WithheldCount>,
+}
+
+#[derive(Default)]
+struct Device {
+    cursor: Option<String>,
+    patients: BTreeMap<String, DevicePatient>,
+}
+
+fn key_of(resource: &Value) -> (String, String) {
+    (
+        resource["resourceType"].as_str().unwrap().to_string(),
+        resource["id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn sorted_entries(mut entries: Vec<ListEntry>) -> Vec<ListEntry> {
+    entries.sort_by(|a, b| {
+        (a.starts_at, &a.list_name, &a.reason).cmp(&(b.starts_at, &b.list_name, &b.reason))
+    });
+    entries
+}
+
+impl Device {
+    /// Apply one page (the caller stores the cursor with it, as one transaction).
+    fn apply(&mut self, page: &PullPage) {
+        for change in &page.changes {
+            match change.clone() {
+                Change::PatientAdded {
+                    patient,
+                    entries,
+                    resources,
+                    withheld,
+                } => {
+                    let resources = resources.into_iter().map(|r| (key_of(&r), r)).collect();
+                    self.patients.insert(
+                        patient.patient_id.clone(),
+                        DevicePatient {
+                            header: patient,
+                            entries: sorted_entries(entries),
+                            resources,
+                            withheld,
+                        },
+                    );
+                }
+                Change::ListChanged {
+                    patient_id,
+                    entries,
+                } => {
+                    self.held(&patient_id).entries = sorted_entries(entries);
+                }
+                Change::Upsert {
+                    patient_id,
+                    resource,
+                } => {
+                    self.held(&patient_id)
+                        .resources
+                        .insert(key_of(&resource), resource);
+                }
+                Change::Delete {
+                    patient_id,
+                    resource_type,
+                    resource_id,
+                } => {
+                    self.held(&patient_id)
+                        .resources
+                        .remove(&(resource_type, resource_id));
+                }
+                Change::PatientRemoved { patient_id } => {
+                    self.patients.remove(&patient_id);
+                }
+                Change::Withheld { patient_id, counts } => {
+                    self.held(&patient_id).withheld = counts;
+                }
+            }
+        }
+        self.cursor = Some(page.cursor.clone());
+    }
+
+    fn held(&mut self, patient_id: &str) -> &mut DevicePatient {
+        self.patients.get_mut(patient_id).unwrap_or_else(|| {
+            panic!("a change for a patient the device does not hold: {patient_id}")
+        })
+    }
+}
+
+// ---------- the world ----------
+
+struct World {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    key: CursorKey,
+    user: UserRow,
+    other_user_id: String,
+    patients: Vec<PatientModel>,
+    now: DateTime<Utc>,
+    device_id: String,
+}
+
+async fn world(rng: &mut Rng, patient_count: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let now = DateTime::parse_from_rfc3339("2026-01-15T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    for (id, name) in [("dn", "District nursing"), ("hub", "Hub")] {
+        store
+            .upsert_service(ServiceRow {
+                id: id.into(),
+                name: name.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let sections = [
+        (Section::Summary, None),
+        (Section::Problems, None),
+        (Section::Observations, None),
+        (Section::Encounters, Some(365)),
+    ];
+    store
+        .put_agreement(
+            &Agreement {
+                id: "dn-agreement".into(),
+                name: "DN".into(),
+                service: "dn".into(),
+                practices: COVERED.iter().map(|s| s.to_string()).collect(),
+                roles: vec!["nurse".into()],
+                sections: sections
+                    .iter()
+                    .map(|(section, lookback_days)| SectionShare {
+                        section: *section,
+                        lookback_days: *lookback_days,
+                    })
+                    .collect(),
+                include_codes: None,
+                exclude_codes: vec![],
+                max_offline_hours: 72,
+                idle_lock_minutes: 5,
+                retention_days: 7,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    for (id, kind, service) in [
+        (CASELOAD, ListKind::Caseload, "dn"),
+        (BREAK_GLASS, ListKind::BreakGlass, "dn"),
+        (OTHER_LIST, ListKind::Appointment, "hub"),
+    ] {
+        store
+            .create_list(ListRow {
+                id: id.into(),
+                name: id.into(),
+                kind,
+                service_id: service.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut user_ids = Vec::new();
+    for (name, service) in [("nurse", "dn"), ("other", "dn")] {
+        user_ids.push(
+            store
+                .create_user(
+                    NewUser {
+                        username: name.into(),
+                        display_name: name.into(),
+                        role: "nurse".into(),
+                        service_id: service.into(),
+                        password_hash: "unused".into(),
+                        totp_secret: "unused".into(),
+                    },
+                    now,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let user = store.user_by_username("nurse").await.unwrap().unwrap();
+    let device_id = store.create_device(&user.id, "test", now).await.unwrap();
+
+    let mut numbers = nhs_numbers();
+    let mut patients = Vec::new();
+    for i in 0..patient_count {
+        let ods = if i % 5 == 4 {
+            UNCOVERED.to_string()
+        } else {
+            COVERED[i % 2].to_string()
+        };
+        let mut p = PatientModel {
+            id: format!("p{i}"),
+            nhs: numbers.next().unwrap(),
+            ods,
+            birth: "1944-02-29".into(),
+            items: BTreeMap::new(),
+            next_item: 0,
+        };
+        for _ in 0..(3 + rng.below(6)) {
+            p.add_item(rng);
+        }
+        store.import_bundle(&p.bundle(&[]), None).await.unwrap();
+        patients.push(p);
+    }
+    let mut w = World {
+        store,
+        _dir: dir,
+        key: CursorKey::from_bytes([7; 32]),
+        user,
+        other_user_id: user_ids[1].clone(),
+        patients,
+        now,
+        device_id,
+    };
+    for i in 0..patient_count {
+        if rng.chance(50) {
+            w.add_entry(rng, i).await;
+        }
+    }
+    w
+}
+
+impl World {
+    async fn scope(&self) -> UserScope {
+        user_scope(self.store.as_ref(), &self.user).await.unwrap()
+    }
+
+    async fn add_entry(&mut self, rng: &mut Rng, i: usize) {
+        let (list, user_id) = match rng.below(6) {
+            0 => (BREAK_GLASS, Some(self.user.id.clone())),
+            1 => (BREAK_GLASS, Some(self.other_user_id.clone())),
+            2 => (OTHER_LIST, None),
+            _ => (CASELOAD, None),
+        };
+        let starts_at = self.now + Duration::hours(rng.below(30) as i64 - 10);
+        // Caseload entries run until discharged unless given an end.
+        let ends_at = (list == CASELOAD && rng.chance(30))
+            .then(|| self.now + Duration::hours(rng.below(40) as i64));
+        self.store
+            .add_list_entry(
+                NewListEntry {
+                    list_id: list.into(),
+                    patient_id: self.patients[i].id.clone(),
+                    reason: format!("reason {}", rng.below(1000)),
+                    starts_at,
+                    ends_at,
+                    user_id,
+                },
+                self.now,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn mutate(&mut self, rng: &mut Rng) {
+        let i = rng.below(self.patients.len());
+        match rng.below(12) {
+            0..=4 => {
+                let p = &mut self.patients[i];
+                let mut deletions = Vec::new();
+                for _ in 0..1 + rng.below(3) {
+                    match rng.below(6) {
+                        0 => p.add_item(rng),
+                        1 if !p.items.is_empty() => {
+                            let id = p
+                                .items
+                                .keys()
+                                .nth(rng.below(p.items.len()))
+                                .unwrap()
+                                .clone();
+                            let item = p.items.remove(&id).unwrap();
+                            deletions.push((rtype(&item.kind).to_string(), id));
+                        }
+                        2 if !p.items.is_empty() => {
+                            let n = rng.below(p.items.len());
+                            let item = p.items.values_mut().nth(n).unwrap();
+                            item.confidential = !item.confidential;
+                        }
+                        3 if !p.items.is_empty() => {
+                            let n = rng.below(p.items.len());
+                            let item = p.items.values_mut().nth(n).unwrap();
+                            item.age_days = rng.below(900) as i64;
+                        }
+                        _ if !p.items.is_empty() => {
+                            let n = rng.below(p.items.len());
+                            p.items.values_mut().nth(n).unwrap().version += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                let text = p.bundle(&deletions);
+                self.store.import_bundle(&text, None).await.unwrap();
+            }
+            5 => {
+                // Re-import unchanged: must be a no-op for the feed.
+                let head = self.store.feed_head().await.unwrap();
+                let text = self.patients[i].bundle(&[]);
+                let report = self.store.import_bundle(&text, None).await.unwrap();
+                assert_eq!(report.feed_rows, 0);
+                assert_eq!(self.store.feed_head().await.unwrap(), head);
+            }
+            6 => {
+                let p = &mut self.patients[i];
+                if rng.chance(50) {
+                    p.birth = format!(
+                        "19{:02}-0{}-1{}",
+                        30 + rng.below(60),
+                        1 + rng.below(9),
+                        rng.below(10)
+                    );
+                } else {
+                    let choices = [COVERED[0], COVERED[1], UNCOVERED];
+                    p.ods = choices[rng.below(3)].to_string();
+                }
+                let text = p.bundle(&[]);
+                self.store.import_bundle(&text, None).await.unwrap();
+            }
+            7 | 8 => self.add_entry(rng, i).await,
+            9 | 10 => {
+                let list = [CASELOAD, BREAK_GLASS, OTHER_LIST][rng.below(3)];
+                self.store
+                    .end_list_entry(list, &self.patients[i].id, self.now)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let dissent = self
+                    .store
+                    .patient(&self.patients[i].id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .dissent;
+                self.store
+                    .set_dissent(&self.patients[i].id, !dissent)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Pull one page: `Some(page)` or the resync reason.
+    async fn pull(&self, device: &Device, page_bytes: usize) -> Result<PullPage, ResyncReason> {
+        let cursor = device
+            .cursor
+            .as_deref()
+            .map(|c| cursor::open(&self.key, c, &self.device_id))
+            .transpose()?;
+        let outcome = self
+            .store
+            .pull(PullRequest {
+                device_id: self.device_id.clone(),
+                scope: self.scope().await,
+                cursor,
+                now: self.now,
+                page_bytes,
+            })
+            .await
+            .unwrap();
+        match outcome {
+            PullOutcome::Resync(r) => Err(r),
+            PullOutcome::Page(page) => Ok(PullPage {
+                cursor: cursor::seal(&self.key, &page.cursor),
+                more: page.more,
+                server_time: self.now,
+                changes: page.changes,
+            }),
+        }
+    }
+
+    /// Pull until caught up; answers the number of pages.
+    async fn sync(&self, device: &mut Device, page_bytes: usize) -> usize {
+        for n in 1..=10_000 {
+            let page = self
+                .pull(device, page_bytes)
+                .await
+                .expect("no resync expected");
+            device.apply(&page);
+            if !page.more {
+                return n;
+            }
+        }
+        panic!("sync did not finish");
+    }
+
+    /// The filtered view, computed straight from the store without the pull code.
+    async fn expected(&self) -> BTreeMap<String, DevicePatient> {
+        let scope = self.scope().await;
+        let today = self.now.date_naive();
+        let mut entries: BTreeMap<String, Vec<ListEntry>> = BTreeMap::new();
+        for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
+            for e in self.store.list_entries(list).await.unwrap() {
+                let mine = match e.kind {
+                    ListKind::BreakGlass => e.user_id.as_deref() == Some(self.user.id.as_str()),
+                    _ => list != OTHER_LIST,
+                };
+                if mine && e.ends_at.is_none_or(|end| end > self.now) {
+                    entries
+                        .entry(e.patient_id.clone())
+                        .or_default()
+                        .push(e.to_wire());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for p in self.store.patients().await.unwrap() {
+            let Some(es) = entries.remove(&p.id) else {
+                continue;
+            };
+            let broke_glass = es.iter().any(|e| e.kind == ListKind::BreakGlass);
+            if !covers(&scope.agreements, &p.practice_ods, &scope.role)
+                || (p.dissent && !broke_glass)
+            {
+                continue;
+            }
+            let mut resources = BTreeMap::new();
+            let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
+            for row in self.store.patient_resources(&p.id).await.unwrap() {
+                if row.deleted {
+                    continue;
+                }
+                let r: Resource = parse_row(&row).unwrap();
+                match evaluate(&r, &p.practice_ods, &scope.role, &scope.agreements, today) {
+                    Decision::Visible => {
+                        resources.insert((row.resource_type.clone(), row.id.clone()), r.json);
+                    }
+                    Decision::Withheld(s) => *counts.entry(s).or_default() += 1,
+                    Decision::NotShared => {}
+                }
+            }
+            out.insert(
+                p.id.clone(),
+                DevicePatient {
+                    header: PatientHeader {
+                        patient_id: p.id.clone(),
+                        nhs_number: p.nhs_number.clone(),
+                        registered_practice_ods: p.practice_ods.clone(),
+                        registered_practice_name: p.practice_name.clone(),
+                        birth_date: p.birth_date,
+                    },
+                    entries: sorted_entries(es),
+                    resources,
+                    withheld: counts
+                        .into_iter()
+                        .map(|(s, count)| WithheldCount {
+                            section: s.as_str().to_string(),
+                            count,
+                        })
+                        .collect(),
+                },
+            );
+        }
+        out
+    }
+}
+
+fn assert_converged(device: &Device, expected: &BTreeMap<String, DevicePatient>, when: &str) {
+    let held: Vec<&String> = device.patients.keys().collect();
+    let want: Vec<&String> = expected.keys().collect();
+    assert_eq!(
+        held, want,
+        "{when}: the device holds other patients than the view"
+    );
+    for (id, want) in expected {
+        assert_eq!(&device.patients[id], want, "{when}: patient {id} differs");
+    }
+}
+
+fn assert_never_excluded(page: &PullPage) {
+    for change in &page.changes {
+        let resources: Vec<&Value> = match change {
+            Change::PatientAdded { resources, .. } => resources.iter().collect(),
+            Change::Upsert { resource, .. } => vec![resource],
+            _ => vec![],
+        };
+        for r in resources {
+            let r = Resource::from_json(r.clone()).unwrap();
+            assert!(
+                !doorstep_record::agreement::sensitive::is_rcgp_excluded(&r.codes()),
+                "an RCGP-excluded item reached the device: {}/{}",
+                r.resource_type.as_str(),
+                r.id
+            );
+            assert!(
+                !r.is_confidential(),
+                "a confidential item reached the device"
+            );
+            assert_ne!(
+                r.resource_type.as_str(),
+                "DocumentReference",
+                "an unshared section reached the device"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn device_converges_after_random_interleavings() {
+    let seeds = 1..=8u64;
+    let mut nonempty_ends = 0;
+    for seed in seeds.clone() {
+        let mut rng = Rng(seed);
+        let mut w = world(&mut rng, 20).await;
+        let mut device = Device::default();
+        let mut complete_syncs = 0;
+        for step in 0..150 {
+            match rng.below(10) {
+                0..=3 => w.mutate(&mut rng).await,
+                4 => {
+                    // The clock moves: entries expire, and sometimes a day passes.
+                    w.now += Duration::hours(rng.below(14) as i64);
+                }
+                _ => {
+                    let page_bytes = 300 + rng.below(6_000);
+                    match w.pull(&device, page_bytes).await {
+                        Ok(page) => {
+                            assert_never_excluded(&page);
+                            // A sync cut before the page's transaction commits loses the page
+                            // and keeps the old cursor.
+                            if rng.chance(15) {
+                                continue;
+                            }
+                            device.apply(&page);
+                            if !page.more {
+                                complete_syncs += 1;
+                                let expected = w.expected().await;
+                                assert_converged(
+                                    &device,
+                                    &expected,
+                                    &format!("seed {seed} step {step}"),
+                                );
+                            }
+                        }
+                        Err(reason) => {
+                            panic!("seed {seed} step {step}: unexpected resync {reason:?}")
+                        }
+                    }
+                }
+            }
+        }
+        w.sync(&mut device, 2_000).await;
+        let expected = w.expected().await;
+        nonempty_ends += usize::from(!expected.is_empty());
+        assert_converged(&device, &expected, &format!("seed {seed} at the end"));
+        // A fresh device with one big page lands on the same view.
+        let mut fresh = Device::default();
+        assert_eq!(w.sync(&mut fresh, 64 * 1024 * 1024).await, 1);
+        assert_converged(&fresh, &expected, &format!("seed {seed}, fresh device"));
+        assert!(complete_syncs > 0, "seed {seed}: no sync completed midway");
+    }
+    // The scenarios are not vacuous: most end with patients on the list.
+    assert!(
+        nonempty_ends * 2 > seeds.count(),
+        "only {nonempty_ends} scenarios ended non-empty"
+    );
+}
+
+#[tokio::test]
+async fn withheld_items_are_counted_not_sent() {
+    let mut rng = Rng(99);
+    let mut w = world(&mut rng, 4).await;
+    // Patient 0 (covered practice) gets one excluded, one confidential, one visible problem.
+    let p = &mut w.patients[0];
+    let old: Vec<(String, String)> = std::mem::take(&mut p.items)
+        .into_iter()
+        .map(|(id, item)| (rtype(&item.kind).to_string(), id))
+        .collect();
+    let visible = Item {
+        kind: Kind::Condition { excluded: false },
+        version: 0,
+        confidential: false,
+        age_days: 3,
+    };
+    p.items.insert(
+        "p0-a".into(),
+        Item {
+            kind: Kind::Condition { excluded: true },
+            ..visible.clone()
+        },
+    );
+    p.items.insert(
+        "p0-b".into(),
+        Item {
+            confidential: true,
+            ..visible.clone()
+        },
+    );
+    p.items.insert("p0-c".into(), visible.clone());
+    p.items.insert(
+        "p0-d".into(),
+        Item {
+            kind: Kind::Document,
+            ..visible
+        },
+    );
+    let text = p.bundle(&old);
+    w.store.import_bundle(&text, None).await.unwrap();
+    w.store.end_list_entry(CASELOAD, "p0", w.now).await.unwrap();
+    w.store
+        .end_list_entry(BREAK_GLASS, "p0", w.now)
+        .await
+        .unwrap();
+    w.add_entry_on(CASELOAD, "p0").await;
+    let mut device = Device::default();
+    w.sync(&mut device, 1024 * 1024).await;
+    let held = &device.patients["p0"];
+    let ids: Vec<&str> = held.resources.keys().map(|(_, id)| id.as_str()).collect();
+    assert!(ids.contains(&"p0-c"));
+    assert!(!ids.contains(&"p0-a") && !ids.contains(&"p0-b") && !ids.contains(&"p0-d"));
+    assert_eq!(
+        held.withheld,
+        vec![WithheldCount {
+            section: "problems".into(),
+            count: 2
+        }]
+    );
+}
+
+impl World {
+    async fn add_entry_on(&self, list: &str, patient: &str) {
+        self.store
+            .add_list_entry(
+                NewListEntry {
+                    list_id: list.into(),
+                    patient_id: patient.into(),
+                    reason: "visit".into(),
+                    starts_at: self.now,
+                    ends_at: None,
+                    user_id: None,
+                },
+                self.now,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
+    let mut rng = Rng(5);
+    let mut w = world(&mut rng, 3).await;
+    for p in ["p0", "p1", "p2"] {
+        for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
+            w.store.end_list_entry(list, p, w.now).await.unwrap();
+        }
+    }
+    w.add_entry_on(CASELOAD, "p0").await;
+    w.add_entry_on(CASELOAD, "p1").await;
+    let mut device = Device::default();
+    w.sync(&mut device, 1024 * 1024).await;
+    assert_eq!(device.patients.keys().collect::<Vec<_>>(), ["p0", "p1"]);
+
+    // An item of p0 turns confidential: the next pull deletes it and counts it.
+    let p = &mut w.patients[0];
+    let visible_id = device.patients["p0"]
+        .resources
+        .keys()
+        .find(|(t, _)| t == "Condition" || t == "Observation")
+        .map(|(_, id)| id.clone());
+    if let Some(id) = visible_id.clone() {
+        p.items.get_mut(&id).unwrap().confidential = true;
+        let text = p.bundle(&[]);
+        w.store.import_bundle(&text, None).await.unwrap();
+    }
+    // p1 is discharged.
+    assert_eq!(
+        w.store.end_list_entry(CASELOAD, "p1", w.now).await.unwrap(),
+        1
+    );
+    let page = w.pull(&device, 1024 * 1024).await.unwrap();
+    assert!(!page.more);
+    assert!(page.changes.contains(&Change::PatientRemoved {
+        patient_id: "p1".into()
+    }));
+    if let Some(id) = visible_id {
+        assert!(page.changes.iter().any(|c| matches!(c,
+            Change::Delete { resource_id, .. } if *resource_id == id)));
+    }
+    device.apply(&page);
+    assert_eq!(device.patients.keys().collect::<Vec<_>>(), ["p0"]);
+    assert_converged(&device, &w.expected().await, "after discharge");
+}
+
+#[tokio::test]
+async fn access_change_and_pruned_feed_ask_for_rebuild() {
+    let mut rng = Rng(11);
+    let w = world(&mut rng, 3).await;
+    w.add_entry_on(CASELOAD, "p0").await;
+    let mut device = Device::default();
+    w.sync(&mut device, 1024 * 1024).await;
+    let old_cursor = device.cursor.clone();
+
+    // A new feed row, then the feed is pruned past the device's cursor.
+    w.add_entry_on(CASELOAD, "p1").await;
+    let before = Utc::now().max(w.now) + Duration::minutes(1);
+    w.store.prune_feed(before).await.unwrap();
+    assert_eq!(
+        w.pull(&device, 1024).await.unwrap_err(),
+        ResyncReason::CursorExpired
+    );
+
+    // A fresh device after pruning syncs normally, and later cursors work.
+    let mut fresh = Device::default();
+    w.sync(&mut fresh, 1024 * 1024).await;
+    assert_converged(&fresh, &w.expected().await, "after pruning");
+
+    // The agreement changes: every cursor of the user needs a rebuild.
+    let mut agreement = w.scope().await.agreements[0].clone();
+    agreement.sections.push(SectionShare {
+        section: Section::Documents,
+        lookback_days: None,
+    });
+    w.store.put_agreement(&agreement, w.now).await.unwrap();
+    assert_eq!(
+        w.pull(&fresh, 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+
+    // Another device's cursor is refused.
+    let sealed = old_cursor.unwrap();
+    assert_eq!(
+        cursor::open(&w.key, &sealed, "another-device"),
+        Err(ResyncReason::CursorInvalid)
+    );
+}

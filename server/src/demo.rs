@@ -1,0 +1,606 @@
+//! The demo federation: synthetic practices and patients, three services with their sharing
+//! agreements, lists, and three users. For the demo and tests only.
+//!
+//! [`seed`] generates the standard federation (3 practices x 100 patients, about 100 resources
+//! each, dated today) with `doorstep_record::synthetic`, imports it through the normal import
+//! path, and sets up:
+//!
+//! | service                        | role      | sections                                            | list |
+//! |--------------------------------|-----------|-----------------------------------------------------|------|
+//! | Riverside District Nursing     | nurse     | all; documents and encounters of the last 2 years   | caseload of ~60 (until discharged) |
+//! | Riverside Extended Hours Hub   | gp        | all                                                 | ~20 appointments today and tomorrow (+24 h) |
+//! | Northern Ambulance Service     | paramedic | summary, problems, medications, allergies, alerts, observations | ~5 incidents (+24 h) |
+//!
+//! Users `nurse.demo`, `gp.demo` and `para.demo` get random passwords (stored as Argon2id
+//! hashes) and TOTP secrets; both are written in clear to `DIR/demo-users.json` (owner-only)
+//! so the demo and tests can sign in. That file exists for the demo only.
+//!
+//! Seeding is not repeatable into the same directory: a directory that already holds
+//! `demo-users.json` or patients is refused with [`DemoError::AlreadySeeded`] (use a fresh
+//! directory), so demo credentials never silently change under a running demo.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use doorstep_protocol::ListKind;
+use doorstep_record::Section;
+use doorstep_record::agreement::{Agreement, SectionShare, sensitive};
+use doorstep_record::fhir::Resource;
+use doorstep_record::synthetic::{Federation, FederationSpec, generate};
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+use crate::cursor::write_private;
+use crate::store::{
+    AuditEvent, ListRow, NewListEntry, NewUser, PracticeRow, ServiceRow, Store, StoreError,
+    sqlite::SqliteStore,
+};
+
+/// File of the demo sign-ins in the data directory.
+pub const DEMO_USERS_FILE: &str = "demo-users.json";
+
+pub const NURSING_SERVICE: &str = "riverside-dn";
+pub const HUB_SERVICE: &str = "riverside-hub";
+pub const AMBULANCE_SERVICE: &str = "northern-ambulance";
+pub const CASELOAD_LIST: &str = "riverside-dn-caseload";
+pub const APPOINTMENT_LIST: &str = "riverside-hub-appointments";
+pub const INCIDENT_LIST: &str = "northern-ambulance-incidents";
+
+/// One demo sign-in, as written to `demo-users.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+    pub display_name: String,
+    pub role: String,
+    /// The service's display name ("Riverside District Nursing").
+    pub service: String,
+    /// Base32.
+    pub totp_secret: String,
+}
+
+/// What [`seed`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoSummary {
+    pub users: Vec<DemoUser>,
+    pub patients: usize,
+    pub practices: usize,
+}
+
+/// The shape of a demo federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoSpec {
+    pub federation: FederationSpec,
+    /// Patients on the district nursing caseload.
+    pub caseload: usize,
+    /// Hub appointments, half today and half tomorrow.
+    pub appointments: usize,
+    /// Ambulance incidents of the last hours.
+    pub incidents: usize,
+    /// Patients (on no list) who opted out of sharing.
+    pub dissenting: usize,
+}
+
+impl DemoSpec {
+    /// The demo: 3 practices x 100 patients of ~100 resources; caseload 60, 20 appointments,
+    /// 5 incidents.
+    pub fn standard(seed: u64, today: NaiveDate) -> DemoSpec {
+        DemoSpec {
+            federation: FederationSpec {
+                seed,
+                practices: 3,
+                patients_per_practice: 100,
+                resources_per_patient: 100,
+                today,
+            },
+            caseload: 60,
+            appointments: 20,
+            incidents: 5,
+            dissenting: 3,
+        }
+    }
+
+    /// A small federation for fast tests: 3 practices x 10 patients of ~40 resources.
+    pub fn small(seed: u64, today: NaiveDate) -> DemoSpec {
+        DemoSpec {
+            federation: FederationSpec {
+                seed,
+                practices: 3,
+                patients_per_practice: 10,
+                resources_per_patient: 40,
+                today,
+            },
+            caseload: 8,
+            appointments: 4,
+            incidents: 2,
+            dissenting: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "{0} already holds a federation (demo-users.json or patients); seed into a fresh directory"
+    )]
+    AlreadySeeded(PathBuf),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the synthetic bundle of patient {index} was rejected: {source}")]
+    Rejected {
+        index: usize,
+        source: doorstep_record::fhir::ImportError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthFailure),
+    #[error("the federation has too few patients ({have}) for the lists asked for ({need})")]
+    TooFewPatients { have: usize, need: usize },
+    #[error("seeding failed: {0}")]
+    Internal(String),
+}
+
+/// Seed the standard demo federation into `data_dir`, dated today. Blocking; safe to call from
+/// inside or outside a tokio runtime (it runs on its own thread).
+pub fn seed(data_dir: &Path, seed: u64) -> Result<DemoSummary, DemoError> {
+    seed_with(data_dir, &DemoSpec::standard(seed, Utc::now().date_naive()))
+}
+
+/// Seed a federation of the given shape. Blocking, like [`seed`].
+pub fn seed_with(data_dir: &Path, spec: &DemoSpec) -> Result<DemoSummary, DemoError> {
+    let dir = data_dir.to_path_buf();
+    let spec = spec.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(seed_async(&dir, &spec))
+    })
+    .join()
+    .map_err(|_| DemoError::Internal("the seeding thread panicked".into()))?
+}
+
+/// Seed a federation of the given shape (async).
+pub async fn seed_async(data_dir: &Path, spec: &DemoSpec) -> Result<DemoSummary, DemoError> {
+    let users_path = data_dir.join(DEMO_USERS_FILE);
+    if users_path.exists() {
+        return Err(DemoError::AlreadySeeded(data_dir.to_path_buf()));
+    }
+    let dir = data_dir.to_path_buf();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            .await
+            .map_err(|e| DemoError::Internal(e.to_string()))??,
+    );
+    if !store.patients().await?.is_empty() {
+        return Err(DemoError::AlreadySeeded(data_dir.to_path_buf()));
+    }
+    let federation = generate(&spec.federation);
+    let summary = seed_store(store.as_ref(), &federation, spec, Utc::now()).await?;
+    let json = serde_json::to_vec_pretty(&summary.users)
+        .map_err(|e| DemoError::Internal(e.to_string()))?;
+    write_private(&users_path, &json)?;
+    Ok(summary)
+}
+
+/// A tiny deterministic generator (SplitMix64) for choosing list members by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+const CASELOAD_REASONS: &[&str] = &[
+    "Leg ulcer dressing",
+    "Insulin administration",
+    "Catheter care",
+    "Palliative care review",
+    "Post-operative wound care",
+    "Pressure area care",
+    "B12 injection",
+    "Compression bandaging",
+    "Anticoagulation monitoring",
+    "Stoma care",
+];
+
+const APPOINTMENT_REASONS: &[&str] = &[
+    "Cough for two weeks",
+    "Medication review",
+    "Blood pressure check",
+    "Chest pain, now settled",
+    "Rash on arms",
+    "Low mood",
+    "Back pain",
+    "Ear pain",
+    "Follow-up of blood results",
+    "Shortness of breath on exertion",
+];
+
+const INCIDENT_REASONS: &[&str] = &[
+    "Fall at home",
+    "Breathing difficulty",
+    "Chest pain",
+    "Confusion, family concerned",
+    "Collapse in the street",
+];
+
+/// Agreements of the three demo services, covering every practice of the federation.
+pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
+    let all = |lookback: &dyn Fn(Section) -> Option<u32>| -> Vec<SectionShare> {
+        Section::ALL
+            .into_iter()
+            .map(|section| SectionShare {
+                section,
+                lookback_days: lookback(section),
+            })
+            .collect()
+    };
+    vec![
+        Agreement {
+            id: "riverside-dn-2026".into(),
+            name: "Riverside practices and district nursing".into(),
+            service: NURSING_SERVICE.into(),
+            practices: practices.to_vec(),
+            roles: vec!["nurse".into()],
+            sections: all(&|s| match s {
+                Section::Documents | Section::Encounters => Some(730),
+                _ => None,
+            }),
+            include_codes: None,
+            exclude_codes: vec![],
+            max_offline_hours: 72,
+            idle_lock_minutes: 5,
+            retention_days: 7,
+        },
+        Agreement {
+            id: "riverside-hub-2026".into(),
+            name: "Riverside practices and the extended hours hub".into(),
+            service: HUB_SERVICE.into(),
+            practices: practices.to_vec(),
+            roles: vec!["gp".into()],
+            sections: all(&|_| None),
+            include_codes: None,
+            exclude_codes: vec![],
+            max_offline_hours: 24,
+            idle_lock_minutes: 5,
+            retention_days: 2,
+        },
+        Agreement {
+            id: "northern-ambulance-2026".into(),
+            name: "Riverside practices and Northern Ambulance Service".into(),
+            service: AMBULANCE_SERVICE.into(),
+            practices: practices.to_vec(),
+            roles: vec!["paramedic".into()],
+            sections: [
+                Section::Summary,
+                Section::Problems,
+                Section::Medications,
+                Section::Allergies,
+                Section::Alerts,
+                Section::Observations,
+            ]
+            .into_iter()
+            .map(|section| SectionShare {
+                section,
+                lookback_days: None,
+            })
+            .collect(),
+            include_codes: None,
+            exclude_codes: vec![],
+            max_offline_hours: 12,
+            idle_lock_minutes: 5,
+            retention_days: 1,
+        },
+    ]
+}
+
+/// Patients with at least one item in an RCGP exclusion set.
+fn patients_with_excluded_items(federation: &Federation) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for bundle in &federation.bundles {
+        let Some(entries) = bundle["entry"].as_array() else {
+            continue;
+        };
+        for entry in entries {
+            if let Ok(resource) = Resource::from_json(entry["resource"].clone())
+                && sensitive::is_rcgp_excluded(&resource.codes())
+                && let Some(pid) = resource.patient_id()
+            {
+                out.insert(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Import a generated federation into `store` and set up services, agreements, lists and
+/// users. Answers the users with their clear passwords (the caller writes them).
+pub async fn seed_store(
+    store: &dyn Store,
+    federation: &Federation,
+    spec: &DemoSpec,
+    now: DateTime<Utc>,
+) -> Result<DemoSummary, DemoError> {
+    let need = spec.caseload + spec.appointments + spec.incidents + spec.dissenting;
+    if federation.patients.len() < need {
+        return Err(DemoError::TooFewPatients {
+            have: federation.patients.len(),
+            need,
+        });
+    }
+    for p in &federation.practices {
+        store
+            .upsert_practice(PracticeRow {
+                ods: p.ods.clone(),
+                name: p.name.clone(),
+                source_system: Some(p.source_system.clone()),
+                postcode: Some(p.postcode.clone()),
+            })
+            .await?;
+    }
+    for (index, bundle) in federation.bundles.iter().enumerate() {
+        let text = serde_json::to_string(bundle).map_err(|e| DemoError::Internal(e.to_string()))?;
+        match store.import_bundle(&text, None).await {
+            Ok(_) => {}
+            Err(StoreError::Rejected(source)) => return Err(DemoError::Rejected { index, source }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let services = [
+        (NURSING_SERVICE, "Riverside District Nursing"),
+        (HUB_SERVICE, "Riverside Extended Hours Hub"),
+        (AMBULANCE_SERVICE, "Northern Ambulance Service"),
+    ];
+    for (id, name) in services {
+        store
+            .upsert_service(ServiceRow {
+                id: id.into(),
+                name: name.into(),
+            })
+            .await?;
+    }
+    let practice_codes: Vec<String> = federation.practices.iter().map(|p| p.ods.clone()).collect();
+    for agreement in demo_agreements(&practice_codes) {
+        store.put_agreement(&agreement, now).await?;
+    }
+    let lists = [
+        (
+            CASELOAD_LIST,
+            "Riverside DN caseload",
+            ListKind::Caseload,
+            NURSING_SERVICE,
+        ),
+        (
+            APPOINTMENT_LIST,
+            "Riverside hub appointments",
+            ListKind::Appointment,
+            HUB_SERVICE,
+        ),
+        (
+            INCIDENT_LIST,
+            "Northern Ambulance incidents",
+            ListKind::Incident,
+            AMBULANCE_SERVICE,
+        ),
+        (
+            "riverside-dn-break-glass",
+            "Break-glass (district nursing)",
+            ListKind::BreakGlass,
+            NURSING_SERVICE,
+        ),
+        (
+            "riverside-hub-break-glass",
+            "Break-glass (hub)",
+            ListKind::BreakGlass,
+            HUB_SERVICE,
+        ),
+        (
+            "northern-ambulance-break-glass",
+            "Break-glass (ambulance)",
+            ListKind::BreakGlass,
+            AMBULANCE_SERVICE,
+        ),
+    ];
+    for (id, name, kind, service) in lists {
+        store
+            .create_list(ListRow {
+                id: id.into(),
+                name: name.into(),
+                kind,
+                service_id: service.into(),
+            })
+            .await?;
+    }
+
+    // Choose list members deterministically; put some patients with RCGP-excluded items on the
+    // caseload, so the demo shows the "items withheld" notice.
+    let mut rng = Rng(spec.federation.seed ^ 0xD005_7E9A_5EED);
+    let mut order: Vec<String> = federation
+        .patients
+        .iter()
+        .map(|p| p.patient_id.clone())
+        .collect();
+    rng.shuffle(&mut order);
+    let sensitive_ids = patients_with_excluded_items(federation);
+    let wanted_sensitive = (spec.caseload / 10).max(1).min(spec.caseload);
+    let mut caseload: Vec<String> = order
+        .iter()
+        .filter(|p| sensitive_ids.contains(*p))
+        .take(wanted_sensitive)
+        .cloned()
+        .collect();
+    let mut rest: Vec<String> = order
+        .into_iter()
+        .filter(|p| !caseload.contains(p))
+        .collect();
+    let fill = spec.caseload - caseload.len();
+    caseload.extend(rest.drain(..fill));
+    let appointments: Vec<String> = rest.drain(..spec.appointments).collect();
+    let incidents: Vec<String> = rest.drain(..spec.incidents).collect();
+    let dissenting: Vec<String> = rest.drain(..spec.dissenting).collect();
+
+    let today = spec.federation.today;
+    let at = |date: NaiveDate, h: u32, m: u32| {
+        date.and_time(NaiveTime::from_hms_opt(h, m, 0).expect("valid time"))
+            .and_utc()
+    };
+    for pid in &caseload {
+        let started = today - Duration::days(rng.below(200) as i64 + 1);
+        let reason = CASELOAD_REASONS[rng.below(CASELOAD_REASONS.len() as u64) as usize];
+        store
+            .add_list_entry(
+                NewListEntry {
+                    list_id: CASELOAD_LIST.into(),
+                    patient_id: pid.clone(),
+                    reason: reason.into(),
+                    starts_at: at(started, 9, 0),
+                    ends_at: None,
+                    user_id: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    let first_day = appointments.len().div_ceil(2);
+    for (i, pid) in appointments.iter().enumerate() {
+        let (date, slot) = if i < first_day {
+            (today, i)
+        } else {
+            (today + Duration::days(1), i - first_day)
+        };
+        let minutes = 18 * 60 + 30 + 15 * slot as u32;
+        let reason = APPOINTMENT_REASONS[rng.below(APPOINTMENT_REASONS.len() as u64) as usize];
+        store
+            .add_list_entry(
+                NewListEntry {
+                    list_id: APPOINTMENT_LIST.into(),
+                    patient_id: pid.clone(),
+                    reason: reason.into(),
+                    starts_at: at(date, (minutes / 60) % 24, minutes % 60),
+                    ends_at: None,
+                    user_id: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    for (i, pid) in incidents.iter().enumerate() {
+        store
+            .add_list_entry(
+                NewListEntry {
+                    list_id: INCIDENT_LIST.into(),
+                    patient_id: pid.clone(),
+                    reason: INCIDENT_REASONS[i % INCIDENT_REASONS.len()].into(),
+                    starts_at: now - Duration::minutes(40 * (i as i64 + 1)),
+                    ends_at: None,
+                    user_id: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    for pid in &dissenting {
+        store.set_dissent(pid, true).await?;
+    }
+
+    let people = [
+        (
+            "nurse.demo",
+            "Nia Evans",
+            "nurse",
+            NURSING_SERVICE,
+            services[0].1,
+        ),
+        (
+            "gp.demo",
+            "Dr Adaeze Okafor",
+            "gp",
+            HUB_SERVICE,
+            services[1].1,
+        ),
+        (
+            "para.demo",
+            "Seán Ó Briain",
+            "paramedic",
+            AMBULANCE_SERVICE,
+            services[2].1,
+        ),
+    ];
+    let mut users = Vec::new();
+    for (username, display_name, role, service_id, service_name) in people {
+        let password = auth::random_password();
+        let totp_secret = auth::new_totp_secret();
+        let hash = {
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(|e| DemoError::Internal(e.to_string()))??
+        };
+        store
+            .create_user(
+                NewUser {
+                    username: username.into(),
+                    display_name: display_name.into(),
+                    role: role.into(),
+                    service_id: service_id.into(),
+                    password_hash: hash,
+                    totp_secret: totp_secret.clone(),
+                },
+                now,
+            )
+            .await?;
+        users.push(DemoUser {
+            username: username.into(),
+            password,
+            display_name: display_name.into(),
+            role: role.into(),
+            service: service_name.into(),
+            totp_secret,
+        });
+    }
+    store
+        .append_audit(AuditEvent {
+            at: now,
+            actor: "cli".into(),
+            action: "seed".into(),
+            patient_id: None,
+            detail: serde_json::json!({
+                "patients": federation.patients.len(),
+                "practices": federation.practices.len(),
+                "users": users.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
+            }),
+        })
+        .await?;
+    Ok(DemoSummary {
+        users,
+        patients: federation.patients.len(),
+        practices: federation.practices.len(),
+    })
+}
+
+/// Read `DIR/demo-users.json`.
+pub fn read_demo_users(data_dir: &Path) -> std::io::Result<Vec<DemoUser>> {
+    let text = std::fs::read_to_string(data_dir.join(DEMO_USERS_FILE))?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}

@@ -1,0 +1,222 @@
+//! `doorstep-server`: the federation server's command line.
+//!
+//! ```text
+//! doorstep-server seed --demo --data-dir DIR [--seed N]
+//! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http]
+//! doorstep-server import --data-dir DIR FILE [--practice ODS]
+//! doorstep-server verify-audit --data-dir DIR
+//! ```
+//!
+//! `serve` prints exactly one line to stdout once it listens
+//! (`doorstep-server listening on https://127.0.0.1:PORT`); logs go to stderr and never carry
+//! patient data.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use doorstep_server::run::{ServeConfig, TlsMode, start};
+use doorstep_server::store::{self, StoreError};
+use doorstep_server::{audit, demo, tls};
+
+#[derive(Parser)]
+#[command(
+    name = "doorstep-server",
+    version,
+    about = "Doorstep federation server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate and import the demo federation (practices, patients, agreements, lists, users).
+    Seed {
+        /// Seed the synthetic demo federation (the only kind of seeding there is).
+        #[arg(long)]
+        demo: bool,
+        #[arg(long, env = "DOORSTEP_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Seed of the synthetic generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Serve the API over HTTPS.
+    Serve {
+        #[arg(long, env = "DOORSTEP_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Make (once) a local development CA and server certificate under the data directory.
+        #[arg(long, conflicts_with = "insecure_loopback_http")]
+        dev_tls: bool,
+        /// Serve plain HTTP (only on a loopback address; development only).
+        #[arg(long)]
+        insecure_loopback_http: bool,
+        /// Byte budget of a pull page (uncompressed JSON).
+        #[arg(long, default_value_t = doorstep_server::api::DEFAULT_PAGE_BYTES)]
+        page_bytes: usize,
+    },
+    /// Import a FHIR R4 Bundle (whole or nothing).
+    Import {
+        #[arg(long, env = "DOORSTEP_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The bundle file (JSON).
+        file: PathBuf,
+        /// ODS code of the sending organisation: items the bundle does not attribute to a
+        /// source are attributed to it.
+        #[arg(long)]
+        practice: Option<String>,
+    },
+    /// Verify the hash chain of the audit log.
+    VerifyAudit {
+        #[arg(long, env = "DOORSTEP_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the cause chain on one line, without a backtrace.
+            eprintln!("doorstep-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.command {
+        Command::Seed {
+            demo: is_demo,
+            data_dir,
+            seed,
+        } => {
+            if !is_demo {
+                bail!("only `seed --demo` is supported");
+            }
+            let started = Instant::now();
+            let summary = demo::seed(&data_dir, seed)?;
+            tracing::info!(
+                patients = summary.patients,
+                practices = summary.practices,
+                users = summary.users.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "seeded the demo federation"
+            );
+            eprintln!(
+                "seeded {} patients in {} practices; demo sign-ins in {}",
+                summary.patients,
+                summary.practices,
+                data_dir.join(demo::DEMO_USERS_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            dev_tls,
+            insecure_loopback_http,
+            page_bytes,
+        } => runtime.block_on(async move {
+            let tls_mode = if insecure_loopback_http {
+                TlsMode::InsecureLoopback
+            } else if dev_tls {
+                TlsMode::Dev
+            } else {
+                TlsMode::Files {
+                    cert: data_dir.join(tls::SERVER_CERT_FILE),
+                    key: data_dir.join(tls::SERVER_KEY_FILE),
+                }
+            };
+            let server = start(ServeConfig {
+                data_dir,
+                listen,
+                tls: tls_mode,
+                page_bytes,
+            })
+            .await?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "doorstep-server listening on {}", server.base_url)?;
+                out.flush()?;
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            server.shutdown().await;
+            Ok(())
+        }),
+        Command::Import {
+            data_dir,
+            file,
+            practice,
+        } => runtime.block_on(async move {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let store = store::open(&data_dir)?;
+            match store.import_bundle(&text, practice.as_deref()).await {
+                Ok(report) => {
+                    eprintln!(
+                        "imported {}: {} patient(s), {} resource(s) changed, {} unchanged, {} deleted",
+                        file.display(),
+                        report.patients,
+                        report.upserted,
+                        report.unchanged,
+                        report.deleted
+                    );
+                    Ok(())
+                }
+                Err(StoreError::Rejected(e)) => {
+                    bail!("{} rejected, nothing imported: {e}", file.display())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }),
+        Command::VerifyAudit { data_dir } => runtime.block_on(async move {
+            let store = store::open(&data_dir)?;
+            let rows = store.audit_events().await?;
+            let n = audit::verify(&rows)?;
+            eprintln!("the audit log is intact: {n} events");
+            Ok(())
+        }),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,480 @@
+//! The pull algorithm: one page of changes that brings a device's cache towards the user's
+//! filtered view, whatever happened since its cursor.
+//!
+//! # Model
+//!
+//! A device holds a set of patients, recorded in its cursor as the hash of a stored
+//! membership set (`held`). For those patients its cache is current to the cursor's `seq`.
+//! A second set (`stale`) names patients the device holds but whose copy may be out of date:
+//! they must be re-sent in full (a `PatientAdded` snapshot replaces what the device held) or
+//! purged. The candidate set `C` is computed afresh on every page: patients with an active entry
+//! on a list of the user's service (or a break-glass entry of the user), whose practice an
+//! agreement for the user's role covers, and who have not dissented (break-glass overrides
+//! dissent).
+//!
+//! # One page
+//!
+//! 1. Feed rows with `seq` in `(cursor.seq, head]`, in order, for patients in `held`:
+//!    - a patient no longer in `C` moves to `stale` (no change is sent for them now; they are
+//!      purged or re-sent in full below, so nothing they missed matters);
+//!    - an upsert or delete row sends the resource's *current* state: `Upsert` when the
+//!      agreements make it visible, `Delete` otherwise (deleted, newly confidential, moved to
+//!      another patient); a list row sends `ListChanged`; a header row sends a full
+//!      `PatientAdded` snapshot;
+//!    - each touched patient also gets a `Withheld` change with recomputed counts.
+//!
+//!    The page stops before the byte budget is exceeded; the cursor then keeps `seq` = the last
+//!    row consumed. Every change is the state at the page's read, so re-sending an older row's
+//!    change later is harmless: all changes are idempotent.
+//! 2. Once caught up with `head`: `PatientRemoved` for patients in `held` or `stale` not in
+//!    `C`, then `PatientAdded` snapshots for patients of `C` not in `held` (sorted by id), until
+//!    the budget. The new cursor has `seq = head`.
+//!
+//! Before the feed, held patients with a list entry that ended by the clock since the cursor
+//! was issued get a `ListChanged` (reaching an end time writes no feed row).
+//!
+//! Everything is read in one read transaction, so head, rows and snapshots agree. A new day
+//! moves every held patient to `stale` (look-back windows moved), refreshing them in place.
+//!
+//! After a page with `more == false`, `held == C`, `stale` is empty and every held patient's
+//! copy is its filtered state at the page's read: the device has converged.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::NaiveDate;
+use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
+use doorstep_record::Section;
+use doorstep_record::agreement::{Decision, covers, evaluate};
+use doorstep_record::fhir::Resource;
+
+use crate::cursor::{self, CursorState};
+use crate::store::{
+    FeedOp, FeedRow, ListEntryRow, PatientRow, PullRequest, ResourceRow, StoreError, UserScope,
+};
+
+/// Feed rows read per query while scanning.
+const SCAN_BATCH: usize = 2_000;
+/// At most this many feed rows are scanned for one page, so a page answers quickly even after
+/// a long absence; the device simply asks again.
+const MAX_SCAN: usize = 50_000;
+
+/// Reads of one consistent snapshot of the store (one read transaction).
+pub trait FeedSnapshot {
+    /// Highest feed seq (0 when empty).
+    fn head(&self) -> Result<i64, StoreError>;
+    /// Highest feed seq deleted by pruning (0 when none).
+    fn pruned_through(&self) -> Result<i64, StoreError>;
+    /// The patient ids of a membership set, `None` when unknown.
+    fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Feed rows with `after < seq <= upto`, in seq order, at most `limit`.
+    fn feed_after(&self, after: i64, upto: i64, limit: usize) -> Result<Vec<FeedRow>, StoreError>;
+    /// List entries active at `now` that bring patients to this user: entries of the
+    /// service's lists (other than break-glass lists) and the user's own break-glass entries.
+    fn scope_entries(
+        &self,
+        scope: &UserScope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ListEntryRow>, StoreError>;
+    /// Patients with an entry of this user's scope (as in [`FeedSnapshot::scope_entries`]) that
+    /// ended by the clock in `(after, upto]`.
+    fn entries_ended_between(
+        &self,
+        scope: &UserScope,
+        after: chrono::DateTime<chrono::Utc>,
+        upto: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The patients with these ids (unknown ids are left out).
+    fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError>;
+    fn resource(&self, resource_type: &str, id: &str) -> Result<Option<ResourceRow>, StoreError>;
+    /// A patient's resources that are not deleted, sorted by type and id.
+    fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError>;
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullOutcome {
+    Page(Box<PageResult>),
+    /// The device must rebuild its cache (HTTP 410).
+    Resync(ResyncReason),
+}
+
+/// One page, before the cursor is signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageResult {
+    pub changes: Vec<doorstep_protocol::Change>,
+    pub cursor: CursorState,
+    pub more: bool,
+    /// Membership sets the new cursor names; the store saves them (content-addressed).
+    pub sets: Vec<(String, Vec<String>)>,
+    /// Patients sent in full on this page (for the audit log).
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// The filtered view of one patient for a user, as a `PatientAdded` change, plus the
+/// withheld counts separately.
+pub fn patient_view(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    today: NaiveDate,
+    patient: &PatientRow,
+    entries: &[ListEntryRow],
+) -> Result<Change, StoreError> {
+    let (resources, withheld) = filtered_resources(snap, scope, today, patient)?;
+    Ok(Change::PatientAdded {
+        patient: PatientHeader {
+            patient_id: patient.id.clone(),
+            nhs_number: patient.nhs_number.clone(),
+            registered_practice_ods: patient.practice_ods.clone(),
+            registered_practice_name: patient.practice_name.clone(),
+            birth_date: patient.birth_date,
+        },
+        entries: wire_entries(entries),
+        resources,
+        withheld,
+    })
+}
+
+fn filtered_resources(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    today: NaiveDate,
+    patient: &PatientRow,
+) -> Result<(Vec<serde_json::Value>, Vec<WithheldCount>), StoreError> {
+    let mut visible = Vec::new();
+    let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
+    for row in snap.live_resources(&patient.id)? {
+        let resource = parse_row(&row)?;
+        match decide(&resource, patient, scope, today) {
+            Decision::Visible => visible.push(resource.json),
+            Decision::Withheld(section) => *counts.entry(section).or_default() += 1,
+            Decision::NotShared => {}
+        }
+    }
+    Ok((visible, withheld_counts(counts)))
+}
+
+fn withheld_counts(counts: BTreeMap<Section, u32>) -> Vec<WithheldCount> {
+    counts
+        .into_iter()
+        .map(|(section, count)| WithheldCount {
+            section: section.as_str().to_string(),
+            count,
+        })
+        .collect()
+}
+
+fn decide(
+    resource: &Resource,
+    patient: &PatientRow,
+    scope: &UserScope,
+    today: NaiveDate,
+) -> Decision {
+    evaluate(
+        resource,
+        &patient.practice_ods,
+        &scope.role,
+        &scope.agreements,
+        today,
+    )
+}
+
+pub(crate) fn parse_row(row: &ResourceRow) -> Result<Resource, StoreError> {
+    let value: serde_json::Value = serde_json::from_str(&row.json)
+        .map_err(|e| StoreError::Corrupt(format!("{}/{}: {e}", row.resource_type, row.id)))?;
+    Resource::from_json(value)
+        .map_err(|e| StoreError::Corrupt(format!("{}/{}: {e}", row.resource_type, row.id)))
+}
+
+fn wire_entries(entries: &[ListEntryRow]) -> Vec<doorstep_protocol::ListEntry> {
+    let mut sorted: Vec<&ListEntryRow> = entries.iter().collect();
+    sorted
+        .sort_by(|a, b| (a.starts_at, &a.list_name, a.id).cmp(&(b.starts_at, &b.list_name, b.id)));
+    sorted.into_iter().map(ListEntryRow::to_wire).collect()
+}
+
+/// The patients this user may have on a device now (`C`), with their active entries.
+pub fn candidates(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>, StoreError> {
+    let mut by_patient: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
+    for entry in snap.scope_entries(scope, now)? {
+        if entry.is_active(now) {
+            by_patient
+                .entry(entry.patient_id.clone())
+                .or_default()
+                .push(entry);
+        }
+    }
+    let ids: Vec<String> = by_patient.keys().cloned().collect();
+    let mut out = BTreeMap::new();
+    for patient in snap.patients(&ids)? {
+        let entries = by_patient.remove(&patient.id).unwrap_or_default();
+        let broke_glass = entries.iter().any(|e| e.kind == ListKind::BreakGlass);
+        let covered = covers(&scope.agreements, &patient.practice_ods, &scope.role);
+        if covered && (!patient.dissent || broke_glass) {
+            out.insert(patient.id.clone(), (patient, entries));
+        }
+    }
+    Ok(out)
+}
+
+fn size_of(change: &Change) -> usize {
+    // The page budget counts the JSON the device receives (before gzip).
+    serde_json::to_vec(change).map(|v| v.len() + 1).unwrap_or(0)
+}
+
+/// Build one page for `request` from `snap`.
+pub fn build_page(
+    snap: &dyn FeedSnapshot,
+    request: &PullRequest,
+) -> Result<PullOutcome, StoreError> {
+    let scope = &request.scope;
+    let now = request.now;
+    let today = now.date_naive();
+    let epoch = cursor::access_epoch(&scope.role, &scope.service_id, &scope.agreements);
+    let head = snap.head()?;
+
+    let (start_seq, mut held, mut stale) = match &request.cursor {
+        None => (head, BTreeSet::new(), BTreeSet::new()),
+        Some(c) => {
+            if let Err(reason) = cursor::check(c, &epoch, snap.pruned_through()?, head) {
+                return Ok(PullOutcome::Resync(reason));
+            }
+            let (Some(h), Some(s)) = (
+                snap.member_set(&c.set_hash)?,
+                snap.member_set(&c.stale_hash)?,
+            ) else {
+                return Ok(PullOutcome::Resync(ResyncReason::CursorExpired));
+            };
+            let mut held: BTreeSet<String> = h.into_iter().collect();
+            let mut stale: BTreeSet<String> = s.into_iter().collect();
+            if c.view_date != today {
+                stale.append(&mut held);
+            }
+            (c.seq, held, stale)
+        }
+    };
+
+    let eligible = candidates(snap, scope, now)?;
+    let budget = request.page_bytes.max(1);
+    let mut used = 0usize;
+    let mut changes: Vec<Change> = Vec::new();
+    let mut added: Vec<String> = Vec::new();
+
+    // ---- 0. entries that ended by the clock since the device's cursor was made ----
+    // (Ending an entry by hand writes a feed row; reaching its end time does not.)
+    let mut lists_sent: HashSet<String> = HashSet::new();
+    if let Some(c) = &request.cursor
+        && c.issued < now
+        && !held.is_empty()
+    {
+        for pid in snap.entries_ended_between(scope, c.issued, now)? {
+            if let Some((_, entries)) = eligible.get(&pid)
+                && held.contains(&pid)
+                && lists_sent.insert(pid.clone())
+            {
+                let change = Change::ListChanged {
+                    patient_id: pid,
+                    entries: wire_entries(entries),
+                };
+                used += size_of(&change);
+                changes.push(change);
+            }
+        }
+    }
+
+    // ---- 1. the feed, for patients the device holds current ----
+    let mut consumed = start_seq;
+    let mut cut = false;
+    if !held.is_empty() && start_seq < head {
+        let mut withheld: BTreeMap<String, Change> = BTreeMap::new();
+        let mut snapshotted: HashSet<String> = HashSet::new();
+        let mut resources_sent: HashSet<(String, String)> = HashSet::new();
+        let mut scanned = 0usize;
+        'scan: loop {
+            let rows = snap.feed_after(consumed, head, SCAN_BATCH)?;
+            let exhausted = rows.len() < SCAN_BATCH;
+            for row in rows {
+                scanned += 1;
+                let pid = row.patient_id.clone();
+                if !held.contains(&pid) || snapshotted.contains(&pid) {
+                    consumed = row.seq;
+                    continue;
+                }
+                let Some((patient, entries)) = eligible.get(&pid) else {
+                    // Left the list (or lost coverage) since the last page: purge or re-send
+                    // in full once caught up.
+                    held.remove(&pid);
+                    stale.insert(pid);
+                    consumed = row.seq;
+                    continue;
+                };
+                let mut new_changes = Vec::new();
+                match (row.op, &row.resource) {
+                    (FeedOp::Upsert | FeedOp::Delete, Some(key)) => {
+                        if !resources_sent.contains(key) {
+                            new_changes.push(resource_change(snap, scope, today, patient, key)?);
+                        }
+                    }
+                    (FeedOp::List, _) => {
+                        if !lists_sent.contains(&pid) {
+                            new_changes.push(Change::ListChanged {
+                                patient_id: pid.clone(),
+                                entries: wire_entries(entries),
+                            });
+                        }
+                    }
+                    (FeedOp::Header, _) => {
+                        new_changes.push(patient_view(snap, scope, today, patient, entries)?);
+                    }
+                    (FeedOp::Upsert | FeedOp::Delete, None) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "feed row {} has no resource",
+                            row.seq
+                        )));
+                    }
+                }
+                let mut size: usize = new_changes.iter().map(size_of).sum();
+                let counts = if row.op != FeedOp::Header
+                    && !new_changes.is_empty()
+                    && !withheld.contains_key(&pid)
+                {
+                    let (_, counts) = filtered_resources(snap, scope, today, patient)?;
+                    let change = Change::Withheld {
+                        patient_id: pid.clone(),
+                        counts,
+                    };
+                    size += size_of(&change);
+                    Some(change)
+                } else {
+                    None
+                };
+                if used + size > budget && (!changes.is_empty() || !withheld.is_empty()) {
+                    cut = true;
+                    break 'scan;
+                }
+                used += size;
+                consumed = row.seq;
+                if let Some(change) = counts {
+                    withheld.insert(pid.clone(), change);
+                }
+                match (row.op, &row.resource) {
+                    (FeedOp::Upsert | FeedOp::Delete, Some(key)) => {
+                        resources_sent.insert(key.clone());
+                    }
+                    (FeedOp::List, _) => {
+                        lists_sent.insert(pid.clone());
+                    }
+                    (FeedOp::Header, _) => {
+                        snapshotted.insert(pid.clone());
+                        withheld.remove(&pid);
+                        added.push(pid.clone());
+                    }
+                    _ => {}
+                }
+                changes.extend(new_changes);
+            }
+            if exhausted {
+                break;
+            }
+            if scanned >= MAX_SCAN {
+                cut = true;
+                break;
+            }
+        }
+        changes.extend(withheld.into_values());
+    }
+    if !cut {
+        consumed = head;
+    }
+
+    // ---- 2. membership, once caught up ----
+    let mut removed = Vec::new();
+    let mut more = cut;
+    if !cut {
+        let leaving: Vec<String> = held
+            .union(&stale)
+            .filter(|p| !eligible.contains_key(*p))
+            .cloned()
+            .collect();
+        for pid in leaving {
+            held.remove(&pid);
+            stale.remove(&pid);
+            let change = Change::PatientRemoved {
+                patient_id: pid.clone(),
+            };
+            used += size_of(&change);
+            changes.push(change);
+            removed.push(pid);
+        }
+        for (pid, (patient, entries)) in &eligible {
+            if held.contains(pid) {
+                continue;
+            }
+            let change = patient_view(snap, scope, today, patient, entries)?;
+            let size = size_of(&change);
+            if used + size > budget && !changes.is_empty() {
+                more = true;
+                break;
+            }
+            used += size;
+            changes.push(change);
+            held.insert(pid.clone());
+            stale.remove(pid);
+            added.push(pid.clone());
+        }
+    }
+
+    let held_ids: Vec<String> = held.into_iter().collect();
+    let stale_ids: Vec<String> = stale.into_iter().collect();
+    let cursor = CursorState {
+        device_id: request.device_id.clone(),
+        seq: consumed,
+        set_hash: cursor::set_hash(&held_ids),
+        stale_hash: cursor::set_hash(&stale_ids),
+        access_epoch: epoch,
+        view_date: today,
+        issued: now,
+    };
+    let sets = vec![
+        (cursor.set_hash.clone(), held_ids),
+        (cursor.stale_hash.clone(), stale_ids),
+    ];
+    Ok(PullOutcome::Page(Box::new(PageResult {
+        changes,
+        cursor,
+        more,
+        sets,
+        added,
+        removed,
+    })))
+}
+
+fn resource_change(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    today: NaiveDate,
+    patient: &PatientRow,
+    (rtype, id): &(String, String),
+) -> Result<Change, StoreError> {
+    if let Some(row) = snap.resource(rtype, id)?
+        && !row.deleted
+        && row.patient_id.as_deref() == Some(patient.id.as_str())
+    {
+        let resource = parse_row(&row)?;
+        if decide(&resource, patient, scope, today) == Decision::Visible {
+            return Ok(Change::Upsert {
+                patient_id: patient.id.clone(),
+                resource: resource.json,
+            });
+        }
+    }
+    Ok(Change::Delete {
+        patient_id: patient.id.clone(),
+        resource_type: rtype.clone(),
+        resource_id: id.clone(),
+    })
+}

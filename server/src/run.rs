@@ -1,0 +1,212 @@
+//! Starting and stopping the server: what `doorstep-server serve` and tests call.
+//!
+//! [`start`] opens the store in the data directory, loads (or makes) the cursor key and the TLS
+//! material, binds the listener (port 0 picks a free port) and serves on a tokio task until
+//! [`RunningServer::shutdown`]. Plain HTTP is refused unless [`TlsMode::InsecureLoopback`] is
+//! asked for *and* the address is a loopback one.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::api::{self, AppState};
+use crate::cursor::CursorKey;
+use crate::store::{Store, StoreError, sqlite::SqliteStore};
+use crate::tls::{self, CertFiles, TlsError};
+
+/// How the server speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Make (once) a development CA and server certificate under the data directory.
+    Dev,
+    /// A certificate chain and key from files (by default `DIR/server.pem`, `DIR/server-key.pem`).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP, only on a loopback address (development).
+    InsecureLoopback,
+}
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: TlsMode,
+    /// Byte budget of a pull page (uncompressed JSON).
+    pub page_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Defaults: `127.0.0.1:8443`, dev TLS, 1 MiB pages.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
+            tls: TlsMode::Dev,
+            page_bytes: api::DEFAULT_PAGE_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "plain HTTP is only allowed on a loopback address ({0} is not); use TLS or listen on 127.0.0.1"
+    )]
+    InsecureNotLoopback(SocketAddr),
+    #[error(
+        "no TLS certificate: {cert} or {key} is missing; pass --dev-tls to make a development CA, or put the federation's certificate and key there"
+    )]
+    MissingCertificate { cert: PathBuf, key: PathBuf },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cursor key: {0}")]
+    CursorKey(std::io::Error),
+}
+
+/// A server running on a tokio task.
+pub struct RunningServer {
+    /// The bound address (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT` (or `http://` in insecure loopback mode).
+    pub base_url: String,
+    /// The CA certificate clients should trust: `DIR/dev-ca.pem` in dev mode; in file mode
+    /// `DIR/dev-ca.pem` when present, else the certificate file; empty in plain-HTTP mode.
+    pub ca_pem_path: PathBuf,
+    handle: Handle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl RunningServer {
+    /// Stop accepting connections, let requests in flight finish (up to 5 s), and wait.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        match self.task.await {
+            Ok(Ok(())) => tracing::info!("server stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+    }
+
+    /// Wait until the server stops by itself (it only does on an error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Start serving `config`. Must be called inside a tokio runtime.
+pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
+    let insecure = config.tls == TlsMode::InsecureLoopback;
+    if insecure && !config.listen.ip().is_loopback() {
+        return Err(StartError::InsecureNotLoopback(config.listen));
+    }
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = {
+        let dir = data_dir.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??,
+        )
+    };
+    let cursor_key = CursorKey::load_or_create(&data_dir).map_err(StartError::CursorKey)?;
+
+    let (rustls, ca_pem_path) = match &config.tls {
+        TlsMode::InsecureLoopback => (None, PathBuf::new()),
+        TlsMode::Dev => {
+            let (files, ca) = tls::ensure_dev_tls(&data_dir)?;
+            (Some(tls::server_config(&files)?), ca)
+        }
+        TlsMode::Files { cert, key } => {
+            if !cert.exists() || !key.exists() {
+                return Err(StartError::MissingCertificate {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
+            let files = CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let dev_ca = data_dir.join(tls::DEV_CA_FILE);
+            let ca = if dev_ca.exists() {
+                dev_ca
+            } else {
+                cert.clone()
+            };
+            (Some(tls::server_config(&files)?), ca)
+        }
+    };
+
+    let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let app = api::router(AppState {
+        store,
+        cursor_key,
+        page_bytes: config.page_bytes,
+    });
+    let handle = Handle::new();
+    let service = app.into_make_service();
+    let task = match rustls {
+        Some(server_config) => {
+            let server =
+                axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(server_config))
+                    .handle(handle.clone());
+            tokio::spawn(server.serve(service))
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(server.serve(service))
+        }
+    };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        match addr.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    };
+    let scheme = if insecure { "http" } else { "https" };
+    let base_url = format!("{scheme}://{host}:{}", addr.port());
+    tracing::info!(%addr, tls = !insecure, "serving");
+    Ok(RunningServer {
+        addr,
+        base_url,
+        ca_pem_path,
+        handle,
+        task,
+    })
+}

@@ -1,0 +1,1461 @@
+//! The embedded store: SQLite in `DIR/federation.db`, WAL mode, foreign keys on.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) behind a mutex, and a
+//! small pool of read-only connections, so pulls read consistent snapshots while imports
+//! write. All database work runs on tokio's blocking pool (`spawn_blocking`).
+//!
+//! Migrations are the files `migrations/server-sqlite/NNNN_*.sql`, embedded at build time and
+//! applied in order inside transactions; `schema_migrations` records what was applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use doorstep_protocol::ListKind;
+use doorstep_record::agreement::Agreement;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::{
+    AuditEvent, AuditRow, DeviceRow, FeedOp, FeedRow, ImportBatch, ImportReport, ListEntryRow,
+    ListRow, NewListEntry, NewUser, PatientRow, PracticeRow, PullRequest, ResourceRow,
+    RotateOutcome, ServiceRow, Store, StoreError, TokenKind, TokenPair, TokenRow, UserRow,
+    UserScope, default_ends_at,
+};
+use crate::audit;
+use crate::pull::{self, FeedSnapshot, PullOutcome};
+
+/// File name of the database in the data directory.
+pub const DB_FILE: &str = "federation.db";
+
+/// The embedded migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../../migrations/server-sqlite/0001_init.sql"),
+)];
+
+const READER_POOL: usize = 4;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+fn from_ts(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
+fn list_kind(s: &str) -> Result<ListKind, StoreError> {
+    Ok(match s {
+        "caseload" => ListKind::Caseload,
+        "appointment" => ListKind::Appointment,
+        "incident" => ListKind::Incident,
+        "break_glass" => ListKind::BreakGlass,
+        other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
+    })
+}
+
+fn list_kind_str(k: ListKind) -> &'static str {
+    match k {
+        ListKind::Caseload => "caseload",
+        ListKind::Appointment => "appointment",
+        ListKind::Incident => "incident",
+        ListKind::BreakGlass => "break_glass",
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating when missing) `DIR/federation.db` and apply pending migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        SqliteStore::open_file(&data_dir.join(DB_FILE))
+    }
+
+    /// Open a database file directly.
+    pub fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut writer = Connection::open(path)?;
+        writer.busy_timeout(Duration::from_secs(10))?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "could not switch {} to WAL (journal mode {mode})",
+                path.display()
+            )));
+        }
+        writer.pragma_update(None, "foreign_keys", true)?;
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The versions of the applied migrations.
+    pub fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare("SELECT version FROM schema_migrations ORDER BY version")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < READER_POOL && conn.is_autocommit() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    for (version, name, sql) in MIGRATIONS {
+        let tx = conn.transaction()?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, ts(Utc::now())],
+            )?;
+            tracing::info!(version, name, "applied migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// ---------- row readers ----------
+
+const PATIENT_COLUMNS: &str = "p.id, p.nhs_number, p.practice_ods, o.name, p.birth_date, p.dissent
+     FROM patients p JOIN organisations o ON o.ods = p.practice_ods";
+
+fn patient_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
+    let birth: Option<String> = r.get(4)?;
+    Ok(PatientRow {
+        id: r.get(0)?,
+        nhs_number: r.get(1)?,
+        practice_ods: r.get(2)?,
+        practice_name: r.get(3)?,
+        birth_date: birth.and_then(|b| NaiveDate::parse_from_str(&b, "%Y-%m-%d").ok()),
+        dissent: r.get(5)?,
+    })
+}
+
+const RESOURCE_COLUMNS: &str =
+    "resource_type, id, patient_id, section, json, seq, deleted FROM resources";
+
+fn resource_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        resource_type: r.get(0)?,
+        id: r.get(1)?,
+        patient_id: r.get(2)?,
+        section: r.get(3)?,
+        json: r.get(4)?,
+        seq: r.get(5)?,
+        deleted: r.get(6)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id
+     FROM list_entries e JOIN lists l ON l.id = e.list_id";
+
+fn entry_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ListEntryRow, String)> {
+    let ends: Option<i64> = r.get(7)?;
+    Ok((
+        ListEntryRow {
+            id: r.get(0)?,
+            list_id: r.get(1)?,
+            list_name: r.get(2)?,
+            kind: ListKind::Caseload,
+            patient_id: r.get(4)?,
+            reason: r.get(5)?,
+            starts_at: from_ts(r.get(6)?),
+            ends_at: ends.map(from_ts),
+            user_id: r.get(8)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+fn entries_query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<ListEntryRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, entry_from)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut entry, kind) = row?;
+        entry.kind = list_kind(&kind)?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.display_name, u.role, u.service_id, s.name, u.password_hash,
+     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled
+     FROM users u JOIN services s ON s.id = u.service_id";
+
+fn user_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    let locked: Option<i64> = r.get(10)?;
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        display_name: r.get(2)?,
+        role: r.get(3)?,
+        service_id: r.get(4)?,
+        service_name: r.get(5)?,
+        password_hash: r.get(6)?,
+        totp_secret: r.get(7)?,
+        totp_last_step: r.get(8)?,
+        failed_attempts: r.get(9)?,
+        locked_until: locked.map(from_ts),
+        disabled: r.get(11)?,
+    })
+}
+
+fn pruned_through(conn: &Connection) -> Result<i64, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'feed_pruned_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn feed_head(conn: &Connection) -> Result<i64, StoreError> {
+    let max: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+    Ok(max.max(pruned_through(conn)?))
+}
+
+fn append_feed(
+    tx: &Transaction<'_>,
+    patient_id: &str,
+    resource: Option<(&str, &str)>,
+    op: FeedOp,
+    now: i64,
+) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO feed (patient_id, resource_type, resource_id, op, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        patient_id,
+        resource.map(|r| r.0),
+        resource.map(|r| r.1),
+        op.as_str(),
+        now
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn append_audit_tx(tx: &Transaction<'_>, event: &AuditEvent) -> Result<(), StoreError> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    let hash = audit::chain_hash(&prev, seq, event);
+    tx.execute(
+        "INSERT INTO audit (seq, at, actor, action, patient_id, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            seq,
+            ts(event.at),
+            event.actor,
+            event.action,
+            event.patient_id,
+            event.detail.to_string(),
+            prev,
+            hash
+        ],
+    )?;
+    Ok(())
+}
+
+fn upsert_organisation(
+    tx: &Transaction<'_>,
+    ods: &str,
+    name: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO organisations (ods, name, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
+         WHERE organisations.name <> excluded.name",
+    )?
+    .execute(params![ods, name, now])?;
+    Ok(())
+}
+
+fn apply_import_tx(
+    tx: &Transaction<'_>,
+    batch: &ImportBatch,
+    now: i64,
+) -> Result<ImportReport, StoreError> {
+    let mut report = ImportReport {
+        patients: batch.patients.len(),
+        ..ImportReport::default()
+    };
+    for p in &batch.patients {
+        upsert_organisation(tx, &p.practice_ods, &p.practice_name, now)?;
+        tx.execute(
+            "INSERT INTO practices (ods) VALUES (?1) ON CONFLICT (ods) DO NOTHING",
+            [&p.practice_ods],
+        )?;
+        let nhs = p.nhs_number.digits().to_string();
+        let birth = p.birth_date.map(|d| d.format("%Y-%m-%d").to_string());
+        let other: Option<String> = tx
+            .query_row(
+                "SELECT id FROM patients WHERE nhs_number = ?1 AND id <> ?2",
+                params![nhs, p.patient_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if other.is_some() {
+            return Err(StoreError::Rejected(doorstep_record::fhir::ImportError {
+                entry: None,
+                resource: Some(format!("Patient/{}", p.patient_id)),
+                element: "identifier".into(),
+                message: "this NHS number already belongs to another patient record".into(),
+            }));
+        }
+        let existing: Option<(String, String, Option<String>)> = tx
+            .query_row(
+                "SELECT nhs_number, practice_ods, birth_date FROM patients WHERE id = ?1",
+                [&p.patient_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO patients (id, nhs_number, practice_ods, birth_date, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![p.patient_id, nhs, p.practice_ods, birth, now],
+                )?;
+            }
+            Some(old) if old != (nhs.clone(), p.practice_ods.clone(), birth.clone()) => {
+                tx.execute(
+                    "UPDATE patients SET nhs_number = ?2, practice_ods = ?3, birth_date = ?4,
+                     updated_at = ?5 WHERE id = ?1",
+                    params![p.patient_id, nhs, p.practice_ods, birth, now],
+                )?;
+                append_feed(tx, &p.patient_id, None, FeedOp::Header, now)?;
+                report.feed_rows += 1;
+            }
+            Some(_) => {}
+        }
+    }
+
+    for r in &batch.resources {
+        if let (Some(ods), Some(name)) = (r.source_ods(), r.source_name()) {
+            upsert_organisation(tx, &ods, &name, now)?;
+        }
+        let rtype = r.resource_type.as_str().to_string();
+        let pid = r.patient_id();
+        let existing: Option<(String, Option<String>, bool)> = tx
+            .prepare_cached(
+                "SELECT json, patient_id, deleted FROM resources WHERE resource_type = ?1 AND id = ?2",
+            )?
+            .query_row(params![rtype, r.id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((json, old_pid, deleted)) = &existing
+            && !deleted
+            && *old_pid == pid
+            && serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .as_ref()
+                == Some(&r.json)
+        {
+            report.unchanged += 1;
+            continue;
+        }
+        let seq = match &pid {
+            Some(pid) => {
+                report.feed_rows += 1;
+                append_feed(tx, pid, Some((&rtype, &r.id)), FeedOp::Upsert, now)?
+            }
+            None => 0,
+        };
+        if let Some((_, Some(old_pid), _)) = &existing
+            && Some(old_pid) != pid.as_ref()
+        {
+            // Moved to another patient: the old patient's devices drop it.
+            append_feed(tx, old_pid, Some((&rtype, &r.id)), FeedOp::Delete, now)?;
+            report.feed_rows += 1;
+        }
+        let section = r.section().map(|s| s.as_str().to_string());
+        tx.prepare_cached(
+            "INSERT INTO resources (resource_type, id, patient_id, section, json, seq, deleted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+             ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id,
+               section = excluded.section, json = excluded.json, seq = excluded.seq, deleted = 0",
+        )?
+        .execute(params![
+            rtype,
+            r.id,
+            pid,
+            section,
+            serde_json::to_string(&r.json).map_err(|e| StoreError::Backend(e.to_string()))?,
+            seq
+        ])?;
+        report.upserted += 1;
+    }
+
+    for (rtype, id) in &batch.deletions {
+        let existing: Option<Option<String>> = tx
+            .query_row(
+                "SELECT patient_id FROM resources WHERE resource_type = ?1 AND id = ?2 AND deleted = 0",
+                params![rtype, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(pid) = existing else { continue };
+        let seq = match &pid {
+            Some(pid) => {
+                report.feed_rows += 1;
+                append_feed(tx, pid, Some((rtype, id)), FeedOp::Delete, now)?
+            }
+            None => 0,
+        };
+        tx.execute(
+            "UPDATE resources SET deleted = 1, seq = ?3 WHERE resource_type = ?1 AND id = ?2",
+            params![rtype, id, seq],
+        )?;
+        report.deleted += 1;
+    }
+
+    let patient_ids: Vec<&str> = batch
+        .patients
+        .iter()
+        .map(|p| p.patient_id.as_str())
+        .collect();
+    append_audit_tx(
+        tx,
+        &AuditEvent {
+            at: from_ts(now),
+            actor: "import".into(),
+            action: "import".into(),
+            patient_id: (patient_ids.len() == 1).then(|| patient_ids[0].to_string()),
+            detail: serde_json::json!({
+                "patients": patient_ids,
+                "upserted": report.upserted,
+                "unchanged": report.unchanged,
+                "deleted": report.deleted,
+            }),
+        },
+    )?;
+    Ok(report)
+}
+
+/// The pull's view of one read transaction.
+struct Snapshot<'a> {
+    conn: &'a Connection,
+}
+
+impl FeedSnapshot for Snapshot<'_> {
+    fn head(&self) -> Result<i64, StoreError> {
+        feed_head(self.conn)
+    }
+
+    fn pruned_through(&self) -> Result<i64, StoreError> {
+        pruned_through(self.conn)
+    }
+
+    fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError> {
+        if hash == crate::cursor::set_hash(&[]) {
+            return Ok(Some(Vec::new()));
+        }
+        let json: Option<String> = self
+            .conn
+            .prepare_cached("SELECT patients FROM member_sets WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
+            .optional()?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("member set: {e}")))
+        })
+        .transpose()
+    }
+
+    fn feed_after(&self, after: i64, upto: i64, limit: usize) -> Result<Vec<FeedRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, patient_id, resource_type, resource_id, op FROM feed
+             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, patient_id, rtype, rid, op) = row?;
+            let op = FeedOp::parse(&op)
+                .ok_or_else(|| StoreError::Corrupt(format!("feed row {seq}: op {op}")))?;
+            out.push(FeedRow {
+                seq,
+                patient_id,
+                resource: rtype.zip(rid),
+                op,
+            });
+        }
+        Ok(out)
+    }
+
+    fn scope_entries(
+        &self,
+        scope: &UserScope,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ListEntryRow>, StoreError> {
+        entries_query(
+            self.conn,
+            &format!(
+                "SELECT {ENTRY_COLUMNS}
+                 WHERE (e.ends_at IS NULL OR e.ends_at > ?1)
+                   AND ((l.kind <> 'break_glass' AND l.service_id = ?2)
+                        OR (l.kind = 'break_glass' AND e.user_id = ?3))
+                 ORDER BY e.id"
+            ),
+            params![ts(now), scope.service_id, scope.user_id],
+        )
+    }
+
+    fn entries_ended_between(
+        &self,
+        scope: &UserScope,
+        after: DateTime<Utc>,
+        upto: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
+             WHERE e.ends_at > ?1 AND e.ends_at <= ?2
+               AND ((l.kind <> 'break_glass' AND l.service_id = ?3)
+                    OR (l.kind = 'break_glass' AND e.user_id = ?4))
+             ORDER BY e.patient_id",
+        )?;
+        let rows = stmt.query_map(
+            params![ts(after), ts(upto), scope.service_id, scope.user_id],
+            |r| r.get(0),
+        )?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+
+    fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ?1"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = stmt.query_row([id], patient_from).optional()? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    fn resource(&self, resource_type: &str, id: &str) -> Result<Option<ResourceRow>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RESOURCE_COLUMNS} WHERE resource_type = ?1 AND id = ?2"
+            ))?
+            .query_row([resource_type, id], resource_from)
+            .optional()?)
+    }
+
+    fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RESOURCE_COLUMNS} WHERE patient_id = ?1 AND deleted = 0
+             ORDER BY resource_type, id"
+        ))?;
+        let rows = stmt.query_map([patient_id], resource_from)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply_import(
+        &self,
+        batch: ImportBatch,
+        now: DateTime<Utc>,
+    ) -> Result<ImportReport, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let report = apply_import_tx(&tx, &batch, ts(now))?;
+            tx.commit()?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn organisation_name(&self, ods: &str) -> Result<Option<String>, StoreError> {
+        let ods = ods.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT name FROM organisations WHERE ods = ?1",
+                    [ods],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn upsert_practice(&self, practice: PracticeRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            upsert_organisation(&tx, &practice.ods, &practice.name, ts(Utc::now()))?;
+            tx.execute(
+                "INSERT INTO practices (ods, source_system, postcode) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ods) DO UPDATE SET source_system = excluded.source_system,
+                   postcode = excluded.postcode",
+                params![practice.ods, practice.source_system, practice.postcode],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn practices(&self) -> Result<Vec<PracticeRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT p.ods, o.name, p.source_system, p.postcode
+                 FROM practices p JOIN organisations o ON o.ods = p.ods ORDER BY p.ods",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PracticeRow {
+                    ods: r.get(0)?,
+                    name: r.get(1)?,
+                    source_system: r.get(2)?,
+                    postcode: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn patients(&self) -> Result<Vec<PatientRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {PATIENT_COLUMNS} ORDER BY p.id"))?;
+            let rows = stmt.query_map([], patient_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn patient(&self, id: &str) -> Result<Option<PatientRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ?1"),
+                    [id],
+                    patient_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn patient_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
+        let id = patient_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {RESOURCE_COLUMNS} WHERE patient_id = ?1 ORDER BY resource_type, id"
+            ))?;
+            let rows = stmt.query_map([id], resource_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_dissent(&self, patient_id: &str, dissent: bool) -> Result<(), StoreError> {
+        let id = patient_id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE patients SET dissent = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, dissent, ts(Utc::now())],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("patient {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_service(&self, service: ServiceRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO services (id, name) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![service.id, service.name],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_agreement(
+        &self,
+        agreement: &Agreement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(agreement).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (id, service) = (agreement.id.clone(), agreement.service.clone());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO agreements (id, service_id, json, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET service_id = excluded.service_id,
+                   json = excluded.json, updated_at = excluded.updated_at",
+                params![id, service, json, ts(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agreements_for_service(&self, service_id: &str) -> Result<Vec<Agreement>, StoreError> {
+        let service = service_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT json FROM agreements WHERE service_id = ?1 ORDER BY id")?;
+            let rows = stmt.query_map([service], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for json in rows {
+                out.push(
+                    serde_json::from_str(&json?)
+                        .map_err(|e| StoreError::Corrupt(format!("agreement: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError> {
+        self.write(move |conn| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let taken: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                [&user.username],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "user {} already exists",
+                    user.username
+                )));
+            }
+            conn.execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    user.username,
+                    user.display_name,
+                    user.role,
+                    user.service_id,
+                    user.password_hash,
+                    user.totp_secret,
+                    ts(now)
+                ],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let name = username.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} WHERE u.username = ?1"),
+                    [name],
+                    user_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} WHERE u.id = ?1"),
+                    [id],
+                    user_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_sign_in_failure(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_for: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let id = user_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let failed: u32 = tx.query_row(
+                "SELECT failed_attempts FROM users WHERE id = ?1",
+                [&id],
+                |r| r.get(0),
+            )?;
+            let failed = failed + 1;
+            let locked = if failed >= max_failures {
+                let until = now + lock_for;
+                tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = ?2 WHERE id = ?1",
+                    params![id, ts(until)],
+                )?;
+                Some(until)
+            } else {
+                tx.execute(
+                    "UPDATE users SET failed_attempts = ?2 WHERE id = ?1",
+                    params![id, failed],
+                )?;
+                None
+            };
+            tx.commit()?;
+            Ok(locked)
+        })
+        .await
+    }
+
+    async fn record_sign_in_success(
+        &self,
+        user_id: &str,
+        totp_step: i64,
+    ) -> Result<(), StoreError> {
+        let id = user_id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE users SET failed_attempts = 0, locked_until = NULL, totp_last_step = ?2
+                 WHERE id = ?1 AND totp_last_step < ?2",
+                params![id, totp_step],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(
+                    "this TOTP code was already used".into(),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_device(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let (user, name) = (user_id.to_string(), name.to_string());
+        self.write(move |conn| {
+            let id = uuid::Uuid::new_v4().to_string();
+            conn.execute(
+                "INSERT INTO devices (id, user_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, user, name, ts(now)],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, user_id, name, created_at, revoked_at FROM devices WHERE id = ?1",
+                    [id],
+                    |r| {
+                        let revoked: Option<i64> = r.get(4)?;
+                        Ok(DeviceRow {
+                            id: r.get(0)?,
+                            user_id: r.get(1)?,
+                            name: r.get(2)?,
+                            created_at: from_ts(r.get(3)?),
+                            revoked_at: revoked.map(from_ts),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            tx.commit()?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("active device {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn store_tokens(
+        &self,
+        device_id: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let device = device_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            insert_pair(&tx, &device, &pair, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let hash = hash.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, String, String, i64, Option<i64>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                     FROM tokens WHERE hash = ?1",
+                    [hash],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            Ok(
+                row.map(|(hash, device_id, kind, expires, used, revoked)| TokenRow {
+                    hash,
+                    device_id,
+                    kind: if kind == "refresh" {
+                        TokenKind::Refresh
+                    } else {
+                        TokenKind::Access
+                    },
+                    expires_at: from_ts(expires),
+                    used_at: used.map(from_ts),
+                    revoked_at: revoked.map(from_ts),
+                }),
+            )
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        device_id: &str,
+        old_refresh_hash: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<RotateOutcome, StoreError> {
+        let (device, old) = (device_id.to_string(), old_refresh_hash.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row: Option<(i64, Option<i64>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT expires_at, used_at, revoked_at FROM tokens
+                     WHERE hash = ?1 AND device_id = ?2 AND kind = 'refresh'",
+                    params![old, device],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((expires, used, revoked)) = row else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            let device_revoked: bool = tx
+                .query_row(
+                    "SELECT revoked_at IS NOT NULL FROM devices WHERE id = ?1",
+                    [&device],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(true);
+            if device_revoked {
+                return Ok(RotateOutcome::DeviceRevoked);
+            }
+            if used.is_some() || revoked.is_some() {
+                // A rotated refresh token came back: someone holds a copy. Revoke the family.
+                tx.execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                    params![device, ts(now)],
+                )?;
+                tx.commit()?;
+                return Ok(RotateOutcome::Reused);
+            }
+            if from_ts(expires) <= now {
+                return Ok(RotateOutcome::Expired);
+            }
+            tx.execute(
+                "UPDATE tokens SET used_at = ?2 WHERE hash = ?1",
+                params![old, ts(now)],
+            )?;
+            insert_pair(&tx, &device, &pair, now)?;
+            tx.execute(
+                "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
+                params![device, ts(now)],
+            )?;
+            tx.commit()?;
+            Ok(RotateOutcome::Rotated)
+        })
+        .await
+    }
+
+    async fn create_list(&self, list: ListRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO lists (id, name, kind, service_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![
+                    list.id,
+                    list.name,
+                    list_kind_str(list.kind),
+                    list.service_id
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lists(&self) -> Result<Vec<ListRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, name, kind, service_id FROM lists ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name, kind, service_id) = row?;
+                out.push(ListRow {
+                    id,
+                    name,
+                    kind: list_kind(&kind)?,
+                    service_id,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn add_list_entry(
+        &self,
+        entry: NewListEntry,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let kind: Option<String> = tx
+                .query_row("SELECT kind FROM lists WHERE id = ?1", [&entry.list_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let kind = list_kind(
+                &kind.ok_or_else(|| StoreError::NotFound(format!("list {}", entry.list_id)))?,
+            )?;
+            if kind == ListKind::BreakGlass && entry.user_id.is_none() {
+                return Err(StoreError::Conflict(
+                    "a break-glass entry names the user who broke the glass".into(),
+                ));
+            }
+            let ends = entry.ends_at.or_else(|| default_ends_at(kind, entry.starts_at));
+            tx.execute(
+                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at, user_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.list_id,
+                    entry.patient_id,
+                    entry.reason,
+                    ts(entry.starts_at),
+                    ends.map(ts),
+                    entry.user_id,
+                    ts(now)
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            append_feed(&tx, &entry.patient_id, None, FeedOp::List, ts(now))?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn end_list_entry(
+        &self,
+        list_id: &str,
+        patient_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let (list, patient) = (list_id.to_string(), patient_id.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE list_entries SET ends_at = ?3
+                 WHERE list_id = ?1 AND patient_id = ?2 AND (ends_at IS NULL OR ends_at > ?3)",
+                params![list, patient, ts(at)],
+            )?;
+            if n > 0 {
+                append_feed(&tx, &patient, None, FeedOp::List, ts(Utc::now()))?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn list_entries(&self, list_id: &str) -> Result<Vec<ListEntryRow>, StoreError> {
+        let list = list_id.to_string();
+        self.read(move |conn| {
+            entries_query(
+                conn,
+                &format!("SELECT {ENTRY_COLUMNS} WHERE e.list_id = ?1 ORDER BY e.id"),
+                [list],
+            )
+        })
+        .await
+    }
+
+    async fn pull(&self, request: PullRequest) -> Result<PullOutcome, StoreError> {
+        let outcome = self
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction()?;
+                let outcome = pull::build_page(&Snapshot { conn: &tx }, &request);
+                tx.commit()?;
+                outcome
+            })
+            .await?;
+        if let PullOutcome::Page(page) = &outcome {
+            let sets = page.sets.clone();
+            let now = ts(page.cursor.issued);
+            self.write(move |conn| {
+                let tx = conn.transaction()?;
+                for (hash, ids) in sets {
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let json = serde_json::to_string(&ids)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    tx.prepare_cached(
+                        "INSERT INTO member_sets (hash, patients, created_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (hash) DO NOTHING",
+                    )?
+                    .execute(params![hash, json, now])?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        self.read(feed_head).await
+    }
+
+    async fn prune_feed(&self, before: DateTime<Utc>) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let upto: Option<i64> = tx.query_row(
+                "SELECT MAX(seq) FROM feed WHERE at < ?1",
+                [ts(before)],
+                |r| r.get(0),
+            )?;
+            let previous = pruned_through(&tx)?;
+            let through = upto.unwrap_or(0).max(previous);
+            if through > previous {
+                tx.execute("DELETE FROM feed WHERE seq <= ?1", [through])?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('feed_pruned_through', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [through.to_string()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(through)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            append_audit_tx(&tx, &event)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(&self) -> Result<Vec<AuditRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, at, actor, action, patient_id, detail, prev_hash, hash
+                 FROM audit ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at, actor, action, patient_id, detail, prev_hash, hash) = row?;
+                out.push(AuditRow {
+                    seq,
+                    event: AuditEvent {
+                        at: from_ts(at),
+                        actor,
+                        action,
+                        patient_id,
+                        detail: serde_json::from_str(&detail)
+                            .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
+                    },
+                    prev_hash,
+                    hash,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn insert_pair(
+    tx: &Transaction<'_>,
+    device: &str,
+    pair: &TokenPair,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO tokens (hash, device_id, kind, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    stmt.execute(params![
+        pair.access_hash,
+        device,
+        TokenKind::Access.as_str(),
+        ts(now),
+        ts(pair.access_expires_at)
+    ])?;
+    stmt.execute(params![
+        pair.refresh_hash,
+        device,
+        TokenKind::Refresh.as_str(),
+        ts(now),
+        ts(pair.refresh_expires_at)
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/server-sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(_, name, _)| format!("{name}.sql"))
+            .collect();
+        assert_eq!(files, embedded);
+        for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1);
+            assert!(name.starts_with(&format!("{version:04}_")));
+        }
+    }
+
+    #[test]
+    fn opening_twice_applies_migrations_once_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(a.applied_migrations().unwrap(), vec![1]);
+        drop(a);
+        let b = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(b.applied_migrations().unwrap(), vec![1]);
+        let conn = b.inner.writer.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: bool = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(fk);
+    }
+
+    #[tokio::test]
+    async fn audit_log_refuses_edits_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for i in 0..3 {
+            store
+                .append_audit(AuditEvent {
+                    at: Utc::now(),
+                    actor: "cli".into(),
+                    action: "test".into(),
+                    patient_id: None,
+                    detail: serde_json::json!({ "i": i }),
+                })
+                .await
+                .unwrap();
+        }
+        let rows = store.audit_events().await.unwrap();
+        assert_eq!(audit::verify(&rows), Ok(3));
+        let conn = store.inner.writer.lock().unwrap();
+        assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    }
+}

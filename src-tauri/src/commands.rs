@@ -1,0 +1,170 @@
+//! The Tauri commands: one per name in [`doorstep_ipc::commands`], each answering
+//! `Result<T, IpcError>` with the `doorstep-ipc` types. They translate, and nothing more: the
+//! work is in `doorstep-client`.
+//!
+//! Arguments arrive with the snake_case names of the IPC contract (`patient_id`), hence
+//! `rename_all = "snake_case"`. Blocking work (Argon2 on unlock, SQLCipher queries) runs on the
+//! blocking pool, never on the async workers. Nothing here logs patient data.
+
+use std::sync::Arc;
+
+use doorstep_client::{Device, DeviceFile, EnrolParams, is_enrolled};
+use doorstep_ipc::{
+    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, PatientRecord, SyncStatus,
+};
+use tauri::State;
+
+use crate::shell::Shell;
+
+type Answer<T> = Result<T, IpcError>;
+
+/// Runs blocking device work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, doorstep_client::ClientError> + Send + 'static,
+) -> Answer<T> {
+    tauri::async_runtime::spawn_blocking(f)
+        .await
+        .map_err(|e| IpcError::new(IpcErrorKind::Internal, format!("background task failed: {e}")))?
+        .map_err(|e| e.to_ipc())
+}
+
+/// Where the app is, for the UI to choose its screen.
+pub fn current_state(shell: &Shell) -> Answer<AppState> {
+    if let Ok(device) = shell.device() {
+        return Ok(AppState::Unlocked {
+            user: device.user(),
+        });
+    }
+    if is_enrolled(shell.data_dir()) {
+        let file = DeviceFile::read(shell.data_dir()).map_err(|e| e.to_ipc())?;
+        return Ok(AppState::Locked {
+            username: file.username,
+            server_url: file.server_url,
+        });
+    }
+    Ok(AppState::NotEnrolled {
+        server_url: shell.options().server_url.clone(),
+    })
+}
+
+/// Also the UI's activity ping: it calls this on user input, which restarts the idle timer.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn app_state(shell: State<'_, Shell>) -> Answer<AppState> {
+    shell.touch();
+    current_state(&shell)
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn enrol(shell: State<'_, Shell>, form: EnrolForm) -> Answer<AppState> {
+    shell.touch();
+    // A new enrolment replaces the cache: close any open one first.
+    shell.lock()?;
+    let params = EnrolParams {
+        server_url: form.server_url,
+        ca_pem_path: shell.options().ca_pem.clone(),
+        username: form.username,
+        password: form.password,
+        totp: form.totp,
+        pin: form.pin,
+        device_name: String::new(),
+    };
+    let device = Device::enrol(shell.data_dir(), params)
+        .await
+        .map_err(|e| e.to_ipc())?;
+    tracing::info!("device enrolled");
+    let device = shell.set_unlocked(device)?;
+    Ok(AppState::Unlocked {
+        user: device.user(),
+    })
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn unlock(shell: State<'_, Shell>, pin: String) -> Answer<AppState> {
+    shell.touch();
+    if let Ok(device) = shell.device() {
+        return Ok(AppState::Unlocked {
+            user: device.user(),
+        });
+    }
+    let dir = shell.data_dir().to_owned();
+    let device = blocking(move || Device::unlock(&dir, &pin)).await?;
+    tracing::info!("unlocked");
+    let device = shell.set_unlocked(device)?;
+    Ok(AppState::Unlocked {
+        user: device.user(),
+    })
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn lock(shell: State<'_, Shell>) -> Answer<AppState> {
+    shell.lock()?;
+    current_state(&shell)
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn list_patients(
+    shell: State<'_, Shell>,
+    search: Option<String>,
+) -> Answer<Vec<ListRow>> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || {
+        let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        device.list(search, doorstep_client::today())
+    })
+    .await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn patient_record(
+    shell: State<'_, Shell>,
+    patient_id: String,
+) -> Answer<PatientRecord> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.record(&patient_id, doorstep_client::today()))
+        .await?
+        .ok_or_else(|| {
+            IpcError::new(
+                IpcErrorKind::NotFound,
+                "This patient is no longer on your list.",
+            )
+        })
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sync_now(shell: State<'_, Shell>) -> Answer<SyncStatus> {
+    shell.touch();
+    let device = shell.device()?;
+    // The outcome (success or the error in words) is recorded in the status the UI shows.
+    match device.sync().await {
+        Ok(report) => tracing::info!(
+            pages = report.pages,
+            patients = report.patients,
+            duration_ms = report.duration_ms,
+            "sync done"
+        ),
+        Err(e) => tracing::warn!(error = %e, "sync failed"),
+    }
+    status_of(device).await
+}
+
+/// The status poll: not user activity, so it does not restart the idle timer.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sync_status(shell: State<'_, Shell>) -> Answer<SyncStatus> {
+    let device = shell.device()?;
+    let status = status_of(device.clone()).await?;
+    if status.syncing {
+        // A running sync is itself the reachability test.
+        return Ok(status);
+    }
+    let reachable = device.probe_server().await;
+    Ok(SyncStatus {
+        server_reachable: Some(reachable),
+        ..status
+    })
+}
+
+async fn status_of(device: Arc<Device>) -> Answer<SyncStatus> {
+    blocking(move || device.status()).await
+}

@@ -1,0 +1,100 @@
+//! Harness for Doorstep's end-to-end tests: a real federation server (seeded with the demo
+//! federation on the embedded store, serving HTTPS with its own dev CA on a random loopback
+//! port) and helpers for the demo users' sign-in.
+//!
+//! The tests in `tests/` link the server and the client libraries side by side; nothing in the
+//! product does (see ARCHITECTURE.md).
+
+use std::path::PathBuf;
+
+use doorstep_server::run::{RunningServer, ServeConfig, TlsMode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+/// A demo user as `doorstep-server seed --demo` writes it to `demo-users.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    pub totp_secret: String,
+}
+
+/// Where the running server is.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub base_url: String,
+    pub ca_pem_path: PathBuf,
+}
+
+/// A seeded federation served over HTTPS for the length of a test.
+pub struct DemoFederation {
+    pub server: ServerInfo,
+    pub data_dir: tempfile::TempDir,
+    pub users: Vec<DemoUser>,
+    running: Mutex<Option<RunningServer>>,
+}
+
+impl DemoFederation {
+    /// Seeds the demo federation into a fresh directory and starts the server on a random port.
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let dir = data_dir.path().to_path_buf();
+        tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || doorstep_server::demo::seed(&dir, 7)
+        })
+        .await
+        .expect("seed task")
+        .expect("seed the demo federation");
+        let users: Vec<DemoUser> = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("demo-users.json")).expect("demo-users.json"),
+        )
+        .expect("demo-users.json parses");
+        let mut config = ServeConfig::new(dir.clone());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.tls = TlsMode::Dev;
+        let running = doorstep_server::run::start(config)
+            .await
+            .expect("start the server");
+        let server = ServerInfo {
+            base_url: running.base_url.clone(),
+            ca_pem_path: running.ca_pem_path.clone(),
+        };
+        Self {
+            server,
+            data_dir,
+            users,
+            running: Mutex::new(Some(running)),
+        }
+    }
+
+    pub fn user(&self, username: &str) -> DemoUser {
+        self.users
+            .iter()
+            .find(|u| u.username == username)
+            .unwrap_or_else(|| panic!("no demo user {username}"))
+            .clone()
+    }
+
+    /// Stops the server: the device is offline from here on.
+    pub async fn stop_server(&self) {
+        if let Some(running) = self.running.lock().await.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// The TOTP code for `secret` (base32) at now + `offset_secs`: SHA-1, 6 digits, 30 s.
+pub fn totp_for(secret: &str, offset_secs: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_string())
+        .to_bytes()
+        .expect("base32 TOTP secret");
+    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp.generate(now + offset_secs)
+}

@@ -1,0 +1,238 @@
+//! The server and the device over real HTTPS: the federation server runs in this process on a
+//! random loopback port with its development CA; the device library enrols against it (pinning
+//! that CA), syncs the district nurse's caseload, reads records, loses a patient when her list
+//! entry ends, and keeps working from its encrypted cache when the server is gone.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use chrono::Utc;
+use doorstep_client::{ClientError, Device, EnrolParams, today};
+use doorstep_e2e::{DemoFederation, totp_for};
+use doorstep_ipc::IpcErrorKind;
+use doorstep_record::NhsNumber;
+use doorstep_server::demo::CASELOAD_LIST;
+use doorstep_server::store::Store;
+use doorstep_server::store::sqlite::SqliteStore;
+
+const PIN: &str = "246810";
+
+/// The patients the server has on the nurses' caseload now.
+async fn caseload_on_server(store: &SqliteStore) -> BTreeSet<String> {
+    let now = Utc::now();
+    store
+        .list_entries(CASELOAD_LIST)
+        .await
+        .expect("caseload entries")
+        .into_iter()
+        .filter(|e| e.is_active(now))
+        .map(|e| e.patient_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_sync_read_purge_and_read_offline() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let device_dir = tempfile::tempdir().unwrap();
+
+    // Enrol over HTTPS, trusting only the federation's CA.
+    let device = Device::enrol(
+        device_dir.path(),
+        EnrolParams {
+            server_url: demo.server.base_url.clone(),
+            ca_pem_path: Some(demo.server.ca_pem_path.clone()),
+            username: nurse.username.clone(),
+            password: nurse.password.clone(),
+            totp: totp_for(&nurse.totp_secret, 0),
+            pin: PIN.into(),
+            device_name: "e2e laptop".into(),
+        },
+    )
+    .await
+    .expect("enrol");
+    assert_eq!(device.user().username, "nurse.demo");
+    assert_eq!(device.user().role, nurse.role);
+    assert_eq!(
+        std::fs::read(device_dir.path().join("server-ca.pem")).unwrap(),
+        std::fs::read(&demo.server.ca_pem_path).unwrap(),
+        "the server's CA is copied and pinned"
+    );
+    assert!(device.device_file().pinned_ca);
+
+    // The initial sync brings exactly the caseload the server has.
+    let started = Instant::now();
+    let report = device.sync().await.expect("initial sync");
+    let took = started.elapsed();
+    let store = SqliteStore::open(demo.data_dir.path()).expect("open the server's store");
+    let expected = caseload_on_server(&store).await;
+    eprintln!(
+        "initial sync of the demo caseload: {} patients, {} pages, {} ms (wall {took:?})",
+        report.patients, report.pages, report.duration_ms
+    );
+    assert!(
+        expected.len() >= 20,
+        "demo caseload too small: {}",
+        expected.len()
+    );
+    let today = today();
+    let rows = device.list(None, today).expect("list");
+    let cached: BTreeSet<String> = rows.iter().map(|r| r.patient_id.clone()).collect();
+    assert_eq!(cached, expected, "the cache holds exactly the server's caseload");
+    assert_eq!(report.patients as usize, expected.len());
+    assert!(rows.iter().all(|r| r.list_kind == "caseload"));
+    assert!(rows.iter().all(|r| NhsNumber::parse(&r.nhs_number).is_ok()));
+
+    // A record opens, with allergies in it and an Allergies badge on the list.
+    let (row, record) = rows
+        .iter()
+        .find_map(|r| {
+            let rec = device.record(&r.patient_id, today).unwrap()?;
+            (!rec.view.allergies.is_empty()).then(|| (r.clone(), rec))
+        })
+        .expect("a caseload patient with allergies");
+    assert!(row.alerts.iter().any(|a| a == "Allergies"), "{:?}", row.alerts);
+    assert_eq!(
+        record.view.patient.nhs_number.as_deref(),
+        Some(row.nhs_number.as_str())
+    );
+    assert!(!record.view.allergies[0].substance.is_empty());
+    assert!(record.as_of <= Utc::now());
+    assert!(!record.list_reason.is_empty());
+
+    // Search finds her by NHS number (spaced) and by family name.
+    let by_nhs = device
+        .list(Some(&row.nhs_number_display), today)
+        .expect("search by NHS number");
+    assert_eq!(by_nhs.len(), 1);
+    assert_eq!(by_nhs[0].patient_id, row.patient_id);
+    let family = record.view.patient.family.clone();
+    assert!(
+        device
+            .list(Some(&family), today)
+            .unwrap()
+            .iter()
+            .any(|r| r.patient_id == row.patient_id)
+    );
+    let nhs = NhsNumber::parse(&row.nhs_number).unwrap();
+    assert_eq!(
+        device.find_patient(&nhs).unwrap().as_deref(),
+        Some(row.patient_id.as_str())
+    );
+
+    // Nothing changed: a second sync applies nothing new.
+    let again = device.sync().await.expect("second sync");
+    assert_eq!(again.patients_added, 0);
+    assert_eq!(again.patients_removed, 0);
+
+    // The nurse discharges another patient: at the next sync she leaves the device.
+    let leaving = rows
+        .iter()
+        .find(|r| r.patient_id != row.patient_id)
+        .expect("a second patient")
+        .clone();
+    let ended = store
+        .end_list_entry(CASELOAD_LIST, &leaving.patient_id, Utc::now())
+        .await
+        .expect("end the list entry");
+    assert_eq!(ended, 1);
+    let report = device.sync().await.expect("sync after discharge");
+    assert_eq!(report.patients_removed, 1);
+    assert!(device.record(&leaving.patient_id, today).unwrap().is_none());
+    let after: BTreeSet<String> = device
+        .list(None, today)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.patient_id)
+        .collect();
+    assert_eq!(after, caseload_on_server(&store).await);
+    assert!(!after.contains(&leaving.patient_id));
+    assert!(
+        device
+            .list(Some(&leaving.nhs_number), today)
+            .unwrap()
+            .is_empty()
+    );
+    let status = device.status().unwrap();
+    assert_eq!(status.server_reachable, Some(true));
+    assert_eq!(status.patients as usize, after.len());
+    let last_synced = status.last_synced.expect("last synced");
+
+    // The server goes away. Sync fails as offline; the record still opens from the cache,
+    // after a lock and unlock too.
+    drop(store);
+    demo.stop_server().await;
+    let e = device.sync().await.expect_err("no server");
+    assert!(matches!(e, ClientError::Offline(_)), "{e:?}");
+    assert_eq!(e.to_ipc().kind, IpcErrorKind::Offline);
+    drop(device);
+
+    let device = Device::unlock(device_dir.path(), PIN).expect("unlock offline");
+    let offline = device
+        .record(&row.patient_id, today)
+        .unwrap()
+        .expect("the record opens offline");
+    assert_eq!(offline.view.allergies, record.view.allergies);
+    assert!(!device.probe_server().await);
+    let status = device.status().unwrap();
+    assert_eq!(status.server_reachable, Some(false));
+    assert_eq!(status.last_synced, Some(last_synced));
+    assert!(status.last_error.is_some());
+    assert_eq!(
+        device.list(None, today).unwrap().len(),
+        after.len(),
+        "the whole list is there offline"
+    );
+
+    // A wrong PIN is told apart from everything else.
+    drop(device);
+    match Device::unlock(device_dir.path(), "000000") {
+        Err(ClientError::WrongPin { remaining }) => assert_eq!(remaining, 9),
+        other => panic!("expected WrongPin, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_refuses_a_wrong_code_and_an_untrusted_server() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let device_dir = tempfile::tempdir().unwrap();
+    let params = EnrolParams {
+        server_url: demo.server.base_url.clone(),
+        ca_pem_path: Some(demo.server.ca_pem_path.clone()),
+        username: nurse.username.clone(),
+        password: nurse.password.clone(),
+        totp: totp_for(&nurse.totp_secret, 0),
+        pin: PIN.into(),
+        device_name: "e2e".into(),
+    };
+
+    // A wrong password: the server's refusal, in its words, as SignInFailed.
+    let e = Device::enrol(
+        device_dir.path(),
+        EnrolParams {
+            password: "not the password".into(),
+            ..params.clone()
+        },
+    )
+    .await
+    .expect_err("wrong password");
+    assert_eq!(e.to_ipc().kind, IpcErrorKind::SignInFailed, "{e}");
+    assert!(!doorstep_client::is_enrolled(device_dir.path()));
+
+    // Without the federation's CA the device does not trust the server's certificate.
+    let e = Device::enrol(
+        device_dir.path(),
+        EnrolParams {
+            ca_pem_path: None,
+            ..params.clone()
+        },
+    )
+    .await
+    .expect_err("untrusted certificate");
+    assert!(
+        e.to_string().to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    assert!(!doorstep_client::is_enrolled(device_dir.path()));
+}

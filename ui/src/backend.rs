@@ -1,0 +1,124 @@
+//! The one place where the UI talks to the shell.
+//!
+//! Every screen goes through [`Backend`]: one typed async method per command of
+//! [`doorstep_ipc::commands`], with the argument and answer types of `doorstep-ipc`. Nothing else
+//! in the UI calls Tauri `invoke`, builds command names or (de)serialises IPC payloads, so the
+//! contract with the shell lives in exactly one file on each side.
+
+use doorstep_ipc::{
+    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, PatientRecord, SyncStatus, commands,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// Tauri v2's IPC entry point. `app.withGlobalTauri` is off, so this internal object is the
+    /// only handle the page has; it exists only inside the Doorstep window.
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI_INTERNALS__"], js_name = invoke, catch)]
+    async fn tauri_invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
+}
+
+#[derive(Serialize)]
+struct NoArgs {}
+
+#[derive(Serialize)]
+struct EnrolArgs<'a> {
+    form: &'a EnrolForm,
+}
+
+#[derive(Serialize)]
+struct UnlockArgs<'a> {
+    pin: &'a str,
+}
+
+#[derive(Serialize)]
+struct ListArgs<'a> {
+    search: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RecordArgs<'a> {
+    patient_id: &'a str,
+}
+
+/// The typed client of the shell's commands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backend;
+
+impl Backend {
+    pub async fn app_state(&self) -> Result<AppState, IpcError> {
+        call(commands::APP_STATE, &NoArgs {}).await
+    }
+
+    pub async fn enrol(&self, form: &EnrolForm) -> Result<AppState, IpcError> {
+        call(commands::ENROL, &EnrolArgs { form }).await
+    }
+
+    pub async fn unlock(&self, pin: &str) -> Result<AppState, IpcError> {
+        call(commands::UNLOCK, &UnlockArgs { pin }).await
+    }
+
+    pub async fn lock(&self) -> Result<AppState, IpcError> {
+        call(commands::LOCK, &NoArgs {}).await
+    }
+
+    pub async fn list_patients(&self, search: Option<&str>) -> Result<Vec<ListRow>, IpcError> {
+        call(commands::LIST_PATIENTS, &ListArgs { search }).await
+    }
+
+    pub async fn patient_record(&self, patient_id: &str) -> Result<PatientRecord, IpcError> {
+        call(commands::PATIENT_RECORD, &RecordArgs { patient_id }).await
+    }
+
+    pub async fn sync_now(&self) -> Result<SyncStatus, IpcError> {
+        call(commands::SYNC_NOW, &NoArgs {}).await
+    }
+
+    pub async fn sync_status(&self) -> Result<SyncStatus, IpcError> {
+        call(commands::SYNC_STATUS, &NoArgs {}).await
+    }
+}
+
+async fn call<A: Serialize, T: DeserializeOwned>(cmd: &str, args: &A) -> Result<T, IpcError> {
+    // JSON-compatible: maps become plain objects and `None` becomes `null`, as Tauri expects.
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    let args = args.serialize(&serializer).map_err(|e| {
+        IpcError::new(
+            IpcErrorKind::Internal,
+            format!("could not encode the request: {e}"),
+        )
+    })?;
+    match tauri_invoke(cmd, args).await {
+        Ok(answer) => serde_wasm_bindgen::from_value(answer).map_err(|e| {
+            IpcError::new(
+                IpcErrorKind::Internal,
+                format!("unexpected answer from the app: {e}"),
+            )
+        }),
+        Err(err) => Err(ipc_error_from(err)),
+    }
+}
+
+/// The shell rejects with a serialised `IpcError`; Tauri itself rejects with a plain string
+/// (for example a command the window is not permitted to call); outside the Doorstep window the
+/// call throws a `TypeError`.
+fn ipc_error_from(err: JsValue) -> IpcError {
+    if let Ok(e) = serde_wasm_bindgen::from_value::<IpcError>(err.clone()) {
+        return e;
+    }
+    if let Some(text) = err.as_string() {
+        return IpcError::new(IpcErrorKind::Internal, text);
+    }
+    if let Some(e) = err.dyn_ref::<js_sys::Error>() {
+        return IpcError::new(
+            IpcErrorKind::Internal,
+            format!(
+                "the Doorstep app shell is not available ({})",
+                String::from(e.message())
+            ),
+        );
+    }
+    IpcError::new(IpcErrorKind::Internal, "unexpected error from the app")
+}

@@ -1,0 +1,11 @@
+//! One component per screen of DESIGN.md section 8 delivered so far.
+
+mod enrol;
+mod list;
+mod record;
+mod unlock;
+
+pub use enrol::{EnrolScreen, FieldErrors, validate_enrol};
+pub use list::ListScreen;
+pub use record::RecordScreen;
+pub use unlock::UnlockScreen;
