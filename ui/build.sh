@@ -6,7 +6,7 @@
 set -eu
 ui="$(cd "$(dirname "$0")" && pwd)"
 cd "$ui"
-cargo build --target wasm32-unknown-unknown --release
+cargo build --locked --target wasm32-unknown-unknown --release
 rm -rf "$ui/dist"
 mkdir -p "$ui/dist"
 wasm-bindgen --target web --no-typescript --out-dir "$ui/dist" --out-name doorstep-ui \

@@ -59,11 +59,12 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 
--- Content-addressed sets of patient ids that devices hold; cursors carry the hash.
+-- Content-addressed sets of patient ids that devices hold; cursors carry the hash. Sets not
+-- named by a cursor issued since the feed's retention horizon are pruned with the feed.
 CREATE TABLE member_sets (
     hash TEXT PRIMARY KEY,
     patients TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    last_used_at INTEGER NOT NULL
 );
 
 CREATE TABLE services (

@@ -111,17 +111,17 @@ pub struct PageResult {
     pub removed: Vec<String>,
 }
 
-/// The filtered view of one patient for a user, as a `PatientAdded` change, plus the
-/// withheld counts separately.
+/// The filtered view of one patient for a user, as a `PatientAdded` change, with its size in
+/// bytes of JSON.
 pub fn patient_view(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
     today: NaiveDate,
     patient: &PatientRow,
     entries: &[ListEntryRow],
-) -> Result<Change, StoreError> {
-    let (resources, withheld) = filtered_resources(snap, scope, today, patient)?;
-    Ok(Change::PatientAdded {
+) -> Result<(Change, usize), StoreError> {
+    let (resources, withheld, resource_bytes) = filtered_resources(snap, scope, today, patient)?;
+    let mut change = Change::PatientAdded {
         patient: PatientHeader {
             patient_id: patient.id.clone(),
             nhs_number: patient.nhs_number.clone(),
@@ -130,9 +130,16 @@ pub fn patient_view(
             birth_date: patient.birth_date,
         },
         entries: wire_entries(entries),
-        resources,
+        resources: Vec::new(),
         withheld,
-    })
+    };
+    // The resources serialise to their stored text (compact JSON, same key order), so the
+    // snapshot is not serialised twice just to learn its size.
+    let size = size_of(&change) + resource_bytes;
+    if let Change::PatientAdded { resources: r, .. } = &mut change {
+        *r = resources;
+    }
+    Ok((change, size))
 }
 
 fn filtered_resources(
@@ -140,18 +147,22 @@ fn filtered_resources(
     scope: &UserScope,
     today: NaiveDate,
     patient: &PatientRow,
-) -> Result<(Vec<serde_json::Value>, Vec<WithheldCount>), StoreError> {
+) -> Result<(Vec<serde_json::Value>, Vec<WithheldCount>, usize), StoreError> {
     let mut visible = Vec::new();
+    let mut bytes = 0;
     let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
     for row in snap.live_resources(&patient.id)? {
         let resource = parse_row(&row)?;
         match decide(&resource, patient, scope, today) {
-            Decision::Visible => visible.push(resource.json),
+            Decision::Visible => {
+                bytes += row.json.len() + 1;
+                visible.push(resource.json);
+            }
             Decision::Withheld(section) => *counts.entry(section).or_default() += 1,
             Decision::NotShared => {}
         }
     }
-    Ok((visible, withheld_counts(counts)))
+    Ok((visible, withheld_counts(counts), bytes))
 }
 
 fn withheld_counts(counts: BTreeMap<Section, u32>) -> Vec<WithheldCount> {
@@ -312,23 +323,26 @@ pub fn build_page(
                     consumed = row.seq;
                     continue;
                 };
-                let mut new_changes = Vec::new();
-                match (row.op, &row.resource) {
+                let sized = |change: Change| {
+                    let size = size_of(&change);
+                    (change, size)
+                };
+                let new_change: Option<(Change, usize)> = match (row.op, &row.resource) {
                     (FeedOp::Upsert | FeedOp::Delete, Some(key)) => {
-                        if !resources_sent.contains(key) {
-                            new_changes.push(resource_change(snap, scope, today, patient, key)?);
+                        if resources_sent.contains(key) {
+                            None
+                        } else {
+                            Some(sized(resource_change(snap, scope, today, patient, key)?))
                         }
                     }
-                    (FeedOp::List, _) => {
-                        if !lists_sent.contains(&pid) {
-                            new_changes.push(Change::ListChanged {
-                                patient_id: pid.clone(),
-                                entries: wire_entries(entries),
-                            });
-                        }
-                    }
+                    (FeedOp::List, _) => (!lists_sent.contains(&pid)).then(|| {
+                        sized(Change::ListChanged {
+                            patient_id: pid.clone(),
+                            entries: wire_entries(entries),
+                        })
+                    }),
                     (FeedOp::Header, _) => {
-                        new_changes.push(patient_view(snap, scope, today, patient, entries)?);
+                        Some(patient_view(snap, scope, today, patient, entries)?)
                     }
                     (FeedOp::Upsert | FeedOp::Delete, None) => {
                         return Err(StoreError::Corrupt(format!(
@@ -336,13 +350,13 @@ pub fn build_page(
                             row.seq
                         )));
                     }
-                }
-                let mut size: usize = new_changes.iter().map(size_of).sum();
+                };
+                let mut size = new_change.as_ref().map_or(0, |(_, size)| *size);
                 let counts = if row.op != FeedOp::Header
-                    && !new_changes.is_empty()
+                    && new_change.is_some()
                     && !withheld.contains_key(&pid)
                 {
-                    let (_, counts) = filtered_resources(snap, scope, today, patient)?;
+                    let (_, counts, _) = filtered_resources(snap, scope, today, patient)?;
                     let change = Change::Withheld {
                         patient_id: pid.clone(),
                         counts,
@@ -375,7 +389,7 @@ pub fn build_page(
                     }
                     _ => {}
                 }
-                changes.extend(new_changes);
+                changes.extend(new_change.map(|(change, _)| change));
             }
             if exhausted {
                 break;
@@ -414,8 +428,7 @@ pub fn build_page(
             if held.contains(pid) {
                 continue;
             }
-            let change = patient_view(snap, scope, today, patient, entries)?;
-            let size = size_of(&change);
+            let (change, size) = patient_view(snap, scope, today, patient, entries)?;
             if used + size > budget && !changes.is_empty() {
                 more = true;
                 break;

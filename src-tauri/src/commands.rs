@@ -24,7 +24,12 @@ async fn blocking<T: Send + 'static>(
 ) -> Answer<T> {
     tauri::async_runtime::spawn_blocking(f)
         .await
-        .map_err(|e| IpcError::new(IpcErrorKind::Internal, format!("background task failed: {e}")))?
+        .map_err(|e| {
+            IpcError::new(
+                IpcErrorKind::Internal,
+                format!("background task failed: {e}"),
+            )
+        })?
         .map_err(|e| e.to_ipc())
 }
 
@@ -116,10 +121,7 @@ pub async fn list_patients(
 }
 
 #[tauri::command(rename_all = "snake_case")]
-pub async fn patient_record(
-    shell: State<'_, Shell>,
-    patient_id: String,
-) -> Answer<PatientRecord> {
+pub async fn patient_record(shell: State<'_, Shell>, patient_id: String) -> Answer<PatientRecord> {
     shell.touch();
     let device = shell.device()?;
     blocking(move || device.record(&patient_id, doorstep_client::today()))

@@ -15,8 +15,10 @@ use doorstep_ipc::{IpcError, IpcErrorKind};
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Idle time after which the cache locks and the key leaves memory (DESIGN.md section 7).
 pub const IDLE_LOCK: Duration = Duration::from_secs(5 * 60);
+/// Overrides [`IDLE_LOCK`], in seconds (for tests and demonstrations).
+pub const IDLE_LOCK_ENV: &str = "DOORSTEP_IDLE_LOCK_SECS";
 /// How often the idle timer looks.
-const IDLE_CHECK: Duration = Duration::from_secs(15);
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -30,15 +32,23 @@ pub struct LaunchOptions {
 pub struct Shell {
     data_dir: PathBuf,
     options: LaunchOptions,
+    idle_lock: Duration,
     device: RwLock<Option<Arc<Device>>>,
     last_activity: Mutex<Instant>,
 }
 
 impl Shell {
     pub fn new(data_dir: PathBuf, options: LaunchOptions) -> Shell {
+        let idle_lock = std::env::var(IDLE_LOCK_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|secs| *secs > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(IDLE_LOCK);
         Shell {
             data_dir,
             options,
+            idle_lock,
             device: RwLock::new(None),
             last_activity: Mutex::new(Instant::now()),
         }
@@ -129,7 +139,7 @@ fn spawn_periodic_sync(device: Weak<Device>) {
     });
 }
 
-/// Locks the device after [`IDLE_LOCK`] without user activity. The UI reports activity by
+/// Locks the device after [`IDLE_LOCK`] (or `$DOORSTEP_IDLE_LOCK_SECS`) without user activity. The UI reports activity by
 /// calling commands (it calls `app_state` on input); the status poll does not count.
 pub fn spawn_idle_lock(app: tauri::AppHandle) {
     use tauri::Manager;
@@ -137,7 +147,7 @@ pub fn spawn_idle_lock(app: tauri::AppHandle) {
         loop {
             tokio::time::sleep(IDLE_CHECK).await;
             let shell = app.state::<Shell>();
-            if shell.is_unlocked() && shell.idle_for() >= IDLE_LOCK {
+            if shell.is_unlocked() && shell.idle_for() >= shell.idle_lock {
                 tracing::info!(idle_secs = shell.idle_for().as_secs(), "idle lock");
                 let _ = shell.lock();
             }

@@ -50,7 +50,11 @@ async fn app_window_enrol_list_search_record_offline() {
     reference.sync().await.expect("reference sync");
     let today = chrono::Local::now().date_naive();
     let rows = reference.list(None, today).expect("reference list");
-    assert!(rows.len() >= 20, "the demo caseload is too small: {}", rows.len());
+    assert!(
+        rows.len() >= 20,
+        "the demo caseload is too small: {}",
+        rows.len()
+    );
     let (target_row, target_allergy) = rows
         .iter()
         .find_map(|row| {
@@ -106,7 +110,11 @@ async fn drive(
 ) -> Result<(), String> {
     // Enrol. The server URL is pre-filled from --server.
     let server_field = wait_for(client, "#enrol-server").await?;
-    let prefilled = server_field.prop("value").await.map_err(e)?.unwrap_or_default();
+    let prefilled = server_field
+        .prop("value")
+        .await
+        .map_err(e)?
+        .unwrap_or_default();
     if prefilled != demo.server.base_url {
         return Err(format!("server URL not pre-filled: {prefilled:?}"));
     }
@@ -135,7 +143,9 @@ async fn drive(
     }
     shot(client, artifacts, "02-list").await;
     if shown != caseload {
-        return Err(format!("list shows {shown} patients, the caseload has {caseload}"));
+        return Err(format!(
+            "list shows {shown} patients, the caseload has {caseload}"
+        ));
     }
 
     // Search by family name finds her.
@@ -176,7 +186,11 @@ async fn drive(
     click(client, "#sync-now").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = wait_for(client, "#sync-status").await?.text().await.map_err(e)?;
+        let status = wait_for(client, "#sync-status")
+            .await?
+            .text()
+            .await
+            .map_err(e)?;
         let lower = status.to_lowercase();
         if lower.contains("offline") || lower.contains("unreachable") {
             break;
@@ -210,7 +224,11 @@ async fn check_record(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let allergies = wait_for(client, "#banner-allergies").await?.text().await.map_err(e)?;
+    let allergies = wait_for(client, "#banner-allergies")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
     if !allergies.to_lowercase().contains(&allergy.to_lowercase()) {
         return Err(format!("banner allergies {allergies:?} lack {allergy:?}"));
     }
@@ -332,14 +350,22 @@ impl TauriDriver {
         let port = free_port();
         let native = free_port();
         let child = Command::new(which("tauri-driver").unwrap())
-            .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tauri-driver");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tauri-driver did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "tauri-driver did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Self { child, port }

@@ -78,7 +78,10 @@ async fn enrol_sync_read_purge_and_read_offline() {
     let today = today();
     let rows = device.list(None, today).expect("list");
     let cached: BTreeSet<String> = rows.iter().map(|r| r.patient_id.clone()).collect();
-    assert_eq!(cached, expected, "the cache holds exactly the server's caseload");
+    assert_eq!(
+        cached, expected,
+        "the cache holds exactly the server's caseload"
+    );
     assert_eq!(report.patients as usize, expected.len());
     assert!(rows.iter().all(|r| r.list_kind == "caseload"));
     assert!(rows.iter().all(|r| NhsNumber::parse(&r.nhs_number).is_ok()));
@@ -91,7 +94,11 @@ async fn enrol_sync_read_purge_and_read_offline() {
             (!rec.view.allergies.is_empty()).then(|| (r.clone(), rec))
         })
         .expect("a caseload patient with allergies");
-    assert!(row.alerts.iter().any(|a| a == "Allergies"), "{:?}", row.alerts);
+    assert!(
+        row.alerts.iter().any(|a| a == "Allergies"),
+        "{:?}",
+        row.alerts
+    );
     assert_eq!(
         record.view.patient.nhs_number.as_deref(),
         Some(row.nhs_number.as_str())
@@ -230,9 +237,6 @@ async fn enrol_refuses_a_wrong_code_and_an_untrusted_server() {
     )
     .await
     .expect_err("untrusted certificate");
-    assert!(
-        e.to_string().to_lowercase().contains("certificate"),
-        "{e}"
-    );
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     assert!(!doorstep_client::is_enrolled(device_dir.path()));
 }

@@ -103,6 +103,16 @@ pub fn value(v: f64) -> String {
     }
 }
 
+/// A role code as people say it: `gp` -> `GP`, `mental_health_practitioner` ->
+/// `Mental health practitioner`.
+pub fn role(code: &str) -> String {
+    match code.to_ascii_lowercase().as_str() {
+        "gp" => "GP".to_owned(),
+        "ahp" => "AHP".to_owned(),
+        _ => status(code),
+    }
+}
+
 /// Capitalise a code-ish status for display: `active` -> `Active`, `on-hold` -> `On hold`.
 pub fn status(s: &str) -> String {
     let s = s.replace(['-', '_'], " ");
@@ -159,6 +169,12 @@ mod tests {
         assert_eq!(value(5.1), "5.1");
         assert_eq!(status("on-hold"), "On hold");
         assert_eq!(status(""), "");
+        assert_eq!(role("gp"), "GP");
+        assert_eq!(role("nurse"), "Nurse");
+        assert_eq!(
+            role("mental_health_practitioner"),
+            "Mental health practitioner"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum Screen {
     StartFailed(IpcError),
     Enrol {
         server_url: Option<String>,
+        /// The device is enrolled already and the user chose to sign in again (forgotten PIN,
+        /// too many wrong PINs): the screen offers a way back to the unlock screen.
+        again: bool,
     },
     Unlock {
         username: String,
@@ -111,7 +114,10 @@ impl Ctx {
             AppState::NotEnrolled { server_url } => {
                 self.user.set(None);
                 self.sync.set(SyncView::Unknown);
-                self.screen.set(Screen::Enrol { server_url });
+                self.screen.set(Screen::Enrol {
+                    server_url,
+                    again: false,
+                });
             }
             AppState::Locked {
                 username,
@@ -171,9 +177,11 @@ impl Ctx {
                     SyncView::Known(old) => Some(old.last_synced),
                     _ => None,
                 });
+                // From an unknown state, any completed sync may hold data the open screen has
+                // not read yet.
                 let changed = match previous {
                     Some(old) => old != status.last_synced,
-                    None => false,
+                    None => status.last_synced.is_some(),
                 };
                 self.sync.set(SyncView::Known(status));
                 if changed {
@@ -234,7 +242,7 @@ fn Header() -> impl IntoView {
                             <span class="app-user">
                                 <span class="app-user-name">{u.display_name}</span>
                                 <span class="app-user-role">
-                                    {format!("{} · {}", format::status(&u.role), u.service)}
+                                    {format!("{} · {}", format::role(&u.role), u.service)}
                                 </span>
                             </span>
                             <button
@@ -272,7 +280,9 @@ fn Main() -> impl IntoView {
             </div>
         }
         .into_any(),
-        Screen::Enrol { server_url } => view! { <EnrolScreen server_url=server_url /> }.into_any(),
+        Screen::Enrol { server_url, again } => {
+            view! { <EnrolScreen server_url=server_url again=again /> }.into_any()
+        }
         Screen::Unlock {
             username,
             server_url,

@@ -128,9 +128,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .map(|p| env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.push(cargo_bin_dir());
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +185,10 @@ fn ensure_apt_packages() -> Result<()> {
 fn ensure_wasm_target() -> Result<()> {
     let installed = output_of(Command::new("rustup").args(["target", "list", "--installed"]))
         .unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         return Ok(());
     }
     run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
@@ -200,7 +201,10 @@ fn locked_wasm_bindgen_version(root: &Path) -> Result<String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = ")) {
+            if let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = "))
+            {
                 return Ok(v.trim_matches('"').to_string());
             }
         }
@@ -238,9 +242,7 @@ fn ensure_tauri_driver() -> Result<()> {
 
 fn build_ui(root: &Path) -> Result<()> {
     let ui = root.join("ui");
-    let ui_target = env::var_os("CARGO_TARGET_DIR")
-        .map(|_| target_dir(root).join("ui"))
-        .unwrap_or_else(|| ui.join("target"));
+    let ui_target = ui_target_dir(root);
     run(cargo()
         .current_dir(&ui)
         .env("CARGO_TARGET_DIR", &ui_target)
@@ -256,7 +258,13 @@ fn build_ui(root: &Path) -> Result<()> {
     let wasm = ui_target.join("wasm32-unknown-unknown/release/doorstep_ui.wasm");
     let wasm_bindgen = find_program("wasm-bindgen").context("wasm-bindgen not found")?;
     run(Command::new(wasm_bindgen)
-        .args(["--target", "web", "--no-typescript", "--out-name", "doorstep-ui"])
+        .args([
+            "--target",
+            "web",
+            "--no-typescript",
+            "--out-name",
+            "doorstep-ui",
+        ])
         .arg("--out-dir")
         .arg(&dist)
         .arg(&wasm))?;
@@ -265,6 +273,13 @@ fn build_ui(root: &Path) -> Result<()> {
             .with_context(|| format!("copying ui/{file} into ui/dist"))?;
     }
     Ok(())
+}
+
+/// The UI is its own workspace; its build products go beside the workspace's.
+fn ui_target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(|_| target_dir(root).join("ui"))
+        .unwrap_or_else(|| root.join("ui/target"))
 }
 
 fn build_workspace() -> Result<()> {
@@ -293,6 +308,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("DOORSTEP_E2E_REQUIRED", "1")
         .env("DOORSTEP_TEST_ARTIFACTS", root.join("tests/artifacts"));
     run(&mut cmd)?;
+    // The UI's own unit tests (formatting, validation) run on the host.
+    run(cargo()
+        .current_dir(root.join("ui"))
+        .env("CARGO_TARGET_DIR", ui_target_dir(root))
+        .args(["test", "--locked"]))?;
     eprintln!(
         "xtask: every test passed in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -318,10 +338,18 @@ fn demo(root: &Path, _extra: &[String]) -> Result<()> {
     let mut serving = ServerProcess::start(&server, &server_dir)?;
     let users = read_demo_users(&server_dir)?;
     println!("\nDoorstep demo federation at {}", serving.url);
-    println!("CA certificate: {}", server_dir.join("dev-ca.pem").display());
-    println!("Demo sign-in (synthetic users; codes change every 30 s: `cargo xtask totp` prints fresh ones):");
+    println!(
+        "CA certificate: {}",
+        server_dir.join("dev-ca.pem").display()
+    );
+    println!(
+        "Demo sign-in (synthetic users; codes change every 30 s: `cargo xtask totp` prints fresh ones):"
+    );
     print_demo_users(&users, None);
-    println!("The app's own data lives in {}.", data.join("app").display());
+    println!(
+        "The app's own data lives in {}.",
+        data.join("app").display()
+    );
     println!("Close the window to stop the demo.\n");
     let status = Command::new(&app)
         .arg("--data-dir")
@@ -348,7 +376,13 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(server: &Path, data_dir: &Path) -> Result<Self> {
         let mut child = Command::new(server)
-            .args(["serve", "--dev-tls", "--listen", "127.0.0.1:8443", "--data-dir"])
+            .args([
+                "serve",
+                "--dev-tls",
+                "--listen",
+                "127.0.0.1:8443",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .spawn()
@@ -423,7 +457,9 @@ fn print_demo_users(users: &[serde_json::Value], only: Option<&str>) {
 }
 
 fn current_totp(secret: &str) -> Option<String> {
-    let bytes = totp_rs::Secret::Encoded(secret.to_string()).to_bytes().ok()?;
+    let bytes = totp_rs::Secret::Encoded(secret.to_string())
+        .to_bytes()
+        .ok()?;
     let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes);
     totp.generate_current().ok()
 }

@@ -71,8 +71,13 @@ pub(crate) fn open(path: &Path, key: &[u8; 32]) -> std::result::Result<Connectio
     // A wrong PIN is an expected outcome, reported as WrongPin: keep SQLCipher from printing
     // its decryption failure to stderr.
     conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()))?;
-    // Wipe SQLCipher's buffers on free; must come before the key is handed over.
-    conn.execute_batch("PRAGMA cipher_memory_security = ON;")?;
+    // SQLCipher always wipes its key material on close. Wiping *every* allocation on free
+    // (cipher_memory_security) tripled search times (12.9 ms vs 0.2-1.2 ms over 10,000
+    // patients, BENCHMARKS.md) for little gain: decrypted pages are in memory while unlocked
+    // anyway, and the idle lock closes the connection. Off, deliberately.
+    conn.execute_batch("PRAGMA cipher_memory_security = OFF;")?;
+    // rusqlite hands the SQL text to SQLite without a copy of its own; ours is a Zeroizing
+    // string.
     conn.execute_batch(&key_pragma(key))?;
     // The key is only tried on the first read.
     match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {

@@ -165,6 +165,7 @@ impl Device {
         tracing::info!(device_id = %enrolled.device_id, "device enrolled");
 
         std::fs::create_dir_all(dir)?;
+        restrict_to_owner(dir)?;
         // device.json goes first and comes back last, so a crash in between leaves a directory
         // that is simply not enrolled.
         remove_if_exists(&dir.join(files::DEVICE_FILE))?;
@@ -514,6 +515,19 @@ fn store_tokens(conn: &Connection, tokens: &TokenResponse) -> Result<()> {
         &cache::timestamp(tokens.access_expires_at),
     )?;
     cache::set_meta(conn, meta::REFRESH_TOKEN, &tokens.refresh_token)?;
+    Ok(())
+}
+
+/// Only the user may list or open the data directory (the cache is encrypted anyway; the rest
+/// says which server and user the device belongs to).
+fn restrict_to_owner(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 

@@ -108,6 +108,17 @@ pub(crate) fn list(
                 ));
             }
         }
+        SearchQuery::NameOrArea { word, area } => {
+            args.push(word.clone());
+            args.push(area.clone());
+            // The area is all the letters: `L` (Liverpool) must not find `LS1` (Leeds).
+            conditions.push(format!(
+                "(instr(p.name_search, ?{}) > 0 OR (p.postcode BETWEEN ?{n} AND ?{n} || '~' \
+                  AND substr(p.postcode, length(?{n}) + 1, 1) BETWEEN '0' AND '9'))",
+                args.len() - 1,
+                n = args.len()
+            ));
+        }
         SearchQuery::Name(words) => {
             for w in words {
                 // Both sides are folded already: a plain substring test is enough (and faster

@@ -463,6 +463,10 @@ fn search_by_name_nhs_number_postcode_and_birth_date() {
         "the outward code is fixed by the space"
     );
     assert_eq!(search("m1"), search("john"));
+    // A postcode area alone: LS finds the Leeds postcodes (and names with 'ls' in them).
+    assert_eq!(search("ls").len(), 2, "LS1 and LS12");
+    assert_eq!(search("m"), search("john"), "M1, and the m of Smith");
+    assert!(search("l").is_empty(), "L is Liverpool, not Leeds (LS)");
     // Date of birth, UK order or ISO.
     assert_eq!(search("01/02/1950"), search("sian"));
     assert_eq!(search("1/2/1950"), search("sian"));
@@ -821,10 +825,11 @@ fn search_over_ten_thousand_patients_is_fast() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_cache(dir.path());
     let mut changes = Vec::new();
+    let mut numbers = (999_000_000u64..).filter_map(nhs);
     for i in 0..10_000u64 {
         let p = TestPatient {
             id: format!("p{i}"),
-            nhs: nth_nhs(i),
+            nhs: numbers.next().unwrap(),
             given: GIVEN[(i % GIVEN.len() as u64) as usize],
             family: FAMILY[((i / 7) % FAMILY.len() as u64) as usize],
             birth: ["1950-02-01", "1944-10-12", "1987-04-30", "1933-12-25"][(i % 4) as usize],
@@ -1206,6 +1211,12 @@ async fn enrol_stores_tokens_and_maps_refusals() {
     }
 
     let device = Device::enrol(dir.path(), params).await.unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the data directory is private");
+    }
     assert_eq!(device.user().display_name, "Nia Nurse");
     assert_eq!(log.lock().unwrap().len(), 2);
     drop(device);

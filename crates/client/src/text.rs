@@ -117,6 +117,8 @@ pub enum SearchQuery {
     },
     /// Name words, folded; every word must occur in the name.
     Name(Vec<String>),
+    /// One or two letters: part of a name, or a postcode area (`LS`, `m`).
+    NameOrArea { word: String, area: String },
 }
 
 impl SearchQuery {
@@ -140,6 +142,12 @@ impl SearchQuery {
                 .map(|(o, _)| normalise_postcode(o))
                 .filter(|o| !o.is_empty());
             return SearchQuery::Postcode { prefix, outward };
+        }
+        if t.len() <= 2 && t.chars().all(|c| c.is_ascii_alphabetic()) {
+            return SearchQuery::NameOrArea {
+                word: fold(t),
+                area: t.to_ascii_uppercase(),
+            };
         }
         let words: Vec<String> = fold(t).split(' ').map(str::to_owned).collect();
         SearchQuery::Name(words.into_iter().filter(|w| !w.is_empty()).collect())
@@ -243,6 +251,13 @@ mod tests {
         assert_eq!(
             SearchQuery::parse("sian"),
             SearchQuery::Name(vec!["sian".into()])
+        );
+        assert_eq!(
+            SearchQuery::parse("ls"),
+            SearchQuery::NameOrArea {
+                word: "ls".into(),
+                area: "LS".into()
+            }
         );
         // Not a date (31 February), so a name search that finds nothing, not a crash.
         assert!(parse_birth_date("31/02/1950").is_none());

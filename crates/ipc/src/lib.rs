@@ -44,7 +44,10 @@ pub enum AppState {
     /// `server_url` pre-fills the form when the app was started with `--server`.
     NotEnrolled { server_url: Option<String> },
     /// Enrolled; the cache is locked: show the unlock screen.
-    Locked { username: String, server_url: String },
+    Locked {
+        username: String,
+        server_url: String,
+    },
     /// Unlocked: show the list.
     Unlocked { user: UserSummary },
 }

@@ -510,8 +510,8 @@ pub trait Store: Send + Sync {
     /// Build one pull page (see [`crate::pull`]) in one read transaction.
     async fn pull(&self, request: PullRequest) -> Result<PullOutcome, StoreError>;
     async fn feed_head(&self) -> Result<i64, StoreError>;
-    /// Delete feed rows older than `before`; cursors from before them expire. Answers the
-    /// highest seq now pruned.
+    /// Delete feed rows older than `before`, and membership sets no cursor issued since then
+    /// names; cursors from before then expire. Answers the highest seq now pruned.
     async fn prune_feed(&self, before: DateTime<Utc>) -> Result<i64, StoreError>;
 
     // ----- audit -----

@@ -1275,8 +1275,8 @@ impl Store for SqliteStore {
                     let json = serde_json::to_string(&ids)
                         .map_err(|e| StoreError::Backend(e.to_string()))?;
                     tx.prepare_cached(
-                        "INSERT INTO member_sets (hash, patients, created_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (hash) DO NOTHING",
+                        "INSERT INTO member_sets (hash, patients, last_used_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (hash) DO UPDATE SET last_used_at = excluded.last_used_at",
                     )?
                     .execute(params![hash, json, now])?;
                 }
@@ -1302,6 +1302,11 @@ impl Store for SqliteStore {
             )?;
             let previous = pruned_through(&tx)?;
             let through = upto.unwrap_or(0).max(previous);
+            // Cursors issued before `before` expire with the feed, so their sets can go.
+            tx.execute(
+                "DELETE FROM member_sets WHERE last_used_at < ?1",
+                [ts(before)],
+            )?;
             if through > previous {
                 tx.execute("DELETE FROM feed WHERE seq <= ?1", [through])?;
                 tx.execute(

@@ -125,6 +125,9 @@ fn server_error_text(e: &IpcError) -> String {
 #[component]
 fn Field(
     id: &'static str,
+    /// Spans both columns of the form.
+    #[prop(optional)]
+    full: bool,
     label: &'static str,
     #[prop(optional)] hint: Option<&'static str>,
     kind: &'static str,
@@ -151,7 +154,7 @@ fn Field(
         }
     };
     view! {
-        <div class="field" class:invalid=move || error.with(Option::is_some)>
+        <div class="field" class:full=full class:invalid=move || error.with(Option::is_some)>
             <label for=id>{label}</label>
             {hint.map(|h| view! { <p class="hint" id=hint_id.clone()>{h}</p> })}
             <input
@@ -178,7 +181,7 @@ fn Field(
 }
 
 #[component]
-pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
+pub fn EnrolScreen(server_url: Option<String>, again: bool) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let prefilled = server_url.is_some();
     let server = RwSignal::new(server_url.unwrap_or_default());
@@ -253,10 +256,16 @@ pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
     };
 
     view! {
-        <section class="screen narrow" aria-labelledby="enrol-title">
-            <h1 id="enrol-title">"Enrol this device"</h1>
+        <section class="screen medium" aria-labelledby="enrol-title">
+            <h1 id="enrol-title">
+                {if again { "Sign in again on this device" } else { "Enrol this device" }}
+            </h1>
             <p class="lead">
-                "Sign in once with your federation account to link this device. Your list is then kept on the device, encrypted, and opens with the PIN you choose here, with or without signal."
+                {if again {
+                    "Sign in with your password and authenticator code to choose a new PIN. The copy of your list on this device is replaced by a fresh one from the server."
+                } else {
+                    "Sign in once to link this device to your federation account. Your list is then kept here, encrypted, and opens with your PIN, with or without signal."
+                }}
             </p>
             {move || {
                 server_error
@@ -269,9 +278,10 @@ pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
                         }
                     })
             }}
-            <form class="form" on:submit=submit novalidate=true>
+            <form class="form two-columns" on:submit=submit novalidate=true>
                 <Field
                     id="enrol-server"
+                    full=true
                     label="Federation server"
                     hint="The address your IT team gave you, starting with https://"
                     kind="url"
@@ -300,8 +310,7 @@ pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
                 />
                 <Field
                     id="enrol-totp"
-                    label="Authenticator code"
-                    hint="6 digits from your authenticator app"
+                    label="Authenticator code (6 digits)"
                     kind="text"
                     autocomplete="one-time-code"
                     inputmode="numeric"
@@ -309,10 +318,12 @@ pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
                     error=err(|e| &e.totp)
                     disabled=disabled
                 />
+                <p class="hint full" id="enrol-pin-rules">
+                    "Choose a PIN for this device: at least 6 digits (not repeated or consecutive), or a passphrase. You will type it each time you open Doorstep."
+                </p>
                 <Field
                     id="enrol-pin"
-                    label="Choose a PIN for this device"
-                    hint="At least 6 digits, or a passphrase. You will type it to open Doorstep."
+                    label="New PIN"
                     kind="password"
                     autocomplete="new-password"
                     value=pin
@@ -321,17 +332,31 @@ pub fn EnrolScreen(server_url: Option<String>) -> impl IntoView {
                 />
                 <Field
                     id="enrol-pin-confirm"
-                    label="Type the PIN again"
+                    label="The same PIN again"
                     kind="password"
                     autocomplete="new-password"
                     value=pin_confirm
                     error=err(|e| &e.pin_confirm)
                     disabled=disabled
                 />
-                <div class="actions">
+                <div class="actions full">
                     <button id="enrol-submit" class="button primary" type="submit" disabled=disabled>
                         {move || if busy.get() { "Enrolling…" } else { "Enrol device" }}
                     </button>
+                    {again
+                        .then(|| {
+                            view! {
+                                <button
+                                    id="enrol-cancel"
+                                    class="button secondary"
+                                    type="button"
+                                    disabled=disabled
+                                    on:click=move |_| ctx.refresh_state()
+                                >
+                                    "Back to unlock"
+                                </button>
+                            }
+                        })}
                     {move || {
                         busy.get()
                             .then(|| {

@@ -5,7 +5,7 @@ use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::{Ctx, focus};
+use crate::{Ctx, Screen, focus};
 
 fn unlock_error_text(e: &IpcError) -> String {
     match e.kind {
@@ -19,6 +19,13 @@ fn unlock_error_text(e: &IpcError) -> String {
 #[component]
 pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let enrol_url = server_url.clone();
+    let sign_in_again = move |_| {
+        ctx.screen.set(Screen::Enrol {
+            server_url: Some(enrol_url.clone()),
+            again: true,
+        })
+    };
     let pin = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<IpcError>);
@@ -103,6 +110,15 @@ pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
                         disabled=move || busy.get()
                     >
                         {move || if busy.get() { "Unlocking…" } else { "Unlock" }}
+                    </button>
+                    <button
+                        id="unlock-sign-in"
+                        class="button secondary"
+                        type="button"
+                        disabled=move || busy.get()
+                        on:click=sign_in_again
+                    >
+                        "Forgotten your PIN? Sign in again"
                     </button>
                     {move || {
                         busy.get()

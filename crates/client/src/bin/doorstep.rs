@@ -23,7 +23,31 @@ use clap::{Parser, Subcommand};
 use doorstep_client::{Device, EnrolParams, today};
 use doorstep_ipc::{ListRow, PatientRecord};
 use doorstep_record::NhsNumber;
-use doorstep_record::views::Provenance;
+use doorstep_record::views::{AlertKind, Provenance};
+
+/// Print to stdout; a closed pipe (`doorstep list | head`) ends the program quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("doorstep: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(&(format!($($arg)*) + "\n")) };
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,7 +126,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOORSTEP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -149,22 +173,22 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             let u = device.user();
-            println!(
+            outln!(
                 "Enrolled {} ({}, {}) on {}.",
                 u.display_name,
                 u.role,
                 u.service,
                 device.device_file().server_url
             );
-            println!("Next: doorstep --data-dir {} sync", dir.display());
+            outln!("Next: doorstep --data-dir {} sync", dir.display());
         }
         Command::Sync { json } => {
             let device = unlock(&dir)?;
             let report = device.sync().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                outln!(
                     "Synced in {:.1} s: {} page(s), {} patient(s) added, {} removed, {} \
                      resource change(s){}. {} patient(s) on this device.",
                     report.duration_ms as f64 / 1000.0,
@@ -185,14 +209,14 @@ async fn run(cli: Cli) -> Result<()> {
             let device = unlock(&dir)?;
             let rows = device.list(search.as_deref(), today())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
                 match search {
-                    Some(s) => println!("No patient on your list matches '{s}'."),
-                    None => println!("Your list is empty. Run `doorstep sync`."),
+                    Some(s) => outln!("No patient on your list matches '{s}'."),
+                    None => outln!("Your list is empty. Run `doorstep sync`."),
                 }
             } else {
-                print!("{}", list_table(&rows));
+                out!("{}", list_table(&rows));
             }
         }
         Command::Show { nhs_number, json } => {
@@ -206,9 +230,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .record(&patient_id, today())?
                 .ok_or_else(|| anyhow!("No patient with NHS number {nhs} is on this device."))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+                outln!("{}", serde_json::to_string_pretty(&record)?);
             } else {
-                print!("{}", record_text(&record));
+                out!("{}", record_text(&record));
             }
         }
         Command::Status { json } => {
@@ -216,15 +240,17 @@ async fn run(cli: Cli) -> Result<()> {
             device.probe_server().await;
             let status = device.status()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 let u = device.user();
-                println!(
+                outln!(
                     "User:         {} ({}, {})",
-                    u.display_name, u.role, u.service
+                    u.display_name,
+                    u.role,
+                    u.service
                 );
-                println!("Server:       {}", status.server_url);
-                println!(
+                outln!("Server:       {}", status.server_url);
+                outln!(
                     "Reachable:    {}",
                     match status.server_reachable {
                         Some(true) => "yes",
@@ -232,17 +258,17 @@ async fn run(cli: Cli) -> Result<()> {
                         None => "unknown",
                     }
                 );
-                println!(
+                outln!(
                     "Last synced:  {}",
                     status
                         .last_synced
                         .map(local_time)
                         .unwrap_or_else(|| "never".into())
                 );
-                println!("Patients:     {}", status.patients);
-                println!("Waiting:      {}", status.waiting);
+                outln!("Patients:     {}", status.patients);
+                outln!("Waiting:      {}", status.waiting);
                 if let Some(e) = &status.last_error {
-                    println!("Last error:   {e}");
+                    outln!("Last error:   {e}");
                 }
             }
         }
@@ -514,7 +540,15 @@ fn record_text(r: &PatientRecord) -> String {
         "Alerts",
         v.alerts
             .iter()
-            .map(|a| format!("{:?}: {}{}", a.kind, a.text, source(&a.provenance)))
+            .map(|a| {
+                let kind = match a.kind {
+                    AlertKind::Dnacpr => "DNACPR",
+                    AlertKind::Respect => "ReSPECT",
+                    AlertKind::Safeguarding => "Safeguarding",
+                    AlertKind::Other => "Alert",
+                };
+                format!("{kind}: {}{}", a.text, source(&a.provenance))
+            })
             .collect(),
     );
     section(
