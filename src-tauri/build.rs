@@ -14,7 +14,7 @@ fn main() {
         panic!(
             "\n\nThe Doorstep UI is not built: {} is missing.\n\
              The shell embeds ui/dist at compile time. Build it first with\n\n    \
-             cargo xtask build-ui\n\n(or ui/build.sh), then build the shell again.\n\n",
+             cargo xtask build-ui\n\nthen build the shell again.\n\n",
             dist.join("index.html").display()
         );
     }

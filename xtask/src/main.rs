@@ -200,13 +200,12 @@ fn locked_wasm_bindgen_version(root: &Path) -> Result<String> {
         .context("reading ui/Cargo.lock (the UI's lockfile is committed)")?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines
+        if line.trim() == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
                 .next()
                 .and_then(|l| l.trim().strip_prefix("version = "))
-            {
-                return Ok(v.trim_matches('"').to_string());
-            }
+        {
+            return Ok(v.trim_matches('"').to_string());
         }
     }
     bail!("ui/Cargo.lock has no wasm-bindgen package")

@@ -357,13 +357,35 @@ impl Device {
     }
 
     /// The pull loop: pages until `more` is false; rebuild on 410.
+    ///
+    /// While one page is applied the next is already being fetched (and decoded) on another
+    /// task, so server, network and device work overlap. The prefetch is only a head start: the
+    /// cursor stored is always the one that came with the changes applied, and a prefetch that
+    /// failed in any way is dropped and the page asked for again the normal way.
     async fn pull_all(&self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let mut rebuilds = 0;
+        let mut prefetched: Option<tokio::task::JoinHandle<Result<Pulled>>> = None;
         loop {
-            let cursor = self.with_conn(|c| cache::get_meta(c, meta::CURSOR))?;
-            match self.pull_page(cursor.as_deref()).await? {
+            let ready = match prefetched.take() {
+                Some(handle) => match handle.await {
+                    Ok(Ok(pulled @ (Pulled::Page(_) | Pulled::Resync(_)))) => Some(pulled),
+                    _ => None,
+                },
+                None => None,
+            };
+            let pulled = match ready {
+                Some(pulled) => pulled,
+                None => {
+                    let cursor = self.with_conn(|c| cache::get_meta(c, meta::CURSOR))?;
+                    self.pull_page(cursor.as_deref()).await?
+                }
+            };
+            match pulled {
                 Pulled::Page(page) => {
+                    if page.more {
+                        prefetched = Some(self.prefetch(page.cursor.clone()).await?);
+                    }
                     let stats = self.with_conn(|c| cache::apply_page(c, &page))?;
                     report.pages += 1;
                     report.patients_added += stats.patients_added;
@@ -396,6 +418,16 @@ impl Device {
                 }
             }
         }
+    }
+
+    /// Start fetching the page after `cursor` on its own task.
+    async fn prefetch(&self, cursor: String) -> Result<tokio::task::JoinHandle<Result<Pulled>>> {
+        let access = self.access_token().await?;
+        let api = self.api.clone();
+        let backoff = self.backoff;
+        Ok(tokio::spawn(async move {
+            backoff.run(|| api.pull(&access, Some(&cursor))).await
+        }))
     }
 
     /// One pull, with retries for transient failures and one token refresh when needed.
