@@ -78,6 +78,27 @@ impl DemoFederation {
             .clone()
     }
 
+    /// Enrolment parameters for `user` against this server, trusting only its CA, with the
+    /// TOTP code of now + `totp_offset_secs` (the server accepts each code once: a second
+    /// enrolment in the same 30 s step needs the next step's code).
+    pub fn enrol_params(
+        &self,
+        user: &DemoUser,
+        totp_offset_secs: u64,
+        pin: &str,
+        device_name: &str,
+    ) -> doorstep_client::EnrolParams {
+        doorstep_client::EnrolParams {
+            server_url: self.server.base_url.clone(),
+            ca_pem_path: Some(self.server.ca_pem_path.clone()),
+            username: user.username.clone(),
+            password: user.password.clone(),
+            totp: totp_for(&user.totp_secret, totp_offset_secs),
+            pin: pin.into(),
+            device_name: device_name.into(),
+        }
+    }
+
     /// Stops the server: the device is offline from here on.
     pub async fn stop_server(&self) {
         if let Some(running) = self.running.lock().await.take() {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doorstep_client::{Device, EnrolParams};
+use doorstep_client::Device;
 use doorstep_e2e::{DemoFederation, totp_for};
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element, key::Key};
 use serde_json::json;
@@ -35,15 +35,7 @@ async fn app_window_enrol_list_search_record_offline() {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference = Device::enrol(
         reference_dir.path(),
-        EnrolParams {
-            server_url: demo.server.base_url.clone(),
-            ca_pem_path: Some(demo.server.ca_pem_path.clone()),
-            username: nurse.username.clone(),
-            password: nurse.password.clone(),
-            totp: totp_for(&nurse.totp_secret, 0),
-            pin: PIN.into(),
-            device_name: "reference".into(),
-        },
+        demo.enrol_params(&nurse, 0, PIN, "reference"),
     )
     .await
     .expect("reference enrol");

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use doorstep_client::{ClientError, Device, EnrolParams, today};
-use doorstep_e2e::{DemoFederation, totp_for};
+use doorstep_e2e::DemoFederation;
 use doorstep_ipc::IpcErrorKind;
 use doorstep_record::NhsNumber;
 use doorstep_server::demo::CASELOAD_LIST;
@@ -39,15 +39,7 @@ async fn enrol_sync_read_purge_and_read_offline() {
     // Enrol over HTTPS, trusting only the federation's CA.
     let device = Device::enrol(
         device_dir.path(),
-        EnrolParams {
-            server_url: demo.server.base_url.clone(),
-            ca_pem_path: Some(demo.server.ca_pem_path.clone()),
-            username: nurse.username.clone(),
-            password: nurse.password.clone(),
-            totp: totp_for(&nurse.totp_secret, 0),
-            pin: PIN.into(),
-            device_name: "e2e laptop".into(),
-        },
+        demo.enrol_params(&nurse, 0, PIN, "e2e laptop"),
     )
     .await
     .expect("enrol");
@@ -204,15 +196,7 @@ async fn enrol_refuses_a_wrong_code_and_an_untrusted_server() {
     let demo = DemoFederation::start().await;
     let nurse = demo.user("nurse.demo");
     let device_dir = tempfile::tempdir().unwrap();
-    let params = EnrolParams {
-        server_url: demo.server.base_url.clone(),
-        ca_pem_path: Some(demo.server.ca_pem_path.clone()),
-        username: nurse.username.clone(),
-        password: nurse.password.clone(),
-        totp: totp_for(&nurse.totp_secret, 0),
-        pin: PIN.into(),
-        device_name: "e2e".into(),
-    };
+    let params = demo.enrol_params(&nurse, 0, PIN, "e2e");
 
     // A wrong password: the server's refusal, in its words, as SignInFailed.
     let e = Device::enrol(

@@ -302,10 +302,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     } else {
         cargo()
     };
-    cmd.args(["test", "--workspace", "--all-targets", "--locked"])
-        .args(extra)
-        .env("DOORSTEP_E2E_REQUIRED", "1")
-        .env("DOORSTEP_TEST_ARTIFACTS", root.join("tests/artifacts"));
+    cmd.args([
+        "test",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--no-fail-fast",
+    ])
+    .args(extra)
+    .env("DOORSTEP_E2E_REQUIRED", "1")
+    .env("DOORSTEP_TEST_ARTIFACTS", root.join("tests/artifacts"));
     run(&mut cmd)?;
     // The UI's own unit tests (formatting, validation) run on the host.
     run(cargo()

@@ -1,6 +1,7 @@
-//! The public Synthea sample bundles (US Core flavoured FHIR R4) in `shared/fixtures/synthea/`:
-//! Doorstep must read them without error, build every view, and refuse to import them because
-//! they carry no NHS number.
+//! The public Synthea sample bundles (US Core flavoured FHIR R4, CC0; a copy of the project's
+//! `shared/fixtures/synthea/`, kept in the repository so a fresh clone tests on its own; see
+//! `tests/fixtures/README.md`): Doorstep must read them without error, build every view, and
+//! refuse to import them because they carry no NHS number.
 
 use std::path::PathBuf;
 
@@ -9,10 +10,10 @@ use doorstep_record::fhir::{ResourceType, parse_bundle, validate_for_import};
 use doorstep_record::views::build_record;
 
 fn fixtures_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/synthea");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthea");
     assert!(
         dir.is_dir(),
-        "the Synthea fixtures are missing: expected the directory {} (shared/fixtures/synthea next to the repository)",
+        "the Synthea fixtures are missing: expected the directory {}",
         dir.display()
     );
     dir

@@ -585,94 +585,73 @@ fn item(title: String, details: Vec<String>, provenance: &Provenance) -> impl In
     }
 }
 
-fn problems(list: &[ProblemItem], none: &'static str) -> AnyView {
+/// A section's items as a list of cards (title, details, source), or its empty message.
+fn item_list<T>(
+    list: &[T],
+    none: &'static str,
+    class: &'static str,
+    card: impl for<'a> Fn(&'a T) -> (String, Vec<String>, &'a Provenance),
+) -> AnyView {
     if list.is_empty() {
         return empty(none);
     }
     view! {
-        <ul class="items">
+        <ul class=class>
             {list
                 .iter()
-                .map(|p| {
-                    let mut details = Vec::new();
-                    let mut when = Vec::new();
-                    if let Some(o) = p.onset {
-                        when.push(format!("since {}", format::date(o)));
-                    }
-                    if let Some(a) = p.abatement {
-                        when.push(format!("resolved {}", format::date(a)));
-                    }
-                    if let Some(s) = &p.clinical_status {
-                        when.push(format::status(s));
-                    }
-                    details.push(when.join(" · "));
-                    item(p.text.clone(), details, &p.provenance)
+                .map(|x| {
+                    let (title, details, provenance) = card(x);
+                    item(title, details, provenance)
                 })
                 .collect_view()}
         </ul>
     }
     .into_any()
+}
+
+/// Present parts joined with " · ".
+fn dotted(parts: impl IntoIterator<Item = Option<String>>) -> String {
+    parts.into_iter().flatten().collect::<Vec<_>>().join(" · ")
+}
+
+fn problems(list: &[ProblemItem], none: &'static str) -> AnyView {
+    item_list(list, none, "items", |p| {
+        let when = dotted([
+            p.onset.map(|o| format!("since {}", format::date(o))),
+            p.abatement.map(|a| format!("resolved {}", format::date(a))),
+            p.clinical_status.as_deref().map(format::status),
+        ]);
+        (p.text.clone(), vec![when], &p.provenance)
+    })
 }
 
 fn medications(list: &[MedicationItem], none: &'static str) -> AnyView {
-    if list.is_empty() {
-        return empty(none);
-    }
-    view! {
-        <ul class="items">
-            {list
-                .iter()
-                .map(|m| {
-                    let mut details = vec![m.dosage.clone().unwrap_or_default()];
-                    let mut when = Vec::new();
-                    if let Some(s) = m.start {
-                        when.push(format!("started {}", format::date(s)));
-                    }
-                    if let Some(e) = m.end {
-                        when.push(format!("ended {}", format::date(e)));
-                    }
-                    if let Some(s) = &m.status {
-                        when.push(format::status(s));
-                    }
-                    details.push(when.join(" · "));
-                    item(m.name.clone(), details, &m.provenance)
-                })
-                .collect_view()}
-        </ul>
-    }
-    .into_any()
+    item_list(list, none, "items", |m| {
+        let when = dotted([
+            m.start.map(|s| format!("started {}", format::date(s))),
+            m.end.map(|e| format!("ended {}", format::date(e))),
+            m.status.as_deref().map(format::status),
+        ]);
+        let details = vec![m.dosage.clone().unwrap_or_default(), when];
+        (m.name.clone(), details, &m.provenance)
+    })
 }
 
 fn allergies(list: &[AllergyItem]) -> AnyView {
-    if list.is_empty() {
-        return empty("No allergies recorded in the shared record");
-    }
-    view! {
-        <ul class="items allergies">
-            {list
-                .iter()
-                .map(|a| {
-                    let mut details = Vec::new();
-                    if !a.reactions.is_empty() {
-                        details.push(format!("Reaction: {}", a.reactions.join(", ")));
-                    }
-                    let mut grade = Vec::new();
-                    if let Some(s) = &a.severity {
-                        grade.push(format!("severity {s}"));
-                    }
-                    if let Some(c) = &a.criticality {
-                        grade.push(format!("criticality {c}"));
-                    }
-                    if let Some(s) = &a.clinical_status {
-                        grade.push(format::status(s));
-                    }
-                    details.push(grade.join(" · "));
-                    item(a.substance.clone(), details, &a.provenance)
-                })
-                .collect_view()}
-        </ul>
-    }
-    .into_any()
+    let none = "No allergies recorded in the shared record";
+    item_list(list, none, "items allergies", |a| {
+        let reaction = if a.reactions.is_empty() {
+            String::new()
+        } else {
+            format!("Reaction: {}", a.reactions.join(", "))
+        };
+        let grade = dotted([
+            a.severity.as_ref().map(|s| format!("severity {s}")),
+            a.criticality.as_ref().map(|c| format!("criticality {c}")),
+            a.clinical_status.as_deref().map(format::status),
+        ]);
+        (a.substance.clone(), vec![reaction, grade], &a.provenance)
+    })
 }
 
 fn alerts(list: &[AlertItem]) -> AnyView {
@@ -703,39 +682,24 @@ fn alerts(list: &[AlertItem]) -> AnyView {
 }
 
 fn encounters(list: &[EncounterItem]) -> AnyView {
-    if list.is_empty() {
-        return empty("No encounters recorded");
-    }
-    view! {
-        <ul class="items">
-            {list
-                .iter()
-                .map(|e| {
-                    let when = e
-                        .start
-                        .map(format::date_time)
-                        .unwrap_or_else(|| "date not recorded".to_owned());
-                    let mut title = format!("{when}: {}", e.kind);
-                    if let Some(c) = &e.class {
-                        title.push_str(&format!(" ({c})"));
-                    }
-                    let details = vec![
-                        e.reason.clone().map(|r| format!("Reason: {r}")).unwrap_or_default(),
-                        [
-                            e.location.clone(),
-                            e.status.as_deref().map(format::status),
-                        ]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(" · "),
-                    ];
-                    item(title, details, &e.provenance)
-                })
-                .collect_view()}
-        </ul>
-    }
-    .into_any()
+    item_list(list, "No encounters recorded", "items", |e| {
+        let when = e
+            .start
+            .map(format::date_time)
+            .unwrap_or_else(|| "date not recorded".to_owned());
+        let mut title = format!("{when}: {}", e.kind);
+        if let Some(c) = &e.class {
+            title.push_str(&format!(" ({c})"));
+        }
+        let details = vec![
+            e.reason
+                .clone()
+                .map(|r| format!("Reason: {r}"))
+                .unwrap_or_default(),
+            dotted([e.location.clone(), e.status.as_deref().map(format::status)]),
+        ];
+        (title, details, &e.provenance)
+    })
 }
 
 fn observations(list: &[ObservationSeries]) -> AnyView {
@@ -796,51 +760,23 @@ fn observations(list: &[ObservationSeries]) -> AnyView {
 }
 
 fn immunisations(list: &[ImmunisationItem]) -> AnyView {
-    if list.is_empty() {
-        return empty("No immunisations recorded");
-    }
-    view! {
-        <ul class="items">
-            {list
-                .iter()
-                .map(|i| {
-                    let details = vec![
-                        [Some(format::opt_date(i.date)), i.status.as_deref().map(format::status)]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(" · "),
-                    ];
-                    item(i.vaccine.clone(), details, &i.provenance)
-                })
-                .collect_view()}
-        </ul>
-    }
-    .into_any()
+    item_list(list, "No immunisations recorded", "items", |i| {
+        let when = dotted([
+            Some(format::opt_date(i.date)),
+            i.status.as_deref().map(format::status),
+        ]);
+        (i.vaccine.clone(), vec![when], &i.provenance)
+    })
 }
 
 fn procedures(list: &[ProcedureItem]) -> AnyView {
-    if list.is_empty() {
-        return empty("No procedures recorded");
-    }
-    view! {
-        <ul class="items">
-            {list
-                .iter()
-                .map(|p| {
-                    let details = vec![
-                        [Some(format::opt_date(p.date)), p.status.as_deref().map(format::status)]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(" · "),
-                    ];
-                    item(p.name.clone(), details, &p.provenance)
-                })
-                .collect_view()}
-        </ul>
-    }
-    .into_any()
+    item_list(list, "No procedures recorded", "items", |p| {
+        let when = dotted([
+            Some(format::opt_date(p.date)),
+            p.status.as_deref().map(format::status),
+        ]);
+        (p.name.clone(), vec![when], &p.provenance)
+    })
 }
 
 fn documents(list: &[DocumentItem]) -> AnyView {
