@@ -157,6 +157,7 @@ async fn drive(
     // The record: banner with her allergies.
     check_record(client, target, allergy).await?;
     shot(client, artifacts, "04-record").await;
+    check_every_tab(client, allergy, artifacts).await?;
 
     // Server gone: the record still opens from the cache.
     demo.stop_server().await;
@@ -226,6 +227,39 @@ async fn check_record(
     }
     wait_for(client, "#record-as-of").await?;
     Ok(())
+}
+
+/// Every section tab opens its panel with content (items or the section's empty message), and
+/// the Allergies tab lists the allergy the banner shows.
+async fn check_every_tab(client: &Client, allergy: &str, artifacts: &Path) -> Result<(), String> {
+    const SECTIONS: [&str; 10] = [
+        "summary",
+        "problems",
+        "medications",
+        "allergies",
+        "encounters",
+        "observations",
+        "immunisations",
+        "procedures",
+        "documents",
+        "alerts",
+    ];
+    for section in SECTIONS {
+        click(client, &format!(".tab[data-section='{section}']")).await?;
+        let panel_css = format!("#section-panel[data-section='{section}']");
+        let panel = wait_for(client, &panel_css).await?;
+        let text = panel.text().await.map_err(e)?;
+        if text.trim().is_empty() {
+            return Err(format!("the {section} tab shows an empty panel"));
+        }
+        if section == "allergies" && !text.to_lowercase().contains(&allergy.to_lowercase()) {
+            return Err(format!("the allergies tab lacks {allergy:?}: {text:?}"));
+        }
+        if section == "observations" {
+            shot(client, artifacts, "04b-observations").await;
+        }
+    }
+    click(client, ".tab[data-section='summary']").await
 }
 
 fn e(err: impl std::fmt::Display) -> String {

@@ -989,9 +989,11 @@ struct Ctx<'a> {
     uses_hospital: bool,
 }
 
-/// The date `n` days before `today` (never after it).
+/// The date `n` days before `today`, and at least one day before it: the generator knows the
+/// date but not the time, so an item dated today could carry a time still in the future (a
+/// 10:34 temperature on a record opened at 07:34).
 fn days_ago(today: NaiveDate, n: i64) -> NaiveDate {
-    today - Duration::days(n.max(0))
+    today - Duration::days(n.max(1))
 }
 
 /// `2026-01-15` (chrono's `format` re-parses its pattern on every call).

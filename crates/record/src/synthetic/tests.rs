@@ -353,3 +353,46 @@ fn newest_encounter_is_within_the_last_fortnight() {
         );
     }
 }
+
+/// Regression: an observation dated today at 10:34 showed on a record opened at 07:34. The
+/// generator knows only the date, so nothing it records may fall on today or later.
+#[test]
+fn nothing_recorded_today_or_in_the_future() {
+    let s = spec(2, 20);
+    let today = s.today;
+    let federation = generate(&s);
+    const RECORDED: [&str; 9] = [
+        "effectiveDateTime",
+        "recordedDate",
+        "onsetDateTime",
+        "occurrenceDateTime",
+        "performedDateTime",
+        "dateAsserted",
+        "issued",
+        "date",
+        "authoredOn",
+    ];
+    fn walk(v: &serde_json::Value, today: NaiveDate, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    if let Some(text) = child.as_str()
+                        && RECORDED.contains(&k.as_str())
+                        && let Some(d) = text.get(..10).and_then(|d| d.parse::<NaiveDate>().ok())
+                        && d >= today
+                    {
+                        found.push(format!("{k} = {text}"));
+                    }
+                    walk(child, today, found);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, today, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for bundle in &federation.bundles {
+        walk(bundle, today, &mut found);
+    }
+    assert!(found.is_empty(), "dated today or later: {found:?}");
+}
