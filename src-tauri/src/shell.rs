@@ -139,8 +139,8 @@ fn spawn_periodic_sync(device: Weak<Device>) {
     });
 }
 
-/// Locks the device after [`IDLE_LOCK`] (or `$DOORSTEP_IDLE_LOCK_SECS`) without user activity. The UI reports activity by
-/// calling commands (it calls `app_state` on input); the status poll does not count.
+/// Locks the device after [`IDLE_LOCK`] (or `$DOORSTEP_IDLE_LOCK_SECS`) without user activity.
+/// The UI reports activity by calling commands (it calls `app_state` on input); the status poll does not count.
 pub fn spawn_idle_lock(app: tauri::AppHandle) {
     use tauri::Manager;
     tauri::async_runtime::spawn(async move {

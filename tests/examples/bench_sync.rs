@@ -116,16 +116,17 @@ async fn main() {
         "search over {} cached patients (median of 50 runs):",
         rows.len()
     );
-    for query in [
-        None,
-        Some(family.as_str()),
-        Some(nhs_prefix),
-        Some(sample.nhs_number.as_str()),
-        Some(postcode.as_str()),
-        Some(outward.as_str()),
-        Some(dob.as_str()),
-        Some("zzzz"),
-    ] {
+    let queries = [
+        ("(whole list)", None),
+        ("family name", Some(family.as_str())),
+        ("NHS number prefix (6 digits)", Some(nhs_prefix)),
+        ("NHS number", Some(sample.nhs_number.as_str())),
+        ("postcode", Some(postcode.as_str())),
+        ("postcode district", Some(outward.as_str())),
+        ("date of birth", Some(dob.as_str())),
+        ("no match", Some("zzzz")),
+    ];
+    for (label, query) in queries {
         let mut times = Vec::new();
         let mut found = 0;
         for _ in 0..50 {
@@ -134,16 +135,6 @@ async fn main() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
-        let label = match query {
-            None => "(whole list)".to_string(),
-            Some(q) if q == family => "family name".into(),
-            Some(q) if q == nhs_prefix => "NHS number prefix (6 digits)".into(),
-            Some(q) if q == sample.nhs_number => "NHS number".into(),
-            Some(q) if q == postcode => "postcode".into(),
-            Some(q) if q == outward => "postcode district".into(),
-            Some(q) if q == dob => "date of birth".into(),
-            Some(_) => "no match".into(),
-        };
         println!(
             "  {label:<30} {found:>6} rows  {:>8.2} ms",
             times[times.len() / 2]

@@ -384,7 +384,7 @@ impl Device {
             match pulled {
                 Pulled::Page(page) => {
                     if page.more {
-                        prefetched = Some(self.prefetch(page.cursor.clone()).await?);
+                        prefetched = self.prefetch(page.cursor.clone()).await;
                     }
                     let stats = self.with_conn(|c| cache::apply_page(c, &page))?;
                     report.pages += 1;
@@ -420,12 +420,13 @@ impl Device {
         }
     }
 
-    /// Start fetching the page after `cursor` on its own task.
-    async fn prefetch(&self, cursor: String) -> Result<tokio::task::JoinHandle<Result<Pulled>>> {
-        let access = self.access_token().await?;
+    /// Start fetching the page after `cursor` on its own task. Best effort: without a usable
+    /// access token there is no prefetch, and the page in hand is applied all the same.
+    async fn prefetch(&self, cursor: String) -> Option<tokio::task::JoinHandle<Result<Pulled>>> {
+        let access = self.access_token().await.ok()?;
         let api = self.api.clone();
         let backoff = self.backoff;
-        Ok(tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             backoff.run(|| api.pull(&access, Some(&cursor))).await
         }))
     }
