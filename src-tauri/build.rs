@@ -7,7 +7,10 @@ use std::path::Path;
 include!("src/command_names.rs");
 
 fn main() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist");
+    // The run-time value: a build script compiled in another clone sharing the target dir
+    // must still check this clone's UI.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dist = Path::new(&manifest_dir).join("../ui/dist");
     println!("cargo:rerun-if-changed=../ui/dist");
     println!("cargo:rerun-if-changed=src/command_names.rs");
     if !dist.join("index.html").is_file() {

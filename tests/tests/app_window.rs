@@ -23,133 +23,167 @@ use serde_json::json;
 
 const PIN: &str = "246810";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_window_enrol_list_search_record_offline() {
-    let Some(app) = prerequisites() else { return };
-    let artifacts = artifacts_dir();
+/// One window at a time: two apps on one X display would fight over keyboard focus.
+static ONE_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    let demo = DemoFederation::start().await;
-    let nurse = demo.user("nurse.demo");
-
-    // A reference device through the library tells the test what the window must show.
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = Device::enrol(
-        reference_dir.path(),
-        demo.enrol_params(&nurse, 0, PIN, "reference"),
-    )
-    .await
-    .expect("reference enrol");
-    reference.sync().await.expect("reference sync");
-    let today = chrono::Local::now().date_naive();
-    let rows = reference.list(None, today).expect("reference list");
-    assert!(
-        rows.len() >= 20,
-        "the demo caseload is too small: {}",
-        rows.len()
-    );
-    let (target_row, target_allergy) = rows
-        .iter()
-        .find_map(|row| {
-            let record = reference.record(&row.patient_id, today).ok()??;
-            let allergy = record.view.allergies.first()?.substance.clone();
-            Some((row.clone(), allergy))
-        })
-        .expect("some caseload patient has an allergy");
-
-    // The window.
-    let app_dir = tempfile::tempdir().unwrap();
-    let driver = TauriDriver::start();
-    let client = connect(
-        &driver,
-        &app,
-        &[
-            "--data-dir",
-            app_dir.path().to_str().unwrap(),
-            "--server",
-            &demo.server.base_url,
-            "--ca",
-            demo.server.ca_pem_path.to_str().unwrap(),
-        ],
-    )
-    .await;
-
-    let result = drive(
-        &client,
-        &demo,
-        &nurse,
-        &target_row,
-        &target_allergy,
-        rows.len(),
-        &artifacts,
-    )
-    .await;
-    if result.is_err() {
-        shot(&client, &artifacts, "failure").await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    result.unwrap();
+/// A demo federation, a reference device that says what the window must show, and the app in a
+/// window, enrolled as the district nurse with her caseload synced.
+struct Session {
+    demo: DemoFederation,
+    nurse: doorstep_e2e::DemoUser,
+    /// The caseload as the reference device lists it.
+    rows: Vec<doorstep_ipc::ListRow>,
+    /// A patient with an allergy who is not the first row of her group, so an element reused
+    /// for another patient would show itself.
+    target: doorstep_ipc::ListRow,
+    allergy: String,
+    client: Client,
+    driver: TauriDriver,
+    _app_dir: tempfile::TempDir,
+    _reference_dir: tempfile::TempDir,
 }
 
-async fn drive(
-    client: &Client,
-    demo: &DemoFederation,
-    nurse: &doorstep_e2e::DemoUser,
-    target: &doorstep_ipc::ListRow,
-    allergy: &str,
-    caseload: usize,
-    artifacts: &Path,
-) -> Result<(), String> {
-    // Enrol. The server URL is pre-filled from --server.
-    let server_field = wait_for(client, "#enrol-server").await?;
-    let prefilled = server_field
-        .prop("value")
-        .await
-        .map_err(e)?
-        .unwrap_or_default();
-    if prefilled != demo.server.base_url {
-        return Err(format!("server URL not pre-filled: {prefilled:?}"));
-    }
-    shot(client, artifacts, "01-enrol").await;
-    fill(client, "#enrol-user", &nurse.username).await?;
-    fill(client, "#enrol-password", &nurse.password).await?;
-    // The reference device used this step's code; take the next step's (the server allows ±1).
-    fill(client, "#enrol-totp", &totp_for(&nurse.totp_secret, 30)).await?;
-    fill(client, "#enrol-pin", PIN).await?;
-    fill(client, "#enrol-pin-confirm", PIN).await?;
-    click(client, "#enrol-submit").await?;
+impl Session {
+    /// None when the window test cannot run here (see [`prerequisites`]).
+    async fn start() -> Option<Session> {
+        let app = prerequisites()?;
+        let demo = DemoFederation::start().await;
+        let nurse = demo.user("nurse.demo");
 
-    // The list fills after the first sync.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut shown = 0;
-    while Instant::now() < deadline {
-        shown = client
-            .find_all(Locator::Css(".patient-row"))
+        let reference_dir = tempfile::tempdir().unwrap();
+        let reference = Device::enrol(
+            reference_dir.path(),
+            demo.enrol_params(&nurse, 0, PIN, "reference"),
+        )
+        .await
+        .expect("reference enrol");
+        reference.sync().await.expect("reference sync");
+        let today = chrono::Local::now().date_naive();
+        let rows = reference.list(None, today).expect("reference list");
+        assert!(
+            rows.len() >= 20,
+            "the demo caseload is too small: {}",
+            rows.len()
+        );
+        let (target, allergy) = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, row)| rows[..*i].iter().any(|earlier| earlier.today == row.today))
+            .find_map(|(_, row)| {
+                let record = reference.record(&row.patient_id, today).ok()??;
+                let allergy = record.view.allergies.first()?.substance.clone();
+                Some((row.clone(), allergy))
+            })
+            .expect("some caseload patient after the first of her group has an allergy");
+
+        let app_dir = tempfile::tempdir().unwrap();
+        let driver = TauriDriver::start();
+        let client = connect(
+            &driver,
+            &app,
+            &[
+                "--data-dir",
+                app_dir.path().to_str().unwrap(),
+                "--server",
+                &demo.server.base_url,
+                "--ca",
+                demo.server.ca_pem_path.to_str().unwrap(),
+            ],
+        )
+        .await;
+        Some(Session {
+            demo,
+            nurse,
+            rows,
+            target,
+            allergy,
+            client,
+            driver,
+            _app_dir: app_dir,
+            _reference_dir: reference_dir,
+        })
+    }
+
+    /// Runs `steps`; on failure saves a screenshot named `failure-<name>`; closes the window.
+    async fn finish(self, name: &str, result: Result<(), String>) {
+        if result.is_err() {
+            shot(&self.client, &artifacts_dir(), &format!("failure-{name}")).await;
+        }
+        let _ = self.client.close().await;
+        drop(self.driver);
+        result.unwrap();
+    }
+
+    /// Enrols through the window and waits until the list shows the whole caseload.
+    async fn enrol(&self, artifacts: Option<&Path>) -> Result<(), String> {
+        let client = &self.client;
+        // The server URL is pre-filled from --server.
+        let server_field = wait_for(client, "#enrol-server").await?;
+        let prefilled = server_field
+            .prop("value")
             .await
             .map_err(e)?
-            .len();
-        if shown == caseload {
-            break;
+            .unwrap_or_default();
+        if prefilled != self.demo.server.base_url {
+            return Err(format!("server URL not pre-filled: {prefilled:?}"));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    shot(client, artifacts, "02-list").await;
-    if shown != caseload {
-        return Err(format!(
-            "list shows {shown} patients, the caseload has {caseload}"
-        ));
+        if let Some(dir) = artifacts {
+            shot(client, dir, "01-enrol").await;
+        }
+        fill(client, "#enrol-user", &self.nurse.username).await?;
+        fill(client, "#enrol-password", &self.nurse.password).await?;
+        // The reference device used this step's code; take the next step's (the server allows
+        // ±1).
+        fill(
+            client,
+            "#enrol-totp",
+            &totp_for(&self.nurse.totp_secret, 30),
+        )
+        .await?;
+        fill(client, "#enrol-pin", PIN).await?;
+        fill(client, "#enrol-pin-confirm", PIN).await?;
+        click(client, "#enrol-submit").await?;
+        wait_for_rows(client, self.rows.len(), Duration::from_secs(90)).await?;
+        if let Some(dir) = artifacts {
+            shot(client, dir, "02-list").await;
+        }
+        Ok(())
     }
 
+    fn row_css(&self) -> String {
+        format!(".patient-row[data-nhs='{}']", self.target.nhs_number)
+    }
+
+    fn family_name(&self) -> String {
+        self.target
+            .name
+            .split(',')
+            .next()
+            .unwrap_or(&self.target.name)
+            .trim()
+            .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_window_enrol_list_search_record_offline() {
+    let _one = ONE_WINDOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(session) = Session::start().await else {
+        return;
+    };
+    let result = drive(&session, &artifacts_dir()).await;
+    session.finish("app-window", result).await;
+}
+
+async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
+    let client = &session.client;
+    let target = &session.target;
+    let allergy = session.allergy.as_str();
+    session.enrol(Some(artifacts)).await?;
+
     // Search by family name finds her.
-    let family = target
-        .name
-        .split(',')
-        .next()
-        .unwrap_or(&target.name)
-        .trim()
-        .to_string();
-    fill(client, "#search", &family).await?;
-    let row_css = format!(".patient-row[data-nhs='{}']", target.nhs_number);
+    fill(client, "#search", &session.family_name()).await?;
+    let row_css = session.row_css();
     let row = wait_for(client, &row_css).await?;
     shot(client, artifacts, "03-search").await;
     row.click().await.map_err(e)?;
@@ -160,20 +194,15 @@ async fn drive(
     check_every_tab(client, allergy, artifacts).await?;
 
     // Server gone: the record still opens from the cache.
-    demo.stop_server().await;
-    client
-        .active_element()
-        .await
-        .map_err(e)?
-        .send_keys(&Key::Escape.to_string())
-        .await
-        .map_err(e)?;
+    session.demo.stop_server().await;
+    send_to_focus(client, &Key::Escape.to_string()).await?;
     let search = wait_for(client, "#search").await?;
     search.clear().await.map_err(e)?;
     search
         .send_keys(&target.nhs_number_display)
         .await
         .map_err(e)?;
+    wait_for_search_answer(client, &target.nhs_number_display, 1).await?;
     wait_for(client, &row_css).await?.click().await.map_err(e)?;
     check_record(client, target, allergy).await?;
     click(client, "#sync-now").await?;
@@ -195,6 +224,180 @@ async fn drive(
     }
     shot(client, artifacts, "05-offline-record").await;
     Ok(())
+}
+
+/// Regression (hazard H2, seen as AHMED's and FRASER's records opening after a search for
+/// BEGUM's NHS number): back on the list from a record, focus is on the row just closed; typing
+/// an NHS number with spaces there pressed the row, and a list re-rendered under the focus
+/// reused the focused element for another patient, so Enter or space opened that patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_patient_after_search_escape_clear_type() {
+    let _one = ONE_WINDOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(session) = Session::start().await else {
+        return;
+    };
+    let result = wrong_patient_steps(&session).await;
+    session.finish("wrong-patient", result).await;
+}
+
+async fn wrong_patient_steps(session: &Session) -> Result<(), String> {
+    let client = &session.client;
+    let target = &session.target;
+    let artifacts = artifacts_dir();
+    session.enrol(None).await?;
+    fill(client, "#search", &session.family_name()).await?;
+    wait_for(client, &session.row_css())
+        .await?
+        .click()
+        .await
+        .map_err(e)?;
+    check_record(client, target, &session.allergy).await?;
+
+    // Escape: back on the list, focus on her row (what the user sees: the row outlined).
+    send_to_focus(client, &Key::Escape.to_string()).await?;
+    wait_for(client, "#search").await?;
+    wait_until(client, "focus on her row", || async {
+        Ok(focused_patient(client).await? == Some(target.patient_id.clone()))
+    })
+    .await?;
+
+    // Typing her NHS number there searches for it and opens nobody.
+    send_to_focus(client, &target.nhs_number_display).await?;
+    wait_for_search_answer(client, &target.nhs_number_display, 1).await?;
+    let value = wait_for(client, "#search")
+        .await?
+        .prop("value")
+        .await
+        .map_err(e)?
+        .unwrap_or_default();
+    if value != target.nhs_number_display {
+        return Err(format!(
+            "typing on the focused row should search for {:?}; the search box holds {value:?}",
+            target.nhs_number_display
+        ));
+    }
+    wait_for(client, &session.row_css()).await?;
+    shot(client, &artifacts, "06-typed-on-row").await;
+
+    // Focus back on her row; the search is cleared under it (as a completed sync re-renders the
+    // list): the focused element must still be hers, or no patient's at all.
+    send_to_focus(client, &Key::Tab.to_string()).await?;
+    wait_until(client, "Tab from the search box to her row", || async {
+        Ok(focused_patient(client).await? == Some(target.patient_id.clone()))
+    })
+    .await?;
+    client
+        .execute(
+            "const s = document.getElementById('search'); s.value = ''; \
+             s.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(30)).await?;
+    let focused = focused_patient(client).await?;
+    if let Some(id) = &focused
+        && id != &target.patient_id
+    {
+        let shown = session.rows.iter().find(|r| &r.patient_id == id);
+        return Err(format!(
+            "after the list re-rendered, the focused row is {:?}, not the row the user focused",
+            shown.map(|r| r.name.as_str()).unwrap_or(id)
+        ));
+    }
+    // Enter opens the focused row's patient, and only hers.
+    send_to_focus(client, &Key::Enter.to_string()).await?;
+    if focused.is_some() {
+        check_record(client, target, &session.allergy).await?;
+        shot(client, &artifacts, "07-enter-on-row").await;
+    }
+    Ok(())
+}
+
+/// The patient id of the row that has keyboard focus, if a row has it.
+async fn focused_patient(client: &Client) -> Result<Option<String>, String> {
+    let value = client
+        .execute(
+            "const el = document.activeElement; \
+             return el ? el.getAttribute('data-patient') : null;",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    Ok(value.as_str().map(str::to_owned))
+}
+
+/// Keys to whatever has focus, as a user typing.
+async fn send_to_focus(client: &Client, keys: &str) -> Result<(), String> {
+    client
+        .active_element()
+        .await
+        .map_err(e)?
+        .send_keys(keys)
+        .await
+        .map_err(e)
+}
+
+/// Waits for `what` to hold; fails with a message saying what was awaited. A record opening
+/// meanwhile fails at once with the patient it shows.
+async fn wait_until<F, Fut>(client: &Client, what: &str, check: F) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if let Ok(banner) = client.find(Locator::Css("#banner")).await {
+            let text = banner.text().await.unwrap_or_default();
+            return Err(format!(
+                "waiting for {what}, a record opened that the user did not choose: {text:?}"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: not seen within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the list answers `search` with `matches` rows (its count line says so).
+async fn wait_for_search_answer(
+    client: &Client,
+    search: &str,
+    matches: usize,
+) -> Result<(), String> {
+    let want = match matches {
+        1 => format!("1 match for “{search}”"),
+        n => format!("{n} matches for “{search}”"),
+    };
+    wait_until(client, &format!("the list to say {want:?}"), || async {
+        Ok(match client.find(Locator::Css("#list-count")).await {
+            Ok(el) => el.text().await.map_err(e)? == want,
+            Err(_) => false,
+        })
+    })
+    .await
+}
+
+/// Waits until the list shows `count` patient rows.
+async fn wait_for_rows(client: &Client, count: usize, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let mut shown = 0;
+    while Instant::now() < deadline {
+        shown = client
+            .find_all(Locator::Css(".patient-row"))
+            .await
+            .map_err(e)?
+            .len();
+        if shown == count {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("list shows {shown} patients, the caseload has {count}"))
 }
 
 async fn check_record(
@@ -304,7 +507,13 @@ async fn shot(client: &Client, dir: &Path, name: &str) {
 fn artifacts_dir() -> PathBuf {
     let dir = std::env::var_os("DOORSTEP_TEST_ARTIFACTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts"));
+        .unwrap_or_else(|| {
+            // Run time, not compile time: a binary built in another clone writes here.
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+                .join("artifacts")
+        });
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -228,6 +228,16 @@ pub fn focus(selector: &str) {
     }
 }
 
+/// True when nothing but the page itself has keyboard focus, so a screen may place it without
+/// taking it from where the user put it.
+pub fn focus_is_free() -> bool {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return false;
+    };
+    doc.active_element()
+        .is_none_or(|el| el.tag_name().eq_ignore_ascii_case("body"))
+}
+
 #[component]
 fn Header() -> impl IntoView {
     let ctx = expect_context::<Ctx>();

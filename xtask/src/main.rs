@@ -8,7 +8,12 @@
 //!   under Xvfb driven by tauri-driver) included.
 //! * `cargo xtask build-ui`: build `ui/` to `ui/dist` (wasm32 + wasm-bindgen), which the shell
 //!   embeds at compile time.
+//! * `cargo xtask lint`: `cargo fmt --check` and clippy with warnings denied, on the workspace
+//!   and on the UI, exactly as CI runs them (`.ci/run` is `cargo xtask test` then this).
 //! * `cargo xtask deps`: only the install step.
+//!
+//! The project root is found at run time (see [`project_root`]), never from the path this
+//! binary was compiled in.
 //!
 //! Installing is idempotent and quick when everything is present: Debian packages (installed
 //! with apt-get when running as root, otherwise the exact `apt-get` line is printed and the
@@ -43,13 +48,15 @@ const APT_PACKAGES: &[&str] = &[
     "xauth",
     "webkit2gtk-driver",
     "imagemagick",
+    // The server's production store: tests start throwaway clusters (crates/testkit).
+    "postgresql",
 ];
 
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
-    let root = project_root();
+    let root = project_root()?;
     env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
@@ -59,6 +66,7 @@ fn main() -> Result<()> {
             build_ui(&root)
         }
         Some("deps") => ensure_deps(&root),
+        Some("lint") => lint(&root),
         Some("totp") => {
             let users = read_demo_users(&root.join("demo-data/server"))?;
             print_demo_users(&users, args.get(1).map(String::as_str));
@@ -66,18 +74,41 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo       run the demo federation and the app\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  totp [USER]  print the demo users' current TOTP codes"
+                "usage: cargo xtask <command>\n\n  demo       run the demo federation and the app\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  lint       formatting and clippy, as CI runs them\n  totp [USER]  print the demo users' current TOTP codes"
             );
             std::process::exit(2);
         }
     }
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the root")
-        .to_path_buf()
+/// The root of the clone this command was run in, found at run time: `cargo run` tells the
+/// binary its package's directory, else the current directory is searched upwards. Never the
+/// compile-time path: with one target directory shared by two clones, a binary built in one
+/// clone would otherwise build and test the other.
+fn project_root() -> Result<PathBuf> {
+    if let Some(xtask_dir) = env::var_os("CARGO_MANIFEST_DIR") {
+        let root = PathBuf::from(xtask_dir)
+            .parent()
+            .map(Path::to_path_buf)
+            .context("CARGO_MANIFEST_DIR has no parent")?;
+        if is_project_root(&root) {
+            return Ok(root);
+        }
+    }
+    let cwd = env::current_dir().context("reading the current directory")?;
+    cwd.ancestors()
+        .find(|dir| is_project_root(dir))
+        .map(Path::to_path_buf)
+        .with_context(|| {
+            format!(
+                "{} is not inside a Doorstep clone (no Cargo.toml with xtask/ beside it)",
+                cwd.display()
+            )
+        })
+}
+
+fn is_project_root(dir: &Path) -> bool {
+    dir.join("Cargo.toml").is_file() && dir.join("xtask/Cargo.toml").is_file()
 }
 
 /// The workspace target dir (respects CARGO_TARGET_DIR, as CI sets it outside the clone).
@@ -320,6 +351,40 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .args(["test", "--locked"]))?;
     eprintln!(
         "xtask: every test passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Formatting and lints of the workspace and of the UI (its own workspace, built for wasm32).
+fn lint(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    ensure_wasm_target()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root.join("ui")).args(["fmt", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo()
+        .current_dir(root.join("ui"))
+        .env("CARGO_TARGET_DIR", ui_target_dir(root))
+        .args([
+            "clippy",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    eprintln!(
+        "xtask: formatting and lints clean ({:.0} s)",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -71,8 +71,9 @@ pub struct EnrolForm {
     pub pin: String,
 }
 
-/// One patient on "My list".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One patient on "My list". `Hash` so that the list can key its rows by the whole row: a row
+/// whose content changes gets a new element, and no element ever changes which patient it shows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ListRow {
     pub patient_id: String,
     /// Ten digits.

@@ -10,7 +10,11 @@ use doorstep_record::fhir::{ResourceType, parse_bundle, validate_for_import};
 use doorstep_record::views::build_record;
 
 fn fixtures_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthea");
+    // Run time, not compile time: a test binary built in another clone must read this one's.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = manifest_dir.join("tests/fixtures/synthea");
     assert!(
         dir.is_dir(),
         "the Synthea fixtures are missing: expected the directory {}",

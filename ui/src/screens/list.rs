@@ -2,10 +2,12 @@
 //! name, NHS number, postcode or date of birth. Reads the cache only, so it works offline.
 
 use doorstep_ipc::ListRow;
+use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
-use crate::{Ctx, Load, Screen, SyncView, focus, format};
+use crate::{Ctx, Load, Screen, SyncView, focus, focus_is_free, format};
 
 /// CSS class of an alert badge, from the badge text the shell sends.
 pub fn badge_class(alert: &str) -> &'static str {
@@ -37,15 +39,83 @@ fn reason_line(row: &ListRow) -> String {
     }
 }
 
+/// What a key pressed while a patient row has focus does.
+///
+/// The rule behind hazard H2 (wrong patient): a record opens from the keyboard only with Enter
+/// on a row that visibly has focus. Anything typed while a row has focus (space included, which
+/// would otherwise press the row's button) goes to the search box, since a clinician who comes
+/// back to the list and starts typing is searching, not choosing. It lands as if the user had
+/// tabbed to the box first: Tab selects the box's text, so the first key replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKey {
+    /// Open this row's record.
+    Open,
+    /// Start a new search with this character, focus in the search box.
+    Type(char),
+    /// Clear the search, focus in the search box.
+    Erase,
+    /// Not ours (Tab, arrows, Escape, shortcuts): let the browser have it.
+    Pass,
+}
+
+/// The rule for `key` (a `KeyboardEvent.key`) with the modifier keys held.
+pub fn row_key(key: &str, ctrl: bool, alt: bool, meta: bool) -> RowKey {
+    if ctrl || alt || meta {
+        return RowKey::Pass;
+    }
+    if key == "Enter" {
+        return RowKey::Open;
+    }
+    if key == "Backspace" {
+        return RowKey::Erase;
+    }
+    // Old WebKit names the space bar "Spacebar".
+    if key == "Spacebar" {
+        return RowKey::Type(' ');
+    }
+    let mut chars = key.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if !c.is_control() => RowKey::Type(c),
+        _ => RowKey::Pass,
+    }
+}
+
 #[component]
 fn PatientRow(row: ListRow) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let patient_id = row.patient_id.clone();
-    let open = move |_| {
+    let open = move || {
         ctx.last_opened.set(Some(patient_id.clone()));
         ctx.screen.set(Screen::Record {
             patient_id: patient_id.clone(),
         });
+    };
+    let open_on_click = open.clone();
+    let on_key = move |e: ev::KeyboardEvent| {
+        match row_key(&e.key(), e.ctrl_key(), e.alt_key(), e.meta_key()) {
+            RowKey::Pass => return,
+            RowKey::Open => {
+                if !e.repeat() {
+                    open();
+                }
+            }
+            RowKey::Type(c) => {
+                ctx.search.set(c.to_string());
+                focus_search_at_end();
+            }
+            RowKey::Erase => {
+                ctx.search.set(String::new());
+                focus_search_at_end();
+            }
+        }
+        // Also stops the button's own activation by Enter or space.
+        e.prevent_default();
+    };
+    // A button is pressed by space on key up: that must not open the record either.
+    let on_key_up = |e: ev::KeyboardEvent| {
+        if e.key() == " " || e.key() == "Spacebar" {
+            e.prevent_default();
+        }
     };
     let age = match row.age {
         Some(a) => format!("{a} y"),
@@ -66,7 +136,9 @@ fn PatientRow(row: ListRow) -> impl IntoView {
                 data-nhs=row.nhs_number.clone()
                 data-patient=row.patient_id.clone()
                 aria-label=label
-                on:click=open
+                on:click=move |_| open_on_click()
+                on:keydown=on_key
+                on:keyup=on_key_up
             >
                 <span class="pr-name">
                     {row.name.clone()}
@@ -91,78 +163,126 @@ fn PatientRow(row: ListRow) -> impl IntoView {
     }
 }
 
+/// Focus the search box with the caret after its last character.
+fn focus_search_at_end() {
+    let Some(input) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("search"))
+        .and_then(|el| el.dyn_into::<web_sys::HtmlInputElement>().ok())
+    else {
+        return;
+    };
+    let _ = input.focus();
+    let end = input.value().encode_utf16().count() as u32;
+    let _ = input.set_selection_range(end, end);
+}
+
+/// The rows of one answer, with the search text they answer.
+#[derive(Debug, Clone, PartialEq)]
+struct Shown {
+    search: String,
+    rows: Vec<ListRow>,
+}
+
+/// One group of rows ("Today", "Also on your list"). The rows are keyed by the whole row, so a
+/// new answer (typing, a sync) moves, adds and removes elements but never rewrites an element to
+/// show another patient: the element that has focus keeps its patient or leaves the page.
 #[component]
-fn Rows(rows: Vec<ListRow>, search: String) -> impl IntoView {
+fn PatientGroup(
+    title: Signal<&'static str>,
+    id: &'static str,
+    rows: Memo<Vec<ListRow>>,
+) -> impl IntoView {
+    view! {
+        <section
+            class="list-group"
+            aria-labelledby=id
+            hidden=move || rows.with(Vec::is_empty)
+        >
+            <h2 id=id class="list-group-title">
+                {move || format!("{} ({})", title.get(), rows.with(Vec::len))}
+            </h2>
+            <ul class="patient-list">
+                <For
+                    each=move || rows.get()
+                    key=|row: &ListRow| row.clone()
+                    children=|row: ListRow| view! { <PatientRow row=row /> }
+                />
+            </ul>
+        </section>
+    }
+}
+
+/// Loading, error, empty and count lines above the groups.
+#[component]
+fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    if rows.is_empty() {
-        if search.trim().is_empty() {
-            let never_synced = ctx.sync.with_untracked(|s| match s {
-                SyncView::Known(st) => st.last_synced.is_none(),
-                _ => false,
-            });
-            let hint = if never_synced {
-                "Your list will appear here after the first sync. Use Sync now when you have signal."
-            } else {
-                "Patients appear here when they are added to your caseload, an appointment list or an incident, and leave when that ends."
-            };
-            return view! {
-                <div class="state-box" id="list-empty">
-                    <p class="state-title">"No patients on your list"</p>
-                    <p>{hint}</p>
-                </div>
-            }
-            .into_any();
-        }
-        return view! {
-            <div class="state-box" id="list-empty">
-                <p class="state-title">{format!("No match for “{}”", search.trim())}</p>
-                <p>"Search by name, NHS number, postcode or date of birth (for example 20/11/1941)."</p>
+    let retry = move |_| ctx.data_version.update(|v| *v += 1);
+    move || match rows.get() {
+        Load::Loading => view! {
+            <div class="state-box" role="status">
+                <span class="spinner" aria-hidden="true"></span>
+                <p class="state-title">"Loading your list…"</p>
             </div>
         }
-        .into_any();
-    }
-    let count = if search.trim().is_empty() {
-        match rows.len() {
-            1 => "1 patient on your list".to_owned(),
-            n => format!("{n} patients on your list"),
+        .into_any(),
+        Load::Failed(e) => view! {
+            <div class="state-box error" role="alert">
+                <p class="state-title">"Your list could not be read"</p>
+                <p>{e.message}</p>
+                <button class="button" type="button" on:click=retry>
+                    "Try again"
+                </button>
+            </div>
         }
-    } else {
-        match rows.len() {
-            1 => format!("1 match for “{}”", search.trim()),
-            n => format!("{n} matches for “{}”", search.trim()),
-        }
-    };
-    let (today, later): (Vec<ListRow>, Vec<ListRow>) = rows.into_iter().partition(|r| r.today);
-    let group = |title: &'static str, id: &'static str, rows: Vec<ListRow>| {
-        (!rows.is_empty()).then(|| {
-            let heading = format!("{title} ({})", rows.len());
-            view! {
-                <section class="list-group" aria-labelledby=id>
-                    <h2 id=id class="list-group-title">{heading}</h2>
-                    <ul class="patient-list">
-                        {rows.into_iter().map(|row| view! { <PatientRow row=row /> }).collect_view()}
-                    </ul>
-                </section>
+        .into_any(),
+        Load::Ready(Shown { search, rows }) if rows.is_empty() => {
+            if search.trim().is_empty() {
+                let never_synced = ctx.sync.with_untracked(|s| match s {
+                    SyncView::Known(st) => st.last_synced.is_none(),
+                    _ => false,
+                });
+                let hint = if never_synced {
+                    "Your list will appear here after the first sync. Use Sync now when you have signal."
+                } else {
+                    "Patients appear here when they are added to your caseload, an appointment list or an incident, and leave when that ends."
+                };
+                view! {
+                    <div class="state-box" id="list-empty">
+                        <p class="state-title">"No patients on your list"</p>
+                        <p>{hint}</p>
+                    </div>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <div class="state-box" id="list-empty">
+                        <p class="state-title">{format!("No match for “{}”", search.trim())}</p>
+                        <p>
+                            "Search by name, NHS number, postcode or date of birth (for example 20/11/1941)."
+                        </p>
+                    </div>
+                }
+                .into_any()
             }
-        })
-    };
-    let others_title = if today.is_empty() {
-        "On your list"
-    } else {
-        "Also on your list"
-    };
-    view! {
-        <p class="list-count" id="list-count" aria-live="polite">{count}</p>
-        {group("Today", "group-today", today)}
-        {group(others_title, "group-other", later)}
+        }
+        Load::Ready(Shown { search, rows }) => {
+            let count = match (search.trim(), rows.len()) {
+                ("", 1) => "1 patient on your list".to_owned(),
+                ("", n) => format!("{n} patients on your list"),
+                (q, 1) => format!("1 match for “{q}”"),
+                (q, n) => format!("{n} matches for “{q}”"),
+            };
+            view! { <p class="list-count" id="list-count" aria-live="polite">{count}</p> }
+                .into_any()
+        }
     }
-    .into_any()
 }
 
 #[component]
 pub fn ListScreen() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let rows = RwSignal::new(Load::<Vec<ListRow>>::Loading);
+    let rows = RwSignal::new(Load::<Shown>::Loading);
     // Answers can overtake each other while typing; only the newest request may set the list.
     let latest = StoredValue::new(0u64);
     let first_load = StoredValue::new(true);
@@ -182,7 +302,7 @@ pub fn ListScreen() -> impl IntoView {
                 return;
             }
             match answer {
-                Ok(list) => rows.set(Load::Ready(list)),
+                Ok(list) => rows.set(Load::Ready(Shown { search, rows: list })),
                 Err(e) => {
                     ctx.note_error(&e);
                     rows.set(Load::Failed(e));
@@ -190,16 +310,43 @@ pub fn ListScreen() -> impl IntoView {
             }
             if first_load.get_value() {
                 first_load.set_value(false);
-                // Give focus back to the row of the record just closed, else to the search box.
-                request_animation_frame(move || match ctx.last_opened.get_untracked() {
-                    Some(id) => focus(&format!(".patient-row[data-patient=\"{id}\"]")),
-                    None => focus("#search"),
+                // Give focus back to the row of the record just closed, else to the search box;
+                // never take it from where the user has put it meanwhile.
+                request_animation_frame(move || {
+                    if !focus_is_free() {
+                        return;
+                    }
+                    match ctx.last_opened.get_untracked() {
+                        Some(id) => focus(&format!(".patient-row[data-patient=\"{id}\"]")),
+                        None => focus("#search"),
+                    }
                 });
             }
         });
     });
 
-    let retry = move |_| ctx.data_version.update(|v| *v += 1);
+    let group = move |today: bool| {
+        Memo::new(move |_| {
+            rows.with(|r| match r {
+                Load::Ready(shown) => shown
+                    .rows
+                    .iter()
+                    .filter(|row| row.today == today)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            })
+        })
+    };
+    let today = group(true);
+    let later = group(false);
+    let others_title = Signal::derive(move || {
+        if today.with(Vec::is_empty) {
+            "On your list"
+        } else {
+            "Also on your list"
+        }
+    });
 
     view! {
         <section class="screen" aria-labelledby="list-title">
@@ -220,32 +367,9 @@ pub fn ListScreen() -> impl IntoView {
                 </div>
             </div>
             <div class="list-body">
-                {move || match rows.get() {
-                    Load::Loading => {
-                        view! {
-                            <div class="state-box" role="status">
-                                <span class="spinner" aria-hidden="true"></span>
-                                <p class="state-title">"Loading your list…"</p>
-                            </div>
-                        }
-                            .into_any()
-                    }
-                    Load::Failed(e) => {
-                        view! {
-                            <div class="state-box error" role="alert">
-                                <p class="state-title">"Your list could not be read"</p>
-                                <p>{e.message}</p>
-                                <button class="button" type="button" on:click=retry>
-                                    "Try again"
-                                </button>
-                            </div>
-                        }
-                            .into_any()
-                    }
-                    Load::Ready(list) => {
-                        view! { <Rows rows=list search=ctx.search.get_untracked() /> }.into_any()
-                    }
-                }}
+                <ListState rows=rows />
+                <PatientGroup title=Signal::stored("Today") id="group-today" rows=today />
+                <PatientGroup title=others_title id="group-other" rows=later />
             </div>
         </section>
     }
@@ -262,5 +386,35 @@ mod tests {
         assert_eq!(badge_class("ReSPECT"), "badge badge-respect");
         assert_eq!(badge_class("Allergies"), "badge badge-allergy");
         assert_eq!(badge_class("Other"), "badge");
+    }
+
+    /// Hazard H2: the keys of "999 454 0157" typed on a focused row search; none opens it.
+    #[test]
+    fn typing_an_nhs_number_on_a_focused_row_goes_to_the_search_box() {
+        let typed: Vec<RowKey> = "999 454 0157"
+            .chars()
+            .map(|c| row_key(&c.to_string(), false, false, false))
+            .collect();
+        let expected: Vec<RowKey> = "999 454 0157".chars().map(RowKey::Type).collect();
+        assert_eq!(typed, expected);
+        assert_eq!(row_key("Spacebar", false, false, false), RowKey::Type(' '));
+        assert_eq!(row_key("b", false, false, false), RowKey::Type('b'));
+        assert_eq!(row_key("É", false, false, false), RowKey::Type('É'));
+        assert_eq!(row_key("Backspace", false, false, false), RowKey::Erase);
+    }
+
+    #[test]
+    fn only_enter_opens_a_row() {
+        assert_eq!(row_key("Enter", false, false, false), RowKey::Open);
+        for key in [" ", "9", "a", "Tab", "Escape", "ArrowDown", "Shift", "F5"] {
+            assert_ne!(row_key(key, false, false, false), RowKey::Open, "{key:?}");
+        }
+        // Modified keys are shortcuts, not typing and not opening.
+        assert_eq!(row_key("Enter", true, false, false), RowKey::Pass);
+        assert_eq!(row_key("a", true, false, false), RowKey::Pass);
+        assert_eq!(row_key("c", false, false, true), RowKey::Pass);
+        assert_eq!(row_key("Tab", false, false, false), RowKey::Pass);
+        assert_eq!(row_key("Escape", false, false, false), RowKey::Pass);
+        assert_eq!(row_key("Dead", false, false, false), RowKey::Pass);
     }
 }
