@@ -24,7 +24,7 @@ use serde_json::json;
 const PIN: &str = "246810";
 
 /// One window at a time: two apps on one X display would fight over keyboard focus.
-static ONE_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_WINDOW: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A demo federation, a reference device that says what the window must show, and the app in a
 /// window, enrolled as the district nurse with her caseload synced.
@@ -167,7 +167,7 @@ impl Session {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_window_enrol_list_search_record_offline() {
-    let _one = ONE_WINDOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = ONE_WINDOW.lock().await;
     let Some(session) = Session::start().await else {
         return;
     };
@@ -232,7 +232,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
 /// reused the focused element for another patient, so Enter or space opened that patient.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_patient_after_search_escape_clear_type() {
-    let _one = ONE_WINDOW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = ONE_WINDOW.lock().await;
     let Some(session) = Session::start().await else {
         return;
     };
@@ -397,7 +397,9 @@ async fn wait_for_rows(client: &Client, count: usize, within: Duration) -> Resul
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(format!("list shows {shown} patients, the caseload has {count}"))
+    Err(format!(
+        "list shows {shown} patients, the caseload has {count}"
+    ))
 }
 
 async fn check_record(

@@ -54,7 +54,18 @@ const APT_PACKAGES: &[&str] = &[
 
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // `{:#}` prints the cause chain on one line; a failed step needs no backtrace.
+    match run_command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
     let root = project_root()?;
     env::set_current_dir(&root)?;
@@ -361,7 +372,9 @@ fn lint(root: &Path) -> Result<()> {
     let started = Instant::now();
     ensure_wasm_target()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().current_dir(root.join("ui")).args(["fmt", "--check"]))?;
+    run(cargo()
+        .current_dir(root.join("ui"))
+        .args(["fmt", "--check"]))?;
     run(cargo().args([
         "clippy",
         "--workspace",

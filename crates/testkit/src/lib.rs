@@ -178,14 +178,33 @@ impl PgCluster {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("doorstep_test_{n}");
         self.psql(&format!("CREATE DATABASE {name}"))?;
-        Ok(format!("postgres://doorstep@127.0.0.1:{}/{name}", self.port))
+        Ok(format!(
+            "postgres://doorstep@127.0.0.1:{}/{name}",
+            self.port
+        ))
     }
 
     /// Runs one SQL command against the `postgres` database, answering what psql printed.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "doorstep", "-d", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "doorstep",
+                "-d",
+                "postgres",
+            ])
             .args(["-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -277,9 +296,8 @@ fn pg_bin_dir() -> Option<PathBuf> {
     if let Some((_, bin)) = versions.pop() {
         return Some(bin);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).find(|dir| dir.join("initdb").is_file())
-    })
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).find(|dir| dir.join("initdb").is_file()))
 }
 
 #[cfg(test)]
