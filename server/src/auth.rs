@@ -20,6 +20,7 @@ use doorstep_protocol::{EnrolRequest, EnrolResponse, RefreshRequest, TokenRespon
 use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
+use crate::audit;
 use crate::store::{
     AuditEvent, DeviceRow, RotateOutcome, Store, StoreError, TokenKind, TokenPair, UserRow,
 };
@@ -231,15 +232,17 @@ pub async fn enrol(
     let device_id = store.create_device(&user.id, device_name, now).await?;
     let (tokens, pair) = issue(now);
     store.store_tokens(&device_id, pair, now).await?;
-    store
-        .append_audit(AuditEvent {
+    audit::append(
+        store,
+        AuditEvent {
             at: now,
             actor: format!("user:{}", user.username),
             action: "sign_in".into(),
             patient_id: None,
             detail: serde_json::json!({ "device_id": device_id, "device_name": device_name }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     tracing::info!(user = %user.username, %device_id, "device enrolled");
     Ok(EnrolResponse {
         device_id,
@@ -256,15 +259,17 @@ async fn audit_sign_in(
     why: &str,
 ) -> Result<(), AuthFailure> {
     tracing::warn!(user = %username, why, "sign-in refused");
-    store
-        .append_audit(AuditEvent {
+    audit::append(
+        store,
+        AuditEvent {
             at: now,
             actor: format!("user:{username}"),
             action: if ok { "sign_in" } else { "sign_in_failed" }.into(),
             patient_id: None,
             detail: serde_json::json!({ "why": why }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -299,15 +304,17 @@ pub async fn refresh(
         RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
         RotateOutcome::Reused => {
             tracing::warn!(device_id = %request.device_id, "refresh token reused: device tokens revoked");
-            store
-                .append_audit(AuditEvent {
+            audit::append(
+                store,
+                AuditEvent {
                     at: now,
                     actor: format!("device:{}", request.device_id),
                     action: "refresh_reused".into(),
                     patient_id: None,
                     detail: serde_json::json!({}),
-                })
-                .await?;
+                },
+            )
+            .await?;
             Err(AuthFailure::Unauthorized)
         }
     }

@@ -93,7 +93,11 @@ fn rejected_bundle_imports_nothing_and_names_entry_and_element() {
 
     // Nothing of it was stored: the valid patient is not there either.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = doorstep_server::store::open(&data).unwrap();
+    let store = runtime
+        .block_on(doorstep_server::store::open(
+            &doorstep_server::store::DatabaseUrl::in_data_dir(&data),
+        ))
+        .unwrap();
     assert!(runtime.block_on(store.patients()).unwrap().is_empty());
 
     // The good half alone imports.

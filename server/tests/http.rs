@@ -156,6 +156,7 @@ async fn enrol_and_pull_over_https() {
 
     let server = start(ServeConfig {
         data_dir: data.clone(),
+        database: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsMode::Dev,
         page_bytes: 24 * 1024,
@@ -268,7 +269,9 @@ async fn enrol_and_pull_over_https() {
             _ => None,
         })
         .collect();
-    let store = store::open(&data).unwrap();
+    let store = store::open(&store::DatabaseUrl::in_data_dir(&data))
+        .await
+        .unwrap();
     let caseload: BTreeSet<String> = store
         .list_entries(CASELOAD_LIST)
         .await
@@ -442,7 +445,7 @@ async fn enrol_and_pull_over_https() {
     assert_eq!(r.json::<ApiError>().await.unwrap().code, "locked_out");
 
     // The audit chain holds the sign-ins, pulls and imports, intact.
-    let events = store.audit_events().await.unwrap();
+    let events = store.audit_rows().await.unwrap();
     assert_eq!(doorstep_server::audit::verify(&events), Ok(events.len()));
     for action in ["import", "seed", "sign_in", "sign_in_failed", "pull"] {
         assert!(
@@ -558,23 +561,29 @@ async fn standard_demo_timings() {
     let over_https = started.elapsed();
 
     // The same pull in-process, without TLS, gzip and the client's parsing.
-    let store = store::open(&data).unwrap();
+    let store = store::open(&store::DatabaseUrl::in_data_dir(&data))
+        .await
+        .unwrap();
     let nurse_row = store.user_by_username("nurse.demo").await.unwrap().unwrap();
-    let scope = store::user_scope(store.as_ref(), &nurse_row).await.unwrap();
+    let scope = doorstep_server::pull::user_scope(store.as_ref(), &nurse_row)
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut state = None;
     let mut direct_pages = 0;
     loop {
-        let outcome = store
-            .pull(store::PullRequest {
+        let outcome = doorstep_server::pull::pull(
+            store.as_ref(),
+            doorstep_server::pull::PullRequest {
                 device_id: "timing".into(),
                 scope: scope.clone(),
                 cursor: state.clone(),
                 now: Utc::now(),
                 page_bytes: doorstep_server::api::DEFAULT_PAGE_BYTES,
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         let doorstep_server::pull::PullOutcome::Page(page) = outcome else {
             panic!("resync")
         };

@@ -1,0 +1,374 @@
+//! Importing a FHIR R4 Bundle: validation, the import planner, and applying the plan, whole
+//! or nothing, through any backend.
+//!
+//! # Steps
+//!
+//! 1. [`prepare_import`] parses and validates the bundle (`doorstep_record::fhir`) into an
+//!    [`ImportBatch`]: patient headers, resources stamped with their source, deletions. Pure.
+//! 2. [`import_keys`] names the rows the plan depends on; the backend reads them in one go
+//!    ([`RecordStore::import_basis`]).
+//! 3. [`plan`] decides, from the batch and those rows alone (pure, no IO), what is new,
+//!    changed, unchanged, deleted, moved to another patient, or clashing (an NHS number that
+//!    already belongs to another patient record refuses the whole bundle), and answers the
+//!    row writes ([`ImportWrites`]): upserts, deletions, and the feed rows that tell devices.
+//!    An identical resource is left alone and makes no feed row.
+//! 4. The import's audit event is sealed on the chain's tip ([`crate::audit::seal`]) and the
+//!    backend applies writes and audit row in one transaction ([`RecordStore::apply_import`]).
+//!
+//! # Concurrency
+//!
+//! The plan is made from reads taken before the write transaction, so the backend re-reads
+//! the same keys (and the audit tip) inside it and refuses a plan whose basis moved
+//! ([`StoreError::Stale`]); [`apply_batch`] then plans again from fresh reads, a bounded
+//! number of times. Two server nodes importing into one database at once are thereby safe as
+//! long as the backend's re-check and writes are atomic:
+//!
+//! - SQLite: the write transaction is `BEGIN IMMEDIATE`, which takes the database's one write
+//!   lock before the re-read, so nothing can change between the re-check and the writes.
+//! - PostgreSQL (next): re-read with `SELECT ... FOR UPDATE` (rows that exist) and let the
+//!   primary keys and the unique NHS number catch rows that appear concurrently (map a unique
+//!   violation to `Stale`), or run the transaction `SERIALIZABLE` and map serialization
+//!   failures to `Stale`.
+//!
+//! # Invariants
+//!
+//! - Whole or nothing: a rejected bundle writes nothing, and a stale plan writes nothing.
+//! - The backend never decides: every upsert, deletion and feed row is in the plan.
+//! - Feed rows never carry data; the pull reads the current state when it meets one.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use doorstep_record::fhir::{
+    ImportError, PatientHeaderInfo, Resource, ResourceType, parse_bundle, stamp_source,
+    validate_for_import,
+};
+
+use crate::audit;
+use crate::store::{
+    AuditEvent, ImportBasis, ImportKeys, ImportWrites, PatientHeaderRow, PatientWrite,
+    PlannedImport, RecordStore, ResourceDeletion, ResourceWrite, Store, StoreError, StoredResource,
+};
+
+/// Times [`apply_batch`] plans again when another writer changed the basis first.
+const PLAN_ATTEMPTS: usize = 8;
+
+/// Why an import did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    /// The bundle was refused; nothing of it was stored.
+    #[error("import rejected: {0}")]
+    Rejected(ImportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A validated import, ready to plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportBatch {
+    pub patients: Vec<PatientHeaderInfo>,
+    pub resources: Vec<Resource>,
+    /// `(resource type, id)` to delete.
+    pub deletions: Vec<(String, String)>,
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub patients: usize,
+    pub upserted: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub feed_rows: usize,
+}
+
+/// Parse and validate a FHIR R4 Bundle for import. `sender` (ODS code, name) is the
+/// organisation that sent the bundle: resources the bundle does not attribute to a source
+/// itself are attributed to it instead of to the patient's registered practice.
+pub fn prepare_import(
+    text: &str,
+    sender: Option<(&str, &str)>,
+) -> Result<ImportBatch, ImportError> {
+    let bundle = parse_bundle(text)?;
+    // Which resources carried their own source before validation stamped the practice.
+    let self_stamped: HashSet<(ResourceType, String)> = bundle
+        .resources
+        .iter()
+        .filter(|r| r.source_ods().is_some())
+        .map(|r| (r.resource_type.clone(), r.id.clone()))
+        .collect();
+    for (rtype, id) in &bundle.deletions {
+        if *rtype == ResourceType::Patient {
+            return Err(ImportError {
+                entry: None,
+                resource: Some(format!("Patient/{id}")),
+                element: "request.method".into(),
+                message: "deleting a Patient is not supported; end their list entries instead"
+                    .into(),
+            });
+        }
+    }
+    let plan = validate_for_import(&bundle)?;
+    let mut resources = plan.resources;
+    if let Some((ods, name)) = sender {
+        for r in &mut resources {
+            let clinical = !matches!(
+                r.resource_type,
+                ResourceType::Patient | ResourceType::Organization | ResourceType::Practitioner
+            );
+            if clinical && !self_stamped.contains(&(r.resource_type.clone(), r.id.clone())) {
+                stamp_source(r, ods, name);
+            }
+        }
+    }
+    Ok(ImportBatch {
+        patients: plan.patients,
+        resources,
+        deletions: bundle
+            .deletions
+            .iter()
+            .map(|(t, id)| (t.as_str().to_string(), id.clone()))
+            .collect(),
+    })
+}
+
+/// Parse, validate and import a FHIR R4 Bundle, whole or not at all. `sender` is the ODS
+/// code of the organisation that sent it (see [`prepare_import`]); it must be known.
+pub async fn import_bundle(
+    store: &dyn Store,
+    text: &str,
+    sender: Option<&str>,
+) -> Result<ImportReport, ImportFailure> {
+    let sender = match sender {
+        Some(ods) => {
+            let name = store
+                .organisation_name(ods)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("organisation {ods}")))?;
+            Some((ods.to_string(), name))
+        }
+        None => None,
+    };
+    let batch = prepare_import(text, sender.as_ref().map(|(o, n)| (o.as_str(), n.as_str())))
+        .map_err(ImportFailure::Rejected)?;
+    apply_batch(store, &batch, Utc::now()).await
+}
+
+/// Plan `batch` against the store's current rows and apply it in one transaction, planning
+/// again when another writer got there first.
+pub async fn apply_batch(
+    store: &dyn Store,
+    batch: &ImportBatch,
+    now: DateTime<Utc>,
+) -> Result<ImportReport, ImportFailure> {
+    let keys = import_keys(batch);
+    let mut last = String::new();
+    for attempt in 1..=PLAN_ATTEMPTS {
+        let basis = store.import_basis(&keys).await?;
+        let (writes, report) = plan(batch, &basis).map_err(ImportFailure::Rejected)?;
+        let tip = store.audit_tip().await?;
+        let audit = audit::seal(tip.as_ref(), import_event(batch, &report, now));
+        let planned = PlannedImport {
+            keys: keys.clone(),
+            basis,
+            writes,
+            audit,
+            at: now,
+        };
+        match RecordStore::apply_import(store, planned).await {
+            Ok(()) => return Ok(report),
+            Err(StoreError::Stale(why)) => {
+                tracing::debug!(
+                    attempt,
+                    "import planned on rows that changed; planning again"
+                );
+                last = why;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Stale(format!(
+        "the import's rows kept changing under it ({PLAN_ATTEMPTS} attempts): {last}"
+    ))
+    .into())
+}
+
+/// The rows [`plan`] reads for `batch`.
+pub fn import_keys(batch: &ImportBatch) -> ImportKeys {
+    ImportKeys {
+        patients: batch
+            .patients
+            .iter()
+            .map(|p| p.patient_id.clone())
+            .collect(),
+        nhs_numbers: batch
+            .patients
+            .iter()
+            .map(|p| p.nhs_number.digits().to_string())
+            .collect(),
+        resources: batch
+            .resources
+            .iter()
+            .map(|r| (r.resource_type.as_str().to_string(), r.id.clone()))
+            .chain(batch.deletions.iter().cloned())
+            .collect(),
+    }
+}
+
+/// Decide what `batch` writes, given the current rows behind [`import_keys`]. Pure.
+pub fn plan(
+    batch: &ImportBatch,
+    basis: &ImportBasis,
+) -> Result<(ImportWrites, ImportReport), ImportError> {
+    let mut writes = ImportWrites::default();
+    let mut report = ImportReport {
+        patients: batch.patients.len(),
+        ..ImportReport::default()
+    };
+    // Organisations: the last name seen for a code wins, as if each were upserted in turn.
+    let mut organisations: Vec<(String, String)> = Vec::new();
+    let mut organisation_at: BTreeMap<String, usize> = BTreeMap::new();
+    let mut name_organisation = |ods: String, name: String| match organisation_at.get(&ods) {
+        Some(&i) => organisations[i].1 = name,
+        None => {
+            organisation_at.insert(ods.clone(), organisations.len());
+            organisations.push((ods, name));
+        }
+    };
+
+    // NHS numbers as they stand after each patient of the batch so far.
+    let mut nhs_owners = basis.nhs_owners.clone();
+    for p in &batch.patients {
+        name_organisation(p.practice_ods.clone(), p.practice_name.clone());
+        if !writes.practices.contains(&p.practice_ods) {
+            writes.practices.push(p.practice_ods.clone());
+        }
+        let header = PatientHeaderRow {
+            id: p.patient_id.clone(),
+            nhs_number: p.nhs_number.digits().to_string(),
+            practice_ods: p.practice_ods.clone(),
+            birth_date: p.birth_date,
+        };
+        if nhs_owners
+            .get(&header.nhs_number)
+            .is_some_and(|owner| *owner != header.id)
+        {
+            return Err(ImportError {
+                entry: None,
+                resource: Some(format!("Patient/{}", p.patient_id)),
+                element: "identifier".into(),
+                message: "this NHS number already belongs to another patient record".into(),
+            });
+        }
+        let stored = basis.patients.get(&header.id);
+        if let Some(old) = stored
+            && old.nhs_number != header.nhs_number
+        {
+            nhs_owners.remove(&old.nhs_number);
+        }
+        nhs_owners.insert(header.nhs_number.clone(), header.id.clone());
+        match stored {
+            None => writes.patients.push(PatientWrite {
+                header,
+                header_changed: false,
+            }),
+            Some(old) if *old != header => {
+                report.feed_rows += 1;
+                writes.patients.push(PatientWrite {
+                    header,
+                    header_changed: true,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    // Resource state as it stands after the upserts, for the deletions that follow.
+    let mut after_upserts: BTreeMap<(String, String), (Option<String>, bool)> = BTreeMap::new();
+    for r in &batch.resources {
+        if let (Some(ods), Some(name)) = (r.source_ods(), r.source_name()) {
+            name_organisation(ods, name);
+        }
+        let key = (r.resource_type.as_str().to_string(), r.id.clone());
+        let pid = r.patient_id();
+        let existing = basis.resources.get(&key);
+        if let Some(StoredResource {
+            json,
+            patient_id,
+            deleted: false,
+        }) = existing
+            && *patient_id == pid
+            && serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .as_ref()
+                == Some(&r.json)
+        {
+            report.unchanged += 1;
+            continue;
+        }
+        report.feed_rows += usize::from(pid.is_some());
+        let moved_from = existing
+            .and_then(|e| e.patient_id.clone())
+            .filter(|old| Some(old) != pid.as_ref());
+        report.feed_rows += usize::from(moved_from.is_some());
+        let json = serde_json::to_string(&r.json).map_err(|e| ImportError {
+            entry: None,
+            resource: Some(r.reference()),
+            element: "resource".into(),
+            message: format!("cannot be stored as JSON: {e}"),
+        })?;
+        after_upserts.insert(key.clone(), (pid.clone(), false));
+        writes.resources.push(ResourceWrite {
+            resource_type: key.0,
+            id: key.1,
+            patient_id: pid,
+            section: r.section().map(|s| s.as_str().to_string()),
+            json,
+            moved_from,
+        });
+        report.upserted += 1;
+    }
+
+    for key in &batch.deletions {
+        let live = match after_upserts.get(key) {
+            Some((pid, deleted)) => (!deleted).then(|| pid.clone()),
+            None => basis
+                .resources
+                .get(key)
+                .filter(|r| !r.deleted)
+                .map(|r| r.patient_id.clone()),
+        };
+        let Some(pid) = live else { continue };
+        report.feed_rows += usize::from(pid.is_some());
+        after_upserts.insert(key.clone(), (pid.clone(), true));
+        writes.deletions.push(ResourceDeletion {
+            resource_type: key.0.clone(),
+            id: key.1.clone(),
+            patient_id: pid,
+        });
+        report.deleted += 1;
+    }
+    writes.organisations = organisations;
+    Ok((writes, report))
+}
+
+/// The audit event of an import: which patients, and how much changed.
+fn import_event(batch: &ImportBatch, report: &ImportReport, now: DateTime<Utc>) -> AuditEvent {
+    let patient_ids: Vec<&str> = batch
+        .patients
+        .iter()
+        .map(|p| p.patient_id.as_str())
+        .collect();
+    AuditEvent {
+        at: now,
+        actor: "import".into(),
+        action: "import".into(),
+        patient_id: (patient_ids.len() == 1).then(|| patient_ids[0].to_string()),
+        detail: serde_json::json!({
+            "patients": patient_ids,
+            "upserted": report.upserted,
+            "unchanged": report.unchanged,
+            "deleted": report.deleted,
+        }),
+    }
+}
