@@ -1,12 +1,15 @@
-//! The `doorstep-server` binary: the `serve` start line, plain HTTP refused off loopback, and
-//! `import` whole-or-nothing with an error naming the entry and the element.
+//! The `doorstep-server` binary: the `serve` start line, plain HTTP refused off loopback,
+//! `import` whole-or-nothing with an error naming the entry and the element, and `--database`
+//! (or `DOORSTEP_DATABASE_URL`) choosing the store of every command.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_doorstep-server"));
-    c.env("RUST_LOG", "warn");
+    c.env("RUST_LOG", "warn")
+        .env_remove("DOORSTEP_DATA_DIR")
+        .env_remove("DOORSTEP_DATABASE_URL");
     c
 }
 
@@ -118,4 +121,164 @@ fn rejected_bundle_imports_nothing_and_names_entry_and_element() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(runtime.block_on(store.patients()).unwrap().len(), 1);
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A bundle of one valid patient registered at A81001.
+fn one_patient_bundle() -> String {
+    serde_json::json!({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [{"resource": {
+            "resourceType": "Patient", "id": "pat-1",
+            "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000026"}],
+            "generalPractitioner": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A81001"}, "display": "Riverside Surgery"}]
+        }}]
+    })
+    .to_string()
+}
+
+#[test]
+fn database_url_picks_the_store_of_import_and_verify_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.json");
+    std::fs::write(&file, one_patient_bundle()).unwrap();
+    let db = dir.path().join("elsewhere/fed.db");
+    let url = format!("sqlite:{}", db.display());
+
+    // --database alone: no --data-dir needed, and the file is made (with its directory).
+    let out = bin()
+        .args(["import", "--database", &url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("1 patient(s)"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(db.exists());
+
+    // The environment variable names the same store; the data directory is then unused.
+    let data = dir.path().join("data");
+    let out = bin()
+        .args(["verify-audit", "--data-dir"])
+        .arg(&data)
+        .env("DOORSTEP_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("the audit log is intact: 1 events"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!data.join("federation.db").exists());
+
+    // Without --database, --data-dir's own store: empty, so no events.
+    let out = bin()
+        .args(["verify-audit", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("intact: 0 events"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(data.join("federation.db").exists());
+
+    // Neither: a clear error.
+    let out = bin().arg("verify-audit").output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("give --data-dir DIR or --database URL"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn serve_opens_the_database_url_and_keeps_keys_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("db/fed.db");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--dev-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--database")
+        .arg(format!("sqlite://{}", db.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.starts_with("doorstep-server listening on https://127.0.0.1:"),
+        "{line:?}"
+    );
+    assert!(db.exists());
+    assert!(!data.join("federation.db").exists());
+    assert!(data.join("cursor-key").exists() && data.join("dev-ca.pem").exists());
+}
+
+#[test]
+fn every_command_takes_a_database_url_and_postgres_is_not_in_this_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.json");
+    std::fs::write(&file, one_patient_bundle()).unwrap();
+    let url = "postgres://doorstep:s3cret@db.example:5432/federation";
+    let data = dir.path().to_str().unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["seed", "--demo", "--data-dir", data, "--database", url],
+        vec![
+            "serve",
+            "--dev-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--database",
+            url,
+        ],
+        vec!["import", "--database", url, file],
+        vec!["verify-audit", "--database", url],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        let stderr = stderr_of(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("has no PostgreSQL backend yet"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("s3cret"),
+            "{args:?} shows the password: {stderr}"
+        );
+    }
+    let out = bin()
+        .args(["verify-audit", "--database", "mysql://db/fed"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr_of(&out).contains("unknown database URL scheme"),
+        "{}",
+        stderr_of(&out)
+    );
 }
