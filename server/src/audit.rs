@@ -30,8 +30,9 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{AuditEvent, AuditRow, AuditStore, AuditTip, StoreError};
 
-/// Times [`append`] seals an event again after losing a race for the tip.
-const APPEND_ATTEMPTS: usize = 16;
+/// Times [`append`] seals an event again after losing a race for the tip (each lost race
+/// means another event was appended, so this bounds only pathological contention).
+const APPEND_ATTEMPTS: usize = 64;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -163,6 +164,40 @@ mod tests {
             chain_hash(&rows[0].hash, 2, &rows[1].event),
             "the hash covers the previous hash, the seq and the event"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_reseal_on_the_new_tip_and_keep_one_chain() {
+        use std::sync::Arc;
+
+        use crate::store::{self, DatabaseUrl};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    append(
+                        store.as_ref(),
+                        AuditEvent {
+                            at: DateTime::from_timestamp(1_768_000_000 + i, 0).unwrap(),
+                            actor: format!("user:u{i}"),
+                            action: "pull".into(),
+                            patient_id: None,
+                            detail: serde_json::json!({ "n": i }),
+                        },
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let rows = store.audit_rows().await.unwrap();
+        assert_eq!(verify(&rows), Ok(24));
     }
 
     #[test]

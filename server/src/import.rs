@@ -372,3 +372,239 @@ fn import_event(batch: &ImportBatch, report: &ImportReport, now: DateTime<Utc>) 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::store::{self, DatabaseUrl, FeedOp};
+
+    const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+    const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+
+    fn patient(id: &str, nhs: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id,
+               "identifier": [{"system": NHS_SYSTEM, "value": nhs}],
+               "generalPractitioner": [{"identifier": {"system": ODS_SYSTEM, "value": "A81001"}, "display": "Riverside Surgery"}]})
+    }
+
+    fn condition(id: &str, patient: &str, note: &str) -> Value {
+        json!({"resourceType": "Condition", "id": id,
+               "subject": {"reference": format!("Patient/{patient}")},
+               "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+               "note": [{"text": note}]})
+    }
+
+    fn batch(resources: Vec<Value>, deletions: &[&str]) -> ImportBatch {
+        let mut entry: Vec<Value> = resources
+            .into_iter()
+            .map(|r| json!({"resource": r}))
+            .collect();
+        for d in deletions {
+            entry.push(json!({"request": {"method": "DELETE", "url": d}}));
+        }
+        let text = json!({"resourceType": "Bundle", "type": "collection", "entry": entry});
+        prepare_import(&text.to_string(), None).unwrap()
+    }
+
+    /// The basis as a store holding exactly what `b` writes would hold.
+    fn basis_after(b: &ImportBatch) -> ImportBasis {
+        let mut basis = ImportBasis::default();
+        for p in &b.patients {
+            let nhs = p.nhs_number.digits().to_string();
+            basis.nhs_owners.insert(nhs.clone(), p.patient_id.clone());
+            basis.patients.insert(
+                p.patient_id.clone(),
+                PatientHeaderRow {
+                    id: p.patient_id.clone(),
+                    nhs_number: nhs,
+                    practice_ods: p.practice_ods.clone(),
+                    birth_date: p.birth_date,
+                },
+            );
+        }
+        for r in &b.resources {
+            basis.resources.insert(
+                (r.resource_type.as_str().to_string(), r.id.clone()),
+                StoredResource {
+                    patient_id: r.patient_id(),
+                    json: serde_json::to_string(&r.json).unwrap(),
+                    deleted: false,
+                },
+            );
+        }
+        basis
+    }
+
+    #[test]
+    fn a_new_patient_is_inserted_without_a_header_row_and_each_item_makes_a_feed_row() {
+        let b = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v1")],
+            &[],
+        );
+        let (writes, report) = plan(&b, &ImportBasis::default()).unwrap();
+        assert_eq!(writes.patients.len(), 1);
+        assert!(!writes.patients[0].header_changed);
+        assert_eq!(writes.practices, ["A81001"]);
+        assert_eq!(
+            writes.organisations,
+            [("A81001".to_string(), "Riverside Surgery".to_string())]
+        );
+        // The Patient resource and the Condition, both the patient's.
+        assert_eq!(writes.resources.len(), 2);
+        assert!(writes.resources.iter().all(|r| r.moved_from.is_none()));
+        assert_eq!(
+            (report.upserted, report.unchanged, report.feed_rows),
+            (2, 0, 2)
+        );
+    }
+
+    #[test]
+    fn an_identical_import_writes_nothing_but_organisations() {
+        let b = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v1")],
+            &[],
+        );
+        let (writes, report) = plan(&b, &basis_after(&b)).unwrap();
+        assert!(writes.patients.is_empty() && writes.resources.is_empty());
+        assert!(writes.deletions.is_empty());
+        assert_eq!(
+            (report.upserted, report.unchanged, report.feed_rows),
+            (0, 2, 0)
+        );
+    }
+
+    #[test]
+    fn changed_header_moved_item_and_deletions_make_their_feed_rows() {
+        let before = batch(
+            vec![
+                patient("p1", "9990000026"),
+                patient("p2", "9990000034"),
+                condition("c1", "p2", "v1"),
+                condition("c2", "p1", "v1"),
+            ],
+            &[],
+        );
+        let basis = basis_after(&before);
+        // p1 moves practice; c1 moves from p2 to p1; c2 is deleted; c9 never existed.
+        let mut p1 = patient("p1", "9990000026");
+        p1["generalPractitioner"][0]["identifier"]["value"] = json!("B82003");
+        let after = batch(
+            vec![p1, condition("c1", "p1", "v1")],
+            &["Condition/c2", "Condition/c9"],
+        );
+        let (writes, report) = plan(&after, &basis).unwrap();
+        assert_eq!(writes.patients.len(), 1);
+        assert!(writes.patients[0].header_changed);
+        let c1 = writes.resources.iter().find(|r| r.id == "c1").unwrap();
+        assert_eq!(c1.moved_from.as_deref(), Some("p2"));
+        assert_eq!(c1.patient_id.as_deref(), Some("p1"));
+        assert_eq!(writes.deletions.len(), 1);
+        assert_eq!(writes.deletions[0].patient_id.as_deref(), Some("p1"));
+        // header + the Patient resource (its JSON changed) + c1 upsert + c1 moved + c2 delete.
+        assert_eq!(report.feed_rows, 5);
+        assert_eq!(report.deleted, 1);
+    }
+
+    #[test]
+    fn an_nhs_number_of_another_record_refuses_the_bundle_but_a_swap_inside_it_does_not() {
+        let mut basis = ImportBasis::default();
+        basis
+            .nhs_owners
+            .insert("9990000026".into(), "someone-else".into());
+        let e = plan(&batch(vec![patient("p1", "9990000026")], &[]), &basis).unwrap_err();
+        assert_eq!(e.element, "identifier");
+        assert_eq!(e.resource.as_deref(), Some("Patient/p1"));
+
+        // p1 gives up 0026 for 0034 and a new patient takes 0026, in that order.
+        let basis = basis_after(&batch(vec![patient("p1", "9990000026")], &[]));
+        let swap = batch(
+            vec![patient("p1", "9990000034"), patient("p2", "9990000026")],
+            &[],
+        );
+        let (writes, _) = plan(&swap, &basis).unwrap();
+        assert_eq!(writes.patients.len(), 2);
+    }
+
+    #[test]
+    fn deleting_an_item_the_same_bundle_upserts_deletes_it_once() {
+        let b = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v1")],
+            &["Condition/c1", "Condition/c1"],
+        );
+        let (writes, report) = plan(&b, &ImportBasis::default()).unwrap();
+        assert_eq!(writes.deletions.len(), 1);
+        assert_eq!(report.deleted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_plan_whose_rows_changed_is_refused_whole_and_planned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let first = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v1")],
+            &[],
+        );
+        apply_batch(store.as_ref(), &first, Utc::now())
+            .await
+            .unwrap();
+
+        // Plan v2 of c1 ...
+        let second = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v2")],
+            &[],
+        );
+        let keys = import_keys(&second);
+        let basis = store.import_basis(&keys).await.unwrap();
+        let (writes, report) = plan(&second, &basis).unwrap();
+        let tip = store.audit_tip().await.unwrap();
+        let planned = PlannedImport {
+            keys,
+            basis,
+            writes,
+            audit: audit::seal(tip.as_ref(), import_event(&second, &report, Utc::now())),
+            at: Utc::now(),
+        };
+        // ... while another writer imports v3 first.
+        let third = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v3")],
+            &[],
+        );
+        apply_batch(store.as_ref(), &third, Utc::now())
+            .await
+            .unwrap();
+        let head = store.feed_head().await.unwrap();
+        let audit_rows = store.audit_rows().await.unwrap().len();
+        assert!(matches!(
+            store.apply_import(planned).await,
+            Err(StoreError::Stale(_))
+        ));
+        // Nothing of the stale plan was written.
+        assert_eq!(store.feed_head().await.unwrap(), head);
+        assert_eq!(store.audit_rows().await.unwrap().len(), audit_rows);
+        let c1 = store
+            .patient_resources("p1")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == "c1")
+            .unwrap();
+        assert!(c1.json.contains("v3"));
+
+        // Planned again from fresh reads, it goes through, with one upsert row for c1.
+        let report = apply_batch(store.as_ref(), &second, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!((report.upserted, report.feed_rows), (1, 1));
+        let snap = store.feed_snapshot().await.unwrap();
+        let last = snap.feed_after(head, head + 1, 10).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].op, FeedOp::Upsert);
+        drop(snap);
+        let rows = store.audit_rows().await.unwrap();
+        assert_eq!(audit::verify(&rows), Ok(3));
+    }
+}
