@@ -5,6 +5,8 @@
 //!
 //! 1. [`prepare_import`] parses and validates the bundle (`doorstep_record::fhir`) into an
 //!    [`ImportBatch`]: patient headers, resources stamped with their source, deletions. Pure.
+//!    A bundle a member practice sent as its own export ([`Sender::practice`]) registers its
+//!    patients that name no practice with that practice; the report lists them.
 //! 2. [`import_keys`] names the rows the plan depends on; the backend reads them in one go
 //!    ([`RecordStore::import_basis`]).
 //! 3. [`plan`] decides, from the batch and those rows alone (pure, no IO), what is new,
@@ -40,8 +42,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use doorstep_record::fhir::{
-    ImportError, PatientHeaderInfo, Resource, ResourceType, parse_bundle, stamp_source,
-    validate_for_import,
+    ImportError, PatientHeaderInfo, Resource, ResourceType, SendingPractice, parse_bundle,
+    stamp_source, validate_for_import_from,
 };
 
 use crate::audit;
@@ -63,6 +65,16 @@ pub enum ImportFailure {
     Store(#[from] StoreError),
 }
 
+/// The organisation that sent a bundle (`--practice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender<'a> {
+    pub ods: &'a str,
+    pub name: &'a str,
+    /// It is a member practice: the bundle is its own export, so a patient the bundle
+    /// registers nowhere is registered with it. (A hospital never registers patients.)
+    pub practice: bool,
+}
+
 /// A validated import, ready to plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportBatch {
@@ -70,6 +82,10 @@ pub struct ImportBatch {
     pub resources: Vec<Resource>,
     /// `(resource type, id)` to delete.
     pub deletions: Vec<(String, String)>,
+    /// The sending organisation `(ODS code, name)`, when there is one.
+    pub sender: Option<(String, String)>,
+    /// Ids of the patients registered with the sending practice for want of one in the bundle.
+    pub registered_with_sender: Vec<String>,
 }
 
 /// What an import changed.
@@ -80,15 +96,37 @@ pub struct ImportReport {
     pub unchanged: usize,
     pub deleted: usize,
     pub feed_rows: usize,
+    /// The sending organisation `(ODS code, name)`, when there is one.
+    pub sender: Option<(String, String)>,
+    /// Ids of the patients registered with the sending practice for want of one in the bundle.
+    pub registered_with_sender: Vec<String>,
 }
 
-/// Parse and validate a FHIR R4 Bundle for import. `sender` (ODS code, name) is the
-/// organisation that sent the bundle: resources the bundle does not attribute to a source
-/// itself are attributed to it instead of to the patient's registered practice.
-pub fn prepare_import(
-    text: &str,
-    sender: Option<(&str, &str)>,
-) -> Result<ImportBatch, ImportError> {
+impl ImportReport {
+    /// What the operator is told about patients registered with the sending practice: how
+    /// many, with which practice, and which Patient ids. `None` when there were none.
+    pub fn registration_note(&self) -> Option<String> {
+        let (ods, name) = self.sender.as_ref()?;
+        let ids = &self.registered_with_sender;
+        let (patients, had, were) = match ids.len() {
+            0 => return None,
+            1 => ("1 patient".to_string(), "had", "was"),
+            n => (format!("{n} patients"), "had", "were"),
+        };
+        let list: Vec<String> = ids.iter().map(|id| format!("Patient/{id}")).collect();
+        Some(format!(
+            "{patients} {had} no registered practice in the bundle and {were} registered with \
+             {ods} ({name}), the sending practice: {}",
+            list.join(", ")
+        ))
+    }
+}
+
+/// Parse and validate a FHIR R4 Bundle for import. `sender` is the organisation that sent
+/// the bundle: resources the bundle does not attribute to a source itself are attributed to
+/// it instead of to the patient's registered practice; when it is a member practice, patients
+/// the bundle registers nowhere are registered with it.
+pub fn prepare_import(text: &str, sender: Option<Sender<'_>>) -> Result<ImportBatch, ImportError> {
     let bundle = parse_bundle(text)?;
     // Which resources carried their own source before validation stamped the practice.
     let self_stamped: HashSet<(ResourceType, String)> = bundle
@@ -108,9 +146,23 @@ pub fn prepare_import(
             });
         }
     }
-    let plan = validate_for_import(&bundle)?;
+    let registering = sender.filter(|s| s.practice).map(|s| SendingPractice {
+        ods: s.ods,
+        name: s.name,
+    });
+    let plan = validate_for_import_from(&bundle, registering).map_err(|mut e| {
+        if let Some(s) = sender.filter(|s| !s.practice)
+            && e.element == "generalPractitioner"
+        {
+            e.message.push_str(&format!(
+                "; {} is not a member practice, so its bundles cannot register patients",
+                s.ods
+            ));
+        }
+        e
+    })?;
     let mut resources = plan.resources;
-    if let Some((ods, name)) = sender {
+    if let Some(Sender { ods, name, .. }) = sender {
         for r in &mut resources {
             let clinical = !matches!(
                 r.resource_type,
@@ -129,6 +181,8 @@ pub fn prepare_import(
             .iter()
             .map(|(t, id)| (t.as_str().to_string(), id.clone()))
             .collect(),
+        sender: sender.map(|s| (s.ods.to_string(), s.name.to_string())),
+        registered_with_sender: plan.registered_with_sender,
     })
 }
 
@@ -145,12 +199,17 @@ pub async fn import_bundle(
                 .organisation_name(ods)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("organisation {ods}")))?;
-            Some((ods.to_string(), name))
+            let practice = store.practices().await?.iter().any(|p| p.ods == ods);
+            Some((ods, name, practice))
         }
         None => None,
     };
-    let batch = prepare_import(text, sender.as_ref().map(|(o, n)| (o.as_str(), n.as_str())))
-        .map_err(ImportFailure::Rejected)?;
+    let sender = sender.as_ref().map(|(ods, name, practice)| Sender {
+        ods,
+        name,
+        practice: *practice,
+    });
+    let batch = prepare_import(text, sender).map_err(ImportFailure::Rejected)?;
     apply_batch(store, &batch, Utc::now()).await
 }
 
@@ -223,6 +282,8 @@ pub fn plan(
     let mut writes = ImportWrites::default();
     let mut report = ImportReport {
         patients: batch.patients.len(),
+        sender: batch.sender.clone(),
+        registered_with_sender: batch.registered_with_sender.clone(),
         ..ImportReport::default()
     };
     // Organisations: the last name seen for a code wins, as if each were upserted in turn.
@@ -359,17 +420,27 @@ fn import_event(batch: &ImportBatch, report: &ImportReport, now: DateTime<Utc>) 
         .iter()
         .map(|p| p.patient_id.as_str())
         .collect();
+    let mut detail = serde_json::json!({
+        "patients": patient_ids,
+        "upserted": report.upserted,
+        "unchanged": report.unchanged,
+        "deleted": report.deleted,
+    });
+    // Who a patient's registration came from, when it was not the bundle.
+    if let Some((ods, _)) = &report.sender
+        && !report.registered_with_sender.is_empty()
+    {
+        detail["registered_with_sender"] = serde_json::json!({
+            "ods": ods,
+            "patients": report.registered_with_sender,
+        });
+    }
     AuditEvent {
         at: now,
         actor: "import".into(),
         action: "import".into(),
         patient_id: (patient_ids.len() == 1).then(|| patient_ids[0].to_string()),
-        detail: serde_json::json!({
-            "patients": patient_ids,
-            "upserted": report.upserted,
-            "unchanged": report.unchanged,
-            "deleted": report.deleted,
-        }),
+        detail,
     }
 }
 
@@ -525,6 +596,55 @@ mod tests {
         );
         let (writes, _) = plan(&swap, &basis).unwrap();
         assert_eq!(writes.patients.len(), 2);
+    }
+
+    #[test]
+    fn the_summary_names_who_was_registered_with_the_sending_practice() {
+        let mut report = ImportReport {
+            sender: Some(("C81001".into(), "Riverside Surgery".into())),
+            ..ImportReport::default()
+        };
+        assert_eq!(report.registration_note(), None);
+        report.registered_with_sender = vec!["a".into()];
+        assert_eq!(
+            report.registration_note().unwrap(),
+            "1 patient had no registered practice in the bundle and was registered with \
+             C81001 (Riverside Surgery), the sending practice: Patient/a"
+        );
+        report.registered_with_sender.push("b".into());
+        assert_eq!(
+            report.registration_note().unwrap(),
+            "2 patients had no registered practice in the bundle and were registered with \
+             C81001 (Riverside Surgery), the sending practice: Patient/a, Patient/b"
+        );
+    }
+
+    #[test]
+    fn only_a_member_practice_registers_the_patients_of_its_bundle() {
+        let mut orphan = patient("p1", "9990000026");
+        orphan
+            .as_object_mut()
+            .unwrap()
+            .remove("generalPractitioner");
+        let text = json!({"resourceType": "Bundle", "entry": [{"resource": orphan}]}).to_string();
+        let practice = Sender {
+            ods: "C81001",
+            name: "Riverside Surgery",
+            practice: true,
+        };
+        let b = prepare_import(&text, Some(practice)).unwrap();
+        assert_eq!(b.registered_with_sender, ["p1"]);
+        assert_eq!(b.patients[0].practice_ods, "C81001");
+        let e = prepare_import(&text, None).unwrap_err();
+        assert_eq!(e.element, "generalPractitioner");
+        let hospital = Sender {
+            ods: "RXX01",
+            name: "General Hospital",
+            practice: false,
+        };
+        let e = prepare_import(&text, Some(hospital)).unwrap_err();
+        assert_eq!(e.element, "generalPractitioner");
+        assert!(e.message.contains("RXX01 is not a member practice"), "{e}");
     }
 
     #[test]

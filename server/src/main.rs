@@ -99,7 +99,9 @@ enum Command {
         /// The bundle file (JSON).
         file: PathBuf,
         /// ODS code of the sending organisation: items the bundle does not attribute to a
-        /// source are attributed to it.
+        /// source are attributed to it. When it is a member practice (its own export), patients
+        /// the bundle registers with no practice are registered with it, and the summary says
+        /// which.
         #[arg(long)]
         practice: Option<String>,
     },
@@ -220,6 +222,9 @@ fn run() -> anyhow::Result<()> {
                         report.unchanged,
                         report.deleted
                     );
+                    if let Some(note) = report.registration_note() {
+                        eprintln!("{note}");
+                    }
                     Ok(())
                 }
                 Err(ImportFailure::Rejected(e)) => {

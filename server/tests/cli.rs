@@ -282,3 +282,114 @@ fn every_command_takes_a_database_url_and_postgres_is_not_in_this_build() {
         stderr_of(&out)
     );
 }
+
+/// A Synthea fixture of crates/record (US data: no NHS number, no registered practice).
+fn synthea(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/record/tests/fixtures/synthea")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The fixture with only an NHS-number identifier added to its Patient (entry 0).
+fn with_nhs_number(mut bundle: serde_json::Value, nhs: &str) -> serde_json::Value {
+    bundle["entry"][0]["resource"]["identifier"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}));
+    bundle
+}
+
+#[test]
+fn import_as_the_sending_practice_registers_the_patients_its_bundle_registers_nowhere() {
+    const DENIS: &str = "Denis399_Schmitt836_63ee2253.json";
+    const KASANDRA: &str = "Kasandra729_Shanahan202_bb6a9034.json";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let import = |bundle: &serde_json::Value, practice: Option<&str>| {
+        let file = dir.path().join("bundle.json");
+        std::fs::write(&file, bundle.to_string()).unwrap();
+        let mut cmd = bin();
+        cmd.args(["import", "--data-dir"]).arg(&data).arg(&file);
+        if let Some(ods) = practice {
+            cmd.args(["--practice", ods]);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), stderr_of(&out))
+    };
+    // Riverside Surgery (C81001) is a member practice: it has a registered patient.
+    let member = serde_json::json!({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [{"resource": {
+            "resourceType": "Patient", "id": "pat-1",
+            "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000026"}],
+            "generalPractitioner": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "C81001"}, "display": "Riverside Surgery"}]
+        }}]
+    });
+    let (ok, stderr) = import(&member, None);
+    assert!(ok, "{stderr}");
+    let numbers: Vec<String> = (999_000_003u64..)
+        .filter_map(doorstep_record::nhs::NhsNumber::from_stem)
+        .take(2)
+        .map(|n| n.digits().to_string())
+        .collect();
+
+    // As sent, even from the sending practice: refused for the missing NHS number.
+    let (ok, stderr) = import(&synthea(DENIS), Some("C81001"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("entry 0 (Patient/") && stderr.contains("element 'identifier'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("generalPractitioner"), "{stderr}");
+
+    // With an NHS number but no sending practice: refused for the registration.
+    let denis = with_nhs_number(synthea(DENIS), &numbers[0]);
+    let (ok, stderr) = import(&denis, None);
+    assert!(!ok);
+    assert!(stderr.contains("element 'generalPractitioner'"), "{stderr}");
+
+    // From the sending practice: imported, registered with it, and the summary says so.
+    let (ok, stderr) = import(&denis, Some("C81001"));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "1 patient had no registered practice in the bundle and was registered with \
+             C81001 (Riverside Surgery), the sending practice: \
+             Patient/63ee2253-bdd5-da55-2ad2-b4984d0ad700"
+        ),
+        "{stderr}"
+    );
+
+    // Two such patients in one bundle.
+    let mut both = denis.clone();
+    let kasandra = with_nhs_number(synthea(KASANDRA), &numbers[1]);
+    both["entry"]
+        .as_array_mut()
+        .unwrap()
+        .extend(kasandra["entry"].as_array().unwrap().iter().cloned());
+    let (ok, stderr) = import(&both, Some("C81001"));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "2 patients had no registered practice in the bundle and were registered with \
+             C81001 (Riverside Surgery), the sending practice: \
+             Patient/63ee2253-bdd5-da55-2ad2-b4984d0ad700, \
+             Patient/bb6a9034-2f23-2508-d29d-35efee156dc9"
+        ),
+        "{stderr}"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime
+        .block_on(doorstep_server::store::open(
+            &doorstep_server::store::DatabaseUrl::in_data_dir(&data),
+        ))
+        .unwrap();
+    let patients = runtime.block_on(store.patients()).unwrap();
+    assert_eq!(patients.len(), 3);
+    assert!(patients.iter().all(|p| p.practice_ods == "C81001"));
+    // The audit log says whose registration it was.
+    let rows = runtime.block_on(store.audit_rows()).unwrap();
+    let last = &rows.last().unwrap().event.detail;
+    assert_eq!(last["registered_with_sender"]["ods"], "C81001");
+}

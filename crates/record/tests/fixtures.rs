@@ -207,7 +207,7 @@ fn with_an_nhs_number_a_sending_practice_registers_the_synthea_patient() {
         let plan =
             validate_for_import_from(&b, Some(SENDER)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let patient_id = b.resources[0].id.clone();
-        assert_eq!(plan.registered_with_sender, [patient_id.clone()], "{name}");
+        assert_eq!(plan.registered_with_sender, [patient_id.as_str()], "{name}");
         assert_eq!(plan.patients.len(), 1);
         let header = &plan.patients[0];
         assert_eq!(header.patient_id, patient_id);
