@@ -96,7 +96,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite backend: every area of the store contract ([`super::Store`]).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
