@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 
 use crate::cursor::{self, CursorKey};
 use crate::import::import_bundle;
+use crate::lists::{self, NewListEntry};
 use crate::pull::{self, PullOutcome, PullRequest, UserScope, parse_row, user_scope};
-use crate::store::{self, DatabaseUrl, ListRow, NewListEntry, NewUser, ServiceRow, Store, UserRow};
+use crate::store::{self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, UserRow};
 
 /// An empty store of one backend, with whatever must live as long as it does (a temporary
 /// directory, a throwaway database).
@@ -458,20 +459,20 @@ impl World {
         // Caseload entries run until discharged unless given an end.
         let ends_at = (list == CASELOAD && rng.chance(30))
             .then(|| self.now + Duration::hours(rng.below(40) as i64));
-        self.store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: list.into(),
-                    patient_id: self.patients[i].id.clone(),
-                    reason: format!("reason {}", rng.below(1000)),
-                    starts_at,
-                    ends_at,
-                    user_id,
-                },
-                self.now,
-            )
-            .await
-            .unwrap();
+        lists::add_entry(
+            self.store.as_ref(),
+            NewListEntry {
+                list_id: list.into(),
+                patient_id: self.patients[i].id.clone(),
+                reason: format!("reason {}", rng.below(1000)),
+                starts_at,
+                ends_at,
+                user_id,
+            },
+            self.now,
+        )
+        .await
+        .unwrap();
     }
 
     async fn mutate(&mut self, rng: &mut Rng) {
@@ -853,20 +854,20 @@ where
 
 impl World {
     async fn add_entry_on(&self, list: &str, patient: &str) {
-        self.store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: list.into(),
-                    patient_id: patient.into(),
-                    reason: "visit".into(),
-                    starts_at: self.now,
-                    ends_at: None,
-                    user_id: None,
-                },
-                self.now,
-            )
-            .await
-            .unwrap();
+        lists::add_entry(
+            self.store.as_ref(),
+            NewListEntry {
+                list_id: list.into(),
+                patient_id: patient.into(),
+                reason: "visit".into(),
+                starts_at: self.now,
+                ends_at: None,
+                user_id: None,
+            },
+            self.now,
+        )
+        .await
+        .unwrap();
     }
 }
 

@@ -33,9 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cursor::write_private;
 use crate::import::{self, ImportFailure};
+use crate::lists::{self, NewListEntry};
 use crate::store::{
-    self, AuditEvent, DatabaseUrl, ListRow, NewListEntry, NewUser, PracticeRow, ServiceRow, Store,
-    StoreError,
+    self, AuditEvent, DatabaseUrl, ListRow, NewUser, PracticeRow, ServiceRow, Store, StoreError,
 };
 use crate::{audit, auth};
 
@@ -483,19 +483,19 @@ pub async fn seed_store(
     for pid in &caseload {
         let started = today - Duration::days(rng.below(200) as i64 + 1);
         let reason = CASELOAD_REASONS[rng.below(CASELOAD_REASONS.len() as u64) as usize];
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: CASELOAD_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: reason.into(),
-                    starts_at: at(started, 9, 0),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: CASELOAD_LIST.into(),
+                patient_id: pid.clone(),
+                reason: reason.into(),
+                starts_at: at(started, 9, 0),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     let first_day = appointments.len().div_ceil(2);
     for (i, pid) in appointments.iter().enumerate() {
@@ -506,34 +506,34 @@ pub async fn seed_store(
         };
         let minutes = 18 * 60 + 30 + 15 * slot as u32;
         let reason = APPOINTMENT_REASONS[rng.below(APPOINTMENT_REASONS.len() as u64) as usize];
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: APPOINTMENT_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: reason.into(),
-                    starts_at: at(date, (minutes / 60) % 24, minutes % 60),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: APPOINTMENT_LIST.into(),
+                patient_id: pid.clone(),
+                reason: reason.into(),
+                starts_at: at(date, (minutes / 60) % 24, minutes % 60),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     for (i, pid) in incidents.iter().enumerate() {
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: INCIDENT_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: INCIDENT_REASONS[i % INCIDENT_REASONS.len()].into(),
-                    starts_at: now - Duration::minutes(40 * (i as i64 + 1)),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: INCIDENT_LIST.into(),
+                patient_id: pid.clone(),
+                reason: INCIDENT_REASONS[i % INCIDENT_REASONS.len()].into(),
+                starts_at: now - Duration::minutes(40 * (i as i64 + 1)),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     for pid in &dissenting {
         store.set_dissent(pid, true).await?;

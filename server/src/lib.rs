@@ -14,6 +14,7 @@
 //!   over one read snapshot of any backend; convergence).
 //! - [`import`]: validating a bundle, planning its row writes, applying them whole or not at
 //!   all.
+//! - [`lists`]: the rules of a list entry (break-glass names its user; timed entries end).
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
@@ -22,8 +23,8 @@
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
 //! - [`audit`]: the hash chain of the append-only audit log, sealed here for every backend.
 //!
-//! Arrows inside the server point one way: `api`/`run`/`demo` -> `pull`/`import`/`auth`/
-//! `audit` -> the store contract -> its rows; each backend -> the contract and the rows.
+//! Arrows inside the server point one way: `api`/`run`/`demo` -> `pull`/`import`/`lists`/
+//! `auth`/`audit` -> the store contract -> its rows; each backend -> the contract and the rows.
 //!
 //! # Rules
 //!
@@ -42,6 +43,7 @@ pub mod auth;
 pub mod cursor;
 pub mod demo;
 pub mod import;
+pub mod lists;
 pub mod pull;
 pub mod run;
 pub mod store;

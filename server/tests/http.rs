@@ -17,8 +17,9 @@ use doorstep_protocol::{
 use doorstep_record::agreement::sensitive::is_rcgp_excluded;
 use doorstep_record::fhir::Resource;
 use doorstep_server::demo::{self, CASELOAD_LIST, DemoSpec, DemoUser};
+use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, StartError, TlsMode, start};
-use doorstep_server::store::{self, NewListEntry};
+use doorstep_server::store;
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 fn totp_at(secret_b32: &str, unix: u64) -> String {
@@ -332,20 +333,20 @@ async fn enrol_and_pull_over_https() {
         .find(|p| !p.dissent && !caseload.contains(&p.id))
         .map(|p| p.id)
         .unwrap();
-    store
-        .add_list_entry(
-            NewListEntry {
-                list_id: CASELOAD_LIST.into(),
-                patient_id: newcomer.clone(),
-                reason: "Wound check".into(),
-                starts_at: Utc::now(),
-                ends_at: None,
-                user_id: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    lists::add_entry(
+        store.as_ref(),
+        NewListEntry {
+            list_id: CASELOAD_LIST.into(),
+            patient_id: newcomer.clone(),
+            reason: "Wound check".into(),
+            starts_at: Utc::now(),
+            ends_at: None,
+            user_id: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let leaver = caseload.iter().next().unwrap().clone();
     assert_eq!(
         store

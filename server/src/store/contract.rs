@@ -21,9 +21,11 @@
 //!
 //! - A backend reads and writes rows; it never decides. What an import changes is planned in
 //!   [`crate::import`], what a pull sends in [`crate::pull`], how the audit chain is hashed in
-//!   [`crate::audit`]; the backend is handed the rows to write (with the hashes and feed rows
-//!   they need) and applies them in one transaction. The few single-row state transitions that
-//!   must be atomic (a refresh-token rotation, a failed sign-in count) are one method each.
+//!   [`crate::audit`], what a list entry must say in [`crate::lists`]; the backend is handed
+//!   the rows to write (with the hashes and feed rows they need) and applies them in one
+//!   transaction. Two single-row state transitions that must be atomic keep their rule inside
+//!   one method each: a refresh-token rotation (reuse revokes the device) and the failed
+//!   sign-in count (the limit and lock time come from [`crate::auth`]).
 //! - Writes that were planned on reads ([`RecordStore::apply_import`],
 //!   [`AuditStore::append_audit_row`]) carry what they were planned on; the backend re-checks
 //!   it inside its write transaction and answers [`StoreError::Stale`], writing nothing, when
@@ -40,8 +42,8 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListRow,
-    NewListEntry, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, RotateOutcome,
+    AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
+    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, RotateOutcome,
     ServiceRow, StoreError, TokenPair, TokenRow, UserRow,
 };
 
@@ -124,12 +126,13 @@ pub trait IdentityStore: Send + Sync {
 pub trait ListStore: Send + Sync {
     async fn create_list(&self, list: ListRow) -> Result<(), StoreError>;
     async fn lists(&self) -> Result<Vec<ListRow>, StoreError>;
-    /// Add an entry and a list feed row for its patient; the patient's devices learn it at
-    /// their next pull. `ends_at: None` takes the default of the list's kind
-    /// ([`super::rows::default_ends_at`]).
-    async fn add_list_entry(
+    /// One list, `None` when unknown.
+    async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError>;
+    /// Insert an entry as given (the rules of an entry are [`crate::lists`]'s), and a list
+    /// feed row for its patient; the patient's devices learn it at their next pull.
+    async fn insert_list_entry(
         &self,
-        entry: NewListEntry,
+        entry: ListEntryWrite,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError>;
     /// End every open entry of `patient_id` on `list_id` at `at` (discharge, cancellation),

@@ -15,8 +15,8 @@
 //!   contract ([`super::contract`]) and below every backend. Wire and domain types come from
 //!   `doorstep-protocol` and `doorstep-record` only.
 //! - Rows carry no behaviour beyond small, pure conversions (`FeedOp::as_str`,
-//!   `ListEntryRow::to_wire`, the default end of a timed list entry): deciding what to write is
-//!   the business of the modules above the store.
+//!   `ListEntryRow::to_wire`): deciding what to write is the business of the modules above
+//!   the store.
 
 use std::collections::BTreeMap;
 
@@ -223,31 +223,17 @@ pub struct ListRow {
     pub service_id: String,
 }
 
-/// A list entry to add.
+/// A list entry to insert, exactly as given (its end already decided: `None` runs until
+/// discharged).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewListEntry {
+pub struct ListEntryWrite {
     pub list_id: String,
     pub patient_id: String,
     pub reason: String,
     pub starts_at: DateTime<Utc>,
-    /// `None` takes the default of the list's kind: appointment, incident and break-glass
-    /// entries end 24 hours after they start; caseload entries run until discharged.
     pub ends_at: Option<DateTime<Utc>>,
-    /// Who broke the glass (break-glass lists only).
+    /// Who broke the glass (break-glass lists).
     pub user_id: Option<String>,
-}
-
-/// Hours an appointment, incident or break-glass entry keeps a patient on the list.
-pub const TIMED_ENTRY_HOURS: i64 = 24;
-
-/// The default end of an entry of this kind starting at `starts_at`.
-pub fn default_ends_at(kind: ListKind, starts_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match kind {
-        ListKind::Caseload => None,
-        ListKind::Appointment | ListKind::Incident | ListKind::BreakGlass => {
-            Some(starts_at + chrono::Duration::hours(TIMED_ENTRY_HOURS))
-        }
-    }
 }
 
 /// A stored list entry.

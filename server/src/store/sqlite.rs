@@ -39,9 +39,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use super::contract::{AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
-    ListEntryRow, ListRow, NewListEntry, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
+    ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
     PracticeRow, ResourceRow, RotateOutcome, ServiceRow, StoreError, StoredResource, TokenKind,
-    TokenPair, TokenRow, UserRow, default_ends_at,
+    TokenPair, TokenRow, UserRow,
 };
 use super::url::SQLITE_FILE;
 
@@ -1264,27 +1264,36 @@ impl ListStore for SqliteStore {
         .await
     }
 
-    async fn add_list_entry(
+    async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, String, String, String)> = conn
+                .query_row(
+                    "SELECT id, name, kind, service_id FROM lists WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(id, name, kind, service_id)| {
+                Ok(ListRow {
+                    id,
+                    name,
+                    kind: list_kind(&kind)?,
+                    service_id,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn insert_list_entry(
         &self,
-        entry: NewListEntry,
+        entry: ListEntryWrite,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            let kind: Option<String> = tx
-                .query_row("SELECT kind FROM lists WHERE id = ?1", [&entry.list_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let kind = list_kind(
-                &kind.ok_or_else(|| StoreError::NotFound(format!("list {}", entry.list_id)))?,
-            )?;
-            if kind == ListKind::BreakGlass && entry.user_id.is_none() {
-                return Err(StoreError::Conflict(
-                    "a break-glass entry names the user who broke the glass".into(),
-                ));
-            }
-            let ends = entry.ends_at.or_else(|| default_ends_at(kind, entry.starts_at));
             tx.execute(
                 "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at, user_id, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1293,7 +1302,7 @@ impl ListStore for SqliteStore {
                     entry.patient_id,
                     entry.reason,
                     ts(entry.starts_at),
-                    ends.map(ts),
+                    entry.ends_at.map(ts),
                     entry.user_id,
                     ts(now)
                 ],
