@@ -21,16 +21,17 @@
 //!
 //! - A backend reads and writes rows; it never decides. What an import changes is planned in
 //!   [`crate::import`], what a pull sends in [`crate::pull`], how the audit chain is hashed in
-//!   [`crate::audit`], what a list entry must say in [`crate::lists`]; the backend is handed
-//!   the rows to write (with the hashes and feed rows they need) and applies them in one
-//!   transaction. Two single-row state transitions that must be atomic keep their rule inside
-//!   one method each: a refresh-token rotation (reuse revokes the device) and the failed
-//!   sign-in count (the limit and lock time come from [`crate::auth`]).
-//! - Writes that were planned on reads ([`RecordStore::apply_import`],
-//!   [`AuditStore::append_audit_row`]) carry what they were planned on; the backend re-checks
-//!   it inside its write transaction and answers [`StoreError::Stale`], writing nothing, when
-//!   another writer changed it in between. The callers then plan again. This is what makes
-//!   two server nodes importing (or auditing) at once safe on a shared database.
+//!   [`crate::audit`], what a list entry must say in [`crate::lists`], the sign-in and token
+//!   rules in [`crate::auth`]; the backend is handed the rows to write (with the hashes and
+//!   feed rows they need) and applies them in one transaction.
+//! - Writes that were decided on reads ([`RecordStore::apply_import`],
+//!   [`AuditStore::append_audit_row`], [`IdentityStore::set_sign_in_failures`],
+//!   [`IdentityStore::exchange_refresh`]) carry what they were decided on; the backend
+//!   re-checks it inside its write transaction and answers [`StoreError::Stale`], writing
+//!   nothing, when another writer changed it in between. The callers then decide again on
+//!   fresh reads. This is what makes two server nodes importing, auditing or signing in at
+//!   once safe on a shared database. ([`IdentityStore::record_sign_in_success`] is the same
+//!   idea with its own answer: `Conflict` when the TOTP step was already used.)
 //! - Everything here speaks [`super::rows`]; no SQL type crosses the contract. This module and
 //!   the rows import nothing of the server above the store.
 //! - [`FeedSnapshot`] is async, so a backend on an async database client (PostgreSQL) can
@@ -43,8 +44,8 @@ use doorstep_record::agreement::Agreement;
 
 use super::rows::{
     AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
-    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, RotateOutcome,
-    ServiceRow, StoreError, TokenPair, TokenRow, UserRow,
+    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow, StoreError,
+    TokenPair, TokenRow, UserRow,
 };
 
 /// Practices, patients and their resources; reading and applying imports.
@@ -82,15 +83,16 @@ pub trait IdentityStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
-    /// Count a failed sign-in; at `max_failures` the account locks until `now + lock_for`
-    /// and the count starts again. Answers the lock time when this failure locked it.
-    async fn record_sign_in_failure(
+    /// Set the user's failed sign-in count to `failures` (and, when given, lock the account
+    /// until `locked_until`), if the stored count is still `expected`; else write nothing and
+    /// answer [`StoreError::Stale`] (another sign-in attempt counted first).
+    async fn set_sign_in_failures(
         &self,
         user_id: &str,
-        now: DateTime<Utc>,
-        max_failures: u32,
-        lock_for: chrono::Duration,
-    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+        expected: u32,
+        failures: u32,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
     /// Reset the failure count and remember the TOTP step used. Fails with `Conflict` when
     /// that step (or a later one) was already used: a TOTP code is accepted once.
     async fn record_sign_in_success(&self, user_id: &str, totp_step: i64)
@@ -110,15 +112,23 @@ pub trait IdentityStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
-    /// Exchange a refresh token for a new pair, atomically. A refresh token presented again
-    /// after its exchange revokes every token of the device.
-    async fn rotate_refresh(
+    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, store
+    /// `pair`, and note the device was seen. When that token is no longer unused and
+    /// unrevoked (exchanged or revoked since it was read), write nothing and answer
+    /// [`StoreError::Stale`].
+    async fn exchange_refresh(
         &self,
         device_id: &str,
         old_refresh_hash: &str,
         pair: TokenPair,
         now: DateTime<Utc>,
-    ) -> Result<RotateOutcome, StoreError>;
+    ) -> Result<(), StoreError>;
+    /// Revoke every token of the device that is not revoked yet.
+    async fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Lists and their entries.

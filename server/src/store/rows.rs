@@ -201,19 +201,6 @@ pub struct TokenPair {
     pub refresh_expires_at: DateTime<Utc>,
 }
 
-/// What a refresh-token exchange found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RotateOutcome {
-    /// The old refresh token was valid; the new pair is stored.
-    Rotated,
-    /// No such refresh token for this device.
-    Unknown,
-    /// The refresh token had already been used: all the device's tokens are now revoked.
-    Reused,
-    Expired,
-    DeviceRevoked,
-}
-
 /// A list (caseload, appointment session, incidents, break-glass) owned by a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListRow {

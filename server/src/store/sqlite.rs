@@ -40,8 +40,8 @@ use super::contract::{AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListSt
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
     ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, RotateOutcome, ServiceRow, StoreError, StoredResource, TokenKind,
-    TokenPair, TokenRow, UserRow,
+    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow,
 };
 use super::url::SQLITE_FILE;
 
@@ -984,38 +984,26 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn record_sign_in_failure(
+    async fn set_sign_in_failures(
         &self,
         user_id: &str,
-        now: DateTime<Utc>,
-        max_failures: u32,
-        lock_for: chrono::Duration,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        expected: u32,
+        failures: u32,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         let id = user_id.to_string();
         self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let failed: u32 = tx.query_row(
-                "SELECT failed_attempts FROM users WHERE id = ?1",
-                [&id],
-                |r| r.get(0),
+            let n = conn.execute(
+                "UPDATE users SET failed_attempts = ?3, locked_until = COALESCE(?4, locked_until)
+                 WHERE id = ?1 AND failed_attempts = ?2",
+                params![id, expected, failures, locked_until.map(ts)],
             )?;
-            let failed = failed + 1;
-            let locked = if failed >= max_failures {
-                let until = now + lock_for;
-                tx.execute(
-                    "UPDATE users SET failed_attempts = 0, locked_until = ?2 WHERE id = ?1",
-                    params![id, ts(until)],
-                )?;
-                Some(until)
-            } else {
-                tx.execute(
-                    "UPDATE users SET failed_attempts = ?2 WHERE id = ?1",
-                    params![id, failed],
-                )?;
-                None
-            };
-            tx.commit()?;
-            Ok(locked)
+            if n == 0 {
+                return Err(StoreError::Stale(
+                    "the failed sign-in count moved, or the user is gone".into(),
+                ));
+            }
+            Ok(())
         })
         .await
     }
@@ -1158,61 +1146,50 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn rotate_refresh(
+    async fn exchange_refresh(
         &self,
         device_id: &str,
         old_refresh_hash: &str,
         pair: TokenPair,
         now: DateTime<Utc>,
-    ) -> Result<RotateOutcome, StoreError> {
+    ) -> Result<(), StoreError> {
         let (device, old) = (device_id.to_string(), old_refresh_hash.to_string());
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row: Option<(i64, Option<i64>, Option<i64>)> = tx
-                .query_row(
-                    "SELECT expires_at, used_at, revoked_at FROM tokens
-                     WHERE hash = ?1 AND device_id = ?2 AND kind = 'refresh'",
-                    params![old, device],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let Some((expires, used, revoked)) = row else {
-                return Ok(RotateOutcome::Unknown);
-            };
-            let device_revoked: bool = tx
-                .query_row(
-                    "SELECT revoked_at IS NOT NULL FROM devices WHERE id = ?1",
-                    [&device],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(true);
-            if device_revoked {
-                return Ok(RotateOutcome::DeviceRevoked);
-            }
-            if used.is_some() || revoked.is_some() {
-                // A rotated refresh token came back: someone holds a copy. Revoke the family.
-                tx.execute(
-                    "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
-                    params![device, ts(now)],
-                )?;
-                tx.commit()?;
-                return Ok(RotateOutcome::Reused);
-            }
-            if from_ts(expires) <= now {
-                return Ok(RotateOutcome::Expired);
-            }
-            tx.execute(
-                "UPDATE tokens SET used_at = ?2 WHERE hash = ?1",
-                params![old, ts(now)],
+            let n = tx.execute(
+                "UPDATE tokens SET used_at = ?3
+                 WHERE hash = ?1 AND device_id = ?2 AND kind = 'refresh'
+                   AND used_at IS NULL AND revoked_at IS NULL",
+                params![old, device, ts(now)],
             )?;
+            if n == 0 {
+                return Err(StoreError::Stale(
+                    "the refresh token was exchanged or revoked since it was read".into(),
+                ));
+            }
             insert_pair(&tx, &device, &pair, now)?;
             tx.execute(
                 "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
                 params![device, ts(now)],
             )?;
             tx.commit()?;
-            Ok(RotateOutcome::Rotated)
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let device = device_id.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                params![device, ts(now)],
+            )?;
+            Ok(())
         })
         .await
     }
