@@ -51,3 +51,5 @@ pub mod tls;
 
 #[cfg(test)]
 mod convergence_tests;
+#[cfg(test)]
+mod layering_tests;
