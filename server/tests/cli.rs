@@ -393,3 +393,28 @@ fn import_as_the_sending_practice_registers_the_patients_its_bundle_registers_no
     let last = &rows.last().unwrap().event.detail;
     assert_eq!(last["registered_with_sender"]["ods"], "C81001");
 }
+
+#[test]
+fn seed_writes_the_federation_to_the_database_url_and_the_sign_ins_to_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = dir.path().join("db/fed.db");
+    let out = bin()
+        .args(["seed", "--demo", "--data-dir"])
+        .arg(&data)
+        .env("DOORSTEP_DATABASE_URL", format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(data.join("demo-users.json").exists());
+    assert!(!data.join("federation.db").exists());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime
+        .block_on(doorstep_server::store::open(
+            &doorstep_server::store::DatabaseUrl::Sqlite(db),
+        ))
+        .unwrap();
+    assert_eq!(runtime.block_on(store.patients()).unwrap().len(), 300);
+    let rows = runtime.block_on(store.audit_rows()).unwrap();
+    assert_eq!(doorstep_server::audit::verify(&rows), Ok(rows.len()));
+}
