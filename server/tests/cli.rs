@@ -285,7 +285,10 @@ fn every_command_takes_a_database_url_and_postgres_is_not_in_this_build() {
 
 /// A Synthea fixture of crates/record (US data: no NHS number, no registered practice).
 fn synthea(name: &str) -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Run time, not compile time: a test binary built in another clone reads this one's.
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("../crates/record/tests/fixtures/synthea")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
