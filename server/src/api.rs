@@ -24,10 +24,11 @@ use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
-use crate::pull::PullOutcome;
-use crate::store::{AuditEvent, DeviceRow, PullRequest, Store, StoreError, UserRow, user_scope};
+use crate::pull::{self, PullOutcome, PullRequest, user_scope};
+use crate::store::{AuditEvent, DeviceRow, Store, StoreError, UserRow};
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -248,16 +249,17 @@ async fn pull(
         }
     };
     let scope = user_scope(state.store.as_ref(), &who.user).await?;
-    let outcome = state
-        .store
-        .pull(PullRequest {
+    let outcome = pull::pull(
+        state.store.as_ref(),
+        PullRequest {
             device_id: who.device.id.clone(),
             scope,
             cursor,
             now,
             page_bytes: state.page_bytes,
-        })
-        .await?;
+        },
+    )
+    .await?;
     let page = match outcome {
         PullOutcome::Resync(reason) => {
             tracing::info!(device_id = %who.device.id, ?reason, "pull needs a rebuild");
@@ -274,9 +276,9 @@ async fn pull(
         more = page.more,
         "pull"
     );
-    state
-        .store
-        .append_audit(AuditEvent {
+    audit::append(
+        state.store.as_ref(),
+        AuditEvent {
             at: now,
             actor: format!("user:{}", who.user.username),
             action: "pull".into(),
@@ -288,8 +290,9 @@ async fn pull(
                 "removed": page.removed,
                 "seq": page.cursor.seq,
             }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     let body = PullPage {
         cursor: cursor::seal(&state.cursor_key, &page.cursor),
         more: page.more,

@@ -1,13 +1,38 @@
-//! The audit log's hash chain: how an event's hash is made and how a chain is verified.
+//! The audit log's hash chain: how an event is sealed onto the chain, how it is appended, and
+//! how a chain is verified. This is the one place the chain is computed; backends only store
+//! the rows they are given.
 //!
-//! Each event's hash covers the previous event's hash and every field of the event, so
-//! changing, removing or reordering any stored event breaks the chain from that point. The
-//! store keeps the log append-only (triggers refuse UPDATE and DELETE); `doorstep-server
-//! verify-audit` runs [`verify`] over the whole log.
+//! # Model
+//!
+//! Each event's hash covers the previous event's hash, its own seq and every field of the
+//! event, so changing, removing or reordering any stored event breaks the chain from that
+//! point. The store keeps the log append-only (the SQLite schema's triggers refuse UPDATE and
+//! DELETE); `doorstep-server verify-audit` runs [`verify`] over the whole log.
+//!
+//! # Appending
+//!
+//! [`append`] reads the chain's tip through [`AuditStore::audit_tip`], [`seal`]s the event on
+//! it, and hands the row to [`AuditStore::append_audit_row`], which writes it only if the tip
+//! is still the one it was sealed on. When another writer (another request, another server
+//! node on a shared database) appended first, the backend answers [`StoreError::Stale`] and
+//! the event is sealed again on the new tip. An import seals its event the same way and
+//! hands it to the backend with its writes (see [`crate::import`]), so the import and its
+//! audit row commit together.
+//!
+//! # Invariants
+//!
+//! - seq numbers run 1, 2, 3, ... without gaps; event 1 follows [`GENESIS`].
+//! - A stored row's `hash` is `chain_hash(prev_hash, seq, event)` and its `prev_hash` is the
+//!   previous row's `hash`.
+//! - Times are hashed in whole seconds (what every backend stores).
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{AuditEvent, AuditRow};
+use crate::store::{AuditEvent, AuditRow, AuditStore, AuditTip, StoreError};
+
+/// Times [`append`] seals an event again after losing a race for the tip (each lost race
+/// means another event was appended, so this bounds only pathological contention).
+const APPEND_ATTEMPTS: usize = 64;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -31,6 +56,41 @@ pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
         h.update(field);
     }
     hex::encode(h.finalize())
+}
+
+/// The row that puts `event` on the chain after `tip` (`None`: the log is empty).
+pub fn seal(tip: Option<&AuditTip>, event: AuditEvent) -> AuditRow {
+    let (seq, prev_hash) = match tip {
+        Some(tip) => (tip.seq + 1, tip.hash.clone()),
+        None => (1, GENESIS.to_string()),
+    };
+    let hash = chain_hash(&prev_hash, seq, &event);
+    AuditRow {
+        seq,
+        event,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Append `event` to the audit log, sealing it on the current tip (again, when another
+/// writer appended in between).
+pub async fn append(store: &dyn AuditStore, event: AuditEvent) -> Result<(), StoreError> {
+    let mut last = None;
+    for _ in 0..APPEND_ATTEMPTS {
+        let tip = store.audit_tip().await?;
+        match store
+            .append_audit_row(seal(tip.as_ref(), event.clone()))
+            .await
+        {
+            Err(StoreError::Stale(why)) => last = Some(why),
+            other => return other,
+        }
+    }
+    Err(StoreError::Stale(format!(
+        "the audit log kept moving ({APPEND_ATTEMPTS} attempts): {}",
+        last.unwrap_or_default()
+    )))
 }
 
 /// Where a chain breaks.
@@ -76,27 +136,68 @@ mod tests {
     use chrono::DateTime;
 
     fn chain(n: usize) -> Vec<AuditRow> {
-        let mut prev = GENESIS.to_string();
-        (1..=n as i64)
-            .map(|seq| {
-                let event = AuditEvent {
-                    at: DateTime::from_timestamp(1_768_000_000 + seq, 0).unwrap(),
-                    actor: format!("user:u{seq}"),
-                    action: "pull".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({ "n": seq }),
-                };
-                let hash = chain_hash(&prev, seq, &event);
-                let row = AuditRow {
-                    seq,
-                    event,
-                    prev_hash: prev.clone(),
-                    hash: hash.clone(),
-                };
-                prev = hash;
-                row
+        let mut rows: Vec<AuditRow> = Vec::new();
+        for seq in 1..=n as i64 {
+            let event = AuditEvent {
+                at: DateTime::from_timestamp(1_768_000_000 + seq, 0).unwrap(),
+                actor: format!("user:u{seq}"),
+                action: "pull".into(),
+                patient_id: None,
+                detail: serde_json::json!({ "n": seq }),
+            };
+            let tip = rows.last().map(|r| AuditTip {
+                seq: r.seq,
+                hash: r.hash.clone(),
+            });
+            rows.push(seal(tip.as_ref(), event));
+        }
+        rows
+    }
+
+    #[test]
+    fn sealing_follows_the_tip() {
+        let rows = chain(2);
+        assert_eq!((rows[0].seq, rows[0].prev_hash.as_str()), (1, GENESIS));
+        assert_eq!(rows[1].prev_hash, rows[0].hash);
+        assert_eq!(
+            rows[1].hash,
+            chain_hash(&rows[0].hash, 2, &rows[1].event),
+            "the hash covers the previous hash, the seq and the event"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_reseal_on_the_new_tip_and_keep_one_chain() {
+        use std::sync::Arc;
+
+        use crate::store::{self, DatabaseUrl};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    append(
+                        store.as_ref(),
+                        AuditEvent {
+                            at: DateTime::from_timestamp(1_768_000_000 + i, 0).unwrap(),
+                            actor: format!("user:u{i}"),
+                            action: "pull".into(),
+                            patient_id: None,
+                            detail: serde_json::json!({ "n": i }),
+                        },
+                    )
+                    .await
+                })
             })
-            .collect()
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let rows = store.audit_rows().await.unwrap();
+        assert_eq!(verify(&rows), Ok(24));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!   device-bound refresh token (30 days). Only SHA-256 hashes of tokens are stored.
 //! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
 //!   every token of the device (someone else holds a copy).
+//! - These rules are decided here, for every backend. The store's writes are conditional on
+//!   what was read (the failure count, the refresh token still unused) and answer `Stale`
+//!   when another request got there first; the rule is then applied again to fresh reads, so
+//!   two requests (or two server nodes) never both exchange one refresh token or lose a
+//!   failure from the count.
 //! - Unknown users cost the same Argon2 work as known ones, so timing does not tell them apart.
 
 use std::sync::OnceLock;
@@ -20,9 +25,8 @@ use doorstep_protocol::{EnrolRequest, EnrolResponse, RefreshRequest, TokenRespon
 use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
-use crate::store::{
-    AuditEvent, DeviceRow, RotateOutcome, Store, StoreError, TokenKind, TokenPair, UserRow,
-};
+use crate::audit;
+use crate::store::{AuditEvent, DeviceRow, Store, StoreError, TokenKind, TokenPair, UserRow};
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::minutes(15);
@@ -34,6 +38,8 @@ pub const MAX_FAILURES: u32 = 5;
 pub const LOCKOUT: Duration = Duration::minutes(15);
 /// TOTP step in seconds.
 pub const TOTP_STEP: u64 = 30;
+/// Times a rule is applied again to fresh reads after another request changed them first.
+const RACE_ATTEMPTS: usize = 16;
 
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error)]
@@ -219,9 +225,7 @@ pub async fn enrol(
         _ => false,
     };
     if !accepted {
-        let locked = store
-            .record_sign_in_failure(&user.id, now, MAX_FAILURES, LOCKOUT)
-            .await?;
+        let locked = count_failure(store, &user, now).await?;
         audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
         return Err(match locked {
             Some(until) => AuthFailure::LockedOut(until),
@@ -231,21 +235,118 @@ pub async fn enrol(
     let device_id = store.create_device(&user.id, device_name, now).await?;
     let (tokens, pair) = issue(now);
     store.store_tokens(&device_id, pair, now).await?;
-    store
-        .append_audit(AuditEvent {
+    audit::append(
+        store,
+        AuditEvent {
             at: now,
             actor: format!("user:{}", user.username),
             action: "sign_in".into(),
             patient_id: None,
             detail: serde_json::json!({ "device_id": device_id, "device_name": device_name }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     tracing::info!(user = %user.username, %device_id, "device enrolled");
     Ok(EnrolResponse {
         device_id,
         user: user_info(&user),
         tokens,
     })
+}
+
+/// Count a failed sign-in of `user`; the [`MAX_FAILURES`]th in a row locks the account for
+/// [`LOCKOUT`] and starts the count again. Answers the lock time when this failure locked it.
+async fn count_failure(
+    store: &dyn Store,
+    user: &UserRow,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, AuthFailure> {
+    let mut seen = user.failed_attempts;
+    for _ in 0..RACE_ATTEMPTS {
+        let failed = seen + 1;
+        let (failures, locked) = if failed >= MAX_FAILURES {
+            (0, Some(now + LOCKOUT))
+        } else {
+            (failed, None)
+        };
+        match store
+            .set_sign_in_failures(&user.id, seen, failures, locked)
+            .await
+        {
+            Ok(()) => return Ok(locked),
+            Err(StoreError::Stale(_)) => {
+                seen = store
+                    .user_by_id(&user.id)
+                    .await?
+                    .ok_or(AuthFailure::BadCredentials)?
+                    .failed_attempts;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuthFailure::Internal(
+        "the failed sign-in count kept changing".into(),
+    ))
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RotateOutcome {
+    /// The old refresh token was valid; the new pair is stored.
+    Rotated,
+    /// No such refresh token for this device.
+    Unknown,
+    /// The refresh token had already been used: all the device's tokens are now revoked.
+    Reused,
+    Expired,
+    DeviceRevoked,
+}
+
+/// Exchange the device's refresh token `old_hash` for `pair`, applying the rules in order:
+/// unknown token, revoked (or unknown) device, reuse (revoke the device's tokens), expiry.
+async fn rotate(
+    store: &dyn Store,
+    device_id: &str,
+    old_hash: &str,
+    pair: &TokenPair,
+    now: DateTime<Utc>,
+) -> Result<RotateOutcome, AuthFailure> {
+    for _ in 0..RACE_ATTEMPTS {
+        let Some(token) = store
+            .token(old_hash)
+            .await?
+            .filter(|t| t.kind == TokenKind::Refresh && t.device_id == device_id)
+        else {
+            return Ok(RotateOutcome::Unknown);
+        };
+        let device_live = store
+            .device(device_id)
+            .await?
+            .is_some_and(|d| d.revoked_at.is_none());
+        if !device_live {
+            return Ok(RotateOutcome::DeviceRevoked);
+        }
+        if token.used_at.is_some() || token.revoked_at.is_some() {
+            // A rotated refresh token came back: someone holds a copy. Revoke the family.
+            store.revoke_device_tokens(device_id, now).await?;
+            return Ok(RotateOutcome::Reused);
+        }
+        if token.expires_at <= now {
+            return Ok(RotateOutcome::Expired);
+        }
+        match store
+            .exchange_refresh(device_id, old_hash, pair.clone(), now)
+            .await
+        {
+            Ok(()) => return Ok(RotateOutcome::Rotated),
+            // Exchanged or revoked since it was read: decide again on what it is now.
+            Err(StoreError::Stale(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuthFailure::Internal(
+        "the refresh token kept changing".into(),
+    ))
 }
 
 async fn audit_sign_in(
@@ -256,15 +357,17 @@ async fn audit_sign_in(
     why: &str,
 ) -> Result<(), AuthFailure> {
     tracing::warn!(user = %username, why, "sign-in refused");
-    store
-        .append_audit(AuditEvent {
+    audit::append(
+        store,
+        AuditEvent {
             at: now,
             actor: format!("user:{username}"),
             action: if ok { "sign_in" } else { "sign_in_failed" }.into(),
             patient_id: None,
             detail: serde_json::json!({ "why": why }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -284,14 +387,14 @@ pub async fn refresh(
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
     let (tokens, pair) = issue(now);
-    let outcome = store
-        .rotate_refresh(
-            &request.device_id,
-            &token_hash(&request.refresh_token),
-            pair,
-            now,
-        )
-        .await?;
+    let outcome = rotate(
+        store,
+        &request.device_id,
+        &token_hash(&request.refresh_token),
+        &pair,
+        now,
+    )
+    .await?;
     match outcome {
         RotateOutcome::Rotated => Ok(tokens),
         RotateOutcome::DeviceRevoked => Err(AuthFailure::DeviceRevoked),
@@ -299,15 +402,17 @@ pub async fn refresh(
         RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
         RotateOutcome::Reused => {
             tracing::warn!(device_id = %request.device_id, "refresh token reused: device tokens revoked");
-            store
-                .append_audit(AuditEvent {
+            audit::append(
+                store,
+                AuditEvent {
                     at: now,
                     actor: format!("device:{}", request.device_id),
                     action: "refresh_reused".into(),
                     patient_id: None,
                     detail: serde_json::json!({}),
-                })
-                .await?;
+                },
+            )
+            .await?;
             Err(AuthFailure::Unauthorized)
         }
     }
@@ -348,6 +453,105 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+
+    use crate::store::{self, DatabaseUrl, NewUser, ServiceRow};
+
+    /// A store with one user (and one device of theirs when asked).
+    async fn store_with_user() -> (Arc<dyn Store>, UserRow, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        store
+            .upsert_service(ServiceRow {
+                id: "dn".into(),
+                name: "DN".into(),
+            })
+            .await
+            .unwrap();
+        store
+            .create_user(
+                NewUser {
+                    username: "nurse".into(),
+                    display_name: "Nurse".into(),
+                    role: "nurse".into(),
+                    service_id: "dn".into(),
+                    password_hash: "unused".into(),
+                    totp_secret: "unused".into(),
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let user = store.user_by_username("nurse").await.unwrap().unwrap();
+        (store, user, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_failures_are_all_counted_and_lock_once() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let tasks: Vec<_> = (0..MAX_FAILURES)
+            .map(|_| {
+                let (store, user) = (Arc::clone(&store), user.clone());
+                tokio::spawn(async move { count_failure(store.as_ref(), &user, now).await })
+            })
+            .collect();
+        let mut locks = 0;
+        for task in tasks {
+            locks += usize::from(task.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(locks, 1, "the fifth failure, whichever it was, locks");
+        let stored = store.user_by_id(&user.id).await.unwrap().unwrap();
+        assert_eq!(stored.failed_attempts, 0);
+        assert_eq!(
+            stored.locked_until.map(|t| t.timestamp()),
+            Some((now + LOCKOUT).timestamp())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_token_is_exchanged_once_and_its_second_use_revokes_the_device() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let device = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let (first, pair) = issue(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        // Two requests race with the same refresh token.
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let request = RefreshRequest {
+                    device_id: device.clone(),
+                    refresh_token: first.refresh_token.clone(),
+                };
+                tokio::spawn(async move { refresh(store.as_ref(), &request, now).await })
+            })
+            .collect();
+        let mut rotated = Vec::new();
+        let mut refused = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(tokens) => rotated.push(tokens),
+                Err(AuthFailure::Unauthorized) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((rotated.len(), refused), (1, 1));
+        // The reuse revoked every token of the device, the winner's new ones included.
+        let access = store
+            .token(&token_hash(&rotated[0].access_token))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(access.revoked_at.is_some());
+        assert!(matches!(
+            authenticate(store.as_ref(), &rotated[0].access_token, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+    }
 
     #[test]
     fn password_hash_is_argon2id_and_verifies() {

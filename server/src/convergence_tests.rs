@@ -2,8 +2,13 @@
 //! real one) after random interleavings of imports, list changes, dissent, the clock moving
 //! and pages cut short ends up holding exactly the user's filtered view, computed here
 //! independently of the pull code.
+//!
+//! The suite speaks only `Arc<dyn Store>` and is instantiated per backend by
+//! `convergence_suite!` with a function that makes an empty store: running it against
+//! another backend is one more line at the bottom of this file.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -18,11 +23,29 @@ use doorstep_record::nhs::NhsNumber;
 use serde_json::{Value, json};
 
 use crate::cursor::{self, CursorKey};
-use crate::pull::{PullOutcome, parse_row};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{
-    ListRow, NewListEntry, NewUser, PullRequest, ServiceRow, Store, UserRow, UserScope, user_scope,
-};
+use crate::import::import_bundle;
+use crate::lists::{self, NewListEntry};
+use crate::pull::{self, PullOutcome, PullRequest, UserScope, parse_row, user_scope};
+use crate::store::{self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, UserRow};
+
+/// An empty store of one backend, with whatever must live as long as it does (a temporary
+/// directory, a throwaway database).
+struct FreshStore {
+    store: Arc<dyn Store>,
+    keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// An empty SQLite store in a temporary directory.
+async fn sqlite_store() -> FreshStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+        .await
+        .unwrap();
+    FreshStore {
+        store,
+        keep: Box::new(dir),
+    }
+}
 
 const COVERED: [&str; 2] = ["A81001", "A81002"];
 const UNCOVERED: &str = "B82003";
@@ -287,7 +310,7 @@ impl Device {
 
 struct World {
     store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    _keep: Box<dyn std::any::Any + Send + Sync>,
     key: CursorKey,
     user: UserRow,
     other_user_id: String,
@@ -296,9 +319,8 @@ struct World {
     device_id: String,
 }
 
-async fn world(rng: &mut Rng, patient_count: usize) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World {
+    let FreshStore { store, keep } = fresh;
     let now = DateTime::parse_from_rfc3339("2026-01-15T08:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
@@ -398,12 +420,14 @@ async fn world(rng: &mut Rng, patient_count: usize) -> World {
         for _ in 0..(3 + rng.below(6)) {
             p.add_item(rng);
         }
-        store.import_bundle(&p.bundle(&[]), None).await.unwrap();
+        import_bundle(store.as_ref(), &p.bundle(&[]), None)
+            .await
+            .unwrap();
         patients.push(p);
     }
     let mut w = World {
         store,
-        _dir: dir,
+        _keep: keep,
         key: CursorKey::from_bytes([7; 32]),
         user,
         other_user_id: user_ids[1].clone(),
@@ -435,20 +459,20 @@ impl World {
         // Caseload entries run until discharged unless given an end.
         let ends_at = (list == CASELOAD && rng.chance(30))
             .then(|| self.now + Duration::hours(rng.below(40) as i64));
-        self.store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: list.into(),
-                    patient_id: self.patients[i].id.clone(),
-                    reason: format!("reason {}", rng.below(1000)),
-                    starts_at,
-                    ends_at,
-                    user_id,
-                },
-                self.now,
-            )
-            .await
-            .unwrap();
+        lists::add_entry(
+            self.store.as_ref(),
+            NewListEntry {
+                list_id: list.into(),
+                patient_id: self.patients[i].id.clone(),
+                reason: format!("reason {}", rng.below(1000)),
+                starts_at,
+                ends_at,
+                user_id,
+            },
+            self.now,
+        )
+        .await
+        .unwrap();
     }
 
     async fn mutate(&mut self, rng: &mut Rng) {
@@ -488,13 +512,17 @@ impl World {
                     }
                 }
                 let text = p.bundle(&deletions);
-                self.store.import_bundle(&text, None).await.unwrap();
+                import_bundle(self.store.as_ref(), &text, None)
+                    .await
+                    .unwrap();
             }
             5 => {
                 // Re-import unchanged: must be a no-op for the feed.
                 let head = self.store.feed_head().await.unwrap();
                 let text = self.patients[i].bundle(&[]);
-                let report = self.store.import_bundle(&text, None).await.unwrap();
+                let report = import_bundle(self.store.as_ref(), &text, None)
+                    .await
+                    .unwrap();
                 assert_eq!(report.feed_rows, 0);
                 assert_eq!(self.store.feed_head().await.unwrap(), head);
             }
@@ -512,7 +540,9 @@ impl World {
                     p.ods = choices[rng.below(3)].to_string();
                 }
                 let text = p.bundle(&[]);
-                self.store.import_bundle(&text, None).await.unwrap();
+                import_bundle(self.store.as_ref(), &text, None)
+                    .await
+                    .unwrap();
             }
             7 | 8 => self.add_entry(rng, i).await,
             9 | 10 => {
@@ -545,17 +575,18 @@ impl World {
             .as_deref()
             .map(|c| cursor::open(&self.key, c, &self.device_id))
             .transpose()?;
-        let outcome = self
-            .store
-            .pull(PullRequest {
+        let outcome = pull::pull(
+            self.store.as_ref(),
+            PullRequest {
                 device_id: self.device_id.clone(),
                 scope: self.scope().await,
                 cursor,
                 now: self.now,
                 page_bytes,
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         match outcome {
             PullOutcome::Resync(r) => Err(r),
             PullOutcome::Page(page) => Ok(PullPage {
@@ -693,13 +724,16 @@ fn assert_never_excluded(page: &PullPage) {
     }
 }
 
-#[tokio::test]
-async fn device_converges_after_random_interleavings() {
+async fn device_converges_after_random_interleavings<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
     let seeds = 1..=8u64;
     let mut nonempty_ends = 0;
     for seed in seeds.clone() {
         let mut rng = Rng(seed);
-        let mut w = world(&mut rng, 20).await;
+        let mut w = world(open().await, &mut rng, 20).await;
         let mut device = Device::default();
         let mut complete_syncs = 0;
         for step in 0..150 {
@@ -754,10 +788,13 @@ async fn device_converges_after_random_interleavings() {
     );
 }
 
-#[tokio::test]
-async fn withheld_items_are_counted_not_sent() {
+async fn withheld_items_are_counted_not_sent<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
     let mut rng = Rng(99);
-    let mut w = world(&mut rng, 4).await;
+    let mut w = world(open().await, &mut rng, 4).await;
     // Patient 0 (covered practice) gets one excluded, one confidential, one visible problem.
     let p = &mut w.patients[0];
     let old: Vec<(String, String)> = std::mem::take(&mut p.items)
@@ -793,7 +830,7 @@ async fn withheld_items_are_counted_not_sent() {
         },
     );
     let text = p.bundle(&old);
-    w.store.import_bundle(&text, None).await.unwrap();
+    import_bundle(w.store.as_ref(), &text, None).await.unwrap();
     w.store.end_list_entry(CASELOAD, "p0", w.now).await.unwrap();
     w.store
         .end_list_entry(BREAK_GLASS, "p0", w.now)
@@ -817,27 +854,30 @@ async fn withheld_items_are_counted_not_sent() {
 
 impl World {
     async fn add_entry_on(&self, list: &str, patient: &str) {
-        self.store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: list.into(),
-                    patient_id: patient.into(),
-                    reason: "visit".into(),
-                    starts_at: self.now,
-                    ends_at: None,
-                    user_id: None,
-                },
-                self.now,
-            )
-            .await
-            .unwrap();
+        lists::add_entry(
+            self.store.as_ref(),
+            NewListEntry {
+                list_id: list.into(),
+                patient_id: patient.into(),
+                reason: "visit".into(),
+                starts_at: self.now,
+                ends_at: None,
+                user_id: None,
+            },
+            self.now,
+        )
+        .await
+        .unwrap();
     }
 }
 
-#[tokio::test]
-async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
+async fn leaving_the_list_purges_and_newly_confidential_items_vanish<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
     let mut rng = Rng(5);
-    let mut w = world(&mut rng, 3).await;
+    let mut w = world(open().await, &mut rng, 3).await;
     for p in ["p0", "p1", "p2"] {
         for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
             w.store.end_list_entry(list, p, w.now).await.unwrap();
@@ -859,7 +899,7 @@ async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
     if let Some(id) = visible_id.clone() {
         p.items.get_mut(&id).unwrap().confidential = true;
         let text = p.bundle(&[]);
-        w.store.import_bundle(&text, None).await.unwrap();
+        import_bundle(w.store.as_ref(), &text, None).await.unwrap();
     }
     // p1 is discharged.
     assert_eq!(
@@ -880,10 +920,13 @@ async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
     assert_converged(&device, &w.expected().await, "after discharge");
 }
 
-#[tokio::test]
-async fn access_change_and_pruned_feed_ask_for_rebuild() {
+async fn access_change_and_pruned_feed_ask_for_rebuild<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
     let mut rng = Rng(11);
-    let w = world(&mut rng, 3).await;
+    let w = world(open().await, &mut rng, 3).await;
     w.add_entry_on(CASELOAD, "p0").await;
     let mut device = Device::default();
     w.sync(&mut device, 1024 * 1024).await;
@@ -922,3 +965,32 @@ async fn access_change_and_pruned_feed_ask_for_rebuild() {
         Err(ResyncReason::CursorInvalid)
     );
 }
+
+/// The suite for one backend: `convergence_suite!(module, async fn () -> FreshStore);`.
+macro_rules! convergence_suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            #[tokio::test]
+            async fn device_converges_after_random_interleavings() {
+                super::device_converges_after_random_interleavings($open).await
+            }
+
+            #[tokio::test]
+            async fn withheld_items_are_counted_not_sent() {
+                super::withheld_items_are_counted_not_sent($open).await
+            }
+
+            #[tokio::test]
+            async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
+                super::leaving_the_list_purges_and_newly_confidential_items_vanish($open).await
+            }
+
+            #[tokio::test]
+            async fn access_change_and_pruned_feed_ask_for_rebuild() {
+                super::access_change_and_pruned_feed_ask_for_rebuild($open).await
+            }
+        }
+    };
+}
+
+convergence_suite!(sqlite, super::sqlite_store);

@@ -31,12 +31,13 @@ use doorstep_record::fhir::Resource;
 use doorstep_record::synthetic::{Federation, FederationSpec, generate};
 use serde::{Deserialize, Serialize};
 
-use crate::auth;
 use crate::cursor::write_private;
+use crate::import::{self, ImportFailure};
+use crate::lists::{self, NewListEntry};
 use crate::store::{
-    AuditEvent, ListRow, NewListEntry, NewUser, PracticeRow, ServiceRow, Store, StoreError,
-    sqlite::SqliteStore,
+    self, AuditEvent, DatabaseUrl, ListRow, NewUser, PracticeRow, ServiceRow, Store, StoreError,
 };
+use crate::{audit, auth};
 
 /// File of the demo sign-ins in the data directory.
 pub const DEMO_USERS_FILE: &str = "demo-users.json";
@@ -149,32 +150,44 @@ pub fn seed(data_dir: &Path, seed: u64) -> Result<DemoSummary, DemoError> {
     seed_with(data_dir, &DemoSpec::standard(seed, Utc::now().date_naive()))
 }
 
-/// Seed a federation of the given shape. Blocking, like [`seed`].
+/// Seed a federation of the given shape into the store under `data_dir`. Blocking, like
+/// [`seed`].
 pub fn seed_with(data_dir: &Path, spec: &DemoSpec) -> Result<DemoSummary, DemoError> {
+    seed_with_database(data_dir, &DatabaseUrl::in_data_dir(data_dir), spec)
+}
+
+/// Seed a federation of the given shape into the store `database`; `demo-users.json` goes to
+/// `data_dir`. Blocking, like [`seed`].
+pub fn seed_with_database(
+    data_dir: &Path,
+    database: &DatabaseUrl,
+    spec: &DemoSpec,
+) -> Result<DemoSummary, DemoError> {
     let dir = data_dir.to_path_buf();
+    let database = database.clone();
     let spec = spec.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(seed_async(&dir, &spec))
+        runtime.block_on(seed_async(&dir, &database, &spec))
     })
     .join()
     .map_err(|_| DemoError::Internal("the seeding thread panicked".into()))?
 }
 
-/// Seed a federation of the given shape (async).
-pub async fn seed_async(data_dir: &Path, spec: &DemoSpec) -> Result<DemoSummary, DemoError> {
+/// Seed a federation of the given shape into `database` (async).
+pub async fn seed_async(
+    data_dir: &Path,
+    database: &DatabaseUrl,
+    spec: &DemoSpec,
+) -> Result<DemoSummary, DemoError> {
     let users_path = data_dir.join(DEMO_USERS_FILE);
     if users_path.exists() {
         return Err(DemoError::AlreadySeeded(data_dir.to_path_buf()));
     }
-    let dir = data_dir.to_path_buf();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-            .await
-            .map_err(|e| DemoError::Internal(e.to_string()))??,
-    );
+    std::fs::create_dir_all(data_dir)?;
+    let store: Arc<dyn Store> = store::open(database).await?;
     if !store.patients().await?.is_empty() {
         return Err(DemoError::AlreadySeeded(data_dir.to_path_buf()));
     }
@@ -360,10 +373,12 @@ pub async fn seed_store(
     }
     for (index, bundle) in federation.bundles.iter().enumerate() {
         let text = serde_json::to_string(bundle).map_err(|e| DemoError::Internal(e.to_string()))?;
-        match store.import_bundle(&text, None).await {
+        match import::import_bundle(store, &text, None).await {
             Ok(_) => {}
-            Err(StoreError::Rejected(source)) => return Err(DemoError::Rejected { index, source }),
-            Err(e) => return Err(e.into()),
+            Err(ImportFailure::Rejected(source)) => {
+                return Err(DemoError::Rejected { index, source });
+            }
+            Err(ImportFailure::Store(e)) => return Err(e.into()),
         }
     }
 
@@ -468,19 +483,19 @@ pub async fn seed_store(
     for pid in &caseload {
         let started = today - Duration::days(rng.below(200) as i64 + 1);
         let reason = CASELOAD_REASONS[rng.below(CASELOAD_REASONS.len() as u64) as usize];
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: CASELOAD_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: reason.into(),
-                    starts_at: at(started, 9, 0),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: CASELOAD_LIST.into(),
+                patient_id: pid.clone(),
+                reason: reason.into(),
+                starts_at: at(started, 9, 0),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     let first_day = appointments.len().div_ceil(2);
     for (i, pid) in appointments.iter().enumerate() {
@@ -491,34 +506,34 @@ pub async fn seed_store(
         };
         let minutes = 18 * 60 + 30 + 15 * slot as u32;
         let reason = APPOINTMENT_REASONS[rng.below(APPOINTMENT_REASONS.len() as u64) as usize];
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: APPOINTMENT_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: reason.into(),
-                    starts_at: at(date, (minutes / 60) % 24, minutes % 60),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: APPOINTMENT_LIST.into(),
+                patient_id: pid.clone(),
+                reason: reason.into(),
+                starts_at: at(date, (minutes / 60) % 24, minutes % 60),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     for (i, pid) in incidents.iter().enumerate() {
-        store
-            .add_list_entry(
-                NewListEntry {
-                    list_id: INCIDENT_LIST.into(),
-                    patient_id: pid.clone(),
-                    reason: INCIDENT_REASONS[i % INCIDENT_REASONS.len()].into(),
-                    starts_at: now - Duration::minutes(40 * (i as i64 + 1)),
-                    ends_at: None,
-                    user_id: None,
-                },
-                now,
-            )
-            .await?;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: INCIDENT_LIST.into(),
+                patient_id: pid.clone(),
+                reason: INCIDENT_REASONS[i % INCIDENT_REASONS.len()].into(),
+                starts_at: now - Duration::minutes(40 * (i as i64 + 1)),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
     }
     for pid in &dissenting {
         store.set_dissent(pid, true).await?;
@@ -579,8 +594,9 @@ pub async fn seed_store(
             totp_secret,
         });
     }
-    store
-        .append_audit(AuditEvent {
+    audit::append(
+        store,
+        AuditEvent {
             at: now,
             actor: "cli".into(),
             action: "seed".into(),
@@ -590,8 +606,9 @@ pub async fn seed_store(
                 "practices": federation.practices.len(),
                 "users": users.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
             }),
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(DemoSummary {
         users,
         patients: federation.patients.len(),

@@ -6,17 +6,25 @@
 //!
 //! # Parts
 //!
-//! - [`store`]: the [`store::Store`] trait (async, no SQL types through it) and the embedded
-//!   SQLite implementation ([`store::sqlite::SqliteStore`]: WAL, foreign keys, migrations from
-//!   `migrations/server-sqlite/`). PostgreSQL comes later behind the same trait.
-//! - [`pull`]: the pull algorithm (one page of changes after a cursor; convergence).
+//! - [`store`]: the store contract (async traits by area, [`store::Store`] their union, no SQL
+//!   types through them), its rows, [`store::open`] (a backend from a database URL) and the
+//!   embedded SQLite backend ([`store::sqlite::SqliteStore`]: WAL, foreign keys, migrations
+//!   from `migrations/server-sqlite/`). PostgreSQL comes next behind the same contract.
+//! - [`pull`]: the pull algorithm and its orchestration (one page of changes after a cursor,
+//!   over one read snapshot of any backend; convergence).
+//! - [`import`]: validating a bundle, planning its row writes, applying them whole or not at
+//!   all.
+//! - [`lists`]: the rules of a list entry (break-glass names its user; timed entries end).
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
-//! - [`audit`]: the hash chain of the append-only audit log.
+//! - [`audit`]: the hash chain of the append-only audit log, sealed here for every backend.
+//!
+//! Arrows inside the server point one way: `api`/`run`/`demo` -> `pull`/`import`/`lists`/
+//! `auth`/`audit` -> the store contract -> its rows; each backend -> the contract and the rows.
 //!
 //! # Rules
 //!
@@ -34,6 +42,8 @@ pub mod audit;
 pub mod auth;
 pub mod cursor;
 pub mod demo;
+pub mod import;
+pub mod lists;
 pub mod pull;
 pub mod run;
 pub mod store;
@@ -41,3 +51,5 @@ pub mod tls;
 
 #[cfg(test)]
 mod convergence_tests;
+#[cfg(test)]
+mod layering_tests;

@@ -1,11 +1,14 @@
 //! `doorstep-server`: the federation server's command line.
 //!
 //! ```text
-//! doorstep-server seed --demo --data-dir DIR [--seed N]
-//! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http]
-//! doorstep-server import --data-dir DIR FILE [--practice ODS]
-//! doorstep-server verify-audit --data-dir DIR
+//! doorstep-server seed --demo --data-dir DIR [--seed N] [--database URL]
+//! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http] [--database URL]
+//! doorstep-server import (--data-dir DIR | --database URL) FILE [--practice ODS]
+//! doorstep-server verify-audit (--data-dir DIR | --database URL)
 //! ```
+//!
+//! `--database URL` (or `DOORSTEP_DATABASE_URL`) names the store: `sqlite:PATH` for an
+//! SQLite file anywhere; without it, the SQLite file `federation.db` under `--data-dir`.
 //!
 //! `serve` prints exactly one line to stdout once it listens
 //! (`doorstep-server listening on https://127.0.0.1:PORT`); logs go to stderr and never carry
@@ -13,14 +16,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use doorstep_server::import::{self, ImportFailure};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
-use doorstep_server::store::{self, StoreError};
+use doorstep_server::store::{self, DatabaseUrl};
 use doorstep_server::{audit, demo, tls};
 
 #[derive(Parser)]
@@ -32,6 +36,24 @@ use doorstep_server::{audit, demo, tls};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which store a command opens.
+#[derive(clap::Args)]
+struct DatabaseArg {
+    /// The store: `sqlite:PATH` (an SQLite file). Default: `federation.db` under --data-dir.
+    #[arg(long = "database", env = "DOORSTEP_DATABASE_URL", value_name = "URL")]
+    url: Option<String>,
+}
+
+impl DatabaseArg {
+    fn resolve(&self, data_dir: Option<&Path>) -> anyhow::Result<DatabaseUrl> {
+        match (&self.url, data_dir) {
+            (Some(url), _) => Ok(DatabaseUrl::parse(url)?),
+            (None, Some(dir)) => Ok(DatabaseUrl::in_data_dir(dir)),
+            (None, None) => bail!("give --data-dir DIR or --database URL"),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,6 +68,8 @@ enum Command {
         /// Seed of the synthetic generator.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[command(flatten)]
+        database: DatabaseArg,
     },
     /// Serve the API over HTTPS.
     Serve {
@@ -63,22 +87,30 @@ enum Command {
         /// Byte budget of a pull page (uncompressed JSON).
         #[arg(long, default_value_t = doorstep_server::api::DEFAULT_PAGE_BYTES)]
         page_bytes: usize,
+        #[command(flatten)]
+        database: DatabaseArg,
     },
     /// Import a FHIR R4 Bundle (whole or nothing).
     Import {
         #[arg(long, env = "DOORSTEP_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArg,
         /// The bundle file (JSON).
         file: PathBuf,
         /// ODS code of the sending organisation: items the bundle does not attribute to a
-        /// source are attributed to it.
+        /// source are attributed to it. When it is a member practice (its own export), patients
+        /// the bundle registers with no practice are registered with it, and the summary says
+        /// which.
         #[arg(long)]
         practice: Option<String>,
     },
     /// Verify the hash chain of the audit log.
     VerifyAudit {
         #[arg(long, env = "DOORSTEP_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArg,
     },
 }
 
@@ -109,12 +141,15 @@ fn run() -> anyhow::Result<()> {
             demo: is_demo,
             data_dir,
             seed,
+            database,
         } => {
             if !is_demo {
                 bail!("only `seed --demo` is supported");
             }
+            let database = database.resolve(Some(&data_dir))?;
             let started = Instant::now();
-            let summary = demo::seed(&data_dir, seed)?;
+            let spec = demo::DemoSpec::standard(seed, chrono::Utc::now().date_naive());
+            let summary = demo::seed_with_database(&data_dir, &database, &spec)?;
             tracing::info!(
                 patients = summary.patients,
                 practices = summary.practices,
@@ -136,7 +171,9 @@ fn run() -> anyhow::Result<()> {
             dev_tls,
             insecure_loopback_http,
             page_bytes,
+            database,
         } => runtime.block_on(async move {
+            let database = database.resolve(Some(&data_dir))?;
             let tls_mode = if insecure_loopback_http {
                 TlsMode::InsecureLoopback
             } else if dev_tls {
@@ -149,6 +186,7 @@ fn run() -> anyhow::Result<()> {
             };
             let server = start(ServeConfig {
                 data_dir,
+                database: Some(database),
                 listen,
                 tls: tls_mode,
                 page_bytes,
@@ -166,13 +204,15 @@ fn run() -> anyhow::Result<()> {
         }),
         Command::Import {
             data_dir,
+            database,
             file,
             practice,
         } => runtime.block_on(async move {
+            let database = database.resolve(data_dir.as_deref())?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let store = store::open(&data_dir)?;
-            match store.import_bundle(&text, practice.as_deref()).await {
+            let store = store::open(&database).await?;
+            match import::import_bundle(store.as_ref(), &text, practice.as_deref()).await {
                 Ok(report) => {
                     eprintln!(
                         "imported {}: {} patient(s), {} resource(s) changed, {} unchanged, {} deleted",
@@ -182,17 +222,21 @@ fn run() -> anyhow::Result<()> {
                         report.unchanged,
                         report.deleted
                     );
+                    if let Some(note) = report.registration_note() {
+                        eprintln!("{note}");
+                    }
                     Ok(())
                 }
-                Err(StoreError::Rejected(e)) => {
+                Err(ImportFailure::Rejected(e)) => {
                     bail!("{} rejected, nothing imported: {e}", file.display())
                 }
-                Err(e) => Err(e.into()),
+                Err(ImportFailure::Store(e)) => Err(e.into()),
             }
         }),
-        Command::VerifyAudit { data_dir } => runtime.block_on(async move {
-            let store = store::open(&data_dir)?;
-            let rows = store.audit_events().await?;
+        Command::VerifyAudit { data_dir, database } => runtime.block_on(async move {
+            let database = database.resolve(data_dir.as_deref())?;
+            let store = store::open(&database).await?;
+            let rows = store.audit_rows().await?;
             let n = audit::verify(&rows)?;
             eprintln!("the audit log is intact: {n} events");
             Ok(())

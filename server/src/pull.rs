@@ -38,18 +38,38 @@
 //!
 //! After a page with `more == false`, `held == C`, `stale` is empty and every held patient's
 //! copy is its filtered state at the page's read: the device has converged.
+//!
+//! # One algorithm over every backend
+//!
+//! This module owns the whole pull: [`pull`] opens one [`FeedSnapshot`] (a read transaction of
+//! whichever backend), runs [`build_page`] over it, drops it, and saves the page's membership
+//! sets through [`FeedStore::save_member_sets`]. A backend only answers the snapshot's reads
+//! (rows in, rows out); it never sees an agreement, a cursor or a page budget.
+//!
+//! The snapshot trait is async so that a backend on an async client (PostgreSQL through
+//! tokio-postgres or sqlx) implements each read as one query on its open transaction, with no
+//! thread parked per page; the SQLite backend answers each read on tokio's blocking pool from
+//! a pooled connection that holds the read transaction. The algorithm is therefore written
+//! once, and the convergence suite (`convergence_tests.rs`), which runs it through
+//! `Arc<dyn Store>`, checks it for any backend it is given. (The other design, a sync snapshot
+//! run on a blocking thread, would have forced an async backend to block on its own runtime
+//! for every read.)
+//!
+//! Reads are per patient and per feed row; a backend whose round trips are dear can answer
+//! them from batches it prefetches inside its snapshot without changing this module.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
 use doorstep_record::Section;
-use doorstep_record::agreement::{Decision, covers, evaluate};
+use doorstep_record::agreement::{Agreement, Decision, covers, evaluate};
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
 use crate::store::{
-    FeedOp, FeedRow, ListEntryRow, PatientRow, PullRequest, ResourceRow, StoreError, UserScope,
+    FeedOp, FeedSnapshot, FeedStore, IdentityStore, ListEntryRow, PatientRow, ResourceRow,
+    StoreError, UserRow,
 };
 
 /// Feed rows read per query while scanning.
@@ -58,36 +78,44 @@ const SCAN_BATCH: usize = 2_000;
 /// a long absence; the device simply asks again.
 const MAX_SCAN: usize = 50_000;
 
-/// Reads of one consistent snapshot of the store (one read transaction).
-pub trait FeedSnapshot {
-    /// Highest feed seq (0 when empty).
-    fn head(&self) -> Result<i64, StoreError>;
-    /// Highest feed seq deleted by pruning (0 when none).
-    fn pruned_through(&self) -> Result<i64, StoreError>;
-    /// The patient ids of a membership set, `None` when unknown.
-    fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError>;
-    /// Feed rows with `after < seq <= upto`, in seq order, at most `limit`.
-    fn feed_after(&self, after: i64, upto: i64, limit: usize) -> Result<Vec<FeedRow>, StoreError>;
-    /// List entries active at `now` that bring patients to this user: entries of the
-    /// service's lists (other than break-glass lists) and the user's own break-glass entries.
-    fn scope_entries(
-        &self,
-        scope: &UserScope,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<ListEntryRow>, StoreError>;
-    /// Patients with an entry of this user's scope (as in [`FeedSnapshot::scope_entries`]) that
-    /// ended by the clock in `(after, upto]`.
-    fn entries_ended_between(
-        &self,
-        scope: &UserScope,
-        after: chrono::DateTime<chrono::Utc>,
-        upto: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<String>, StoreError>;
-    /// The patients with these ids (unknown ids are left out).
-    fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError>;
-    fn resource(&self, resource_type: &str, id: &str) -> Result<Option<ResourceRow>, StoreError>;
-    /// A patient's resources that are not deleted, sorted by type and id.
-    fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError>;
+/// Whose access a pull is computed for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserScope {
+    pub user_id: String,
+    pub role: String,
+    pub service_id: String,
+    /// The agreements of the user's service that name the user's role.
+    pub agreements: Vec<Agreement>,
+}
+
+/// The user's scope: role, service, and the service's agreements naming the role.
+pub async fn user_scope(
+    store: &dyn IdentityStore,
+    user: &UserRow,
+) -> Result<UserScope, StoreError> {
+    let mut agreements: Vec<Agreement> = store
+        .agreements_for_service(&user.service_id)
+        .await?
+        .into_iter()
+        .filter(|a| a.roles.iter().any(|r| r == &user.role))
+        .collect();
+    agreements.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(UserScope {
+        user_id: user.id.clone(),
+        role: user.role.clone(),
+        service_id: user.service_id.clone(),
+        agreements,
+    })
+}
+
+/// A pull request: the cursor is already verified (signature, device).
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub device_id: String,
+    pub scope: UserScope,
+    pub cursor: Option<CursorState>,
+    pub now: DateTime<Utc>,
+    pub page_bytes: usize,
 }
 
 /// The answer to a pull.
@@ -104,23 +132,57 @@ pub struct PageResult {
     pub changes: Vec<doorstep_protocol::Change>,
     pub cursor: CursorState,
     pub more: bool,
-    /// Membership sets the new cursor names; the store saves them (content-addressed).
+    /// Membership sets the new cursor names; [`pull`] saves them (content-addressed).
     pub sets: Vec<(String, Vec<String>)>,
     /// Patients sent in full on this page (for the audit log).
     pub added: Vec<String>,
     pub removed: Vec<String>,
 }
 
+/// One page for `request`: built over one snapshot of `store`, then the membership sets the
+/// new cursor names are saved (empty sets are never stored: every cursor may name one).
+pub async fn pull(store: &dyn FeedStore, request: PullRequest) -> Result<PullOutcome, StoreError> {
+    let outcome = {
+        let snap = store.feed_snapshot().await?;
+        build_page(snap.as_ref(), &request).await?
+        // The snapshot (its read transaction) ends here, before the write below.
+    };
+    if let PullOutcome::Page(page) = &outcome {
+        let sets: Vec<(String, Vec<String>)> = page
+            .sets
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .cloned()
+            .collect();
+        if !sets.is_empty() {
+            store.save_member_sets(sets, page.cursor.issued).await?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The patient ids of the membership set `hash`: the empty set is known without a read.
+async fn member_set(
+    snap: &dyn FeedSnapshot,
+    hash: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    if hash == cursor::set_hash(&[]) {
+        return Ok(Some(Vec::new()));
+    }
+    snap.member_set(hash).await
+}
+
 /// The filtered view of one patient for a user, as a `PatientAdded` change, with its size in
 /// bytes of JSON.
-pub fn patient_view(
+pub async fn patient_view(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
     today: NaiveDate,
     patient: &PatientRow,
     entries: &[ListEntryRow],
 ) -> Result<(Change, usize), StoreError> {
-    let (resources, withheld, resource_bytes) = filtered_resources(snap, scope, today, patient)?;
+    let (resources, withheld, resource_bytes) =
+        filtered_resources(snap, scope, today, patient).await?;
     let mut change = Change::PatientAdded {
         patient: PatientHeader {
             patient_id: patient.id.clone(),
@@ -142,7 +204,7 @@ pub fn patient_view(
     Ok((change, size))
 }
 
-fn filtered_resources(
+async fn filtered_resources(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
     today: NaiveDate,
@@ -151,7 +213,7 @@ fn filtered_resources(
     let mut visible = Vec::new();
     let mut bytes = 0;
     let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
-    for row in snap.live_resources(&patient.id)? {
+    for row in snap.live_resources(&patient.id).await? {
         let resource = parse_row(&row)?;
         match decide(&resource, patient, scope, today) {
             Decision::Visible => {
@@ -205,13 +267,16 @@ fn wire_entries(entries: &[ListEntryRow]) -> Vec<doorstep_protocol::ListEntry> {
 }
 
 /// The patients this user may have on a device now (`C`), with their active entries.
-pub fn candidates(
+pub async fn candidates(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
-    now: chrono::DateTime<chrono::Utc>,
+    now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>, StoreError> {
     let mut by_patient: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
-    for entry in snap.scope_entries(scope, now)? {
+    for entry in snap
+        .scope_entries(&scope.service_id, &scope.user_id, now)
+        .await?
+    {
         if entry.is_active(now) {
             by_patient
                 .entry(entry.patient_id.clone())
@@ -221,7 +286,7 @@ pub fn candidates(
     }
     let ids: Vec<String> = by_patient.keys().cloned().collect();
     let mut out = BTreeMap::new();
-    for patient in snap.patients(&ids)? {
+    for patient in snap.patients(&ids).await? {
         let entries = by_patient.remove(&patient.id).unwrap_or_default();
         let broke_glass = entries.iter().any(|e| e.kind == ListKind::BreakGlass);
         let covered = covers(&scope.agreements, &patient.practice_ods, &scope.role);
@@ -238,7 +303,7 @@ fn size_of(change: &Change) -> usize {
 }
 
 /// Build one page for `request` from `snap`.
-pub fn build_page(
+pub async fn build_page(
     snap: &dyn FeedSnapshot,
     request: &PullRequest,
 ) -> Result<PullOutcome, StoreError> {
@@ -246,17 +311,17 @@ pub fn build_page(
     let now = request.now;
     let today = now.date_naive();
     let epoch = cursor::access_epoch(&scope.role, &scope.service_id, &scope.agreements);
-    let head = snap.head()?;
+    let head = snap.head().await?;
 
     let (start_seq, mut held, mut stale) = match &request.cursor {
         None => (head, BTreeSet::new(), BTreeSet::new()),
         Some(c) => {
-            if let Err(reason) = cursor::check(c, &epoch, snap.pruned_through()?, head) {
+            if let Err(reason) = cursor::check(c, &epoch, snap.pruned_through().await?, head) {
                 return Ok(PullOutcome::Resync(reason));
             }
             let (Some(h), Some(s)) = (
-                snap.member_set(&c.set_hash)?,
-                snap.member_set(&c.stale_hash)?,
+                member_set(snap, &c.set_hash).await?,
+                member_set(snap, &c.stale_hash).await?,
             ) else {
                 return Ok(PullOutcome::Resync(ResyncReason::CursorExpired));
             };
@@ -269,7 +334,7 @@ pub fn build_page(
         }
     };
 
-    let eligible = candidates(snap, scope, now)?;
+    let eligible = candidates(snap, scope, now).await?;
     let budget = request.page_bytes.max(1);
     let mut used = 0usize;
     let mut changes: Vec<Change> = Vec::new();
@@ -282,7 +347,10 @@ pub fn build_page(
         && c.issued < now
         && !held.is_empty()
     {
-        for pid in snap.entries_ended_between(scope, c.issued, now)? {
+        for pid in snap
+            .entries_ended_between(&scope.service_id, &scope.user_id, c.issued, now)
+            .await?
+        {
             if let Some((_, entries)) = eligible.get(&pid)
                 && held.contains(&pid)
                 && lists_sent.insert(pid.clone())
@@ -306,7 +374,7 @@ pub fn build_page(
         let mut resources_sent: HashSet<(String, String)> = HashSet::new();
         let mut scanned = 0usize;
         'scan: loop {
-            let rows = snap.feed_after(consumed, head, SCAN_BATCH)?;
+            let rows = snap.feed_after(consumed, head, SCAN_BATCH).await?;
             let exhausted = rows.len() < SCAN_BATCH;
             for row in rows {
                 scanned += 1;
@@ -332,7 +400,9 @@ pub fn build_page(
                         if resources_sent.contains(key) {
                             None
                         } else {
-                            Some(sized(resource_change(snap, scope, today, patient, key)?))
+                            Some(sized(
+                                resource_change(snap, scope, today, patient, key).await?,
+                            ))
                         }
                     }
                     (FeedOp::List, _) => (!lists_sent.contains(&pid)).then(|| {
@@ -342,7 +412,7 @@ pub fn build_page(
                         })
                     }),
                     (FeedOp::Header, _) => {
-                        Some(patient_view(snap, scope, today, patient, entries)?)
+                        Some(patient_view(snap, scope, today, patient, entries).await?)
                     }
                     (FeedOp::Upsert | FeedOp::Delete, None) => {
                         return Err(StoreError::Corrupt(format!(
@@ -356,7 +426,7 @@ pub fn build_page(
                     && new_change.is_some()
                     && !withheld.contains_key(&pid)
                 {
-                    let (_, counts, _) = filtered_resources(snap, scope, today, patient)?;
+                    let (_, counts, _) = filtered_resources(snap, scope, today, patient).await?;
                     let change = Change::Withheld {
                         patient_id: pid.clone(),
                         counts,
@@ -428,7 +498,7 @@ pub fn build_page(
             if held.contains(pid) {
                 continue;
             }
-            let (change, size) = patient_view(snap, scope, today, patient, entries)?;
+            let (change, size) = patient_view(snap, scope, today, patient, entries).await?;
             if used + size > budget && !changes.is_empty() {
                 more = true;
                 break;
@@ -466,14 +536,14 @@ pub fn build_page(
     })))
 }
 
-fn resource_change(
+async fn resource_change(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
     today: NaiveDate,
     patient: &PatientRow,
     (rtype, id): &(String, String),
 ) -> Result<Change, StoreError> {
-    if let Some(row) = snap.resource(rtype, id)?
+    if let Some(row) = snap.resource(rtype, id).await?
         && !row.deleted
         && row.patient_id.as_deref() == Some(patient.id.as_str())
     {

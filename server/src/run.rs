@@ -1,6 +1,7 @@
 //! Starting and stopping the server: what `doorstep-server serve` and tests call.
 //!
-//! [`start`] opens the store in the data directory, loads (or makes) the cursor key and the TLS
+//! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
+//! directory), loads (or makes) the cursor key and the TLS
 //! material, binds the listener (port 0 picks a free port) and serves on a tokio task until
 //! [`RunningServer::shutdown`]. Plain HTTP is refused unless [`TlsMode::InsecureLoopback`] is
 //! asked for *and* the address is a loopback one.
@@ -15,7 +16,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api::{self, AppState};
 use crate::cursor::CursorKey;
-use crate::store::{Store, StoreError, sqlite::SqliteStore};
+use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
 
 /// How the server speaks.
@@ -32,7 +33,10 @@ pub enum TlsMode {
 /// What to serve and how.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Cursor key, TLS material, and (unless `database` says otherwise) the store.
     pub data_dir: PathBuf,
+    /// The store to serve; `None`: the SQLite file `federation.db` in `data_dir`.
+    pub database: Option<DatabaseUrl>,
     pub listen: SocketAddr,
     pub tls: TlsMode,
     /// Byte budget of a pull page (uncompressed JSON).
@@ -40,10 +44,11 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults: `127.0.0.1:8443`, dev TLS, 1 MiB pages.
+    /// Defaults: the store in the data directory, `127.0.0.1:8443`, dev TLS, 1 MiB pages.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),
+            database: None,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
             tls: TlsMode::Dev,
             page_bytes: api::DEFAULT_PAGE_BYTES,
@@ -120,14 +125,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         return Err(StartError::InsecureNotLoopback(config.listen));
     }
     let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = {
-        let dir = data_dir.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??,
-        )
-    };
+    std::fs::create_dir_all(&data_dir).map_err(StoreError::from)?;
+    let database = config
+        .database
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::in_data_dir(&data_dir));
+    let store: Arc<dyn Store> = store::open(&database).await?;
     let cursor_key = CursorKey::load_or_create(&data_dir).map_err(StartError::CursorKey)?;
 
     let (rustls, ca_pem_path) = match &config.tls {
@@ -201,7 +204,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
     };
     let scheme = if insecure { "http" } else { "https" };
     let base_url = format!("{scheme}://{host}:{}", addr.port());
-    tracing::info!(%addr, tls = !insecure, "serving");
+    tracing::info!(%addr, tls = !insecure, %database, "serving");
     Ok(RunningServer {
         addr,
         base_url,

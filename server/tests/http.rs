@@ -17,8 +17,9 @@ use doorstep_protocol::{
 use doorstep_record::agreement::sensitive::is_rcgp_excluded;
 use doorstep_record::fhir::Resource;
 use doorstep_server::demo::{self, CASELOAD_LIST, DemoSpec, DemoUser};
+use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, StartError, TlsMode, start};
-use doorstep_server::store::{self, NewListEntry};
+use doorstep_server::store;
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 fn totp_at(secret_b32: &str, unix: u64) -> String {
@@ -156,6 +157,7 @@ async fn enrol_and_pull_over_https() {
 
     let server = start(ServeConfig {
         data_dir: data.clone(),
+        database: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsMode::Dev,
         page_bytes: 24 * 1024,
@@ -268,7 +270,9 @@ async fn enrol_and_pull_over_https() {
             _ => None,
         })
         .collect();
-    let store = store::open(&data).unwrap();
+    let store = store::open(&store::DatabaseUrl::in_data_dir(&data))
+        .await
+        .unwrap();
     let caseload: BTreeSet<String> = store
         .list_entries(CASELOAD_LIST)
         .await
@@ -329,20 +333,20 @@ async fn enrol_and_pull_over_https() {
         .find(|p| !p.dissent && !caseload.contains(&p.id))
         .map(|p| p.id)
         .unwrap();
-    store
-        .add_list_entry(
-            NewListEntry {
-                list_id: CASELOAD_LIST.into(),
-                patient_id: newcomer.clone(),
-                reason: "Wound check".into(),
-                starts_at: Utc::now(),
-                ends_at: None,
-                user_id: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    lists::add_entry(
+        store.as_ref(),
+        NewListEntry {
+            list_id: CASELOAD_LIST.into(),
+            patient_id: newcomer.clone(),
+            reason: "Wound check".into(),
+            starts_at: Utc::now(),
+            ends_at: None,
+            user_id: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let leaver = caseload.iter().next().unwrap().clone();
     assert_eq!(
         store
@@ -442,7 +446,7 @@ async fn enrol_and_pull_over_https() {
     assert_eq!(r.json::<ApiError>().await.unwrap().code, "locked_out");
 
     // The audit chain holds the sign-ins, pulls and imports, intact.
-    let events = store.audit_events().await.unwrap();
+    let events = store.audit_rows().await.unwrap();
     assert_eq!(doorstep_server::audit::verify(&events), Ok(events.len()));
     for action in ["import", "seed", "sign_in", "sign_in_failed", "pull"] {
         assert!(
@@ -558,23 +562,29 @@ async fn standard_demo_timings() {
     let over_https = started.elapsed();
 
     // The same pull in-process, without TLS, gzip and the client's parsing.
-    let store = store::open(&data).unwrap();
+    let store = store::open(&store::DatabaseUrl::in_data_dir(&data))
+        .await
+        .unwrap();
     let nurse_row = store.user_by_username("nurse.demo").await.unwrap().unwrap();
-    let scope = store::user_scope(store.as_ref(), &nurse_row).await.unwrap();
+    let scope = doorstep_server::pull::user_scope(store.as_ref(), &nurse_row)
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut state = None;
     let mut direct_pages = 0;
     loop {
-        let outcome = store
-            .pull(store::PullRequest {
+        let outcome = doorstep_server::pull::pull(
+            store.as_ref(),
+            doorstep_server::pull::PullRequest {
                 device_id: "timing".into(),
                 scope: scope.clone(),
                 cursor: state.clone(),
                 now: Utc::now(),
                 page_bytes: doorstep_server::api::DEFAULT_PAGE_BYTES,
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         let doorstep_server::pull::PullOutcome::Page(page) = outcome else {
             panic!("resync")
         };

@@ -12,7 +12,7 @@ use doorstep_e2e::DemoFederation;
 use doorstep_ipc::IpcErrorKind;
 use doorstep_record::NhsNumber;
 use doorstep_server::demo::CASELOAD_LIST;
-use doorstep_server::store::Store;
+use doorstep_server::store::ListStore;
 use doorstep_server::store::sqlite::SqliteStore;
 
 const PIN: &str = "246810";

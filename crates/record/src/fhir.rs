@@ -12,6 +12,8 @@
 //!   entry cannot become a resource (no type, no id).
 //! - [`validate_for_import`] is strict: a bundle is imported whole or not at all, and the first
 //!   problem is reported as an [`ImportError`] naming the entry, the resource and the element.
+//!   [`validate_for_import_from`] is the same check for a bundle a practice sent as its own
+//!   export: a Patient the bundle registers with no practice is registered with the sender.
 
 use std::collections::{HashMap, HashSet};
 
@@ -435,6 +437,17 @@ pub struct ImportPlan {
     pub patients: Vec<PatientHeaderInfo>,
     /// Every resource of the bundle, stamped with its source organisation.
     pub resources: Vec<Resource>,
+    /// Ids of the patients the bundle registered with no practice, registered with the
+    /// sending practice (see [`validate_for_import_from`]), in bundle order.
+    pub registered_with_sender: Vec<String>,
+}
+
+/// The practice that sent a bundle as its own export: its patients are its own, so a Patient
+/// the bundle registers nowhere is registered with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendingPractice<'a> {
+    pub ods: &'a str,
+    pub name: &'a str,
 }
 
 const BUNDLE_TYPES: [&str; 5] = [
@@ -618,6 +631,20 @@ fn check_concept(
 /// sender already stamped it (a hospital discharge summary keeps its trust). Organizations,
 /// Practitioners and resources of other types are stamped with the first patient's practice.
 pub fn validate_for_import(bundle: &Bundle) -> Result<ImportPlan, ImportError> {
+    validate_for_import_from(bundle, None)
+}
+
+/// [`validate_for_import`] for a bundle sent by `sender`, the sending practice's own export.
+///
+/// A Patient with no `generalPractitioner` at all is then registered with `sender` instead
+/// of being refused, and listed in [`ImportPlan::registered_with_sender`]. A Patient whose
+/// `generalPractitioner` names a practice that cannot be read (no ODS code, an Organization
+/// missing from the bundle) is still refused: the bundle says something, and it is not the
+/// sender. Without a sender this is exactly [`validate_for_import`].
+pub fn validate_for_import_from(
+    bundle: &Bundle,
+    sender: Option<SendingPractice<'_>>,
+) -> Result<ImportPlan, ImportError> {
     let mut seen: HashSet<(&ResourceType, &str)> = HashSet::new();
     let mut organisations: HashMap<&str, (String, Option<String>)> = HashMap::new();
     for (i, r) in bundle.resources.iter().enumerate() {
@@ -640,6 +667,7 @@ pub fn validate_for_import(bundle: &Bundle) -> Result<ImportPlan, ImportError> {
     }
 
     let mut patients = Vec::new();
+    let mut registered_with_sender = Vec::new();
     let mut practice_of: HashMap<&str, (String, String)> = HashMap::new();
     let mut nhs_numbers: HashSet<String> = HashSet::new();
     for (i, r) in bundle.resources.iter().enumerate() {
@@ -677,13 +705,22 @@ pub fn validate_for_import(bundle: &Bundle) -> Result<ImportPlan, ImportError> {
                 "two patients in the bundle have the same NHS number",
             ));
         }
-        let Some((ods, name)) = registered_practice(r, &organisations) else {
-            return Err(ImportError::at(
-                i,
-                r,
-                "generalPractitioner",
-                "the patient has no registered practice with an ODS code",
-            ));
+        let registered = registered_practice(r, &organisations);
+        let names_none = array_at(&r.json, "generalPractitioner").is_empty();
+        let (ods, name) = match (registered, sender) {
+            (Some(practice), _) => practice,
+            (None, Some(sender)) if names_none => {
+                registered_with_sender.push(r.id.clone());
+                (sender.ods.to_owned(), sender.name.to_owned())
+            }
+            (None, _) => {
+                return Err(ImportError::at(
+                    i,
+                    r,
+                    "generalPractitioner",
+                    "the patient has no registered practice with an ODS code",
+                ));
+            }
         };
         practice_of.insert(r.id.as_str(), (ods.clone(), name.clone()));
         patients.push(PatientHeaderInfo {
@@ -762,6 +799,7 @@ pub fn validate_for_import(bundle: &Bundle) -> Result<ImportPlan, ImportError> {
     Ok(ImportPlan {
         patients,
         resources,
+        registered_with_sender,
     })
 }
 
@@ -1069,6 +1107,69 @@ mod tests {
         p["generalPractitioner"] = json!([{"identifier": {"system": ODS_SYSTEM, "value": "C83003"}, "display": "Bryn Surgery"}]);
         let plan = validate_for_import(&parse_bundle(&bundle(vec![p])).unwrap()).unwrap();
         assert_eq!(plan.patients[0].practice_ods, "C83003");
+    }
+
+    #[test]
+    fn sending_practice_registers_patients_the_bundle_registers_nowhere() {
+        let sender = SendingPractice {
+            ods: "C81001",
+            name: "Riverside Surgery",
+        };
+        let mut orphan = patient("p2", "9990000026");
+        orphan
+            .as_object_mut()
+            .unwrap()
+            .remove("generalPractitioner");
+        let b = parse_bundle(&bundle(vec![
+            practice(),
+            patient("p1", "9434765919"),
+            orphan.clone(),
+            condition("c2", "p2"),
+        ]))
+        .unwrap();
+        // Without a sender: refused, naming the element, as before.
+        let e = validate_for_import(&b).unwrap_err();
+        assert_eq!(
+            (e.entry, e.element.as_str()),
+            (Some(2), "generalPractitioner")
+        );
+        assert_eq!(validate_for_import_from(&b, None), Err(e));
+
+        let plan = validate_for_import_from(&b, Some(sender)).unwrap();
+        assert_eq!(plan.registered_with_sender, ["p2"]);
+        // p1 keeps the practice its bundle names; p2 is the sender's, and so are its items.
+        assert_eq!(plan.patients[0].practice_ods, "A81001");
+        assert_eq!(
+            (
+                plan.patients[1].practice_ods.as_str(),
+                plan.patients[1].practice_name.as_str()
+            ),
+            ("C81001", "Riverside Surgery")
+        );
+        let c2 = plan.resources.iter().find(|r| r.id == "c2").unwrap();
+        assert_eq!(c2.source_ods().as_deref(), Some("C81001"));
+        // The stored Patient says what the sender said: no generalPractitioner is invented.
+        let p2 = plan.resources.iter().find(|r| r.id == "p2").unwrap();
+        assert!(p2.json.get("generalPractitioner").is_none());
+
+        // An empty list names no practice either.
+        orphan["generalPractitioner"] = json!([]);
+        let b = parse_bundle(&bundle(vec![orphan])).unwrap();
+        let plan = validate_for_import_from(&b, Some(sender)).unwrap();
+        assert_eq!(plan.registered_with_sender, ["p2"]);
+    }
+
+    #[test]
+    fn a_practice_the_bundle_names_but_cannot_be_read_is_refused_even_with_a_sender() {
+        let sender = SendingPractice {
+            ods: "C81001",
+            name: "Riverside Surgery",
+        };
+        let mut p = patient("p1", "9434765919");
+        p["generalPractitioner"] = json!([{"reference": "Organization/missing"}]);
+        let b = parse_bundle(&bundle(vec![p])).unwrap();
+        let e = validate_for_import_from(&b, Some(sender)).unwrap_err();
+        assert_eq!(e.element, "generalPractitioner");
     }
 
     #[test]

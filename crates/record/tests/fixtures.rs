@@ -1,12 +1,16 @@
 //! The public Synthea sample bundles (US Core flavoured FHIR R4, CC0; a copy of the project's
 //! `shared/fixtures/synthea/`, kept in the repository so a fresh clone tests on its own; see
 //! `tests/fixtures/README.md`): Doorstep must read them without error, build every view, and
-//! refuse to import them because they carry no NHS number.
+//! refuse to import them because they carry no NHS number, even from a sending practice; with
+//! an NHS number added, a sending practice's import registers them with it.
 
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use doorstep_record::fhir::{ResourceType, parse_bundle, validate_for_import};
+use doorstep_record::fhir::{
+    ResourceType, SendingPractice, parse_bundle, validate_for_import, validate_for_import_from,
+};
+use doorstep_record::nhs::NhsNumber;
 use doorstep_record::views::build_record;
 
 fn fixtures_dir() -> PathBuf {
@@ -145,6 +149,97 @@ fn synthea_bundles_are_refused_for_import_for_want_of_an_nhs_number() {
         assert!(
             text.starts_with("entry 0 (Patient/") && text.contains("element 'identifier'"),
             "{text}"
+        );
+    }
+}
+
+const SENDER: SendingPractice<'static> = SendingPractice {
+    ods: "C81001",
+    name: "Riverside Surgery",
+};
+
+/// A fixture as sent, with only an NHS-number identifier added to its Patient (entry 0).
+fn with_nhs_number(name: &str, nhs: &NhsNumber) -> String {
+    let mut bundle: serde_json::Value = serde_json::from_str(&read(name)).unwrap();
+    let patient = &mut bundle["entry"][0]["resource"];
+    assert_eq!(patient["resourceType"], "Patient");
+    assert!(
+        patient.get("generalPractitioner").is_none(),
+        "{name} names a practice"
+    );
+    patient["identifier"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "system": "https://fhir.nhs.uk/Id/nhs-number",
+            "value": nhs.digits(),
+        }));
+    bundle.to_string()
+}
+
+/// Test NHS numbers: the reserved range 999 000 0000 to 999 999 9999, valid Modulus 11.
+fn test_nhs_numbers() -> Vec<NhsNumber> {
+    let numbers: Vec<NhsNumber> = (999_000_002u64..)
+        .filter_map(NhsNumber::from_stem)
+        .take(2)
+        .collect();
+    for n in &numbers {
+        assert!(n.digits().starts_with("999"), "{}", n.digits());
+        assert_eq!(NhsNumber::parse(n.digits()).as_ref(), Ok(n));
+    }
+    numbers
+}
+
+#[test]
+fn a_sending_practice_does_not_excuse_the_missing_nhs_number() {
+    for name in [DENIS, KASANDRA] {
+        let b = parse_bundle(&read(name)).unwrap();
+        let e = validate_for_import_from(&b, Some(SENDER)).unwrap_err();
+        assert_eq!(
+            (e.entry, e.element.as_str()),
+            (Some(0), "identifier"),
+            "{name}: {e}"
+        );
+        assert!(e.to_string().contains("no NHS number"), "{e}");
+    }
+}
+
+#[test]
+fn with_an_nhs_number_a_sending_practice_registers_the_synthea_patient() {
+    for (name, nhs) in [DENIS, KASANDRA].into_iter().zip(test_nhs_numbers()) {
+        let b = parse_bundle(&with_nhs_number(name, &nhs)).unwrap();
+        let plan =
+            validate_for_import_from(&b, Some(SENDER)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let patient_id = b.resources[0].id.clone();
+        assert_eq!(plan.registered_with_sender, [patient_id.as_str()], "{name}");
+        assert_eq!(plan.patients.len(), 1);
+        let header = &plan.patients[0];
+        assert_eq!(header.patient_id, patient_id);
+        assert_eq!(header.nhs_number, nhs);
+        assert_eq!(
+            (header.practice_ods.as_str(), header.practice_name.as_str()),
+            ("C81001", "Riverside Surgery")
+        );
+        assert_eq!(plan.resources.len(), b.resources.len());
+        assert!(
+            plan.resources
+                .iter()
+                .all(|r| r.source_ods().as_deref() == Some("C81001")),
+            "{name}: every item is the sending practice's"
+        );
+    }
+}
+
+#[test]
+fn with_an_nhs_number_but_no_sending_practice_the_synthea_patient_is_refused_at_general_practitioner()
+ {
+    for (name, nhs) in [DENIS, KASANDRA].into_iter().zip(test_nhs_numbers()) {
+        let b = parse_bundle(&with_nhs_number(name, &nhs)).unwrap();
+        let e = validate_for_import(&b).unwrap_err();
+        assert_eq!(
+            (e.entry, e.element.as_str()),
+            (Some(0), "generalPractitioner"),
+            "{name}: {e}"
         );
     }
 }

@@ -1,8 +1,27 @@
-//! The embedded store: SQLite in `DIR/federation.db`, WAL mode, foreign keys on.
+//! The embedded backend: SQLite in one file (by default `DIR/federation.db`), WAL mode,
+//! foreign keys on.
+//!
+//! # What this module owns
+//!
+//! The SQL of every area of the store contract ([`super::contract`]) and the schema's
+//! migrations. It reads and writes rows and decides nothing: imports arrive planned
+//! ([`PlannedImport`]), audit rows arrive sealed, pull pages are built above the store over the
+//! reads of a [`FeedSnapshot`] this module answers.
+//!
+//! # Connections and transactions
 //!
 //! One writer connection (SQLite allows one writer at a time anyway) behind a mutex, and a
 //! small pool of read-only connections, so pulls read consistent snapshots while imports
 //! write. All database work runs on tokio's blocking pool (`spawn_blocking`).
+//!
+//! - A pull snapshot takes a reader connection out of the pool and opens a read transaction on
+//!   it (WAL: every read of it sees the same committed state); each read runs on the blocking
+//!   pool; dropping the snapshot ends the transaction and returns the connection.
+//! - Writes that were planned on reads (an import, an audit row) run in `BEGIN IMMEDIATE`
+//!   transactions: the write lock is taken first, then what the plan read is read again and
+//!   compared; a difference answers [`StoreError::Stale`] and writes nothing. Holding the one
+//!   write lock from the re-check to the commit is what serialises concurrent writers, in this
+//!   process or another.
 //!
 //! Migrations are the files `migrations/server-sqlite/NNNN_*.sql`, embedded at build time and
 //! applied in order inside transactions; `schema_migrations` records what was applied.
@@ -17,17 +36,17 @@ use doorstep_protocol::ListKind;
 use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
-use super::{
-    AuditEvent, AuditRow, DeviceRow, FeedOp, FeedRow, ImportBatch, ImportReport, ListEntryRow,
-    ListRow, NewListEntry, NewUser, PatientRow, PracticeRow, PullRequest, ResourceRow,
-    RotateOutcome, ServiceRow, Store, StoreError, TokenKind, TokenPair, TokenRow, UserRow,
-    UserScope, default_ends_at,
+use super::contract::{AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore};
+use super::rows::{
+    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
+    ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
+    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow,
 };
-use crate::audit;
-use crate::pull::{self, FeedSnapshot, PullOutcome};
+use super::url::SQLITE_FILE;
 
 /// File name of the database in the data directory.
-pub const DB_FILE: &str = "federation.db";
+pub const DB_FILE: &str = SQLITE_FILE;
 
 /// The embedded migrations, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -77,7 +96,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite backend: every area of the store contract ([`super::Store`]).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -98,8 +117,12 @@ impl SqliteStore {
         SqliteStore::open_file(&data_dir.join(DB_FILE))
     }
 
-    /// Open a database file directly.
+    /// Open (creating when missing, with its directory) a database file and apply pending
+    /// migrations.
     pub fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut writer = Connection::open(path)?;
         writer.busy_timeout(Duration::from_secs(10))?;
         let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -150,31 +173,39 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &inner.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    c.busy_timeout(Duration::from_secs(10))?;
-                    c
-                }
-            };
+            let conn = inner.checkout()?;
             let result = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < READER_POOL && conn.is_autocommit() {
-                pool.push(conn);
-            }
+            inner.checkin(conn);
             result
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// A read-only connection: pooled, or newly opened.
+    fn checkout(&self) -> Result<Connection, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                Ok(c)
+            }
+        }
+    }
+
+    /// Give a reader back to the pool (unless the pool is full or it is inside a transaction).
+    fn checkin(&self, conn: Connection) {
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READER_POOL && conn.is_autocommit() {
+            pool.push(conn);
+        }
     }
 }
 
@@ -337,35 +368,53 @@ fn append_feed(
     Ok(tx.last_insert_rowid())
 }
 
-fn append_audit_tx(tx: &Transaction<'_>, event: &AuditEvent) -> Result<(), StoreError> {
-    let last: Option<(i64, String)> = tx
+// ---------- audit ----------
+
+fn audit_tip(conn: &Connection) -> Result<Option<AuditTip>, StoreError> {
+    Ok(conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok(AuditTip {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            },
         )
-        .optional()?;
-    let (seq, prev) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, audit::GENESIS.to_string()),
+        .optional()?)
+}
+
+/// Store a sealed row, if it follows the stored tip.
+fn append_audit_row_tx(tx: &Transaction<'_>, row: &AuditRow) -> Result<(), StoreError> {
+    let follows = match audit_tip(tx)? {
+        None => row.seq == 1,
+        Some(tip) => row.seq == tip.seq + 1 && row.prev_hash == tip.hash,
     };
-    let hash = audit::chain_hash(&prev, seq, event);
-    tx.execute(
+    if !follows {
+        return Err(StoreError::Stale(
+            "the audit log moved on since the event was sealed".into(),
+        ));
+    }
+    let event = &row.event;
+    tx.prepare_cached(
         "INSERT INTO audit (seq, at, actor, action, patient_id, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            seq,
-            ts(event.at),
-            event.actor,
-            event.action,
-            event.patient_id,
-            event.detail.to_string(),
-            prev,
-            hash
-        ],
-    )?;
+    )?
+    .execute(params![
+        row.seq,
+        ts(event.at),
+        event.actor,
+        event.action,
+        event.patient_id,
+        event.detail.to_string(),
+        row.prev_hash,
+        row.hash
+    ])?;
     Ok(())
 }
+
+// ---------- import ----------
 
 fn upsert_organisation(
     tx: &Transaction<'_>,
@@ -382,106 +431,97 @@ fn upsert_organisation(
     Ok(())
 }
 
-fn apply_import_tx(
-    tx: &Transaction<'_>,
-    batch: &ImportBatch,
-    now: i64,
-) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport {
-        patients: batch.patients.len(),
-        ..ImportReport::default()
-    };
-    for p in &batch.patients {
-        upsert_organisation(tx, &p.practice_ods, &p.practice_name, now)?;
-        tx.execute(
-            "INSERT INTO practices (ods) VALUES (?1) ON CONFLICT (ods) DO NOTHING",
-            [&p.practice_ods],
-        )?;
-        let nhs = p.nhs_number.digits().to_string();
-        let birth = p.birth_date.map(|d| d.format("%Y-%m-%d").to_string());
-        let other: Option<String> = tx
-            .query_row(
-                "SELECT id FROM patients WHERE nhs_number = ?1 AND id <> ?2",
-                params![nhs, p.patient_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if other.is_some() {
-            return Err(StoreError::Rejected(doorstep_record::fhir::ImportError {
-                entry: None,
-                resource: Some(format!("Patient/{}", p.patient_id)),
-                element: "identifier".into(),
-                message: "this NHS number already belongs to another patient record".into(),
-            }));
-        }
-        let existing: Option<(String, String, Option<String>)> = tx
-            .query_row(
-                "SELECT nhs_number, practice_ods, birth_date FROM patients WHERE id = ?1",
-                [&p.patient_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        match existing {
-            None => {
-                tx.execute(
-                    "INSERT INTO patients (id, nhs_number, practice_ods, birth_date, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![p.patient_id, nhs, p.practice_ods, birth, now],
-                )?;
-            }
-            Some(old) if old != (nhs.clone(), p.practice_ods.clone(), birth.clone()) => {
-                tx.execute(
-                    "UPDATE patients SET nhs_number = ?2, practice_ods = ?3, birth_date = ?4,
-                     updated_at = ?5 WHERE id = ?1",
-                    params![p.patient_id, nhs, p.practice_ods, birth, now],
-                )?;
-                append_feed(tx, &p.patient_id, None, FeedOp::Header, now)?;
-                report.feed_rows += 1;
-            }
-            Some(_) => {}
-        }
-    }
-
-    for r in &batch.resources {
-        if let (Some(ods), Some(name)) = (r.source_ods(), r.source_name()) {
-            upsert_organisation(tx, &ods, &name, now)?;
-        }
-        let rtype = r.resource_type.as_str().to_string();
-        let pid = r.patient_id();
-        let existing: Option<(String, Option<String>, bool)> = tx
-            .prepare_cached(
-                "SELECT json, patient_id, deleted FROM resources WHERE resource_type = ?1 AND id = ?2",
-            )?
-            .query_row(params![rtype, r.id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+fn read_import_basis(conn: &Connection, keys: &ImportKeys) -> Result<ImportBasis, StoreError> {
+    let mut basis = ImportBasis::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, nhs_number, practice_ods, birth_date FROM patients WHERE id = ?1",
+    )?;
+    for id in &keys.patients {
+        let row = stmt
+            .query_row([id], |r| {
+                let birth: Option<String> = r.get(3)?;
+                Ok(PatientHeaderRow {
+                    id: r.get(0)?,
+                    nhs_number: r.get(1)?,
+                    practice_ods: r.get(2)?,
+                    birth_date: birth.and_then(|b| NaiveDate::parse_from_str(&b, "%Y-%m-%d").ok()),
+                })
             })
             .optional()?;
-        if let Some((json, old_pid, deleted)) = &existing
-            && !deleted
-            && *old_pid == pid
-            && serde_json::from_str::<serde_json::Value>(json)
-                .ok()
-                .as_ref()
-                == Some(&r.json)
-        {
-            report.unchanged += 1;
-            continue;
+        if let Some(row) = row {
+            basis.patients.insert(id.clone(), row);
         }
-        let seq = match &pid {
-            Some(pid) => {
-                report.feed_rows += 1;
-                append_feed(tx, pid, Some((&rtype, &r.id)), FeedOp::Upsert, now)?
-            }
+    }
+    let mut stmt = conn.prepare_cached("SELECT id FROM patients WHERE nhs_number = ?1")?;
+    for nhs in &keys.nhs_numbers {
+        if let Some(id) = stmt
+            .query_row([nhs], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            basis.nhs_owners.insert(nhs.clone(), id);
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT json, patient_id, deleted FROM resources WHERE resource_type = ?1 AND id = ?2",
+    )?;
+    for (rtype, id) in &keys.resources {
+        let row = stmt
+            .query_row(params![rtype, id], |r| {
+                Ok(StoredResource {
+                    json: r.get(0)?,
+                    patient_id: r.get(1)?,
+                    deleted: r.get(2)?,
+                })
+            })
+            .optional()?;
+        if let Some(row) = row {
+            basis.resources.insert((rtype.clone(), id.clone()), row);
+        }
+    }
+    Ok(basis)
+}
+
+/// Apply a planned import inside `tx` (the write lock is held): re-check, then write in the
+/// order [`super::rows::ImportWrites`] documents.
+fn apply_import_tx(tx: &Transaction<'_>, planned: &PlannedImport) -> Result<(), StoreError> {
+    if read_import_basis(tx, &planned.keys)? != planned.basis {
+        return Err(StoreError::Stale(
+            "the rows the import was planned on changed".into(),
+        ));
+    }
+    let now = ts(planned.at);
+    let writes = &planned.writes;
+    for (ods, name) in &writes.organisations {
+        upsert_organisation(tx, ods, name, now)?;
+    }
+    for ods in &writes.practices {
+        tx.prepare_cached("INSERT INTO practices (ods) VALUES (?1) ON CONFLICT (ods) DO NOTHING")?
+            .execute([ods])?;
+    }
+    for p in &writes.patients {
+        let h = &p.header;
+        let birth = h.birth_date.map(|d| d.format("%Y-%m-%d").to_string());
+        tx.prepare_cached(
+            "INSERT INTO patients (id, nhs_number, practice_ods, birth_date, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET nhs_number = excluded.nhs_number,
+               practice_ods = excluded.practice_ods, birth_date = excluded.birth_date,
+               updated_at = excluded.updated_at",
+        )?
+        .execute(params![h.id, h.nhs_number, h.practice_ods, birth, now])?;
+        if p.header_changed {
+            append_feed(tx, &h.id, None, FeedOp::Header, now)?;
+        }
+    }
+    for r in &writes.resources {
+        let key = Some((r.resource_type.as_str(), r.id.as_str()));
+        let seq = match &r.patient_id {
+            Some(pid) => append_feed(tx, pid, key, FeedOp::Upsert, now)?,
             None => 0,
         };
-        if let Some((_, Some(old_pid), _)) = &existing
-            && Some(old_pid) != pid.as_ref()
-        {
-            // Moved to another patient: the old patient's devices drop it.
-            append_feed(tx, old_pid, Some((&rtype, &r.id)), FeedOp::Delete, now)?;
-            report.feed_rows += 1;
+        if let Some(old) = &r.moved_from {
+            append_feed(tx, old, key, FeedOp::Delete, now)?;
         }
-        let section = r.section().map(|s| s.as_str().to_string());
         tx.prepare_cached(
             "INSERT INTO resources (resource_type, id, patient_id, section, json, seq, deleted)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
@@ -489,203 +529,244 @@ fn apply_import_tx(
                section = excluded.section, json = excluded.json, seq = excluded.seq, deleted = 0",
         )?
         .execute(params![
-            rtype,
+            r.resource_type,
             r.id,
-            pid,
-            section,
-            serde_json::to_string(&r.json).map_err(|e| StoreError::Backend(e.to_string()))?,
+            r.patient_id,
+            r.section,
+            r.json,
             seq
         ])?;
-        report.upserted += 1;
     }
-
-    for (rtype, id) in &batch.deletions {
-        let existing: Option<Option<String>> = tx
-            .query_row(
-                "SELECT patient_id FROM resources WHERE resource_type = ?1 AND id = ?2 AND deleted = 0",
-                params![rtype, id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(pid) = existing else { continue };
-        let seq = match &pid {
-            Some(pid) => {
-                report.feed_rows += 1;
-                append_feed(tx, pid, Some((rtype, id)), FeedOp::Delete, now)?
-            }
+    for d in &writes.deletions {
+        let key = Some((d.resource_type.as_str(), d.id.as_str()));
+        let seq = match &d.patient_id {
+            Some(pid) => append_feed(tx, pid, key, FeedOp::Delete, now)?,
             None => 0,
         };
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE resources SET deleted = 1, seq = ?3 WHERE resource_type = ?1 AND id = ?2",
-            params![rtype, id, seq],
-        )?;
-        report.deleted += 1;
+        )?
+        .execute(params![d.resource_type, d.id, seq])?;
     }
-
-    let patient_ids: Vec<&str> = batch
-        .patients
-        .iter()
-        .map(|p| p.patient_id.as_str())
-        .collect();
-    append_audit_tx(
-        tx,
-        &AuditEvent {
-            at: from_ts(now),
-            actor: "import".into(),
-            action: "import".into(),
-            patient_id: (patient_ids.len() == 1).then(|| patient_ids[0].to_string()),
-            detail: serde_json::json!({
-                "patients": patient_ids,
-                "upserted": report.upserted,
-                "unchanged": report.unchanged,
-                "deleted": report.deleted,
-            }),
-        },
-    )?;
-    Ok(report)
+    append_audit_row_tx(tx, &planned.audit)
 }
 
-/// The pull's view of one read transaction.
-struct Snapshot<'a> {
-    conn: &'a Connection,
+// ---------- the pull's snapshot ----------
+
+/// A pull's read transaction: a pooled reader with an open `BEGIN`, until dropped.
+struct SqliteSnapshot {
+    inner: Arc<Inner>,
+    conn: Arc<Mutex<Option<Connection>>>,
 }
 
-impl FeedSnapshot for Snapshot<'_> {
-    fn head(&self) -> Result<i64, StoreError> {
-        feed_head(self.conn)
-    }
-
-    fn pruned_through(&self) -> Result<i64, StoreError> {
-        pruned_through(self.conn)
-    }
-
-    fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError> {
-        if hash == crate::cursor::set_hash(&[]) {
-            return Ok(Some(Vec::new()));
-        }
-        let json: Option<String> = self
-            .conn
-            .prepare_cached("SELECT patients FROM member_sets WHERE hash = ?1")?
-            .query_row([hash], |r| r.get(0))
-            .optional()?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("member set: {e}")))
+impl SqliteSnapshot {
+    /// Run one read of the snapshot on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::Backend("the snapshot is closed".into()))?;
+            f(conn)
         })
-        .transpose()
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
+}
 
-    fn feed_after(&self, after: i64, upto: i64, limit: usize) -> Result<Vec<FeedRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, patient_id, resource_type, resource_id, op FROM feed
-             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, patient_id, rtype, rid, op) = row?;
-            let op = FeedOp::parse(&op)
-                .ok_or_else(|| StoreError::Corrupt(format!("feed row {seq}: op {op}")))?;
-            out.push(FeedRow {
-                seq,
-                patient_id,
-                resource: rtype.zip(rid),
-                op,
-            });
+impl Drop for SqliteSnapshot {
+    fn drop(&mut self) {
+        let taken = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Ending a read transaction only lets go of its view of the WAL: quick, no IO.
+        if let Some(conn) = taken
+            && conn.execute_batch("COMMIT").is_ok()
+        {
+            self.inner.checkin(conn);
         }
-        Ok(out)
-    }
-
-    fn scope_entries(
-        &self,
-        scope: &UserScope,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ListEntryRow>, StoreError> {
-        entries_query(
-            self.conn,
-            &format!(
-                "SELECT {ENTRY_COLUMNS}
-                 WHERE (e.ends_at IS NULL OR e.ends_at > ?1)
-                   AND ((l.kind <> 'break_glass' AND l.service_id = ?2)
-                        OR (l.kind = 'break_glass' AND e.user_id = ?3))
-                 ORDER BY e.id"
-            ),
-            params![ts(now), scope.service_id, scope.user_id],
-        )
-    }
-
-    fn entries_ended_between(
-        &self,
-        scope: &UserScope,
-        after: DateTime<Utc>,
-        upto: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
-             WHERE e.ends_at > ?1 AND e.ends_at <= ?2
-               AND ((l.kind <> 'break_glass' AND l.service_id = ?3)
-                    OR (l.kind = 'break_glass' AND e.user_id = ?4))
-             ORDER BY e.patient_id",
-        )?;
-        let rows = stmt.query_map(
-            params![ts(after), ts(upto), scope.service_id, scope.user_id],
-            |r| r.get(0),
-        )?;
-        Ok(rows.collect::<Result<Vec<String>, _>>()?)
-    }
-
-    fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ?1"))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(p) = stmt.query_row([id], patient_from).optional()? {
-                out.push(p);
-            }
-        }
-        Ok(out)
-    }
-
-    fn resource(&self, resource_type: &str, id: &str) -> Result<Option<ResourceRow>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {RESOURCE_COLUMNS} WHERE resource_type = ?1 AND id = ?2"
-            ))?
-            .query_row([resource_type, id], resource_from)
-            .optional()?)
-    }
-
-    fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {RESOURCE_COLUMNS} WHERE patient_id = ?1 AND deleted = 0
-             ORDER BY resource_type, id"
-        ))?;
-        let rows = stmt.query_map([patient_id], resource_from)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn apply_import(
+impl FeedSnapshot for SqliteSnapshot {
+    async fn head(&self) -> Result<i64, StoreError> {
+        self.read(feed_head).await
+    }
+
+    async fn pruned_through(&self) -> Result<i64, StoreError> {
+        self.read(pruned_through).await
+    }
+
+    async fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let hash = hash.to_string();
+        self.read(move |conn| {
+            let json: Option<String> = conn
+                .prepare_cached("SELECT patients FROM member_sets WHERE hash = ?1")?
+                .query_row([hash], |r| r.get(0))
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j)
+                    .map_err(|e| StoreError::Corrupt(format!("member set: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn feed_after(
         &self,
-        batch: ImportBatch,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<FeedRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, patient_id, resource_type, resource_id, op FROM feed
+                 WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, patient_id, rtype, rid, op) = row?;
+                let op = FeedOp::parse(&op)
+                    .ok_or_else(|| StoreError::Corrupt(format!("feed row {seq}: op {op}")))?;
+                out.push(FeedRow {
+                    seq,
+                    patient_id,
+                    resource: rtype.zip(rid),
+                    op,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn scope_entries(
+        &self,
+        service_id: &str,
+        user_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<ImportReport, StoreError> {
+    ) -> Result<Vec<ListEntryRow>, StoreError> {
+        let (service, user) = (service_id.to_string(), user_id.to_string());
+        self.read(move |conn| {
+            entries_query(
+                conn,
+                &format!(
+                    "SELECT {ENTRY_COLUMNS}
+                     WHERE (e.ends_at IS NULL OR e.ends_at > ?1)
+                       AND ((l.kind <> 'break_glass' AND l.service_id = ?2)
+                            OR (l.kind = 'break_glass' AND e.user_id = ?3))
+                     ORDER BY e.id"
+                ),
+                params![ts(now), service, user],
+            )
+        })
+        .await
+    }
+
+    async fn entries_ended_between(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        after: DateTime<Utc>,
+        upto: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let (service, user) = (service_id.to_string(), user_id.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
+                 WHERE e.ends_at > ?1 AND e.ends_at <= ?2
+                   AND ((l.kind <> 'break_glass' AND l.service_id = ?3)
+                        OR (l.kind = 'break_glass' AND e.user_id = ?4))
+                 ORDER BY e.patient_id",
+            )?;
+            let rows = stmt.query_map(params![ts(after), ts(upto), service, user], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ?1"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(p) = stmt.query_row([id], patient_from).optional()? {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let (rtype, id) = (resource_type.to_string(), id.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {RESOURCE_COLUMNS} WHERE resource_type = ?1 AND id = ?2"
+                ))?
+                .query_row([rtype, id], resource_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
+        let pid = patient_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLUMNS} WHERE patient_id = ?1 AND deleted = 0
+                 ORDER BY resource_type, id"
+            ))?;
+            let rows = stmt.query_map([pid], resource_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+// ---------- the contract ----------
+
+#[async_trait]
+impl RecordStore for SqliteStore {
+    async fn import_basis(&self, keys: &ImportKeys) -> Result<ImportBasis, StoreError> {
+        let keys = keys.clone();
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let basis = read_import_basis(&tx, &keys)?;
+            tx.commit()?;
+            Ok(basis)
+        })
+        .await
+    }
+
+    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let report = apply_import_tx(&tx, &batch, ts(now))?;
+            apply_import_tx(&tx, &planned)?;
             tx.commit()?;
-            Ok(report)
+            Ok(())
         })
         .await
     }
@@ -788,7 +869,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl IdentityStore for SqliteStore {
     async fn upsert_service(&self, service: ServiceRow) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
@@ -900,38 +984,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_sign_in_failure(
+    async fn set_sign_in_failures(
         &self,
         user_id: &str,
-        now: DateTime<Utc>,
-        max_failures: u32,
-        lock_for: chrono::Duration,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        expected: u32,
+        failures: u32,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         let id = user_id.to_string();
         self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let failed: u32 = tx.query_row(
-                "SELECT failed_attempts FROM users WHERE id = ?1",
-                [&id],
-                |r| r.get(0),
+            let n = conn.execute(
+                "UPDATE users SET failed_attempts = ?3, locked_until = COALESCE(?4, locked_until)
+                 WHERE id = ?1 AND failed_attempts = ?2",
+                params![id, expected, failures, locked_until.map(ts)],
             )?;
-            let failed = failed + 1;
-            let locked = if failed >= max_failures {
-                let until = now + lock_for;
-                tx.execute(
-                    "UPDATE users SET failed_attempts = 0, locked_until = ?2 WHERE id = ?1",
-                    params![id, ts(until)],
-                )?;
-                Some(until)
-            } else {
-                tx.execute(
-                    "UPDATE users SET failed_attempts = ?2 WHERE id = ?1",
-                    params![id, failed],
-                )?;
-                None
-            };
-            tx.commit()?;
-            Ok(locked)
+            if n == 0 {
+                return Err(StoreError::Stale(
+                    "the failed sign-in count moved, or the user is gone".into(),
+                ));
+            }
+            Ok(())
         })
         .await
     }
@@ -1074,65 +1146,57 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rotate_refresh(
+    async fn exchange_refresh(
         &self,
         device_id: &str,
         old_refresh_hash: &str,
         pair: TokenPair,
         now: DateTime<Utc>,
-    ) -> Result<RotateOutcome, StoreError> {
+    ) -> Result<(), StoreError> {
         let (device, old) = (device_id.to_string(), old_refresh_hash.to_string());
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row: Option<(i64, Option<i64>, Option<i64>)> = tx
-                .query_row(
-                    "SELECT expires_at, used_at, revoked_at FROM tokens
-                     WHERE hash = ?1 AND device_id = ?2 AND kind = 'refresh'",
-                    params![old, device],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let Some((expires, used, revoked)) = row else {
-                return Ok(RotateOutcome::Unknown);
-            };
-            let device_revoked: bool = tx
-                .query_row(
-                    "SELECT revoked_at IS NOT NULL FROM devices WHERE id = ?1",
-                    [&device],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(true);
-            if device_revoked {
-                return Ok(RotateOutcome::DeviceRevoked);
-            }
-            if used.is_some() || revoked.is_some() {
-                // A rotated refresh token came back: someone holds a copy. Revoke the family.
-                tx.execute(
-                    "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
-                    params![device, ts(now)],
-                )?;
-                tx.commit()?;
-                return Ok(RotateOutcome::Reused);
-            }
-            if from_ts(expires) <= now {
-                return Ok(RotateOutcome::Expired);
-            }
-            tx.execute(
-                "UPDATE tokens SET used_at = ?2 WHERE hash = ?1",
-                params![old, ts(now)],
+            let n = tx.execute(
+                "UPDATE tokens SET used_at = ?3
+                 WHERE hash = ?1 AND device_id = ?2 AND kind = 'refresh'
+                   AND used_at IS NULL AND revoked_at IS NULL",
+                params![old, device, ts(now)],
             )?;
+            if n == 0 {
+                return Err(StoreError::Stale(
+                    "the refresh token was exchanged or revoked since it was read".into(),
+                ));
+            }
             insert_pair(&tx, &device, &pair, now)?;
             tx.execute(
                 "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
                 params![device, ts(now)],
             )?;
             tx.commit()?;
-            Ok(RotateOutcome::Rotated)
+            Ok(())
         })
         .await
     }
 
+    async fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let device = device_id.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                params![device, ts(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ListStore for SqliteStore {
     async fn create_list(&self, list: ListRow) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
@@ -1177,27 +1241,36 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_list_entry(
+    async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, String, String, String)> = conn
+                .query_row(
+                    "SELECT id, name, kind, service_id FROM lists WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(id, name, kind, service_id)| {
+                Ok(ListRow {
+                    id,
+                    name,
+                    kind: list_kind(&kind)?,
+                    service_id,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn insert_list_entry(
         &self,
-        entry: NewListEntry,
+        entry: ListEntryWrite,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            let kind: Option<String> = tx
-                .query_row("SELECT kind FROM lists WHERE id = ?1", [&entry.list_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let kind = list_kind(
-                &kind.ok_or_else(|| StoreError::NotFound(format!("list {}", entry.list_id)))?,
-            )?;
-            if kind == ListKind::BreakGlass && entry.user_id.is_none() {
-                return Err(StoreError::Conflict(
-                    "a break-glass entry names the user who broke the glass".into(),
-                ));
-            }
-            let ends = entry.ends_at.or_else(|| default_ends_at(kind, entry.starts_at));
             tx.execute(
                 "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at, user_id, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1206,7 +1279,7 @@ impl Store for SqliteStore {
                     entry.patient_id,
                     entry.reason,
                     ts(entry.starts_at),
-                    ends.map(ts),
+                    entry.ends_at.map(ts),
                     entry.user_id,
                     ts(now)
                 ],
@@ -1253,39 +1326,46 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn pull(&self, request: PullRequest) -> Result<PullOutcome, StoreError> {
-        let outcome = self
-            .read(move |conn| {
-                let tx = conn.unchecked_transaction()?;
-                let outcome = pull::build_page(&Snapshot { conn: &tx }, &request);
-                tx.commit()?;
-                outcome
-            })
-            .await?;
-        if let PullOutcome::Page(page) = &outcome {
-            let sets = page.sets.clone();
-            let now = ts(page.cursor.issued);
-            self.write(move |conn| {
-                let tx = conn.transaction()?;
-                for (hash, ids) in sets {
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    let json = serde_json::to_string(&ids)
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
-                    tx.prepare_cached(
-                        "INSERT INTO member_sets (hash, patients, last_used_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (hash) DO UPDATE SET last_used_at = excluded.last_used_at",
-                    )?
-                    .execute(params![hash, json, now])?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(outcome)
+#[async_trait]
+impl FeedStore for SqliteStore {
+    async fn feed_snapshot(&self) -> Result<Box<dyn FeedSnapshot>, StoreError> {
+        let inner = self.inner.clone();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = inner.checkout()?;
+            // Deferred: the snapshot is fixed by the first read and kept until COMMIT.
+            conn.execute_batch("BEGIN")?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))??;
+        Ok(Box::new(SqliteSnapshot {
+            inner: self.inner.clone(),
+            conn: Arc::new(Mutex::new(Some(conn))),
+        }))
+    }
+
+    async fn save_member_sets(
+        &self,
+        sets: Vec<(String, Vec<String>)>,
+        used_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            for (hash, ids) in sets {
+                let json =
+                    serde_json::to_string(&ids).map_err(|e| StoreError::Backend(e.to_string()))?;
+                tx.prepare_cached(
+                    "INSERT INTO member_sets (hash, patients, last_used_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (hash) DO UPDATE SET last_used_at = excluded.last_used_at",
+                )?
+                .execute(params![hash, json, ts(used_at)])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn feed_head(&self) -> Result<i64, StoreError> {
@@ -1320,18 +1400,25 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn append_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn audit_tip(&self) -> Result<Option<AuditTip>, StoreError> {
+        self.read(audit_tip).await
+    }
+
+    async fn append_audit_row(&self, row: AuditRow) -> Result<(), StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            append_audit_tx(&tx, &event)?;
+            append_audit_row_tx(&tx, &row)?;
             tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    async fn audit_events(&self) -> Result<Vec<AuditRow>, StoreError> {
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT seq, at, actor, action, patient_id, detail, prev_hash, hash
@@ -1442,23 +1529,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn audit_log_refuses_edits_and_verifies() {
+    async fn audit_rows_are_stored_as_sealed_only_on_the_tip_and_never_edited() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        for i in 0..3 {
-            store
-                .append_audit(AuditEvent {
-                    at: Utc::now(),
-                    actor: "cli".into(),
-                    action: "test".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({ "i": i }),
-                })
-                .await
-                .unwrap();
+        // The backend does not hash: it keeps whatever hashes it is given.
+        let row = |seq: i64, prev: &str, hash: &str| AuditRow {
+            seq,
+            event: AuditEvent {
+                at: DateTime::from_timestamp(1_768_000_000 + seq, 0).unwrap(),
+                actor: "cli".into(),
+                action: "test".into(),
+                patient_id: None,
+                detail: serde_json::json!({ "i": seq }),
+            },
+            prev_hash: prev.into(),
+            hash: hash.into(),
+        };
+        assert_eq!(store.audit_tip().await.unwrap(), None);
+        store.append_audit_row(row(1, "g", "h1")).await.unwrap();
+        store.append_audit_row(row(2, "h1", "h2")).await.unwrap();
+        for stale in [
+            row(2, "h1", "x"),
+            row(3, "h1", "x"),
+            row(1, "g", "x"),
+            row(4, "h2", "x"),
+        ] {
+            assert!(matches!(
+                store.append_audit_row(stale).await,
+                Err(StoreError::Stale(_))
+            ));
         }
-        let rows = store.audit_events().await.unwrap();
-        assert_eq!(audit::verify(&rows), Ok(3));
+        assert_eq!(
+            store.audit_tip().await.unwrap(),
+            Some(AuditTip {
+                seq: 2,
+                hash: "h2".into()
+            })
+        );
+        assert_eq!(
+            store.audit_rows().await.unwrap(),
+            vec![row(1, "g", "h1"), row(2, "h1", "h2")]
+        );
         let conn = store.inner.writer.lock().unwrap();
         assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
         assert!(conn.execute("DELETE FROM audit", []).is_err());

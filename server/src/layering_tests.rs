@@ -1,0 +1,114 @@
+//! The arrows between the server's modules, checked on their sources: each module names only
+//! the modules below it (its tests may name more). `store`'s own modules are checked by
+//! `store::tests`.
+//!
+//! ```text
+//! run, demo, api  ->  pull, import, lists, auth  ->  audit  ->  store
+//!                     pull -> cursor;  tls -> cursor (file writing)
+//! ```
+
+use std::path::PathBuf;
+
+/// The package's directory at run time (a test binary built in another clone reads this one).
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Each module and the modules of the crate its code may name.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("cursor.rs", &[]),
+    ("audit.rs", &["store"]),
+    ("lists.rs", &["store"]),
+    ("pull.rs", &["cursor", "store"]),
+    ("import.rs", &["audit", "store"]),
+    ("auth.rs", &["audit", "store"]),
+    ("tls.rs", &["cursor"]),
+    ("api.rs", &["audit", "auth", "cursor", "pull", "store"]),
+    (
+        "demo.rs",
+        &["audit", "auth", "cursor", "import", "lists", "store"],
+    ),
+    ("run.rs", &["api", "cursor", "store", "tls"]),
+];
+
+/// The modules a source names as `crate::NAME` or in `use crate::{NAME, ...}`, outside
+/// comments and its `#[cfg(test)]` module.
+fn named_modules(text: &str) -> Vec<String> {
+    let code = match text.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let code: String = code
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let needle = concat!("crate", "::");
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices(needle) {
+        let rest = &code[at + needle.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for item in group.split(',') {
+                let name = item.trim().split("::").next().unwrap_or("").trim();
+                if !name.is_empty() {
+                    out.push(name.to_string());
+                }
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            out.push(name);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn every_module_names_only_the_modules_below_it() {
+    let dir = manifest_dir().join("src");
+    for (file, allowed) in ALLOWED {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for name in named_modules(&text) {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{file} names crate::{name}, which is not below it"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_module_has_its_place_in_the_table() {
+    let dir = manifest_dir().join("src");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rs"))
+        .filter(|n| {
+            ![
+                "lib.rs",
+                "main.rs",
+                "convergence_tests.rs",
+                "layering_tests.rs",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = ALLOWED.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed, "a new module needs a line in ALLOWED");
+}
+
+#[test]
+fn the_check_sees_both_spellings() {
+    let text = "use crate::audit;\nuse crate::{pull::X, store};\nfn f() { crate::api::g() }\n// crate::run\n";
+    assert_eq!(named_modules(text), ["api", "audit", "pull", "store"]);
+}

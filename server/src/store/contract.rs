@@ -1,0 +1,241 @@
+//! The store contract: what a backend must do, split by area, and nothing it may decide.
+//!
+//! # What this module owns
+//!
+//! The traits a backend implements, one per area of the data:
+//!
+//! | trait             | area                                                            |
+//! |-------------------|-----------------------------------------------------------------|
+//! | [`RecordStore`]   | practices, patients, resources; reading and applying an import  |
+//! | [`IdentityStore`] | services and their agreements, users, sign-in state, devices, tokens |
+//! | [`ListStore`]     | lists and list entries                                          |
+//! | [`FeedStore`]     | the change feed: pull snapshots, member sets, pruning           |
+//! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
+//!
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the five
+//! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
+//! practice inbox, administration) is a new trait added to the union, not more methods on an
+//! existing one.
+//!
+//! # Invariants
+//!
+//! - A backend reads and writes rows; it never decides. What an import changes is planned in
+//!   [`crate::import`], what a pull sends in [`crate::pull`], how the audit chain is hashed in
+//!   [`crate::audit`], what a list entry must say in [`crate::lists`], the sign-in and token
+//!   rules in [`crate::auth`]; the backend is handed the rows to write (with the hashes and
+//!   feed rows they need) and applies them in one transaction.
+//! - Writes that were decided on reads ([`RecordStore::apply_import`],
+//!   [`AuditStore::append_audit_row`], [`IdentityStore::set_sign_in_failures`],
+//!   [`IdentityStore::exchange_refresh`]) carry what they were decided on; the backend
+//!   re-checks it inside its write transaction and answers [`StoreError::Stale`], writing
+//!   nothing, when another writer changed it in between. The callers then decide again on
+//!   fresh reads. This is what makes two server nodes importing, auditing or signing in at
+//!   once safe on a shared database. ([`IdentityStore::record_sign_in_success`] is the same
+//!   idea with its own answer: `Conflict` when the TOTP step was already used.)
+//! - Everything here speaks [`super::rows`]; no SQL type crosses the contract. This module and
+//!   the rows import nothing of the server above the store.
+//! - [`FeedSnapshot`] is async, so a backend on an async database client (PostgreSQL) can
+//!   implement it directly over one read transaction; the embedded SQLite backend answers each
+//!   read on tokio's blocking pool from a connection holding one read transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use doorstep_record::agreement::Agreement;
+
+use super::rows::{
+    AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
+    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow, StoreError,
+    TokenPair, TokenRow, UserRow,
+};
+
+/// Practices, patients and their resources; reading and applying imports.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// The current rows behind `keys`, read in one consistent snapshot.
+    async fn import_basis(&self, keys: &ImportKeys) -> Result<ImportBasis, StoreError>;
+    /// Apply a planned import in one transaction: re-read `planned.keys` and the audit tip
+    /// inside it; when they are not `planned.basis` and the tip `planned.audit` was sealed on,
+    /// write nothing and answer [`StoreError::Stale`]. Otherwise write `planned.writes` in
+    /// the order [`super::rows::ImportWrites`] documents, and `planned.audit`.
+    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError>;
+
+    async fn organisation_name(&self, ods: &str) -> Result<Option<String>, StoreError>;
+    async fn upsert_practice(&self, practice: PracticeRow) -> Result<(), StoreError>;
+    async fn practices(&self) -> Result<Vec<PracticeRow>, StoreError>;
+    async fn patients(&self) -> Result<Vec<PatientRow>, StoreError>;
+    async fn patient(&self, id: &str) -> Result<Option<PatientRow>, StoreError>;
+    /// Every stored resource of a patient, deleted ones included, sorted by type and id.
+    async fn patient_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError>;
+    async fn set_dissent(&self, patient_id: &str, dissent: bool) -> Result<(), StoreError>;
+}
+
+/// Services and agreements, users and their sign-in state, devices and tokens.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    async fn upsert_service(&self, service: ServiceRow) -> Result<(), StoreError>;
+    async fn put_agreement(
+        &self,
+        agreement: &Agreement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn agreements_for_service(&self, service_id: &str) -> Result<Vec<Agreement>, StoreError>;
+
+    async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
+    /// Set the user's failed sign-in count to `failures` (and, when given, lock the account
+    /// until `locked_until`), if the stored count is still `expected`; else write nothing and
+    /// answer [`StoreError::Stale`] (another sign-in attempt counted first).
+    async fn set_sign_in_failures(
+        &self,
+        user_id: &str,
+        expected: u32,
+        failures: u32,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+    /// Reset the failure count and remember the TOTP step used. Fails with `Conflict` when
+    /// that step (or a later one) was already used: a TOTP code is accepted once.
+    async fn record_sign_in_success(&self, user_id: &str, totp_step: i64)
+    -> Result<(), StoreError>;
+    async fn create_device(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError>;
+    async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError>;
+    async fn revoke_device(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn store_tokens(
+        &self,
+        device_id: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, store
+    /// `pair`, and note the device was seen. When that token is no longer unused and
+    /// unrevoked (exchanged or revoked since it was read), write nothing and answer
+    /// [`StoreError::Stale`].
+    async fn exchange_refresh(
+        &self,
+        device_id: &str,
+        old_refresh_hash: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Revoke every token of the device that is not revoked yet.
+    async fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Lists and their entries.
+#[async_trait]
+pub trait ListStore: Send + Sync {
+    async fn create_list(&self, list: ListRow) -> Result<(), StoreError>;
+    async fn lists(&self) -> Result<Vec<ListRow>, StoreError>;
+    /// One list, `None` when unknown.
+    async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError>;
+    /// Insert an entry as given (the rules of an entry are [`crate::lists`]'s), and a list
+    /// feed row for its patient; the patient's devices learn it at their next pull.
+    async fn insert_list_entry(
+        &self,
+        entry: ListEntryWrite,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
+    /// End every open entry of `patient_id` on `list_id` at `at` (discharge, cancellation),
+    /// with a list feed row when any ended. Answers how many entries it ended.
+    async fn end_list_entry(
+        &self,
+        list_id: &str,
+        patient_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError>;
+    async fn list_entries(&self, list_id: &str) -> Result<Vec<ListEntryRow>, StoreError>;
+}
+
+/// Reads of one consistent snapshot of the store (one read transaction, held until the
+/// snapshot is dropped).
+#[async_trait]
+pub trait FeedSnapshot: Send + Sync {
+    /// Highest feed seq (0 when empty; never below [`FeedSnapshot::pruned_through`]).
+    async fn head(&self) -> Result<i64, StoreError>;
+    /// Highest feed seq deleted by pruning (0 when none).
+    async fn pruned_through(&self) -> Result<i64, StoreError>;
+    /// The patient ids of a stored membership set, `None` when unknown.
+    async fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Feed rows with `after < seq <= upto`, in seq order, at most `limit`.
+    async fn feed_after(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<FeedRow>, StoreError>;
+    /// List entries not ended at `now` of the service's lists (other than break-glass lists)
+    /// and break-glass entries of the user.
+    async fn scope_entries(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ListEntryRow>, StoreError>;
+    /// Patient ids with an entry (chosen as in [`FeedSnapshot::scope_entries`]) whose end
+    /// time is in `(after, upto]`, sorted.
+    async fn entries_ended_between(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        after: DateTime<Utc>,
+        upto: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The patients with these ids (unknown ids are left out).
+    async fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError>;
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<ResourceRow>, StoreError>;
+    /// A patient's resources that are not deleted, sorted by type and id.
+    async fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError>;
+}
+
+/// The change feed as the pull uses it.
+#[async_trait]
+pub trait FeedStore: Send + Sync {
+    /// Open a read snapshot: every read through it sees the same committed state.
+    async fn feed_snapshot(&self) -> Result<Box<dyn FeedSnapshot>, StoreError>;
+    /// Store membership sets `(hash, patient ids)` (content-addressed: an existing hash only
+    /// has its last use moved to `used_at`).
+    async fn save_member_sets(
+        &self,
+        sets: Vec<(String, Vec<String>)>,
+        used_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn feed_head(&self) -> Result<i64, StoreError>;
+    /// Delete feed rows older than `before`, and membership sets last used before then, and
+    /// remember the highest seq pruned (cursors from before then expire). Answers that seq.
+    async fn prune_feed(&self, before: DateTime<Utc>) -> Result<i64, StoreError>;
+}
+
+/// The append-only audit log. Hashes are made by [`crate::audit`]; the backend stores them.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// The last stored event's seq and hash, `None` when the log is empty.
+    async fn audit_tip(&self) -> Result<Option<AuditTip>, StoreError>;
+    /// Append one sealed row. In one transaction: when the stored tip is not the one `row`
+    /// follows (`row.seq - 1` and `row.prev_hash`, or an empty log for seq 1), write nothing
+    /// and answer [`StoreError::Stale`].
+    async fn append_audit_row(&self, row: AuditRow) -> Result<(), StoreError>;
+    /// Every stored row, in seq order.
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
+}
+
+/// The federation store: every area. Implemented for anything that implements them all.
+pub trait Store: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore {}
+
+impl<T> Store for T where
+    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + ?Sized
+{
+}

@@ -1,0 +1,397 @@
+//! The rows of the federation store and its error: the one vocabulary every backend and
+//! every caller of the store contract speaks.
+//!
+//! # What this module owns
+//!
+//! Plain data only: practices, patients, resources, the change feed, services, users, devices,
+//! tokens, lists and their entries, audit events, and the row-level shapes of an import (what
+//! an import reads, [`ImportBasis`], and what it writes, [`ImportWrites`]). Ids are strings,
+//! times are `DateTime<Utc>`, dates are `NaiveDate`; no SQL type ever appears here, so a
+//! PostgreSQL backend maps the same rows as the SQLite one.
+//!
+//! # Invariants
+//!
+//! - This module imports nothing of the server: it sits at the bottom, below the store
+//!   contract ([`super::contract`]) and below every backend. Wire and domain types come from
+//!   `doorstep-protocol` and `doorstep-record` only.
+//! - Rows carry no behaviour beyond small, pure conversions (`FeedOp::as_str`,
+//!   `ListEntryRow::to_wire`): deciding what to write is the business of the modules above
+//!   the store.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use doorstep_protocol::ListKind;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row the operation needs does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The operation would break a rule of the data (a duplicate name, a broken reference).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The rows a write was planned on changed before it was applied (another writer got
+    /// there first); nothing was written. The caller plans again from fresh reads.
+    #[error("stale: {0}")]
+    Stale(String),
+    /// The stored data is not what this server wrote (bad JSON, a broken audit chain).
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The database URL names a backend this build does not have, or is not a database URL.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database itself failed.
+    #[error("database: {0}")]
+    Backend(String),
+}
+
+/// A member GP practice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PracticeRow {
+    pub ods: String,
+    pub name: String,
+    pub source_system: Option<String>,
+    pub postcode: Option<String>,
+}
+
+/// A patient as the server indexes them (the record itself is in [`ResourceRow`]s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRow {
+    pub id: String,
+    /// Ten digits.
+    pub nhs_number: String,
+    pub practice_ods: String,
+    pub practice_name: String,
+    pub birth_date: Option<NaiveDate>,
+    pub dissent: bool,
+}
+
+/// One stored FHIR resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRow {
+    pub resource_type: String,
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub section: Option<String>,
+    /// The resource as imported (stamped with its source organisation), JSON text.
+    pub json: String,
+    /// Feed position of its last change.
+    pub seq: i64,
+    pub deleted: bool,
+}
+
+/// What a change-feed row says changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedOp {
+    Upsert,
+    Delete,
+    /// The patient's list entries changed.
+    List,
+    /// The patient's header (NHS number, practice, birth date) changed.
+    Header,
+}
+
+impl FeedOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedOp::Upsert => "upsert",
+            FeedOp::Delete => "delete",
+            FeedOp::List => "list",
+            FeedOp::Header => "header",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FeedOp> {
+        [FeedOp::Upsert, FeedOp::Delete, FeedOp::List, FeedOp::Header]
+            .into_iter()
+            .find(|op| op.as_str() == s)
+    }
+}
+
+/// One row of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRow {
+    pub seq: i64,
+    pub patient_id: String,
+    /// `(resource type, id)` for upserts and deletes.
+    pub resource: Option<(String, String)>,
+    pub op: FeedOp,
+}
+
+/// A receiving service (district nursing, extended hours hub, ambulance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub id: String,
+    pub name: String,
+}
+
+/// A user to create. The password arrives already hashed (Argon2id PHC string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub service_id: String,
+    pub password_hash: String,
+    /// Base32.
+    pub totp_secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub password_hash: String,
+    pub totp_secret: String,
+    pub totp_last_step: i64,
+    pub failed_attempts: u32,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// A stored token (by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub hash: String,
+    pub device_id: String,
+    pub kind: TokenKind,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A pair of tokens to store for a device; hashes only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPair {
+    pub access_hash: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_hash: String,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// A list (caseload, appointment session, incidents, break-glass) owned by a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRow {
+    pub id: String,
+    pub name: String,
+    pub kind: ListKind,
+    pub service_id: String,
+}
+
+/// A list entry to insert, exactly as given (its end already decided: `None` runs until
+/// discharged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntryWrite {
+    pub list_id: String,
+    pub patient_id: String,
+    pub reason: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Who broke the glass (break-glass lists).
+    pub user_id: Option<String>,
+}
+
+/// A stored list entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntryRow {
+    pub id: i64,
+    pub list_id: String,
+    pub list_name: String,
+    pub kind: ListKind,
+    pub patient_id: String,
+    pub reason: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub user_id: Option<String>,
+}
+
+impl ListEntryRow {
+    /// Active at `now`: not yet ended (future appointments already count).
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.ends_at.is_none_or(|end| end > now)
+    }
+
+    pub fn to_wire(&self) -> doorstep_protocol::ListEntry {
+        doorstep_protocol::ListEntry {
+            kind: self.kind,
+            list_name: self.list_name.clone(),
+            reason: self.reason.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+/// One audit event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    /// `user:<username>`, `device:<id>`, `cli`, `system`.
+    pub actor: String,
+    /// `sign_in`, `sign_in_failed`, `refresh`, `pull`, `import`, `seed`.
+    pub action: String,
+    pub patient_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit event with its chain hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Where the audit chain ends: the last stored event's seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditTip {
+    pub seq: i64,
+    pub hash: String,
+}
+
+// ---------- import, at the level of rows ----------
+
+/// The keys an import plan needs the current rows of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportKeys {
+    /// Patient ids of the bundle.
+    pub patients: Vec<String>,
+    /// NHS numbers (ten digits) of the bundle's patients.
+    pub nhs_numbers: Vec<String>,
+    /// `(resource type, id)` of every resource the bundle upserts or deletes.
+    pub resources: Vec<(String, String)>,
+}
+
+/// A patient's header as stored (the columns an import may change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientHeaderRow {
+    pub id: String,
+    /// Ten digits.
+    pub nhs_number: String,
+    pub practice_ods: String,
+    pub birth_date: Option<NaiveDate>,
+}
+
+/// A resource row as stored, without its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    pub patient_id: Option<String>,
+    /// The stored JSON text.
+    pub json: String,
+    pub deleted: bool,
+}
+
+/// The current rows behind [`ImportKeys`], read in one go. Keys without a row are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportBasis {
+    /// Stored headers of the bundle's patients, by patient id.
+    pub patients: BTreeMap<String, PatientHeaderRow>,
+    /// Which patient holds each of the bundle's NHS numbers, by NHS number.
+    pub nhs_owners: BTreeMap<String, String>,
+    /// Stored state of each resource the bundle names, by `(type, id)`.
+    pub resources: BTreeMap<(String, String), StoredResource>,
+}
+
+/// A patient header to insert or update (dissent is never touched by an import).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientWrite {
+    pub header: PatientHeaderRow,
+    /// Append a [`FeedOp::Header`] feed row for this patient (the header of a patient devices
+    /// may hold changed).
+    pub header_changed: bool,
+}
+
+/// A resource row to insert or replace (it becomes live: `deleted = false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceWrite {
+    pub resource_type: String,
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub section: Option<String>,
+    /// The JSON text to store.
+    pub json: String,
+    /// The resource belonged to this other patient: append a [`FeedOp::Delete`] feed row for
+    /// them, so their devices drop it.
+    pub moved_from: Option<String>,
+}
+
+/// A live resource to mark deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceDeletion {
+    pub resource_type: String,
+    pub id: String,
+    /// Its patient, whose devices learn of the deletion through a feed row.
+    pub patient_id: Option<String>,
+}
+
+/// The row writes of one import, decided above the store, applied by a backend in one
+/// transaction in exactly this order:
+///
+/// 1. `organisations` (insert, or rename when the name differs), then `practices` (insert
+///    when missing);
+/// 2. `patients`, each followed by its header feed row when `header_changed`;
+/// 3. `resources`: for each, first an upsert feed row for its patient (when it has one; the
+///    resource's `seq` is that row's seq, else 0), then the delete feed row for `moved_from`,
+///    then the row itself;
+/// 4. `deletions`: for each, a delete feed row for its patient (when it has one; the row's
+///    `seq` becomes that row's seq, else 0), then the row is marked deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportWrites {
+    /// `(ODS code, name)`.
+    pub organisations: Vec<(String, String)>,
+    /// ODS codes of member practices.
+    pub practices: Vec<String>,
+    pub patients: Vec<PatientWrite>,
+    pub resources: Vec<ResourceWrite>,
+    pub deletions: Vec<ResourceDeletion>,
+}
+
+/// One import, ready for a backend: the writes, what they were planned on, and the audit row
+/// that records them. The backend applies it in one transaction, or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedImport {
+    /// The keys the plan read.
+    pub keys: ImportKeys,
+    /// What the plan read for them. The backend re-reads the keys inside its write transaction
+    /// and answers [`StoreError::Stale`] (writing nothing) when they differ.
+    pub basis: ImportBasis,
+    pub writes: ImportWrites,
+    /// The audit row of the import, sealed on the chain's tip as read for the plan; stale,
+    /// like the basis, when the tip moved.
+    pub audit: AuditRow,
+    /// When: `updated_at` of the rows, `at` of the feed rows.
+    pub at: DateTime<Utc>,
+}
