@@ -4,8 +4,10 @@
 //! independently of the pull code.
 //!
 //! The suite speaks only `Arc<dyn Store>` and is instantiated per backend by
-//! `convergence_suite!` with a function that makes an empty store: running it against
-//! another backend is one more line at the bottom of this file.
+//! `convergence_suite!` with a function that starts the backend for one test (or skips it:
+//! `None`) and answers something that makes empty stores: running it against another backend
+//! is one more line at the bottom of this file. PostgreSQL is real: one throwaway cluster per
+//! test (doorstep-testkit), one new database per store.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,15 +37,50 @@ struct FreshStore {
     keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
-/// An empty SQLite store in a temporary directory.
-async fn sqlite_store() -> FreshStore {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
-        .await
-        .unwrap();
-    FreshStore {
-        store,
-        keep: Box::new(dir),
+/// Empty SQLite stores, each in its own temporary directory.
+struct SqliteBackend;
+
+impl SqliteBackend {
+    fn start() -> Option<SqliteBackend> {
+        Some(SqliteBackend)
+    }
+
+    async fn fresh(&self) -> FreshStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        FreshStore {
+            store,
+            keep: Box::new(dir),
+        }
+    }
+}
+
+/// Empty PostgreSQL stores, each a new database of one throwaway cluster (stopped when the
+/// test and every store of it are done).
+struct PostgresBackend {
+    cluster: Arc<doorstep_testkit::PgCluster>,
+}
+
+impl PostgresBackend {
+    fn start() -> Option<PostgresBackend> {
+        doorstep_testkit::PgCluster::start_or_skip("the convergence suite on PostgreSQL").map(
+            |cluster| PostgresBackend {
+                cluster: Arc::new(cluster),
+            },
+        )
+    }
+
+    async fn fresh(&self) -> FreshStore {
+        let url = self.cluster.create_database().unwrap();
+        let store = store::open(&DatabaseUrl::parse(&url).unwrap())
+            .await
+            .unwrap();
+        FreshStore {
+            store,
+            keep: Box::new(self.cluster.clone()),
+        }
     }
 }
 
@@ -966,31 +1003,41 @@ where
     );
 }
 
-/// The suite for one backend: `convergence_suite!(module, async fn () -> FreshStore);`.
+/// The suite for one backend: `convergence_suite!(module, fn () -> Option<Backend>);` where
+/// the backend has `async fn fresh(&self) -> FreshStore` (`None`: skipped, with the reason
+/// printed).
 macro_rules! convergence_suite {
-    ($backend:ident, $open:path) => {
+    ($backend:ident, $start:path) => {
         mod $backend {
             #[tokio::test]
             async fn device_converges_after_random_interleavings() {
-                super::device_converges_after_random_interleavings($open).await
+                let Some(backend) = $start() else { return };
+                super::device_converges_after_random_interleavings(|| backend.fresh()).await
             }
 
             #[tokio::test]
             async fn withheld_items_are_counted_not_sent() {
-                super::withheld_items_are_counted_not_sent($open).await
+                let Some(backend) = $start() else { return };
+                super::withheld_items_are_counted_not_sent(|| backend.fresh()).await
             }
 
             #[tokio::test]
             async fn leaving_the_list_purges_and_newly_confidential_items_vanish() {
-                super::leaving_the_list_purges_and_newly_confidential_items_vanish($open).await
+                let Some(backend) = $start() else { return };
+                super::leaving_the_list_purges_and_newly_confidential_items_vanish(|| {
+                    backend.fresh()
+                })
+                .await
             }
 
             #[tokio::test]
             async fn access_change_and_pruned_feed_ask_for_rebuild() {
-                super::access_change_and_pruned_feed_ask_for_rebuild($open).await
+                let Some(backend) = $start() else { return };
+                super::access_change_and_pruned_feed_ask_for_rebuild(|| backend.fresh()).await
             }
         }
     };
 }
 
-convergence_suite!(sqlite, super::sqlite_store);
+convergence_suite!(sqlite, super::SqliteBackend::start);
+convergence_suite!(postgres, super::PostgresBackend::start);

@@ -1,7 +1,11 @@
 //! The pull cursor: what a device holds between pulls, signed so it cannot be forged.
 //!
-//! Wire form: `base64url(JSON state) + "." + base64url(HMAC-SHA256(key, JSON state))`, with the
-//! key in `DIR/cursor-key` (32 random bytes made on first start). The state says, for one
+//! Wire form: `base64url(JSON state) + "." + base64url(HMAC-SHA256(key, JSON state))`. The key
+//! (32 random bytes) is the federation's, not a node's: it lives in the database
+//! (`server_keys`, name [`CURSOR_KEY_NAME`]), so every node sharing the database accepts every
+//! other node's cursors. [`CursorKey::candidate`] is what a starting node offers to store: the
+//! key of a legacy `DIR/cursor-key` file when there is one (so devices synced before the key
+//! moved keep valid cursors), else fresh random bytes; the first key stored wins. The state says, for one
 //! device: the feed position its cache is current to (`seq`), which patients it holds (by the
 //! hash of a stored membership set), which of those must be re-sent in full (`stale_hash`, see
 //! [`crate::pull`]), the access epoch it was computed under, and the view date (look-back windows
@@ -27,8 +31,25 @@ use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// File name of the cursor key in the data directory.
+/// File name of the cursor key in the data directory, before the key moved into the database.
 pub const CURSOR_KEY_FILE: &str = "cursor-key";
+
+/// Name of the cursor key in the store's shared keys.
+pub const CURSOR_KEY_NAME: &str = "cursor";
+
+/// Why a cursor key cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorKeyError {
+    #[error("{path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} must hold exactly 32 bytes")]
+    Length(String),
+    #[error("no randomness for a new key: {0}")]
+    Random(String),
+}
 
 /// The decoded content of a cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,27 +84,34 @@ impl CursorKey {
         CursorKey(bytes)
     }
 
-    /// Read `DIR/cursor-key`, making it (32 random bytes, owner-only) when missing.
-    pub fn load_or_create(data_dir: &Path) -> std::io::Result<CursorKey> {
+    /// The key as stored (`what` names where it came from, for the error).
+    pub fn from_slice(bytes: &[u8], what: &str) -> Result<CursorKey, CursorKeyError> {
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CursorKeyError::Length(what.to_string()))?;
+        Ok(CursorKey(key))
+    }
+
+    /// The key a starting node offers to store: `DIR/cursor-key` when that legacy file
+    /// exists (`from_file` is then true), else 32 fresh random bytes. Writes nothing.
+    pub fn candidate(data_dir: &Path) -> Result<(CursorKey, bool), CursorKeyError> {
         let path = data_dir.join(CURSOR_KEY_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes.try_into().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} must hold exactly 32 bytes", path.display()),
-                    )
-                })?;
-                Ok(CursorKey(key))
-            }
+            Ok(bytes) => Ok((
+                CursorKey::from_slice(&bytes, &path.display().to_string())?,
+                true,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-                write_private(&path, &key)?;
-                Ok(CursorKey(key))
+                getrandom::fill(&mut key).map_err(|e| CursorKeyError::Random(e.to_string()))?;
+                Ok((CursorKey(key), false))
             }
-            Err(e) => Err(e),
+            Err(source) => Err(CursorKeyError::File { path, source }),
         }
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -313,12 +341,23 @@ mod tests {
     }
 
     #[test]
-    fn cursor_key_is_made_once_and_reused() {
+    fn the_candidate_key_is_a_legacy_file_or_fresh_and_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let k1 = CursorKey::load_or_create(dir.path()).unwrap();
-        let k2 = CursorKey::load_or_create(dir.path()).unwrap();
-        assert_eq!(k1.0, k2.0);
-        let sealed = seal(&k1, &state());
-        assert!(open(&k2, &sealed, "dev-1").is_ok());
+        let (k1, from_file) = CursorKey::candidate(dir.path()).unwrap();
+        let (k2, _) = CursorKey::candidate(dir.path()).unwrap();
+        assert!(!from_file);
+        assert_ne!(k1.0, k2.0, "a fresh candidate is random");
+        assert!(!dir.path().join(CURSOR_KEY_FILE).exists());
+        write_private(&dir.path().join(CURSOR_KEY_FILE), &[9; 32]).unwrap();
+        let (k3, from_file) = CursorKey::candidate(dir.path()).unwrap();
+        assert!(from_file);
+        assert_eq!(k3.0, [9; 32]);
+        let sealed = seal(&k3, &state());
+        assert!(open(&CursorKey::from_bytes([9; 32]), &sealed, "dev-1").is_ok());
+        std::fs::write(dir.path().join(CURSOR_KEY_FILE), [1; 5]).unwrap();
+        assert!(matches!(
+            CursorKey::candidate(dir.path()),
+            Err(CursorKeyError::Length(_))
+        ));
     }
 }

@@ -8,7 +8,10 @@
 //! ```
 //!
 //! `--database URL` (or `DOORSTEP_DATABASE_URL`) names the store: `sqlite:PATH` for an
-//! SQLite file anywhere; without it, the SQLite file `federation.db` under `--data-dir`.
+//! SQLite file anywhere, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` for PostgreSQL (which
+//! several `serve` nodes may share); without it, the SQLite file `federation.db` under
+//! `--data-dir`. The data directory keeps only a node's TLS material (and the demo's
+//! sign-ins); everything nodes must agree on, the cursor key included, is in the database.
 //!
 //! `serve` prints exactly one line to stdout once it listens
 //! (`doorstep-server listening on https://127.0.0.1:PORT`); logs go to stderr and never carry
@@ -41,7 +44,8 @@ struct Cli {
 /// Which store a command opens.
 #[derive(clap::Args)]
 struct DatabaseArg {
-    /// The store: `sqlite:PATH` (an SQLite file). Default: `federation.db` under --data-dir.
+    /// The store: `sqlite:PATH` (an SQLite file) or `postgres://USER@HOST[:PORT]/DB`.
+    /// Default: `federation.db` under --data-dir.
     #[arg(long = "database", env = "DOORSTEP_DATABASE_URL", value_name = "URL")]
     url: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! Starting and stopping the server: what `doorstep-server serve` and tests call.
 //!
 //! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
-//! directory), loads (or makes) the cursor key and the TLS
+//! directory), reads the federation's cursor key from the store (the first node to start
+//! stores one, adopting a legacy `DIR/cursor-key` file), loads (or makes) the TLS
 //! material, binds the listener (port 0 picks a free port) and serves on a tokio task until
 //! [`RunningServer::shutdown`]. Plain HTTP is refused unless [`TlsMode::InsecureLoopback`] is
 //! asked for *and* the address is a loopback one.
@@ -15,7 +16,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api::{self, AppState};
-use crate::cursor::CursorKey;
+use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
 
@@ -76,7 +77,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("cursor key: {0}")]
-    CursorKey(std::io::Error),
+    CursorKey(#[from] CursorKeyError),
 }
 
 /// A server running on a tokio task.
@@ -118,6 +119,30 @@ impl RunningServer {
     }
 }
 
+/// The federation's cursor key, from the store: every node sharing the database signs and
+/// checks cursors with it. A node's first start offers its candidate (a legacy
+/// `DIR/cursor-key` file's key, else random bytes); insert-if-absent makes concurrent first
+/// starts agree on one.
+async fn shared_cursor_key(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+) -> Result<CursorKey, StartError> {
+    let (candidate, from_file) = CursorKey::candidate(data_dir)?;
+    let stored = store
+        .key_or_insert(CURSOR_KEY_NAME, candidate.as_bytes(), chrono::Utc::now())
+        .await?;
+    let key = CursorKey::from_slice(&stored, "the stored cursor key")?;
+    if from_file && key.as_bytes() != candidate.as_bytes() {
+        // Another node's key was stored first; cursors signed with this file's key are
+        // refused (the devices rebuild once).
+        tracing::warn!(
+            "the data directory's cursor-key differs from the federation's key in the database; \
+             the database's key is used"
+        );
+    }
+    Ok(key)
+}
+
 /// Start serving `config`. Must be called inside a tokio runtime.
 pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
     let insecure = config.tls == TlsMode::InsecureLoopback;
@@ -131,7 +156,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         .clone()
         .unwrap_or_else(|| DatabaseUrl::in_data_dir(&data_dir));
     let store: Arc<dyn Store> = store::open(&database).await?;
-    let cursor_key = CursorKey::load_or_create(&data_dir).map_err(StartError::CursorKey)?;
+    let cursor_key = shared_cursor_key(store.as_ref(), &data_dir).await?;
 
     let (rustls, ca_pem_path) = match &config.tls {
         TlsMode::InsecureLoopback => (None, PathBuf::new()),

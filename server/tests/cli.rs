@@ -41,7 +41,8 @@ fn serve_prints_one_line_with_the_https_url() {
         .unwrap_or_else(|| panic!("unexpected start line {line:?}"));
     assert!(url.parse::<u16>().unwrap() > 0);
     assert!(dir.path().join("dev-ca.pem").exists());
-    assert!(dir.path().join("cursor-key").exists());
+    // The cursor key is the federation's: in the database, not the data directory.
+    assert!(!dir.path().join("cursor-key").exists());
 }
 
 #[test]
@@ -203,7 +204,7 @@ fn database_url_picks_the_store_of_import_and_verify_audit() {
 }
 
 #[test]
-fn serve_opens_the_database_url_and_keeps_keys_in_the_data_dir() {
+fn serve_opens_the_database_url_and_keeps_tls_material_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let db = dir.path().join("db/fed.db");
@@ -234,19 +235,131 @@ fn serve_opens_the_database_url_and_keeps_keys_in_the_data_dir() {
     );
     assert!(db.exists());
     assert!(!data.join("federation.db").exists());
-    assert!(data.join("cursor-key").exists() && data.join("dev-ca.pem").exists());
+    assert!(!data.join("cursor-key").exists() && data.join("dev-ca.pem").exists());
+}
+
+/// Runs `serve` until its start line; answers the line and the exit-less child (killed).
+fn serve_line(args: &[&str]) -> (String, String) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (line, stderr_of(&out))
 }
 
 #[test]
-fn every_command_takes_a_database_url_and_postgres_is_not_in_this_build() {
+fn every_command_works_on_a_postgres_url() {
+    let Some(cluster) = doorstep_testkit::PgCluster::start_or_skip("cli on PostgreSQL") else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let out = bin()
+        .args(["seed", "--demo", "--data-dir", data, "--database", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("seeded 300 patients"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!dir.path().join("data/federation.db").exists());
+
+    let file = dir.path().join("bundle.json");
+    std::fs::write(&file, one_patient_bundle()).unwrap();
+    let out = bin()
+        .args(["import", "--database", &url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("1 patient(s)"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let out = bin()
+        .args(["verify-audit"])
+        .env("DOORSTEP_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("the audit log is intact"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let serve = [
+        "serve",
+        "--dev-tls",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--database",
+        &url,
+    ];
+    let (line, stderr) = serve_line(&serve);
+    assert!(
+        line.starts_with("doorstep-server listening on https://127.0.0.1:"),
+        "{line:?} {stderr}"
+    );
+    let stored = cluster
+        .psql_in(
+            &url,
+            "SELECT count(*) FROM server_keys WHERE name = 'cursor'",
+        )
+        .unwrap();
+    assert_eq!(stored.trim(), "1", "the cursor key is in the database");
+
+    // A database a newer server migrated is refused, naming both versions.
+    cluster
+        .psql_in(
+            &url,
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, '0099_future', now())",
+        )
+        .unwrap();
+    let out = bin()
+        .args(["verify-audit", "--database", &url])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("schema is version 99") && stderr.contains("up to version 1"),
+        "{stderr}"
+    );
+    let (line, stderr) = serve_line(&serve);
+    assert!(line.is_empty(), "a newer schema must not be served: {line}");
+    assert!(stderr.contains("schema is version 99"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_postgres_fails_clearly_without_showing_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bundle.json");
     std::fs::write(&file, one_patient_bundle()).unwrap();
-    let url = "postgres://doorstep:s3cret@db.example:5432/federation";
+    // A free port: nothing listens there.
+    let port = doorstep_testkit::free_port();
+    let url = format!("postgres://doorstep:s3cret@127.0.0.1:{port}/federation");
     let data = dir.path().to_str().unwrap();
     let file = file.to_str().unwrap();
     for args in [
-        vec!["seed", "--demo", "--data-dir", data, "--database", url],
+        vec!["seed", "--demo", "--data-dir", data, "--database", &url],
         vec![
             "serve",
             "--dev-tls",
@@ -255,16 +368,18 @@ fn every_command_takes_a_database_url_and_postgres_is_not_in_this_build() {
             "--data-dir",
             data,
             "--database",
-            url,
+            &url,
         ],
-        vec!["import", "--database", url, file],
-        vec!["verify-audit", "--database", url],
+        vec!["import", "--database", &url, file],
+        vec!["verify-audit", "--database", &url],
     ] {
         let out = bin().args(&args).output().unwrap();
         let stderr = stderr_of(&out);
         assert!(!out.status.success(), "{args:?}");
         assert!(
-            stderr.contains("has no PostgreSQL backend yet"),
+            stderr.contains(&format!(
+                "connecting to postgres://***@127.0.0.1:{port}/federation"
+            )),
             "{args:?}: {stderr}"
         );
         assert!(

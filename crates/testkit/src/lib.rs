@@ -186,6 +186,13 @@ impl PgCluster {
 
     /// Runs one SQL command against the `postgres` database, answering what psql printed.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs one SQL command against `database` (a name, or a URL of this cluster whose last
+    /// path segment is the name), answering what psql printed.
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
+        let database = database.rsplit('/').next().unwrap_or(database);
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-X",
@@ -203,7 +210,7 @@ impl PgCluster {
                 "-U",
                 "doorstep",
                 "-d",
-                "postgres",
+                database,
             ])
             .args(["-c", sql])
             .stdin(Stdio::null())

@@ -11,8 +11,9 @@
 //! | [`ListStore`]     | lists and list entries                                          |
 //! | [`FeedStore`]     | the change feed: pull snapshots, member sets, pruning           |
 //! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
+//! | [`KeyStore`]      | secrets every server node shares (the cursor signing key)       |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the five
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the six
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -232,10 +233,30 @@ pub trait AuditStore: Send + Sync {
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
 }
 
+/// Secrets every server node of the federation must share, kept in the database so that no
+/// node's own directory holds state another node needs (a cursor signed by one node is
+/// accepted by every other). What a key is made of is decided above the store
+/// ([`crate::cursor`] and `run`); the backend only keeps the first one given.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Store `candidate` under `name` unless a key is stored there already (insert if absent,
+    /// atomic against a concurrent first start), and answer the stored key: `candidate` when
+    /// this call stored it, else the one another call stored first.
+    async fn key_or_insert(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
-pub trait Store: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore {}
+pub trait Store:
+    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore
+{
+}
 
 impl<T> Store for T where
-    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + ?Sized
+    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore + ?Sized
 {
 }

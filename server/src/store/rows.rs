@@ -42,6 +42,13 @@ pub enum StoreError {
     /// The database URL names a backend this build does not have, or is not a database URL.
     #[error("{0}")]
     Unsupported(String),
+    /// The database was migrated by a newer server: its schema version is beyond every
+    /// migration this build knows, so this build refuses to touch it.
+    #[error(
+        "the database's schema is version {database}, newer than this server knows (up to \
+         version {known}); run a doorstep-server at least as new as the one that migrated it"
+    )]
+    SchemaTooNew { database: i64, known: i64 },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The database itself failed.

@@ -36,7 +36,9 @@ use doorstep_protocol::ListKind;
 use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
-use super::contract::{AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore};
+use super::contract::{
+    AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
+};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
     ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
@@ -49,11 +51,18 @@ use super::url::SQLITE_FILE;
 pub const DB_FILE: &str = SQLITE_FILE;
 
 /// The embedded migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../../migrations/server-sqlite/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../migrations/server-sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_server_keys",
+        include_str!("../../../migrations/server-sqlite/0002_server_keys.sql"),
+    ),
+];
 
 const READER_POOL: usize = 4;
 
@@ -217,6 +226,19 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
              applied_at INTEGER NOT NULL
          )",
     )?;
+    // A database a newer server migrated may hold tables this build would misread.
+    let newest: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest > known {
+        return Err(StoreError::SchemaTooNew {
+            database: newest,
+            known,
+        });
+    }
     for (version, name, sql) in MIGRATIONS {
         let tx = conn.transaction()?;
         let done: Option<i64> = tx
@@ -1459,6 +1481,34 @@ impl AuditStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn key_or_insert(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (name, candidate) = (name.to_string(), candidate.to_vec());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO server_keys (name, key, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, candidate, ts(now)],
+            )?;
+            let key: Vec<u8> = tx.query_row(
+                "SELECT key FROM server_keys WHERE name = ?1",
+                [&name],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(key)
+        })
+        .await
+    }
+}
+
 fn insert_pair(
     tx: &Transaction<'_>,
     device: &str,
@@ -1513,10 +1563,10 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1]);
+        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2]);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1]);
+        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2]);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1526,6 +1576,49 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert!(fk);
+    }
+
+    #[test]
+    fn a_database_migrated_by_a_newer_server_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .inner
+            .writer
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', 0)",
+                [],
+            )
+            .unwrap();
+        drop(store);
+        let e = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::SchemaTooNew {
+                    database: 99,
+                    known: 2
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("version 99") && text.contains("version 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_key_stored_under_a_name_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        assert_eq!(store.key_or_insert("k", b"one", now).await.unwrap(), b"one");
+        assert_eq!(store.key_or_insert("k", b"two", now).await.unwrap(), b"one");
+        assert_eq!(store.key_or_insert("j", b"two", now).await.unwrap(), b"two");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! | URL                              | backend                                  |
 //! |----------------------------------|------------------------------------------|
 //! | `sqlite:PATH`, `sqlite://PATH`   | embedded SQLite, the database file PATH  |
-//! | `postgres://…`, `postgresql://…` | PostgreSQL (not in this build yet)       |
+//! | `postgres://…`, `postgresql://…` | PostgreSQL (several nodes may share it)  |
 //!
 //! # Invariants
 //!

@@ -1,0 +1,1514 @@
+//! The production backend: PostgreSQL, shared by any number of server nodes.
+//!
+//! # What this module owns
+//!
+//! The SQL of every area of the store contract ([`super::contract`]) for PostgreSQL, the
+//! connection pool, and the schema's migrations (`migrations/server-postgres/NNNN_*.sql`,
+//! embedded at build time). Like the SQLite backend it reads and writes rows and decides
+//! nothing: imports arrive planned, audit rows arrive sealed, pull pages are built above the
+//! store over the reads of a [`FeedSnapshot`].
+//!
+//! # Driver
+//!
+//! tokio-postgres (async, pipelined, no compile-time database) behind a deadpool-postgres
+//! pool. Every read and write is one `await` on the server's own runtime: no thread is parked
+//! per query, and a pull snapshot is a plain `REPEATABLE READ READ ONLY` transaction held on
+//! one pooled connection.
+//!
+//! # Several nodes on one database: the invariants
+//!
+//! - **Migrations** run at start in one transaction under `pg_advisory_xact_lock(MIGRATION_LOCK)`,
+//!   so two nodes starting at once apply each migration once; `schema_migrations` records the
+//!   versions. A database whose newest version is beyond [`MIGRATIONS`] is refused
+//!   ([`StoreError::SchemaTooNew`]), before anything is written.
+//! - **The feed lock.** Every transaction that appends feed rows (imports, list entries
+//!   added or ended) or deletes them (pruning) first takes
+//!   `pg_advisory_xact_lock(FEED_LOCK)`, and only then takes seqs from the feed's identity
+//!   sequence. The lock is held until commit, so feed seqs are handed out in commit order: a
+//!   reader that sees `head = h` has seen every row with `seq <= h` that will ever commit. The
+//!   pull's cursor (`seq` = the head it read) therefore never steps over a row that another
+//!   node commits later (the sequence gap of concurrent transactions). Seqs of transactions
+//!   that roll back are simply never used.
+//! - **Writes planned on reads.** [`RecordStore::apply_import`] takes the feed lock before
+//!   re-reading the import's basis: every writer of the rows a basis holds (patient headers,
+//!   NHS numbers, resources) is an import, and imports hold that lock, so the re-read is
+//!   exact until commit. The audit tip is re-read too, and the audit table's primary key on
+//!   `seq` refuses a second row sealed on the same tip (from [`AuditStore::append_audit_row`],
+//!   which does not take the feed lock): that unique violation answers
+//!   [`StoreError::Stale`]. The sign-in writes are single conditional `UPDATE`s, which
+//!   PostgreSQL re-evaluates on the newest row version under `READ COMMITTED`.
+//! - Serialization failures and deadlocks (which the above should make impossible) answer
+//!   `Stale` too, so callers plan again rather than fail.
+//!
+//! # Types
+//!
+//! Times are `timestamptz` truncated to whole seconds before writing (the SQLite backend keeps
+//! Unix seconds; the audit chain hashes seconds), dates `date`, flags `boolean`. JSON is
+//! `text`, never `jsonb`: the stored text must come back byte for byte.
+//!
+//! Connections are plain TCP or a Unix socket (`NoTls`): the database is expected on the
+//! same host or a private network.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use doorstep_protocol::ListKind;
+use doorstep_record::agreement::Agreement;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use super::contract::{
+    AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
+};
+use super::rows::{
+    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
+    ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
+    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow,
+};
+
+/// The embedded migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../../migrations/server-postgres/0001_init.sql"),
+)];
+
+/// Advisory lock key held while migrating ("doorstep" + 1).
+const MIGRATION_LOCK: i64 = 0x646f_6f72_7374_6501;
+/// Advisory lock key held by every transaction that takes feed seqs ("doorstep" + 2).
+pub const FEED_LOCK: i64 = 0x646f_6f72_7374_6502;
+
+/// Connections per node. Pull snapshots hold one each for the length of a page.
+const POOL_SIZE: usize = 16;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(code)
+                if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                StoreError::Stale(format!("another writer came first ({})", code.code()))
+            }
+            _ => StoreError::Backend(describe(&e)),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Backend(format!("connection pool: {other}")),
+        }
+    }
+}
+
+/// The error's code and message, never its detail (which may quote key values).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            use std::error::Error as _;
+            match e.source() {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            }
+        }
+    }
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// A time as stored: whole seconds.
+fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or_default()
+}
+
+fn list_kind(s: &str) -> Result<ListKind, StoreError> {
+    Ok(match s {
+        "caseload" => ListKind::Caseload,
+        "appointment" => ListKind::Appointment,
+        "incident" => ListKind::Incident,
+        "break_glass" => ListKind::BreakGlass,
+        other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
+    })
+}
+
+fn list_kind_str(k: ListKind) -> &'static str {
+    match k {
+        ListKind::Caseload => "caseload",
+        ListKind::Appointment => "appointment",
+        ListKind::Incident => "incident",
+        ListKind::BreakGlass => "break_glass",
+    }
+}
+
+/// The PostgreSQL backend: every area of the store contract ([`super::Store`]).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// The URL without credentials, for messages.
+    shown: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.shown)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connect to `url` (a `postgres://` or `postgresql://` URL; `shown` is how messages name
+    /// it, without credentials) and apply pending migrations.
+    pub async fn open(url: &str, shown: &str) -> Result<PostgresStore, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unsupported(format!("{shown}: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("{shown}: {e}")))?;
+        let store = PostgresStore {
+            pool,
+            shown: shown.to_string(),
+        };
+        let mut client = store.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!("connecting to {shown}: {}", StoreError::from(e)))
+        })?;
+        migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// The versions of the applied migrations.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    // Two nodes starting at once: the second waits here, then finds the work done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version bigint PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL
+         )",
+    )
+    .await?;
+    let applied: Vec<i64> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(&newest) = applied.iter().max()
+        && newest > known
+    {
+        return Err(StoreError::SchemaTooNew {
+            database: newest,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[version, name, &secs(Utc::now())],
+        )
+        .await?;
+        tracing::info!(version, name, "applied migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Take the feed lock for the rest of the transaction (see the module doc).
+async fn lock_feed(tx: &impl GenericClient) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
+        .await?;
+    Ok(())
+}
+
+// ---------- row readers ----------
+
+const PATIENT_COLUMNS: &str = "p.id, p.nhs_number, p.practice_ods, o.name, p.birth_date, p.dissent
+     FROM patients p JOIN organisations o ON o.ods = p.practice_ods";
+
+fn patient_from(r: &Row) -> Result<PatientRow, StoreError> {
+    Ok(PatientRow {
+        id: r.try_get(0)?,
+        nhs_number: r.try_get(1)?,
+        practice_ods: r.try_get(2)?,
+        practice_name: r.try_get(3)?,
+        birth_date: r.try_get(4)?,
+        dissent: r.try_get(5)?,
+    })
+}
+
+const RESOURCE_COLUMNS: &str =
+    "resource_type, id, patient_id, section, json, seq, deleted FROM resources";
+
+fn resource_from(r: &Row) -> Result<ResourceRow, StoreError> {
+    Ok(ResourceRow {
+        resource_type: r.try_get(0)?,
+        id: r.try_get(1)?,
+        patient_id: r.try_get(2)?,
+        section: r.try_get(3)?,
+        json: r.try_get(4)?,
+        seq: r.try_get(5)?,
+        deleted: r.try_get(6)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id
+     FROM list_entries e JOIN lists l ON l.id = e.list_id";
+
+fn entry_from(r: &Row) -> Result<ListEntryRow, StoreError> {
+    Ok(ListEntryRow {
+        id: r.try_get(0)?,
+        list_id: r.try_get(1)?,
+        list_name: r.try_get(2)?,
+        kind: list_kind(r.try_get(3)?)?,
+        patient_id: r.try_get(4)?,
+        reason: r.try_get(5)?,
+        starts_at: r.try_get(6)?,
+        ends_at: r.try_get(7)?,
+        user_id: r.try_get(8)?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.display_name, u.role, u.service_id, s.name, u.password_hash,
+     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled
+     FROM users u JOIN services s ON s.id = u.service_id";
+
+fn user_from(r: &Row) -> Result<UserRow, StoreError> {
+    let failed: i32 = r.try_get(9)?;
+    Ok(UserRow {
+        id: r.try_get(0)?,
+        username: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        role: r.try_get(3)?,
+        service_id: r.try_get(4)?,
+        service_name: r.try_get(5)?,
+        password_hash: r.try_get(6)?,
+        totp_secret: r.try_get(7)?,
+        totp_last_step: r.try_get(8)?,
+        failed_attempts: u32::try_from(failed).unwrap_or(0),
+        locked_until: r.try_get(10)?,
+        disabled: r.try_get(11)?,
+    })
+}
+
+fn token_kind(s: &str) -> TokenKind {
+    if s == "refresh" {
+        TokenKind::Refresh
+    } else {
+        TokenKind::Access
+    }
+}
+
+const PRUNED_THROUGH: &str =
+    "COALESCE((SELECT value::bigint FROM meta WHERE key = 'feed_pruned_through'), 0)";
+
+async fn pruned_through(c: &impl GenericClient) -> Result<i64, StoreError> {
+    let stmt = c
+        .prepare_cached(&format!("SELECT {PRUNED_THROUGH}"))
+        .await?;
+    Ok(c.query_one(&stmt, &[]).await?.try_get(0)?)
+}
+
+async fn feed_head(c: &impl GenericClient) -> Result<i64, StoreError> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT GREATEST(COALESCE((SELECT MAX(seq) FROM feed), 0), {PRUNED_THROUGH})"
+        ))
+        .await?;
+    Ok(c.query_one(&stmt, &[]).await?.try_get(0)?)
+}
+
+/// Append a feed row; the caller holds the feed lock. Answers its seq.
+async fn append_feed(
+    tx: &impl GenericClient,
+    patient_id: &str,
+    resource: Option<(&str, &str)>,
+    op: FeedOp,
+    at: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO feed (patient_id, resource_type, resource_id, op, at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &patient_id,
+                &resource.map(|r| r.0),
+                &resource.map(|r| r.1),
+                &op.as_str(),
+                &secs(at),
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+// ---------- audit ----------
+
+async fn audit_tip(c: &impl GenericClient) -> Result<Option<AuditTip>, StoreError> {
+    let row = c
+        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+        .await?;
+    row.map(|r| {
+        Ok(AuditTip {
+            seq: r.try_get(0)?,
+            hash: r.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+fn stale_audit() -> StoreError {
+    StoreError::Stale("the audit log moved on since the event was sealed".into())
+}
+
+/// Store a sealed row, if it follows the tip. A row sealed on the same tip by a concurrent
+/// transaction makes the insert fail on the primary key: `Stale` as well.
+async fn append_audit_row_tx(tx: &impl GenericClient, row: &AuditRow) -> Result<(), StoreError> {
+    let follows = match audit_tip(tx).await? {
+        None => row.seq == 1,
+        Some(tip) => row.seq == tip.seq + 1 && row.prev_hash == tip.hash,
+    };
+    if !follows {
+        return Err(stale_audit());
+    }
+    let event = &row.event;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, at, actor, action, patient_id, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    let detail = event.detail.to_string();
+    match tx
+        .execute(
+            &stmt,
+            &[
+                &row.seq,
+                &secs(event.at),
+                &event.actor,
+                &event.action,
+                &event.patient_id,
+                &detail,
+                &row.prev_hash,
+                &row.hash,
+            ],
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(stale_audit()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------- import ----------
+
+async fn upsert_organisation(
+    tx: &impl GenericClient,
+    ods: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO organisations (ods, name, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
+             WHERE organisations.name <> excluded.name",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ods, &name, &secs(now)]).await?;
+    Ok(())
+}
+
+async fn read_import_basis(
+    c: &impl GenericClient,
+    keys: &ImportKeys,
+) -> Result<ImportBasis, StoreError> {
+    let mut basis = ImportBasis::default();
+    if !keys.patients.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, nhs_number, practice_ods, birth_date FROM patients
+                 WHERE id = ANY($1)",
+            )
+            .await?;
+        for r in c.query(&stmt, &[&keys.patients]).await? {
+            let row = PatientHeaderRow {
+                id: r.try_get(0)?,
+                nhs_number: r.try_get(1)?,
+                practice_ods: r.try_get(2)?,
+                birth_date: r.try_get(3)?,
+            };
+            basis.patients.insert(row.id.clone(), row);
+        }
+    }
+    if !keys.nhs_numbers.is_empty() {
+        let stmt = c
+            .prepare_cached("SELECT nhs_number, id FROM patients WHERE nhs_number = ANY($1)")
+            .await?;
+        for r in c.query(&stmt, &[&keys.nhs_numbers]).await? {
+            basis.nhs_owners.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+    }
+    if !keys.resources.is_empty() {
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys
+            .resources
+            .iter()
+            .map(|(t, i)| (t.as_str(), i.as_str()))
+            .unzip();
+        let stmt = c
+            .prepare_cached(
+                "SELECT r.resource_type, r.id, r.json, r.patient_id, r.deleted
+                 FROM resources r JOIN unnest($1::text[], $2::text[]) AS k (t, i)
+                   ON r.resource_type = k.t AND r.id = k.i",
+            )
+            .await?;
+        for r in c.query(&stmt, &[&types, &ids]).await? {
+            basis.resources.insert(
+                (r.try_get(0)?, r.try_get(1)?),
+                StoredResource {
+                    json: r.try_get(2)?,
+                    patient_id: r.try_get(3)?,
+                    deleted: r.try_get(4)?,
+                },
+            );
+        }
+    }
+    Ok(basis)
+}
+
+/// Apply a planned import inside `tx`: take the feed lock, re-check, then write in the order
+/// [`super::rows::ImportWrites`] documents.
+async fn apply_import_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    planned: &PlannedImport,
+) -> Result<(), StoreError> {
+    lock_feed(tx).await?;
+    if read_import_basis(tx, &planned.keys).await? != planned.basis {
+        return Err(StoreError::Stale(
+            "the rows the import was planned on changed".into(),
+        ));
+    }
+    let now = planned.at;
+    let writes = &planned.writes;
+    for (ods, name) in &writes.organisations {
+        upsert_organisation(tx, ods, name, now).await?;
+    }
+    let practice = tx
+        .prepare_cached("INSERT INTO practices (ods) VALUES ($1) ON CONFLICT (ods) DO NOTHING")
+        .await?;
+    for ods in &writes.practices {
+        tx.execute(&practice, &[ods]).await?;
+    }
+    let patient = tx
+        .prepare_cached(
+            "INSERT INTO patients (id, nhs_number, practice_ods, birth_date, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET nhs_number = excluded.nhs_number,
+               practice_ods = excluded.practice_ods, birth_date = excluded.birth_date,
+               updated_at = excluded.updated_at",
+        )
+        .await?;
+    for p in &writes.patients {
+        let h = &p.header;
+        tx.execute(
+            &patient,
+            &[
+                &h.id,
+                &h.nhs_number,
+                &h.practice_ods,
+                &h.birth_date,
+                &secs(now),
+            ],
+        )
+        .await?;
+        if p.header_changed {
+            append_feed(tx, &h.id, None, FeedOp::Header, now).await?;
+        }
+    }
+    let resource = tx
+        .prepare_cached(
+            "INSERT INTO resources (resource_type, id, patient_id, section, json, seq, deleted)
+             VALUES ($1, $2, $3, $4, $5, $6, false)
+             ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id,
+               section = excluded.section, json = excluded.json, seq = excluded.seq,
+               deleted = false",
+        )
+        .await?;
+    for r in &writes.resources {
+        let key = Some((r.resource_type.as_str(), r.id.as_str()));
+        let seq = match &r.patient_id {
+            Some(pid) => append_feed(tx, pid, key, FeedOp::Upsert, now).await?,
+            None => 0,
+        };
+        if let Some(old) = &r.moved_from {
+            append_feed(tx, old, key, FeedOp::Delete, now).await?;
+        }
+        tx.execute(
+            &resource,
+            &[
+                &r.resource_type,
+                &r.id,
+                &r.patient_id,
+                &r.section,
+                &r.json,
+                &seq,
+            ],
+        )
+        .await?;
+    }
+    let deletion = tx
+        .prepare_cached(
+            "UPDATE resources SET deleted = true, seq = $3 WHERE resource_type = $1 AND id = $2",
+        )
+        .await?;
+    for d in &writes.deletions {
+        let key = Some((d.resource_type.as_str(), d.id.as_str()));
+        let seq = match &d.patient_id {
+            Some(pid) => append_feed(tx, pid, key, FeedOp::Delete, now).await?,
+            None => 0,
+        };
+        tx.execute(&deletion, &[&d.resource_type, &d.id, &seq])
+            .await?;
+    }
+    append_audit_row_tx(tx, &planned.audit).await
+}
+
+// ---------- the pull's snapshot ----------
+
+/// A pull's read transaction: a pooled connection with an open `REPEATABLE READ READ ONLY`
+/// transaction, until dropped.
+struct PgSnapshot {
+    client: Option<Object>,
+}
+
+impl PgSnapshot {
+    fn client(&self) -> Result<&Object, StoreError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the snapshot is closed".into()))
+    }
+}
+
+impl Drop for PgSnapshot {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Ending the transaction needs a round trip; the connection goes back to the pool
+        // only once it is out of the transaction, and is closed when that fails.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+#[async_trait]
+impl FeedSnapshot for PgSnapshot {
+    async fn head(&self) -> Result<i64, StoreError> {
+        feed_head(self.client()?).await
+    }
+
+    async fn pruned_through(&self) -> Result<i64, StoreError> {
+        pruned_through(self.client()?).await
+    }
+
+    async fn member_set(&self, hash: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached("SELECT patients FROM member_sets WHERE hash = $1")
+            .await?;
+        let row = c.query_opt(&stmt, &[&hash]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn feed_after(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<FeedRow>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT seq, patient_id, resource_type, resource_id, op FROM feed
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        for r in c.query(&stmt, &[&after, &upto, &limit]).await? {
+            let seq: i64 = r.try_get(0)?;
+            let rtype: Option<String> = r.try_get(2)?;
+            let rid: Option<String> = r.try_get(3)?;
+            let op: String = r.try_get(4)?;
+            let op = FeedOp::parse(&op)
+                .ok_or_else(|| StoreError::Corrupt(format!("feed row {seq}: op {op}")))?;
+            out.push(FeedRow {
+                seq,
+                patient_id: r.try_get(1)?,
+                resource: rtype.zip(rid),
+                op,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn scope_entries(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ListEntryRow>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS}
+                 WHERE (e.ends_at IS NULL OR e.ends_at > $1)
+                   AND ((l.kind <> 'break_glass' AND l.service_id = $2)
+                        OR (l.kind = 'break_glass' AND e.user_id = $3))
+                 ORDER BY e.id"
+            ))
+            .await?;
+        c.query(&stmt, &[&secs(now), &service_id, &user_id])
+            .await?
+            .iter()
+            .map(entry_from)
+            .collect()
+    }
+
+    async fn entries_ended_between(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        after: DateTime<Utc>,
+        upto: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
+                 WHERE e.ends_at > $1 AND e.ends_at <= $2
+                   AND ((l.kind <> 'break_glass' AND l.service_id = $3)
+                        OR (l.kind = 'break_glass' AND e.user_id = $4))
+                 ORDER BY e.patient_id",
+            )
+            .await?;
+        let rows = c
+            .query(&stmt, &[&secs(after), &secs(upto), &service_id, &user_id])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ANY($1)"))
+            .await?;
+        let mut found: BTreeMap<String, PatientRow> = BTreeMap::new();
+        for r in c.query(&stmt, &[&ids]).await? {
+            let p = patient_from(&r)?;
+            found.insert(p.id.clone(), p);
+        }
+        // In the order asked for, as the SQLite backend answers.
+        Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+    }
+
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {RESOURCE_COLUMNS} WHERE resource_type = $1 AND id = $2"
+            ))
+            .await?;
+        c.query_opt(&stmt, &[&resource_type, &id])
+            .await?
+            .as_ref()
+            .map(resource_from)
+            .transpose()
+    }
+
+    async fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {RESOURCE_COLUMNS} WHERE patient_id = $1 AND NOT deleted
+                 ORDER BY resource_type, id"
+            ))
+            .await?;
+        c.query(&stmt, &[&patient_id])
+            .await?
+            .iter()
+            .map(resource_from)
+            .collect()
+    }
+}
+
+// ---------- the contract ----------
+
+#[async_trait]
+impl RecordStore for PostgresStore {
+    async fn import_basis(&self, keys: &ImportKeys) -> Result<ImportBasis, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let basis = read_import_basis(&tx, keys).await?;
+        tx.commit().await?;
+        Ok(basis)
+    }
+
+    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        apply_import_tx(&tx, &planned).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn organisation_name(&self, ods: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT name FROM organisations WHERE ods = $1", &[&ods])
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn upsert_practice(&self, practice: PracticeRow) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        upsert_organisation(&tx, &practice.ods, &practice.name, Utc::now()).await?;
+        tx.execute(
+            "INSERT INTO practices (ods, source_system, postcode) VALUES ($1, $2, $3)
+             ON CONFLICT (ods) DO UPDATE SET source_system = excluded.source_system,
+               postcode = excluded.postcode",
+            &[&practice.ods, &practice.source_system, &practice.postcode],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn practices(&self) -> Result<Vec<PracticeRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT p.ods, o.name, p.source_system, p.postcode
+                 FROM practices p JOIN organisations o ON o.ods = p.ods ORDER BY p.ods",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PracticeRow {
+                    ods: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    source_system: r.try_get(2)?,
+                    postcode: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn patients(&self) -> Result<Vec<PatientRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {PATIENT_COLUMNS} ORDER BY p.id"), &[])
+            .await?
+            .iter()
+            .map(patient_from)
+            .collect()
+    }
+
+    async fn patient(&self, id: &str) -> Result<Option<PatientRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(patient_from)
+            .transpose()
+    }
+
+    async fn patient_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {RESOURCE_COLUMNS} WHERE patient_id = $1 ORDER BY resource_type, id"),
+            &[&patient_id],
+        )
+        .await?
+        .iter()
+        .map(resource_from)
+        .collect()
+    }
+
+    async fn set_dissent(&self, patient_id: &str, dissent: bool) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE patients SET dissent = $2, updated_at = $3 WHERE id = $1",
+                &[&patient_id, &dissent, &secs(Utc::now())],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("patient {patient_id}")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdentityStore for PostgresStore {
+    async fn upsert_service(&self, service: ServiceRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO services (id, name) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[&service.id, &service.name],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_agreement(
+        &self,
+        agreement: &Agreement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(agreement).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO agreements (id, service_id, json, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET service_id = excluded.service_id,
+               json = excluded.json, updated_at = excluded.updated_at",
+            &[&agreement.id, &agreement.service, &json, &secs(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn agreements_for_service(&self, service_id: &str) -> Result<Vec<Agreement>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT json FROM agreements WHERE service_id = $1 ORDER BY id")
+            .await?;
+        let mut out = Vec::new();
+        for r in c.query(&stmt, &[&service_id]).await? {
+            let json: String = r.try_get(0)?;
+            out.push(
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("agreement: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError> {
+        let c = self.client().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let taken = || StoreError::Conflict(format!("user {} already exists", user.username));
+        match c
+            .execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &id,
+                    &user.username,
+                    &user.display_name,
+                    &user.role,
+                    &user.service_id,
+                    &user.password_hash,
+                    &user.totp_secret,
+                    &secs(now),
+                ],
+            )
+            .await
+        {
+            Ok(_) => Ok(id),
+            Err(e) if is_unique_violation(&e) => Err(taken()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE u.username = $1"))
+            .await?;
+        c.query_opt(&stmt, &[&username])
+            .await?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE u.id = $1"))
+            .await?;
+        c.query_opt(&stmt, &[&id])
+            .await?
+            .as_ref()
+            .map(user_from)
+            .transpose()
+    }
+
+    async fn set_sign_in_failures(
+        &self,
+        user_id: &str,
+        expected: u32,
+        failures: u32,
+        locked_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let expected = i32::try_from(expected).unwrap_or(i32::MAX);
+        let failures = i32::try_from(failures).unwrap_or(i32::MAX);
+        // One conditional UPDATE: under READ COMMITTED the WHERE is checked again on the
+        // newest version of the row, so two nodes counting at once cannot both succeed.
+        let n = c
+            .execute(
+                "UPDATE users SET failed_attempts = $3,
+                   locked_until = COALESCE($4, locked_until)
+                 WHERE id = $1 AND failed_attempts = $2",
+                &[&user_id, &expected, &failures, &locked_until.map(secs)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Stale(
+                "the failed sign-in count moved, or the user is gone".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn record_sign_in_success(
+        &self,
+        user_id: &str,
+        totp_step: i64,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $2
+                 WHERE id = $1 AND totp_last_step < $2",
+                &[&user_id, &totp_step],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict(
+                "this TOTP code was already used".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn create_device(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let c = self.client().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        c.execute(
+            "INSERT INTO devices (id, user_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            &[&id, &user_id, &name, &secs(now)],
+        )
+        .await?;
+        Ok(id)
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, user_id, name, created_at, revoked_at FROM devices WHERE id = $1",
+            )
+            .await?;
+        c.query_opt(&stmt, &[&id])
+            .await?
+            .map(|r| {
+                Ok(DeviceRow {
+                    id: r.try_get(0)?,
+                    user_id: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    revoked_at: r.try_get(4)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn revoke_device(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = secs(now);
+        let n = tx
+            .execute(
+                "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+        tx.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
+            &[&id, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("active device {id}")));
+        }
+        Ok(())
+    }
+
+    async fn store_tokens(
+        &self,
+        device_id: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        insert_pair(&tx, device_id, &pair, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                 FROM tokens WHERE hash = $1",
+            )
+            .await?;
+        c.query_opt(&stmt, &[&hash])
+            .await?
+            .map(|r| {
+                Ok(TokenRow {
+                    hash: r.try_get(0)?,
+                    device_id: r.try_get(1)?,
+                    kind: token_kind(r.try_get(2)?),
+                    expires_at: r.try_get(3)?,
+                    used_at: r.try_get(4)?,
+                    revoked_at: r.try_get(5)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn exchange_refresh(
+        &self,
+        device_id: &str,
+        old_refresh_hash: &str,
+        pair: TokenPair,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The conditional UPDATE locks the token row: a concurrent exchange of the same
+        // token waits, then finds it used and changes nothing.
+        let n = tx
+            .execute(
+                "UPDATE tokens SET used_at = $3
+                 WHERE hash = $1 AND device_id = $2 AND kind = 'refresh'
+                   AND used_at IS NULL AND revoked_at IS NULL",
+                &[&old_refresh_hash, &device_id, &secs(now)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Stale(
+                "the refresh token was exchanged or revoked since it was read".into(),
+            ));
+        }
+        insert_pair(&tx, device_id, &pair, now).await?;
+        tx.execute(
+            "UPDATE devices SET last_seen_at = $2 WHERE id = $1",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_pair(
+    tx: &impl GenericClient,
+    device: &str,
+    pair: &TokenPair,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tokens (hash, device_id, kind, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    let now = secs(now);
+    tx.execute(
+        &stmt,
+        &[
+            &pair.access_hash,
+            &device,
+            &TokenKind::Access.as_str(),
+            &now,
+            &secs(pair.access_expires_at),
+        ],
+    )
+    .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &pair.refresh_hash,
+            &device,
+            &TokenKind::Refresh.as_str(),
+            &now,
+            &secs(pair.refresh_expires_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ListStore for PostgresStore {
+    async fn create_list(&self, list: ListRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO lists (id, name, kind, service_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[
+                &list.id,
+                &list.name,
+                &list_kind_str(list.kind),
+                &list.service_id,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn lists(&self) -> Result<Vec<ListRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, name, kind, service_id FROM lists ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(list_from)
+        .collect()
+    }
+
+    async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT id, name, kind, service_id FROM lists WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(list_from)
+        .transpose()
+    }
+
+    async fn insert_list_entry(
+        &self,
+        entry: ListEntryWrite,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_feed(&tx).await?;
+        let row = tx
+            .query_one(
+                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
+                   user_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &entry.list_id,
+                    &entry.patient_id,
+                    &entry.reason,
+                    &secs(entry.starts_at),
+                    &entry.ends_at.map(secs),
+                    &entry.user_id,
+                    &secs(now),
+                ],
+            )
+            .await?;
+        let id: i64 = row.try_get(0)?;
+        append_feed(&tx, &entry.patient_id, None, FeedOp::List, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn end_list_entry(
+        &self,
+        list_id: &str,
+        patient_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_feed(&tx).await?;
+        let at = secs(at);
+        let n = tx
+            .execute(
+                "UPDATE list_entries SET ends_at = $3
+                 WHERE list_id = $1 AND patient_id = $2 AND (ends_at IS NULL OR ends_at > $3)",
+                &[&list_id, &patient_id, &at],
+            )
+            .await?;
+        if n > 0 {
+            append_feed(&tx, patient_id, None, FeedOp::List, Utc::now()).await?;
+        }
+        tx.commit().await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn list_entries(&self, list_id: &str) -> Result<Vec<ListEntryRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {ENTRY_COLUMNS} WHERE e.list_id = $1 ORDER BY e.id"),
+            &[&list_id],
+        )
+        .await?
+        .iter()
+        .map(entry_from)
+        .collect()
+    }
+}
+
+fn list_from(r: &Row) -> Result<ListRow, StoreError> {
+    Ok(ListRow {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        kind: list_kind(r.try_get(2)?)?,
+        service_id: r.try_get(3)?,
+    })
+}
+
+#[async_trait]
+impl FeedStore for PostgresStore {
+    async fn feed_snapshot(&self) -> Result<Box<dyn FeedSnapshot>, StoreError> {
+        let client = self.client().await?;
+        // The snapshot is fixed by the first query and kept until the transaction ends.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        Ok(Box::new(PgSnapshot {
+            client: Some(client),
+        }))
+    }
+
+    async fn save_member_sets(
+        &self,
+        mut sets: Vec<(String, Vec<String>)>,
+        used_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // The same order on every node, so two upserts of the same sets cannot deadlock.
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+        sets.dedup_by(|a, b| a.0 == b.0);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO member_sets (hash, patients, last_used_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO UPDATE SET last_used_at = excluded.last_used_at",
+            )
+            .await?;
+        let used_at = secs(used_at);
+        for (hash, ids) in &sets {
+            tx.execute(&stmt, &[hash, ids, &used_at]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        feed_head(&self.client().await?).await
+    }
+
+    async fn prune_feed(&self, before: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_feed(&tx).await?;
+        let before = secs(before);
+        let upto: Option<i64> = tx
+            .query_one("SELECT MAX(seq) FROM feed WHERE at < $1", &[&before])
+            .await?
+            .try_get(0)?;
+        let previous = pruned_through(&tx).await?;
+        let through = upto.unwrap_or(0).max(previous);
+        // Cursors issued before `before` expire with the feed, so their sets can go.
+        tx.execute(
+            "DELETE FROM member_sets WHERE last_used_at < $1",
+            &[&before],
+        )
+        .await?;
+        if through > previous {
+            tx.execute("DELETE FROM feed WHERE seq <= $1", &[&through])
+                .await?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('feed_pruned_through', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&through.to_string()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(through)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn audit_tip(&self) -> Result<Option<AuditTip>, StoreError> {
+        audit_tip(&self.client().await?).await
+    }
+
+    async fn append_audit_row(&self, row: AuditRow) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT seq, at, actor, action, patient_id, detail, prev_hash, hash
+                 FROM audit ORDER BY seq",
+                &[],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let seq: i64 = r.try_get(0)?;
+            let detail: String = r.try_get(5)?;
+            out.push(AuditRow {
+                seq,
+                event: AuditEvent {
+                    at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    patient_id: r.try_get(4)?,
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
+                },
+                prev_hash: r.try_get(6)?,
+                hash: r.try_get(7)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn key_or_insert(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let c = self.client().await?;
+        // A concurrent first insert makes this one wait for it, then do nothing; the read
+        // (a new statement, so a new snapshot) sees whichever key won.
+        c.execute(
+            "INSERT INTO server_keys (name, key, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &candidate, &secs(now)],
+        )
+        .await?;
+        Ok(
+            c.query_one("SELECT key FROM server_keys WHERE name = $1", &[&name])
+                .await?
+                .try_get(0)?,
+        )
+    }
+}
