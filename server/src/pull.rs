@@ -39,6 +39,22 @@
 //! After a page with `more == false`, `held == C`, `stale` is empty and every held patient's
 //! copy is its filtered state at the page's read: the device has converged.
 //!
+//! # The feed's visibility rule (several writers, several nodes)
+//!
+//! A cursor says "current to `seq`", and the next pull reads only rows after it, so the
+//! pull relies on one rule every backend keeps: **once a snapshot shows `head = h`, no row
+//! with `seq <= h` ever appears later.** Without it a transaction that took seq 10 but
+//! committed after another took and committed seq 11 would be skipped for good by every
+//! device that read head 11 in between (the sequence gap of concurrent transactions). The
+//! SQLite backend keeps the rule trivially (one writer at a time, seqs taken inside its write
+//! transaction). The PostgreSQL backend keeps it by taking `pg_advisory_xact_lock(FEED_LOCK)`
+//! in every transaction that appends (or prunes) feed rows, before it takes a seq, and holding
+//! it to commit (PostgreSQL lets go of a transaction's locks only once its commit is
+//! visible): seqs are handed out in commit order, on one node or many. A seq of a transaction
+//! that rolls back is never used, which is harmless. Writes to the feed are serialised by
+//! this; reads are not. `convergence_tests.rs` tests the rule directly on every backend, with
+//! concurrent imports and list changes against a reader following its head.
+//!
 //! # One algorithm over every backend
 //!
 //! This module owns the whole pull: [`pull`] opens one [`FeedSnapshot`] (a read transaction of
@@ -47,7 +63,7 @@
 //! (rows in, rows out); it never sees an agreement, a cursor or a page budget.
 //!
 //! The snapshot trait is async so that a backend on an async client (PostgreSQL through
-//! tokio-postgres or sqlx) implements each read as one query on its open transaction, with no
+//! tokio-postgres) implements each read as one query on its open transaction, with no
 //! thread parked per page; the SQLite backend answers each read on tokio's blocking pool from
 //! a pooled connection that holds the read transaction. The algorithm is therefore written
 //! once, and the convergence suite (`convergence_tests.rs`), which runs it through

@@ -238,3 +238,46 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         task,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory from before the key moved into the database keeps its devices'
+    /// cursors valid: its file's key is adopted, once; later starts read the stored one.
+    #[tokio::test]
+    async fn a_legacy_key_file_is_adopted_and_the_stored_key_wins_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        crate::cursor::write_private(&dir.path().join(crate::cursor::CURSOR_KEY_FILE), &[5; 32])
+            .unwrap();
+        let key = shared_cursor_key(store.as_ref(), dir.path()).await.unwrap();
+        assert_eq!(key.as_bytes(), &[5; 32]);
+        // Another node's directory (no file, or another file) gets the same key.
+        let other = tempfile::tempdir().unwrap();
+        let key = shared_cursor_key(store.as_ref(), other.path())
+            .await
+            .unwrap();
+        assert_eq!(key.as_bytes(), &[5; 32]);
+        std::fs::write(other.path().join(crate::cursor::CURSOR_KEY_FILE), [6; 32]).unwrap();
+        let key = shared_cursor_key(store.as_ref(), other.path())
+            .await
+            .unwrap();
+        assert_eq!(key.as_bytes(), &[5; 32]);
+    }
+
+    #[tokio::test]
+    async fn without_a_file_the_first_start_stores_a_random_key_and_writes_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&DatabaseUrl::in_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let a = shared_cursor_key(store.as_ref(), dir.path()).await.unwrap();
+        let b = shared_cursor_key(store.as_ref(), dir.path()).await.unwrap();
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        assert_ne!(a.as_bytes(), &[0; 32]);
+        assert!(!dir.path().join(crate::cursor::CURSOR_KEY_FILE).exists());
+    }
+}

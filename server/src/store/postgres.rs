@@ -1512,3 +1512,150 @@ impl KeyStore for PostgresStore {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorstep_testkit::PgCluster;
+
+    async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open(url, "test database").await
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/server-postgres");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(_, name, _)| format!("{name}.sql"))
+            .collect();
+        assert_eq!(files, embedded);
+        for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1);
+            assert!(name.starts_with(&format!("{version:04}_")));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
+        let Some(cluster) = PgCluster::start_or_skip("postgres migrations") else {
+            return;
+        };
+        let url = cluster.create_database().unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { open(&url).await })
+            })
+            .collect();
+        for start in starts {
+            let store = start.await.unwrap().unwrap();
+            assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+        }
+        cluster
+            .psql_in(
+                &url,
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (7, 'x', now())",
+            )
+            .unwrap();
+        let e = open(&url).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::SchemaTooNew {
+                    database: 7,
+                    known: 1
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_starts_agree_on_one_key() {
+        let Some(cluster) = PgCluster::start_or_skip("postgres shared keys") else {
+            return;
+        };
+        let store = open(&cluster.create_database().unwrap()).await.unwrap();
+        let tasks: Vec<_> = (0u8..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .key_or_insert("cursor", &[i; 32], Utc::now())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut keys = Vec::new();
+        for task in tasks {
+            keys.push(task.await.unwrap());
+        }
+        keys.dedup();
+        assert_eq!(keys.len(), 1, "every start answers the one stored key");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_rows_follow_the_tip_once_under_races_and_are_never_edited() {
+        let Some(cluster) = PgCluster::start_or_skip("postgres audit") else {
+            return;
+        };
+        let url = cluster.create_database().unwrap();
+        let store = open(&url).await.unwrap();
+        let row = |seq: i64, prev: &str, hash: &str| AuditRow {
+            seq,
+            event: AuditEvent {
+                at: DateTime::from_timestamp(1_768_000_000 + seq, 0).unwrap(),
+                actor: "cli".into(),
+                action: "test".into(),
+                patient_id: None,
+                detail: serde_json::json!({ "i": seq, "z": 1, "a": 2 }),
+            },
+            prev_hash: prev.into(),
+            hash: hash.into(),
+        };
+        store.append_audit_row(row(1, "g", "h1")).await.unwrap();
+        // Eight writers seal on the same tip at once: exactly one row lands.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, r) = (store.clone(), row(2, "h1", &format!("r{i}")));
+                tokio::spawn(async move { store.append_audit_row(r).await })
+            })
+            .collect();
+        let mut landed = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(()) => landed += 1,
+                Err(StoreError::Stale(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(landed, 1);
+        for stale in [row(3, "h1", "x"), row(1, "g", "x"), row(4, "r0", "x")] {
+            assert!(matches!(
+                store.append_audit_row(stale).await,
+                Err(StoreError::Stale(_))
+            ));
+        }
+        let rows = store.audit_rows().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        // The detail comes back as it went in, keys in their order.
+        assert_eq!(rows[0], row(1, "g", "h1"));
+        for sql in [
+            "UPDATE audit SET actor = 'x'",
+            "DELETE FROM audit",
+            "TRUNCATE audit",
+        ] {
+            let e = cluster.psql_in(&url, sql).unwrap_err();
+            assert!(e.contains("append-only"), "{sql}: {e}");
+        }
+    }
+}
