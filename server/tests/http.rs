@@ -1,7 +1,8 @@
 //! The server over real HTTPS: a small demo federation, dev TLS on a random port, a reqwest
 //! client that trusts only `DIR/dev-ca.pem`. Enrol with password and TOTP (computed from
 //! demo-users.json), pull every page gzip'd, resume from a cursor, follow list changes, refresh
-//! tokens, and check that no RCGP-excluded item ever reaches the device.
+//! tokens, and check that no RCGP-excluded item ever reaches the device. The walk runs on both
+//! backends: the embedded SQLite file and a real throwaway PostgreSQL cluster (doorstep-testkit).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -19,7 +20,7 @@ use doorstep_record::fhir::Resource;
 use doorstep_server::demo::{self, CASELOAD_LIST, DemoSpec, DemoUser};
 use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, StartError, TlsMode, start};
-use doorstep_server::store;
+use doorstep_server::store::{self, DatabaseUrl};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 fn totp_at(secret_b32: &str, unix: u64) -> String {
@@ -136,14 +137,29 @@ fn assert_no_excluded_items(page: &PullPage) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrol_and_pull_over_https() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn enrol_and_pull_over_https_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_path_buf();
+    let database = DatabaseUrl::in_data_dir(dir.path());
+    enrol_and_pull_over_https(dir.path(), database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_and_pull_over_https_on_postgres() {
+    let Some(cluster) = doorstep_testkit::PgCluster::start_or_skip("https on PostgreSQL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = DatabaseUrl::parse(&cluster.create_database().unwrap()).unwrap();
+    enrol_and_pull_over_https(dir.path(), database).await;
+}
+
+async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = dir.to_path_buf();
     let spec = DemoSpec::small(7, Utc::now().date_naive());
     let summary = {
-        let (data, spec) = (data.clone(), spec.clone());
-        tokio::task::spawn_blocking(move || demo::seed_with(&data, &spec))
+        let (data, spec, database) = (data.clone(), spec.clone(), database.clone());
+        tokio::task::spawn_blocking(move || demo::seed_with_database(&data, &database, &spec))
             .await
             .unwrap()
             .unwrap()
@@ -153,11 +169,11 @@ async fn enrol_and_pull_over_https() {
     let users = demo::read_demo_users(&data).unwrap();
     assert_eq!(users, summary.users);
     // Seeding the same directory again is refused.
-    assert!(demo::seed_with(&data, &spec).is_err());
+    assert!(demo::seed_with_database(&data, &database, &spec).is_err());
 
     let server = start(ServeConfig {
         data_dir: data.clone(),
-        database: None,
+        database: Some(database.clone()),
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsMode::Dev,
         page_bytes: 24 * 1024,
@@ -270,9 +286,7 @@ async fn enrol_and_pull_over_https() {
             _ => None,
         })
         .collect();
-    let store = store::open(&store::DatabaseUrl::in_data_dir(&data))
-        .await
-        .unwrap();
+    let store = store::open(&database).await.unwrap();
     let caseload: BTreeSet<String> = store
         .list_entries(CASELOAD_LIST)
         .await
