@@ -11,6 +11,7 @@
 //! | [`ListStore`]     | lists and list entries                                          |
 //! | [`FeedStore`]     | the change feed: pull snapshots, member sets, pruning           |
 //! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
+//! | [`SourceStore`]   | the credentials member practices' source systems import with    |
 //!
 //! [`Store`] is their union and has a blanket implementation, so a backend implements the five
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
@@ -44,8 +45,8 @@ use doorstep_record::agreement::Agreement;
 
 use super::rows::{
     AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
-    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow, StoreError,
-    TokenPair, TokenRow, UserRow,
+    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow,
+    SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
 };
 
 /// Practices, patients and their resources; reading and applying imports.
@@ -232,10 +233,24 @@ pub trait AuditStore: Send + Sync {
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
 }
 
+/// The credentials of member practices' source systems (imports over HTTPS). How a secret is
+/// made and checked is [`crate::auth`]'s; the backend keeps its hash.
+#[async_trait]
+pub trait SourceStore: Send + Sync {
+    /// Store the credential of `row.ods` (a member practice), replacing any earlier one.
+    /// Fails with `NotFound` when the practice is not a member.
+    async fn put_source_credential(&self, row: SourceCredentialRow) -> Result<(), StoreError>;
+    async fn source_credential(&self, ods: &str)
+    -> Result<Option<SourceCredentialRow>, StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
-pub trait Store: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore {}
+pub trait Store:
+    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + SourceStore
+{
+}
 
 impl<T> Store for T where
-    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + ?Sized
+    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + SourceStore + ?Sized
 {
 }

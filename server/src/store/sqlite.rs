@@ -36,12 +36,14 @@ use doorstep_protocol::ListKind;
 use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
-use super::contract::{AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore};
+use super::contract::{
+    AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore, SourceStore,
+};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
     ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
-    TokenRow, UserRow,
+    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, StoredResource,
+    TokenKind, TokenPair, TokenRow, UserRow,
 };
 use super::url::SQLITE_FILE;
 
@@ -49,11 +51,18 @@ use super::url::SQLITE_FILE;
 pub const DB_FILE: &str = SQLITE_FILE;
 
 /// The embedded migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../../migrations/server-sqlite/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../migrations/server-sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_source_credentials",
+        include_str!("../../../migrations/server-sqlite/0002_source_credentials.sql"),
+    ),
+];
 
 const READER_POOL: usize = 4;
 
@@ -1403,6 +1412,57 @@ impl FeedStore for SqliteStore {
 }
 
 #[async_trait]
+impl SourceStore for SqliteStore {
+    async fn put_source_credential(&self, row: SourceCredentialRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let member: Option<String> = tx
+                .query_row(
+                    "SELECT ods FROM practices WHERE ods = ?1",
+                    [&row.ods],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if member.is_none() {
+                return Err(StoreError::NotFound(format!("member practice {}", row.ods)));
+            }
+            tx.execute(
+                "INSERT INTO source_credentials (ods, secret_hash, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ods) DO UPDATE SET secret_hash = excluded.secret_hash,
+                   created_at = excluded.created_at",
+                params![row.ods, row.secret_hash, ts(row.created_at)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn source_credential(
+        &self,
+        ods: &str,
+    ) -> Result<Option<SourceCredentialRow>, StoreError> {
+        let ods = ods.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT ods, secret_hash, created_at FROM source_credentials WHERE ods = ?1",
+                    [ods],
+                    |r| {
+                        Ok(SourceCredentialRow {
+                            ods: r.get(0)?,
+                            secret_hash: r.get(1)?,
+                            created_at: from_ts(r.get(2)?),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl AuditStore for SqliteStore {
     async fn audit_tip(&self) -> Result<Option<AuditTip>, StoreError> {
         self.read(audit_tip).await
@@ -1513,10 +1573,10 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1]);
+        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2]);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1]);
+        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2]);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
