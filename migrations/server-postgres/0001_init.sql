@@ -1,6 +1,6 @@
 -- Doorstep federation store, PostgreSQL: the first schema.
 --
--- The same tables as migrations/server-sqlite (0001 and 0002), in PostgreSQL's types:
+-- The same tables as migrations/server-sqlite (0001 to 0003), in PostgreSQL's types:
 -- times are timestamptz holding whole seconds (the server truncates before writing, as
 -- SQLite's Unix seconds do, so the audit chain hashes the same value on every backend); dates
 -- are date; flags are boolean. JSON is kept as text, never jsonb: the stored text is handed
@@ -77,6 +77,14 @@ CREATE TABLE member_sets (
 CREATE TABLE server_keys (
     name text PRIMARY KEY,
     key bytea NOT NULL,
+    created_at timestamptz NOT NULL
+);
+
+-- The credential a member practice's own source system imports with (POST /api/v1/import):
+-- one secret a practice, stored as its SHA-256.
+CREATE TABLE source_credentials (
+    ods text PRIMARY KEY REFERENCES practices (ods),
+    secret_hash text NOT NULL,
     created_at timestamptz NOT NULL
 );
 

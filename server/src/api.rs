@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,8 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use doorstep_protocol::{
-    ApiError, EnrolRequest, PullPage, RefreshRequest, ResyncReason, ResyncRequired,
+    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, RefreshRequest, ResyncReason,
+    ResyncRequired,
 };
 use serde::Deserialize;
 use tower_http::CompressionLevel;
@@ -27,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
+use crate::import::{self, ImportFailure};
 use crate::pull::{self, PullOutcome, PullRequest, user_scope};
 use crate::store::{AuditEvent, DeviceRow, Store, StoreError, UserRow};
 
@@ -36,6 +39,9 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// Default byte budget of a pull page (uncompressed JSON).
 pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 
+/// Default largest bundle `POST /api/v1/import` accepts.
+pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// Every route the server answers: (method, path).
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
@@ -43,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/enrol"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/v1/sync/pull"),
+    ("POST", "/api/v1/import"),
 ];
 
 /// What handlers share.
@@ -51,6 +58,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cursor_key: CursorKey,
     pub page_bytes: usize,
+    /// Largest bundle accepted by `POST /api/v1/import` (413 above it).
+    pub import_max_bytes: usize,
 }
 
 /// Build the router from [`ROUTES`].
@@ -74,6 +83,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/auth/enrol") => post(enrol),
         ("POST", "/api/v1/auth/refresh") => post(refresh),
         ("GET", "/api/v1/sync/pull") => get(pull),
+        // The import reads its own body, up to `import_max_bytes`, after authenticating.
+        ("POST", "/api/v1/import") => post(import).layer(DefaultBodyLimit::disable()),
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
     }
 }
@@ -211,6 +222,97 @@ fn json_body<T>(
         .map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
 }
 
+/// A member practice's source system sends a FHIR R4 Bundle (HTTP Basic: ODS code and the
+/// secret `practice add` printed). Whole or nothing, and only its own patients
+/// ([`import::check_practice_owns`]).
+async fn import(State(state): State<AppState>, request: Request) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let ods = auth::authenticate_source(state.store.as_ref(), authorization).await?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(media, "application/fhir+json" | "application/json") {
+        return Err(Failure::api(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the bundle as application/fhir+json (Content-Type was {content_type:?})"),
+        ));
+    }
+    let bytes = read_limited(body, state.import_max_bytes).await?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+        Failure::api(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the body is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    match import::import_from_practice(state.store.as_ref(), &text, &ods).await {
+        Ok(report) => {
+            tracing::info!(
+                practice = %ods,
+                patients = report.patients,
+                upserted = report.upserted,
+                unchanged = report.unchanged,
+                deleted = report.deleted,
+                "import over https"
+            );
+            let note = report.registration_note();
+            Ok(Json(ImportSummary {
+                patients: report.patients,
+                upserted: report.upserted,
+                unchanged: report.unchanged,
+                deleted: report.deleted,
+                registered_with_sender: report.registered_with_sender,
+                note,
+            })
+            .into_response())
+        }
+        Err(ImportFailure::Rejected(e)) => {
+            tracing::info!(practice = %ods, entry = ?e.entry, element = %e.element, "import refused");
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(ImportProblem {
+                    code: "bundle_rejected".into(),
+                    message: format!("nothing was imported: {e}"),
+                    entry: e.entry,
+                    resource: e.resource,
+                    element: e.element,
+                }),
+            )
+                .into_response())
+        }
+        Err(ImportFailure::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The request body, or 413 once it passes `limit` bytes (without reading the rest).
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, Failure> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::api(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the bundle is larger than this server accepts ({limit} bytes); split it"),
+        )),
+        Err(e) => Err(Failure::api(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
 async fn enrol(
     State(state): State<AppState>,
     body: Result<Json<EnrolRequest>, axum::extract::rejection::JsonRejection>,
@@ -337,6 +439,7 @@ mod tests {
             store,
             cursor_key: CursorKey::from_bytes([1; 32]),
             page_bytes: DEFAULT_PAGE_BYTES,
+            import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
         });
         (app, dir)
     }

@@ -13,6 +13,10 @@
 //!   two requests (or two server nodes) never both exchange one refresh token or lose a
 //!   failure from the count.
 //! - Unknown users cost the same Argon2 work as known ones, so timing does not tell them apart.
+//! - A member practice's source system imports with its own credential: client id = the
+//!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
+//!   once; only its SHA-256 is stored. It is sent as HTTP Basic authentication
+//!   ([`authenticate_source`]). Issuing a new secret replaces the old one at once.
 
 use std::sync::OnceLock;
 
@@ -26,7 +30,9 @@ use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
-use crate::store::{AuditEvent, DeviceRow, Store, StoreError, TokenKind, TokenPair, UserRow};
+use crate::store::{
+    AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind, TokenPair, UserRow,
+};
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::minutes(15);
@@ -448,6 +454,62 @@ pub async fn authenticate(
         .filter(|u| !u.disabled)
         .ok_or(AuthFailure::Unauthorized)?;
     Ok((device, user))
+}
+
+/// Make a new secret for the source system of member practice `ods`, replacing any earlier
+/// one, and audit it. Answers the secret: it is shown once and never stored.
+pub async fn issue_source_secret(
+    store: &dyn Store,
+    ods: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, AuthFailure> {
+    let secret = new_token("dps_");
+    store
+        .put_source_credential(SourceCredentialRow {
+            ods: ods.to_string(),
+            secret_hash: token_hash(&secret),
+            created_at: now,
+        })
+        .await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "source_credential_issued".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "practice": ods }),
+        },
+    )
+    .await?;
+    Ok(secret)
+}
+
+/// Which member practice an `Authorization` header value (HTTP Basic, `ODS:secret`) names,
+/// when its secret is the one issued last.
+pub async fn authenticate_source(
+    store: &dyn Store,
+    authorization: Option<&str>,
+) -> Result<String, AuthFailure> {
+    let encoded = authorization
+        .and_then(|h| h.strip_prefix("Basic "))
+        .ok_or(AuthFailure::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not base64".into()))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not UTF-8".into()))?;
+    let (ods, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| AuthFailure::BadRequest("Basic credentials are id:secret".into()))?;
+    let credential = store.source_credential(ods).await?;
+    // Hash even for an unknown practice, so timing does not tell the two apart.
+    let presented = token_hash(secret);
+    match credential {
+        Some(c) if constant_time_eq(c.secret_hash.as_bytes(), presented.as_bytes()) => Ok(c.ods),
+        _ => Err(AuthFailure::BadCredentials),
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ pub struct ImportBatch {
     pub sender: Option<(String, String)>,
     /// Ids of the patients registered with the sending practice for want of one in the bundle.
     pub registered_with_sender: Vec<String>,
+    /// The entry of the bundle each resource and deletion came from, by `(type, id)`, so a
+    /// refusal found after validation still names it.
+    pub entry_of: BTreeMap<(String, String), usize>,
 }
 
 /// What an import changed.
@@ -128,6 +131,12 @@ impl ImportReport {
 /// the bundle registers nowhere are registered with it.
 pub fn prepare_import(text: &str, sender: Option<Sender<'_>>) -> Result<ImportBatch, ImportError> {
     let bundle = parse_bundle(text)?;
+    let mut entry_of = BTreeMap::new();
+    for (i, r) in bundle.resources.iter().enumerate() {
+        entry_of
+            .entry((r.resource_type.as_str().to_string(), r.id.clone()))
+            .or_insert(i);
+    }
     // Which resources carried their own source before validation stamped the practice.
     let self_stamped: HashSet<(ResourceType, String)> = bundle
         .resources
@@ -183,7 +192,120 @@ pub fn prepare_import(text: &str, sender: Option<Sender<'_>>) -> Result<ImportBa
             .collect(),
         sender: sender.map(|s| (s.ods.to_string(), s.name.to_string())),
         registered_with_sender: plan.registered_with_sender,
+        entry_of,
     })
+}
+
+/// The rule of an import by a member practice's own source system ([`import_from_practice`]):
+/// it may import only patients registered with it. Refused, naming the entry: a Patient the
+/// bundle registers with another practice; a patient already held for another practice (a
+/// transfer between practices is not a source system's to make); a resource or deletion whose
+/// id is already held for a patient of another practice. Pure: `owners` gives the practice
+/// of every stored patient `basis` names that is not in the bundle.
+pub fn check_practice_owns(
+    batch: &ImportBatch,
+    basis: &ImportBasis,
+    owners: &BTreeMap<String, String>,
+    ods: &str,
+) -> Result<(), ImportError> {
+    let entry = |rtype: &str, id: &str| batch.entry_of.get(&(rtype.to_string(), id.to_string()));
+    let refuse = |rtype: &str, id: &str, element: &str, message: String| ImportError {
+        entry: entry(rtype, id).copied(),
+        resource: Some(format!("{rtype}/{id}")),
+        element: element.into(),
+        message,
+    };
+    for p in &batch.patients {
+        if p.practice_ods != ods {
+            return Err(refuse(
+                "Patient",
+                &p.patient_id,
+                "generalPractitioner",
+                format!(
+                    "the patient is registered with {}; {ods} may import only patients \
+                     registered with it",
+                    p.practice_ods
+                ),
+            ));
+        }
+        if let Some(stored) = basis.patients.get(&p.patient_id)
+            && stored.practice_ods != ods
+        {
+            return Err(refuse(
+                "Patient",
+                &p.patient_id,
+                "id",
+                format!(
+                    "this patient is held for {}; {ods} may import only patients registered \
+                     with it (a transfer between practices is made by the federation)",
+                    stored.practice_ods
+                ),
+            ));
+        }
+    }
+    let practice_of = |patient: &str| -> Option<&str> {
+        batch
+            .patients
+            .iter()
+            .find(|p| p.patient_id == patient)
+            .map(|_| ods)
+            .or_else(|| owners.get(patient).map(String::as_str))
+    };
+    let named = batch
+        .resources
+        .iter()
+        .map(|r| (r.resource_type.as_str().to_string(), r.id.clone(), "id"))
+        .chain(
+            batch
+                .deletions
+                .iter()
+                .map(|(t, id)| (t.clone(), id.clone(), "request.url")),
+        );
+    for (rtype, id, element) in named {
+        let Some(stored) = basis.resources.get(&(rtype.clone(), id.clone())) else {
+            continue;
+        };
+        let Some(patient) = &stored.patient_id else {
+            continue;
+        };
+        match practice_of(patient) {
+            Some(owner) if owner == ods => {}
+            owner => {
+                return Err(refuse(
+                    &rtype,
+                    &id,
+                    element,
+                    format!(
+                        "this id is already held for a patient of {}; {ods} may import only \
+                         patients registered with it",
+                        owner.unwrap_or("another practice")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Import a bundle sent by member practice `ods`'s own source system (`POST /api/v1/import`):
+/// as [`import_bundle`] with the practice as sender, refused whole unless
+/// [`check_practice_owns`] holds on the rows the plan is made from.
+pub async fn import_from_practice(
+    store: &dyn Store,
+    text: &str,
+    ods: &str,
+) -> Result<ImportReport, ImportFailure> {
+    let name = store
+        .organisation_name(ods)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("organisation {ods}")))?;
+    let sender = Sender {
+        ods,
+        name: &name,
+        practice: true,
+    };
+    let batch = prepare_import(text, Some(sender)).map_err(ImportFailure::Rejected)?;
+    apply_checked(store, &batch, Utc::now(), Some(ods)).await
 }
 
 /// Parse, validate and import a FHIR R4 Bundle, whole or not at all. `sender` is the ODS
@@ -220,13 +342,30 @@ pub async fn apply_batch(
     batch: &ImportBatch,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, ImportFailure> {
+    apply_checked(store, batch, now, None).await
+}
+
+/// [`apply_batch`], with [`check_practice_owns`] when a practice's source system sent it.
+async fn apply_checked(
+    store: &dyn Store,
+    batch: &ImportBatch,
+    now: DateTime<Utc>,
+    only_for: Option<&str>,
+) -> Result<ImportReport, ImportFailure> {
     let keys = import_keys(batch);
     let mut last = String::new();
     for attempt in 1..=PLAN_ATTEMPTS {
         let basis = store.import_basis(&keys).await?;
+        if let Some(ods) = only_for {
+            let owners = owners_outside_bundle(store, batch, &basis).await?;
+            check_practice_owns(batch, &basis, &owners, ods).map_err(ImportFailure::Rejected)?;
+        }
         let (writes, report) = plan(batch, &basis).map_err(ImportFailure::Rejected)?;
         let tip = store.audit_tip().await?;
-        let audit = audit::seal(tip.as_ref(), import_event(batch, &report, now));
+        let actor = only_for.map_or_else(|| "import".to_string(), |ods| format!("practice:{ods}"));
+        let mut event = import_event(batch, &report, now);
+        event.actor = actor;
+        let audit = audit::seal(tip.as_ref(), event);
         let planned = PlannedImport {
             keys: keys.clone(),
             basis,
@@ -250,6 +389,29 @@ pub async fn apply_batch(
         "the import's rows kept changing under it ({PLAN_ATTEMPTS} attempts): {last}"
     ))
     .into())
+}
+
+/// The registered practice of each stored patient that holds a resource the bundle names but
+/// is not in the bundle. (The resources' owners are re-checked by the apply; a practice
+/// changing under an import in between is a transfer, which no source system makes.)
+async fn owners_outside_bundle(
+    store: &dyn Store,
+    batch: &ImportBatch,
+    basis: &ImportBasis,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut owners = BTreeMap::new();
+    for stored in basis.resources.values() {
+        let Some(patient) = &stored.patient_id else {
+            continue;
+        };
+        if owners.contains_key(patient) || batch.patients.iter().any(|p| &p.patient_id == patient) {
+            continue;
+        }
+        if let Some(row) = store.patient(patient).await? {
+            owners.insert(patient.clone(), row.practice_ods);
+        }
+    }
+    Ok(owners)
 }
 
 /// The rows [`plan`] reads for `batch`.
@@ -506,6 +668,83 @@ mod tests {
             );
         }
         basis
+    }
+
+    /// A practice's own system (A81001) against rows other practices hold: each way of
+    /// touching another practice's patient is refused, naming the entry; its own pass.
+    #[test]
+    fn a_practice_may_touch_only_its_own_patients() {
+        let b = batch(
+            vec![patient("p1", "9990000026"), condition("c1", "p1", "v1")],
+            &["Condition/c9"],
+        );
+        let none = BTreeMap::new();
+        // Nothing held yet: its own new patient is fine.
+        assert_eq!(
+            check_practice_owns(&b, &ImportBasis::default(), &none, "A81001"),
+            Ok(())
+        );
+        // The bundle registers p1 with A81001; another practice may not send it.
+        let e = check_practice_owns(&b, &ImportBasis::default(), &none, "B82002").unwrap_err();
+        assert_eq!(
+            (e.entry, e.element.as_str()),
+            (Some(0), "generalPractitioner")
+        );
+        assert!(e.message.contains("A81001"), "{e}");
+
+        // p1 is held for B82002: A81001 may not take the patient over.
+        let mut held_elsewhere = ImportBasis::default();
+        held_elsewhere.patients.insert(
+            "p1".into(),
+            PatientHeaderRow {
+                id: "p1".into(),
+                nhs_number: "9990000026".into(),
+                practice_ods: "B82002".into(),
+                birth_date: None,
+            },
+        );
+        let e = check_practice_owns(&b, &held_elsewhere, &none, "A81001").unwrap_err();
+        assert_eq!((e.entry, e.element.as_str()), (Some(0), "id"));
+        assert!(e.message.contains("B82002"), "{e}");
+
+        // c1 is held for q1, a patient of B82002.
+        let owners = BTreeMap::from([("q1".to_string(), "B82002".to_string())]);
+        let mut resource_elsewhere = ImportBasis::default();
+        resource_elsewhere.resources.insert(
+            ("Condition".into(), "c1".into()),
+            StoredResource {
+                patient_id: Some("q1".into()),
+                json: "{}".into(),
+                deleted: false,
+            },
+        );
+        let e = check_practice_owns(&b, &resource_elsewhere, &owners, "A81001").unwrap_err();
+        assert_eq!(
+            (e.entry, e.element.as_str(), e.resource.as_deref()),
+            (Some(1), "id", Some("Condition/c1"))
+        );
+
+        // Deleting c9, held for q1, is touching q1 too.
+        let mut deletion_elsewhere = ImportBasis::default();
+        deletion_elsewhere.resources.insert(
+            ("Condition".into(), "c9".into()),
+            StoredResource {
+                patient_id: Some("q1".into()),
+                json: "{}".into(),
+                deleted: false,
+            },
+        );
+        let e = check_practice_owns(&b, &deletion_elsewhere, &owners, "A81001").unwrap_err();
+        assert_eq!(
+            (e.element.as_str(), e.resource.as_deref()),
+            ("request.url", Some("Condition/c9"))
+        );
+        // A resource moving between two of its own patients is its own business.
+        let own = BTreeMap::from([("q1".to_string(), "A81001".to_string())]);
+        assert_eq!(
+            check_practice_owns(&b, &resource_elsewhere, &own, "A81001"),
+            Ok(())
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
     ("tls.rs", &["cursor"]),
-    ("api.rs", &["audit", "auth", "cursor", "pull", "store"]),
+    (
+        "api.rs",
+        &["audit", "auth", "cursor", "import", "pull", "store"],
+    ),
     (
         "demo.rs",
         &["audit", "auth", "cursor", "import", "lists", "store"],

@@ -91,8 +91,21 @@ enum Command {
         /// Byte budget of a pull page (uncompressed JSON).
         #[arg(long, default_value_t = doorstep_server::api::DEFAULT_PAGE_BYTES)]
         page_bytes: usize,
+        /// Largest bundle POST /api/v1/import accepts (bytes; larger ones get 413).
+        #[arg(long, default_value_t = doorstep_server::api::DEFAULT_IMPORT_MAX_BYTES)]
+        import_max_bytes: usize,
+        /// Days the change feed keeps its rows; devices whose cursor is older rebuild their
+        /// cache. The audit log is never pruned.
+        #[arg(long, default_value_t = doorstep_server::run::DEFAULT_FEED_RETENTION_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..))]
+        feed_retention_days: i64,
         #[command(flatten)]
         database: DatabaseArg,
+    },
+    /// Member practices and their source systems' credentials.
+    Practice {
+        #[command(subcommand)]
+        command: PracticeCommand,
     },
     /// Import a FHIR R4 Bundle (whole or nothing).
     Import {
@@ -111,6 +124,29 @@ enum Command {
     },
     /// Verify the hash chain of the audit log.
     VerifyAudit {
+        #[arg(long, env = "DOORSTEP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum PracticeCommand {
+    /// Add (or update) a member practice and print a new secret for its source system to
+    /// import with (POST /api/v1/import, HTTP Basic ODS:SECRET). The secret is shown once and
+    /// replaces any earlier one.
+    Add {
+        /// The practice's ODS code (the client id).
+        ods: String,
+        /// The practice's name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        postcode: Option<String>,
+        /// The practice's GP system (EMIS Web, SystmOne, ...).
+        #[arg(long)]
+        source_system: Option<String>,
         #[arg(long, env = "DOORSTEP_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -175,6 +211,8 @@ fn run() -> anyhow::Result<()> {
             dev_tls,
             insecure_loopback_http,
             page_bytes,
+            import_max_bytes,
+            feed_retention_days,
             database,
         } => runtime.block_on(async move {
             let database = database.resolve(Some(&data_dir))?;
@@ -189,11 +227,13 @@ fn run() -> anyhow::Result<()> {
                 }
             };
             let server = start(ServeConfig {
-                data_dir,
                 database: Some(database),
                 listen,
                 tls: tls_mode,
                 page_bytes,
+                import_max_bytes,
+                feed_retention: chrono::Duration::days(feed_retention_days),
+                ..ServeConfig::new(data_dir)
             })
             .await?;
             {
@@ -236,6 +276,51 @@ fn run() -> anyhow::Result<()> {
                 }
                 Err(ImportFailure::Store(e)) => Err(e.into()),
             }
+        }),
+        Command::Practice {
+            command:
+                PracticeCommand::Add {
+                    ods,
+                    name,
+                    postcode,
+                    source_system,
+                    data_dir,
+                    database,
+                },
+        } => runtime.block_on(async move {
+            let ods = ods.trim().to_ascii_uppercase();
+            if ods.is_empty() || !ods.chars().all(|c| c.is_ascii_alphanumeric()) {
+                bail!("{ods:?} is not an ODS code (letters and digits, for example C81001)");
+            }
+            let database = database.resolve(data_dir.as_deref())?;
+            let store = store::open(&database).await?;
+            store
+                .upsert_practice(store::PracticeRow {
+                    ods: ods.clone(),
+                    name: name.clone(),
+                    source_system,
+                    postcode,
+                })
+                .await?;
+            let had = store.source_credential(&ods).await?.is_some();
+            let secret =
+                doorstep_server::auth::issue_source_secret(store.as_ref(), &ods, "cli", chrono::Utc::now())
+                    .await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "practice: {ods} ({name})")?;
+            writeln!(out, "client id: {ods}")?;
+            writeln!(out, "client secret: {secret}")?;
+            out.flush()?;
+            eprintln!(
+                "The secret is shown this once and only its hash is kept: put it in {name}'s \
+                 system now. It authenticates POST /api/v1/import as HTTP Basic {ods}:SECRET.{}",
+                if had {
+                    " It replaces the previous secret, which no longer works."
+                } else {
+                    ""
+                }
+            );
+            Ok(())
         }),
         Command::VerifyAudit { data_dir, database } => runtime.block_on(async move {
             let database = database.resolve(data_dir.as_deref())?;

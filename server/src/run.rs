@@ -1,5 +1,7 @@
 //! Starting and stopping the server: what `doorstep-server serve` and tests call.
 //!
+//! [`start`] also runs the feed pruning schedule ([`ServeConfig::feed_retention`]).
+//!
 //! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
 //! directory), reads the federation's cursor key from the store (the first node to start
 //! stores one, adopting a legacy `DIR/cursor-key` file), loads (or makes) the TLS
@@ -42,7 +44,17 @@ pub struct ServeConfig {
     pub tls: TlsMode,
     /// Byte budget of a pull page (uncompressed JSON).
     pub page_bytes: usize,
+    /// Largest bundle `POST /api/v1/import` accepts.
+    pub import_max_bytes: usize,
+    /// How long the change feed keeps its rows; a device whose cursor is older rebuilds
+    /// (410 `cursor_expired`). The audit log is never pruned.
+    pub feed_retention: chrono::Duration,
+    /// How often the feed is pruned (and once at start).
+    pub prune_every: Duration,
 }
+
+/// Default [`ServeConfig::feed_retention`].
+pub const DEFAULT_FEED_RETENTION_DAYS: i64 = 30;
 
 impl ServeConfig {
     /// Defaults: the store in the data directory, `127.0.0.1:8443`, dev TLS, 1 MiB pages.
@@ -53,6 +65,9 @@ impl ServeConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
             tls: TlsMode::Dev,
             page_bytes: api::DEFAULT_PAGE_BYTES,
+            import_max_bytes: api::DEFAULT_IMPORT_MAX_BYTES,
+            feed_retention: chrono::Duration::days(DEFAULT_FEED_RETENTION_DAYS),
+            prune_every: Duration::from_secs(3600),
         }
     }
 }
@@ -91,6 +106,7 @@ pub struct RunningServer {
     pub ca_pem_path: PathBuf,
     handle: Handle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pruning: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -105,6 +121,7 @@ impl std::fmt::Debug for RunningServer {
 impl RunningServer {
     /// Stop accepting connections, let requests in flight finish (up to 5 s), and wait.
     pub async fn shutdown(self) {
+        self.pruning.abort();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         match self.task.await {
             Ok(Ok(())) => tracing::info!("server stopped"),
@@ -115,7 +132,9 @@ impl RunningServer {
 
     /// Wait until the server stops by itself (it only does on an error).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other);
+        self.pruning.abort();
+        served?
     }
 }
 
@@ -200,10 +219,16 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         source,
     })?;
 
+    let pruning = tokio::spawn(prune_on_schedule(
+        store.clone(),
+        config.feed_retention,
+        config.prune_every,
+    ));
     let app = api::router(AppState {
         store,
         cursor_key,
         page_bytes: config.page_bytes,
+        import_max_bytes: config.import_max_bytes,
     });
     let handle = Handle::new();
     let service = app.into_make_service();
@@ -236,7 +261,24 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         ca_pem_path,
         handle,
         task,
+        pruning,
     })
+}
+
+/// Prunes the change feed of rows older than `retention`, now and every `every`. Each node
+/// of a federation runs its own schedule; pruning is idempotent (rows older than a time), so
+/// nodes pruning at once agree. A failure is logged and tried again at the next turn.
+async fn prune_on_schedule(store: Arc<dyn Store>, retention: chrono::Duration, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let before = chrono::Utc::now() - retention;
+        match store.prune_feed(before).await {
+            Ok(through) => tracing::debug!(through, "pruned the change feed"),
+            Err(e) => tracing::warn!(error = %e, "pruning the change feed failed"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -536,3 +536,61 @@ fn seed_writes_the_federation_to_the_database_url_and_the_sign_ins_to_the_data_d
     let rows = runtime.block_on(store.audit_rows()).unwrap();
     assert_eq!(doorstep_server::audit::verify(&rows), Ok(rows.len()));
 }
+
+#[test]
+fn practice_add_prints_a_secret_once_and_a_second_one_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = || {
+        bin()
+            .args(["practice", "add", "c81001", "--name", "Riverside Surgery"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let secret_of = |out: &std::process::Output| -> String {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", stderr_of(out));
+        assert!(stdout.contains("client id: C81001"), "{stdout}");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("client secret: "))
+            .unwrap_or_else(|| panic!("no secret in {stdout:?}"))
+            .to_string()
+    };
+    let first = add();
+    let one = secret_of(&first);
+    assert!(one.starts_with("dps_") && one.len() > 40, "{one}");
+    assert!(
+        stderr_of(&first).contains("shown this once"),
+        "{}",
+        stderr_of(&first)
+    );
+    let second = add();
+    let two = secret_of(&second);
+    assert_ne!(one, two);
+    assert!(
+        stderr_of(&second).contains("replaces the previous secret"),
+        "{}",
+        stderr_of(&second)
+    );
+    // Only the hash is kept: the secret appears nowhere in the data directory.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&one) && !text.contains(&two));
+    }
+
+    let bad = bin()
+        .args(["practice", "add", "C81 001", "--name", "Nowhere"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr_of(&bad).contains("is not an ODS code"),
+        "{}",
+        stderr_of(&bad)
+    );
+}

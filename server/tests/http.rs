@@ -172,11 +172,11 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
     assert!(demo::seed_with_database(&data, &database, &spec).is_err());
 
     let server = start(ServeConfig {
-        data_dir: data.clone(),
         database: Some(database.clone()),
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: TlsMode::Dev,
         page_bytes: 24 * 1024,
+        ..ServeConfig::new(data.clone())
     })
     .await
     .unwrap();

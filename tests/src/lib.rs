@@ -38,6 +38,12 @@ pub struct DemoFederation {
 impl DemoFederation {
     /// Seeds the demo federation into a fresh directory and starts the server on a random port.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`DemoFederation::start`], with `configure` changing the server's configuration
+    /// (feed retention, body limits) before it starts.
+    pub async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let dir = data_dir.path().to_path_buf();
@@ -55,6 +61,7 @@ impl DemoFederation {
         let mut config = ServeConfig::new(dir.clone());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.tls = TlsMode::Dev;
+        configure(&mut config);
         let running = doorstep_server::run::start(config)
             .await
             .expect("start the server");

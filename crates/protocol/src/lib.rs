@@ -203,6 +203,34 @@ pub struct ResyncRequired {
     pub message: String,
 }
 
+/// Answer of `POST /api/v1/import`: what a member practice's bundle changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    pub patients: usize,
+    /// Resources new or changed.
+    pub upserted: usize,
+    /// Resources identical to what the federation held (no change reaches a device).
+    pub unchanged: usize,
+    pub deleted: usize,
+    /// Patients the bundle registered nowhere, registered with the sending practice.
+    pub registered_with_sender: Vec<String>,
+    /// The same, in words, when there were any.
+    pub note: Option<String>,
+}
+
+/// Answer of `POST /api/v1/import` when the bundle is refused (HTTP 422): nothing of it was
+/// stored. Names the entry (index in `Bundle.entry`), the resource and the element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportProblem {
+    /// `bundle_rejected`.
+    pub code: String,
+    /// The whole reason, for a person: `entry 3 (Condition/c1): element 'code': ...`.
+    pub message: String,
+    pub entry: Option<usize>,
+    pub resource: Option<String>,
+    pub element: String,
+}
+
 /// Body of every other error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

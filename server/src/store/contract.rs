@@ -12,8 +12,9 @@
 //! | [`FeedStore`]     | the change feed: pull snapshots, member sets, pruning           |
 //! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
 //! | [`KeyStore`]      | secrets every server node shares (the cursor signing key)       |
+//! | [`SourceStore`]   | the credentials member practices' source systems import with    |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the six
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the seven
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -45,8 +46,8 @@ use doorstep_record::agreement::Agreement;
 
 use super::rows::{
     AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
-    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow, StoreError,
-    TokenPair, TokenRow, UserRow,
+    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow,
+    SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
 };
 
 /// Practices, patients and their resources; reading and applying imports.
@@ -250,13 +251,31 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<u8>, StoreError>;
 }
 
+/// The credentials of member practices' source systems (imports over HTTPS). How a secret is
+/// made and checked is [`crate::auth`]'s; the backend keeps its hash.
+#[async_trait]
+pub trait SourceStore: Send + Sync {
+    /// Store the credential of `row.ods` (a member practice), replacing any earlier one.
+    /// Fails with `NotFound` when the practice is not a member.
+    async fn put_source_credential(&self, row: SourceCredentialRow) -> Result<(), StoreError>;
+    async fn source_credential(&self, ods: &str)
+    -> Result<Option<SourceCredentialRow>, StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
 pub trait Store:
-    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore
+    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore + SourceStore
 {
 }
 
 impl<T> Store for T where
-    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore + ?Sized
+    T: RecordStore
+        + IdentityStore
+        + ListStore
+        + FeedStore
+        + AuditStore
+        + KeyStore
+        + SourceStore
+        + ?Sized
 {
 }

@@ -61,12 +61,13 @@ use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
     AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
+    SourceStore,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
     ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
-    TokenRow, UserRow,
+    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, StoredResource,
+    TokenKind, TokenPair, TokenRow, UserRow,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -1485,6 +1486,47 @@ impl AuditStore for PostgresStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl SourceStore for PostgresStore {
+    async fn put_source_credential(&self, row: SourceCredentialRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        // One statement: the practice must be a member, checked where the row is written.
+        let n = c
+            .execute(
+                "INSERT INTO source_credentials (ods, secret_hash, created_at)
+                 SELECT ods, $2, $3 FROM practices WHERE ods = $1
+                 ON CONFLICT (ods) DO UPDATE SET secret_hash = excluded.secret_hash,
+                   created_at = excluded.created_at",
+                &[&row.ods, &row.secret_hash, &secs(row.created_at)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("member practice {}", row.ods)));
+        }
+        Ok(())
+    }
+
+    async fn source_credential(
+        &self,
+        ods: &str,
+    ) -> Result<Option<SourceCredentialRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT ods, secret_hash, created_at FROM source_credentials WHERE ods = $1",
+            &[&ods],
+        )
+        .await?
+        .map(|r| {
+            Ok(SourceCredentialRow {
+                ods: r.try_get(0)?,
+                secret_hash: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
     }
 }
 

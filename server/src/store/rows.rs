@@ -164,6 +164,16 @@ pub struct UserRow {
     pub disabled: bool,
 }
 
+/// The credential of a member practice's source system (its imports over HTTPS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCredentialRow {
+    /// The practice's ODS code: the client id.
+    pub ods: String,
+    /// SHA-256 hex of the secret.
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRow {
     pub id: String,

@@ -38,12 +38,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
     AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
+    SourceStore,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
     ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, ServiceRow, StoreError, StoredResource, TokenKind, TokenPair,
-    TokenRow, UserRow,
+    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, StoredResource,
+    TokenKind, TokenPair, TokenRow, UserRow,
 };
 use super::url::SQLITE_FILE;
 
@@ -59,8 +60,13 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         2,
-        "0002_server_keys",
-        include_str!("../../../migrations/server-sqlite/0002_server_keys.sql"),
+        "0002_source_credentials",
+        include_str!("../../../migrations/server-sqlite/0002_source_credentials.sql"),
+    ),
+    (
+        3,
+        "0003_server_keys",
+        include_str!("../../../migrations/server-sqlite/0003_server_keys.sql"),
     ),
 ];
 
@@ -1425,6 +1431,57 @@ impl FeedStore for SqliteStore {
 }
 
 #[async_trait]
+impl SourceStore for SqliteStore {
+    async fn put_source_credential(&self, row: SourceCredentialRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let member: Option<String> = tx
+                .query_row(
+                    "SELECT ods FROM practices WHERE ods = ?1",
+                    [&row.ods],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if member.is_none() {
+                return Err(StoreError::NotFound(format!("member practice {}", row.ods)));
+            }
+            tx.execute(
+                "INSERT INTO source_credentials (ods, secret_hash, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ods) DO UPDATE SET secret_hash = excluded.secret_hash,
+                   created_at = excluded.created_at",
+                params![row.ods, row.secret_hash, ts(row.created_at)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn source_credential(
+        &self,
+        ods: &str,
+    ) -> Result<Option<SourceCredentialRow>, StoreError> {
+        let ods = ods.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT ods, secret_hash, created_at FROM source_credentials WHERE ods = ?1",
+                    [ods],
+                    |r| {
+                        Ok(SourceCredentialRow {
+                            ods: r.get(0)?,
+                            secret_hash: r.get(1)?,
+                            created_at: from_ts(r.get(2)?),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl AuditStore for SqliteStore {
     async fn audit_tip(&self) -> Result<Option<AuditTip>, StoreError> {
         self.read(audit_tip).await
@@ -1563,10 +1620,10 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2]);
+        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3]);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2]);
+        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3]);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1599,14 +1656,14 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 99,
-                    known: 2
+                    known: 3
                 }
             ),
             "{e:?}"
         );
         let text = e.to_string();
         assert!(
-            text.contains("version 99") && text.contains("version 2"),
+            text.contains("version 99") && text.contains("version 3"),
             "{text}"
         );
     }
