@@ -2,10 +2,13 @@
 //!
 //! * `cargo xtask demo`: install what is missing, build, seed a synthetic federation on the
 //!   embedded store (once, under `demo-data/`), serve it over TLS with a local CA, print the
-//!   demo sign-in and open the app pointed at it.
+//!   demo sign-in and open the app pointed at it. `cargo xtask demo --postgres`: the same on
+//!   a PostgreSQL cluster of the demo's own (`demo-data/postgres`, started with `pg_ctl` on a
+//!   free loopback port, stopped when the demo ends).
 //! * `cargo xtask test`: install what is missing, build the UI, then run every test of the
 //!   workspace, the end-to-end ones (server + client over HTTPS, the app in a real window
-//!   under Xvfb driven by tauri-driver) included.
+//!   under Xvfb driven by tauri-driver) included. Tests that need PostgreSQL start throwaway
+//!   clusters of their own (crates/testkit) from Debian's `postgresql` package.
 //! * `cargo xtask build-ui`: build `ui/` to `ui/dist` (wasm32 + wasm-bindgen), which the shell
 //!   embeds at compile time.
 //! * `cargo xtask lint`: `cargo fmt --check` and clippy with warnings denied, on the workspace
@@ -28,6 +31,7 @@ use anyhow::{Context, Result, bail};
 use std::env;
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,7 +89,7 @@ fn run_command() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo       run the demo federation and the app\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  lint       formatting and clippy, as CI runs them\n  totp [USER]  print the demo users' current TOTP codes"
+                "usage: cargo xtask <command>\n\n  demo [--postgres]  run the demo federation and the app (--postgres: on a local PostgreSQL it starts)\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  lint       formatting and clippy, as CI runs them\n  totp [USER]  print the demo users' current TOTP codes"
             );
             std::process::exit(2);
         }
@@ -403,7 +407,12 @@ fn lint(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn demo(root: &Path, _extra: &[String]) -> Result<()> {
+fn demo(root: &Path, extra: &[String]) -> Result<()> {
+    let postgres = match extra {
+        [] => false,
+        [flag] if flag == "--postgres" => true,
+        other => bail!("usage: cargo xtask demo [--postgres] (not {other:?})"),
+    };
     ensure_deps(root)?;
     build_ui(root)?;
     build_workspace()?;
@@ -411,16 +420,34 @@ fn demo(root: &Path, _extra: &[String]) -> Result<()> {
     let server = bin.join("doorstep-server");
     let app = bin.join("doorstep-app");
     let data = root.join("demo-data");
-    let server_dir = data.join("server");
+    // The PostgreSQL demo keeps its own server directory: each store is seeded once.
+    let (server_dir, cluster) = if postgres {
+        let cluster = DemoCluster::start(&data.join("postgres"))?;
+        (data.join("server-postgres"), Some(cluster))
+    } else {
+        (data.join("server"), None)
+    };
+    let database: Vec<String> = match &cluster {
+        Some(c) => vec!["--database".into(), c.url.clone()],
+        None => Vec::new(),
+    };
     if !server_dir.join("demo-users.json").exists() {
         fs::create_dir_all(&server_dir)?;
         run(Command::new(&server)
             .args(["seed", "--demo", "--data-dir"])
-            .arg(&server_dir))?;
+            .arg(&server_dir)
+            .args(&database))?;
     }
-    let mut serving = ServerProcess::start(&server, &server_dir)?;
+    let mut serving = ServerProcess::start(&server, &server_dir, &database)?;
     let users = read_demo_users(&server_dir)?;
     println!("\nDoorstep demo federation at {}", serving.url);
+    if let Some(c) = &cluster {
+        println!(
+            "Store: PostgreSQL at {} (data in {}; stopped when the demo ends)",
+            c.url,
+            c.dir.display()
+        );
+    }
     println!(
         "CA certificate: {}",
         server_dir.join("dev-ca.pem").display()
@@ -444,11 +471,146 @@ fn demo(root: &Path, _extra: &[String]) -> Result<()> {
         .status()
         .context("starting the app")?;
     serving.stop();
+    drop(cluster);
     // Closing the window, Ctrl-C or a kill are all ordinary ways to end the demo.
     if !status.success() && std::os::unix::process::ExitStatusExt::signal(&status).is_none() {
         bail!("the app exited with {status}");
     }
     Ok(())
+}
+
+/// The demo's own PostgreSQL cluster: persistent under `demo-data/postgres`, started with
+/// `pg_ctl` on a free loopback port, stopped on drop. PostgreSQL refuses to run as root, so as
+/// root its programs run as Debian's `postgres` user (through `runuser`), which owns the
+/// cluster's directory.
+struct DemoCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    run_as: Option<&'static str>,
+    url: String,
+}
+
+impl DemoCluster {
+    fn start(dir: &Path) -> Result<DemoCluster> {
+        let bin = pg_bin_dir().context(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): apt-get install postgresql",
+        )?;
+        let run_as = is_root().then_some("postgres");
+        let data = dir.join("data");
+        fs::create_dir_all(dir)?;
+        if let Some(user) = run_as {
+            run(Command::new("chown")
+                .arg("-R")
+                .arg(format!("{user}:{user}"))
+                .arg(dir))?;
+        }
+        let path = |p: &Path| p.to_str().map(str::to_string).context("a non-UTF-8 path");
+        if !data.join("PG_VERSION").exists() {
+            run(&mut pg_command(
+                run_as,
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    &path(&data)?,
+                    "-U",
+                    "doorstep",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ],
+            ))
+            .with_context(|| {
+                format!(
+                    "initdb in {} (as root, the postgres user must be able to reach it)",
+                    data.display()
+                )
+            })?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", path(dir)?);
+        run(&mut pg_command(
+            run_as,
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &path(&data)?,
+                "-o",
+                &options,
+                "-l",
+                &path(&dir.join("server.log"))?,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        ))?;
+        let cluster = DemoCluster {
+            bin,
+            dir: dir.to_path_buf(),
+            run_as,
+            url: format!("postgres://doorstep@127.0.0.1:{port}/doorstep"),
+        };
+        let psql = |sql: &str| {
+            output_of(
+                Command::new(cluster.bin.join("psql"))
+                    .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-U", "doorstep"])
+                    .args(["-p", &port.to_string(), "-d", "postgres", "-c", sql]),
+            )
+        };
+        let exists = psql("SELECT 1 FROM pg_database WHERE datname = 'doorstep'")
+            .context("psql could not reach the demo's PostgreSQL")?;
+        if exists.trim() != "1" {
+            psql("CREATE DATABASE doorstep").context("creating the doorstep database")?;
+        }
+        Ok(cluster)
+    }
+}
+
+impl Drop for DemoCluster {
+    fn drop(&mut self) {
+        if let Some(data) = self.dir.join("data").to_str() {
+            let _ = pg_command(
+                self.run_as,
+                &self.bin.join("pg_ctl"),
+                &["-D", data, "-m", "fast", "-w", "stop"],
+            )
+            .status();
+        }
+    }
+}
+
+fn pg_command(run_as: Option<&str>, program: &Path, args: &[&str]) -> Command {
+    let mut cmd = match run_as {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    // pg_ctl's server inherits stdout; a pipe would keep ours open.
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+    cmd
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with initdb, else initdb's directory on PATH.
+fn pg_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .or_else(|| find_program("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
 }
 
 /// The federation server as a child process; stopped on drop.
@@ -458,7 +620,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(server: &Path, data_dir: &Path) -> Result<Self> {
+    fn start(server: &Path, data_dir: &Path, database: &[String]) -> Result<Self> {
         let mut child = Command::new(server)
             .args([
                 "serve",
@@ -468,6 +630,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(database)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting doorstep-server")?;
@@ -546,4 +709,52 @@ fn current_totp(secret: &str) -> Option<String> {
         .ok()?;
     let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes);
     totp.generate_current().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's cluster is made once, keeps its data across starts and stops on drop.
+    #[test]
+    fn the_demo_cluster_persists_across_starts_and_stops_on_drop() {
+        if pg_bin_dir().is_none() {
+            eprintln!("skipped: PostgreSQL is not installed");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("doorstep-xtask-pg-{}", std::process::id()));
+        let psql = |c: &DemoCluster, sql: &str| {
+            let port = c.url.rsplit(':').next().unwrap().split('/').next().unwrap();
+            output_of(
+                Command::new(c.bin.join("psql"))
+                    .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-U", "doorstep"])
+                    .args(["-p", port, "-d", "doorstep", "-c", sql]),
+            )
+        };
+        let port = {
+            let cluster = DemoCluster::start(&dir).unwrap();
+            psql(
+                &cluster,
+                "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)",
+            )
+            .unwrap();
+            cluster.url.clone()
+        };
+        let port = port
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err(),
+            "the cluster still listens after drop"
+        );
+        let cluster = DemoCluster::start(&dir).unwrap();
+        assert_eq!(psql(&cluster, "SELECT x FROM kept").unwrap().trim(), "7");
+        drop(cluster);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
