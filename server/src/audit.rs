@@ -11,13 +11,15 @@
 //!
 //! # Appending
 //!
-//! [`append`] reads the chain's tip through [`AuditStore::audit_tip`], [`seal`]s the event on
-//! it, and hands the row to [`AuditStore::append_audit_row`], which writes it only if the tip
-//! is still the one it was sealed on. When another writer (another request, another server
-//! node on a shared database) appended first, the backend answers [`StoreError::Stale`] and
-//! the event is sealed again on the new tip. An import seals its event the same way and
-//! hands it to the backend with its writes (see [`crate::import`]), so the import and its
-//! audit row commit together.
+//! [`append`] hands the event and [`seal`] to [`AuditStore::append_audit_event`]: the backend
+//! holds other appends off (SQLite's write lock, PostgreSQL's audit advisory lock), reads the
+//! chain's tip, calls [`seal`] on it and stores the row, all in one transaction. Sealing on a
+//! tip read earlier, outside that transaction, would go stale whenever another writer
+//! (another request, another server node on a shared database) appended in between, and
+//! under load an event could lose that race every time. An import hands its event and
+//! [`seal`] to the backend with its writes the same way (see [`crate::import`]), so the import
+//! and its audit row commit together. [`AuditStore::append_audit_row`] stays for a row sealed
+//! by the caller: it is stored only if it follows the tip, else [`StoreError::Stale`].
 //!
 //! # Invariants
 //!
@@ -29,10 +31,6 @@
 use sha2::{Digest, Sha256};
 
 use crate::store::{AuditEvent, AuditRow, AuditStore, AuditTip, StoreError};
-
-/// Times [`append`] seals an event again after losing a race for the tip (each lost race
-/// means another event was appended, so this bounds only pathological contention).
-const APPEND_ATTEMPTS: usize = 64;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -73,24 +71,11 @@ pub fn seal(tip: Option<&AuditTip>, event: AuditEvent) -> AuditRow {
     }
 }
 
-/// Append `event` to the audit log, sealing it on the current tip (again, when another
-/// writer appended in between).
+/// Append `event` to the audit log: the backend seals it with [`seal`] on the tip it reads
+/// inside its transaction, with other appends held off, so concurrent appends (other requests,
+/// other nodes) never make it stale.
 pub async fn append(store: &dyn AuditStore, event: AuditEvent) -> Result<(), StoreError> {
-    let mut last = None;
-    for _ in 0..APPEND_ATTEMPTS {
-        let tip = store.audit_tip().await?;
-        match store
-            .append_audit_row(seal(tip.as_ref(), event.clone()))
-            .await
-        {
-            Err(StoreError::Stale(why)) => last = Some(why),
-            other => return other,
-        }
-    }
-    Err(StoreError::Stale(format!(
-        "the audit log kept moving ({APPEND_ATTEMPTS} attempts): {}",
-        last.unwrap_or_default()
-    )))
+    store.append_audit_event(event, seal).await.map(|_| ())
 }
 
 /// Where a chain breaks.

@@ -14,13 +14,14 @@
 //!    already belongs to another patient record refuses the whole bundle), and answers the
 //!    row writes ([`ImportWrites`]): upserts, deletions, and the feed rows that tell devices.
 //!    An identical resource is left alone and makes no feed row.
-//! 4. The import's audit event is sealed on the chain's tip ([`crate::audit::seal`]) and the
-//!    backend applies writes and audit row in one transaction ([`RecordStore::apply_import`]).
+//! 4. The backend applies the writes and the import's audit event in one transaction
+//!    ([`RecordStore::apply_import`]), sealing the event on the chain's tip inside it with
+//!    [`crate::audit::seal`], which it is handed.
 //!
 //! # Concurrency
 //!
 //! The plan is made from reads taken before the write transaction, so the backend re-reads
-//! the same keys (and the audit tip) inside it and refuses a plan whose basis moved
+//! the same keys inside it and refuses a plan whose basis moved
 //! ([`StoreError::Stale`]); [`apply_batch`] then plans again from fresh reads, a bounded
 //! number of times. Two server nodes importing into one database at once are thereby safe as
 //! long as the backend's re-check and writes are atomic:
@@ -361,19 +362,17 @@ async fn apply_checked(
             check_practice_owns(batch, &basis, &owners, ods).map_err(ImportFailure::Rejected)?;
         }
         let (writes, report) = plan(batch, &basis).map_err(ImportFailure::Rejected)?;
-        let tip = store.audit_tip().await?;
         let actor = only_for.map_or_else(|| "import".to_string(), |ods| format!("practice:{ods}"));
         let mut event = import_event(batch, &report, now);
         event.actor = actor;
-        let audit = audit::seal(tip.as_ref(), event);
         let planned = PlannedImport {
             keys: keys.clone(),
             basis,
             writes,
-            audit,
+            audit: event,
             at: now,
         };
-        match RecordStore::apply_import(store, planned).await {
+        match RecordStore::apply_import(store, planned, audit::seal).await {
             Ok(()) => return Ok(report),
             Err(StoreError::Stale(why)) => {
                 tracing::debug!(
@@ -919,12 +918,11 @@ mod tests {
         let keys = import_keys(&second);
         let basis = store.import_basis(&keys).await.unwrap();
         let (writes, report) = plan(&second, &basis).unwrap();
-        let tip = store.audit_tip().await.unwrap();
         let planned = PlannedImport {
             keys,
             basis,
             writes,
-            audit: audit::seal(tip.as_ref(), import_event(&second, &report, Utc::now())),
+            audit: import_event(&second, &report, Utc::now()),
             at: Utc::now(),
         };
         // ... while another writer imports v3 first.
@@ -938,7 +936,7 @@ mod tests {
         let head = store.feed_head().await.unwrap();
         let audit_rows = store.audit_rows().await.unwrap().len();
         assert!(matches!(
-            store.apply_import(planned).await,
+            store.apply_import(planned, audit::seal).await,
             Err(StoreError::Stale(_))
         ));
         // Nothing of the stale plan was written.

@@ -34,6 +34,13 @@
 //!   fresh reads. This is what makes two server nodes importing, auditing or signing in at
 //!   once safe on a shared database. ([`IdentityStore::record_sign_in_success`] is the same
 //!   idea with its own answer: `Conflict` when the TOTP step was already used.)
+//! - An import's audit row is the one thing sealed *inside* the backend's transaction: the
+//!   caller hands [`RecordStore::apply_import`] (and [`AuditStore::append_audit_event`]) the
+//!   event and the sealing function
+//!   ([`AuditSealer`], `crate::audit::seal`), and the backend calls it on the tip it reads
+//!   while holding its audit serialisation. Sealing before the transaction would make every
+//!   import stale whenever any other event (a pull page, a sign-in) was appended in between,
+//!   and under load imports would never get through. The backend still computes no hash.
 //! - Everything here speaks [`super::rows`]; no SQL type crosses the contract. This module and
 //!   the rows import nothing of the server above the store.
 //! - [`FeedSnapshot`] is async, so a backend on an async database client (PostgreSQL) can
@@ -45,21 +52,30 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
-    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow,
-    SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
+    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow,
+    ListEntryWrite, ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow,
+    ServiceRow, SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
 };
+
+/// Seals an audit event on the chain's tip (`None`: the log is empty): `crate::audit::seal`,
+/// handed to the backend so that it seals inside its own transaction.
+pub type AuditSealer = fn(Option<&AuditTip>, AuditEvent) -> AuditRow;
 
 /// Practices, patients and their resources; reading and applying imports.
 #[async_trait]
 pub trait RecordStore: Send + Sync {
     /// The current rows behind `keys`, read in one consistent snapshot.
     async fn import_basis(&self, keys: &ImportKeys) -> Result<ImportBasis, StoreError>;
-    /// Apply a planned import in one transaction: re-read `planned.keys` and the audit tip
-    /// inside it; when they are not `planned.basis` and the tip `planned.audit` was sealed on,
-    /// write nothing and answer [`StoreError::Stale`]. Otherwise write `planned.writes` in
-    /// the order [`super::rows::ImportWrites`] documents, and `planned.audit`.
-    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError>;
+    /// Apply a planned import in one transaction: re-read `planned.keys` inside it; when they
+    /// are not `planned.basis`, write nothing and answer [`StoreError::Stale`]. Otherwise write
+    /// `planned.writes` in the order [`super::rows::ImportWrites`] documents, then, with other
+    /// audit appends held off until commit, read the audit tip and store
+    /// `seal(tip, planned.audit)`.
+    async fn apply_import(
+        &self,
+        planned: PlannedImport,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError>;
 
     async fn organisation_name(&self, ods: &str) -> Result<Option<String>, StoreError>;
     async fn upsert_practice(&self, practice: PracticeRow) -> Result<(), StoreError>;
@@ -230,6 +246,14 @@ pub trait AuditStore: Send + Sync {
     /// follows (`row.seq - 1` and `row.prev_hash`, or an empty log for seq 1), write nothing
     /// and answer [`StoreError::Stale`].
     async fn append_audit_row(&self, row: AuditRow) -> Result<(), StoreError>;
+    /// Append `event` in one transaction, with other audit appends held off until commit:
+    /// read the tip, store `seal(tip, event)` and answer it. Never stale: the tip cannot move
+    /// between the read and the write.
+    async fn append_audit_event(
+        &self,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
     /// Every stored row, in seq order.
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
 }

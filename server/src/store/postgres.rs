@@ -32,11 +32,18 @@
 //! - **Writes planned on reads.** [`RecordStore::apply_import`] takes the feed lock before
 //!   re-reading the import's basis: every writer of the rows a basis holds (patient headers,
 //!   NHS numbers, resources) is an import, and imports hold that lock, so the re-read is
-//!   exact until commit. The audit tip is re-read too, and the audit table's primary key on
-//!   `seq` refuses a second row sealed on the same tip (from [`AuditStore::append_audit_row`],
-//!   which does not take the feed lock): that unique violation answers
-//!   [`StoreError::Stale`]. The sign-in writes are single conditional `UPDATE`s, which
-//!   PostgreSQL re-evaluates on the newest row version under `READ COMMITTED`.
+//!   exact until commit.
+//! - **The audit lock.** Every transaction that appends an audit row takes
+//!   `pg_advisory_xact_lock(AUDIT_LOCK)` before reading the chain's tip (an import: after its
+//!   writes, just before its audit row, so pulls' appends wait only for that insert and the
+//!   commit). An import and [`AuditStore::append_audit_event`] seal their event there, on the
+//!   tip just read, with the sealer they are handed, so neither is ever stale because of the
+//!   log; [`AuditStore::append_audit_row`] (a row sealed by the caller) checks that its row
+//!   follows that tip and answers [`StoreError::Stale`] otherwise. The audit table's primary
+//!   key on `seq` backs this up: a second row for one seq is a unique violation, `Stale`.
+//! - **Sign-in writes** are single conditional `UPDATE`s, which PostgreSQL re-evaluates on the
+//!   newest row version under `READ COMMITTED`, so two nodes counting a failure or using a
+//!   TOTP step at once cannot both succeed.
 //! - Serialization failures and deadlocks (which the above should make impossible) answer
 //!   `Stale` too, so callers plan again rather than fail.
 //!
@@ -60,8 +67,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
-    AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
-    SourceStore,
+    AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
+    RecordStore, SourceStore,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
@@ -81,6 +88,9 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 const MIGRATION_LOCK: i64 = 0x646f_6f72_7374_6501;
 /// Advisory lock key held by every transaction that takes feed seqs ("doorstep" + 2).
 pub const FEED_LOCK: i64 = 0x646f_6f72_7374_6502;
+/// Advisory lock key held by every transaction that appends to the audit log, from reading
+/// its tip to commit ("doorstep" + 3). Always taken after [`FEED_LOCK`] when both are held.
+const AUDIT_LOCK: i64 = 0x646f_6f72_7374_6503;
 
 /// Connections per node. Pull snapshots hold one each for the length of a page.
 const POOL_SIZE: usize = 16;
@@ -256,6 +266,13 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Hold other audit appends off until commit, so the tip read next stays the tip.
+async fn lock_audit(tx: &impl GenericClient) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await?;
+    Ok(())
+}
+
 /// Take the feed lock for the rest of the transaction (see the module doc).
 async fn lock_feed(tx: &impl GenericClient) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
@@ -413,6 +430,7 @@ fn stale_audit() -> StoreError {
 /// Store a sealed row, if it follows the tip. A row sealed on the same tip by a concurrent
 /// transaction makes the insert fail on the primary key: `Stale` as well.
 async fn append_audit_row_tx(tx: &impl GenericClient, row: &AuditRow) -> Result<(), StoreError> {
+    lock_audit(tx).await?;
     let follows = match audit_tip(tx).await? {
         None => row.seq == 1,
         Some(tip) => row.seq == tip.seq + 1 && row.prev_hash == tip.hash,
@@ -531,6 +549,7 @@ async fn read_import_basis(
 async fn apply_import_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     planned: &PlannedImport,
+    seal: AuditSealer,
 ) -> Result<(), StoreError> {
     lock_feed(tx).await?;
     if read_import_basis(tx, &planned.keys).await? != planned.basis {
@@ -620,7 +639,10 @@ async fn apply_import_tx(
         tx.execute(&deletion, &[&d.resource_type, &d.id, &seq])
             .await?;
     }
-    append_audit_row_tx(tx, &planned.audit).await
+    // Last, so other appends wait only for this insert and the commit.
+    lock_audit(tx).await?;
+    let row = seal(audit_tip(tx).await?.as_ref(), planned.audit.clone());
+    append_audit_row_tx(tx, &row).await
 }
 
 // ---------- the pull's snapshot ----------
@@ -827,10 +849,14 @@ impl RecordStore for PostgresStore {
         Ok(basis)
     }
 
-    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError> {
+    async fn apply_import(
+        &self,
+        planned: PlannedImport,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        apply_import_tx(&tx, &planned).await?;
+        apply_import_tx(&tx, &planned, seal).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1456,6 +1482,20 @@ impl AuditStore for PostgresStore {
         append_audit_row_tx(&tx, &row).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn append_audit_event(
+        &self,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), event);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {

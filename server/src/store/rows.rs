@@ -396,7 +396,7 @@ pub struct ImportWrites {
     pub deletions: Vec<ResourceDeletion>,
 }
 
-/// One import, ready for a backend: the writes, what they were planned on, and the audit row
+/// One import, ready for a backend: the writes, what they were planned on, and the audit event
 /// that records them. The backend applies it in one transaction, or not at all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedImport {
@@ -406,9 +406,9 @@ pub struct PlannedImport {
     /// and answers [`StoreError::Stale`] (writing nothing) when they differ.
     pub basis: ImportBasis,
     pub writes: ImportWrites,
-    /// The audit row of the import, sealed on the chain's tip as read for the plan; stale,
-    /// like the basis, when the tip moved.
-    pub audit: AuditRow,
+    /// The audit event of the import, sealed by the backend inside the import's transaction
+    /// with the sealer it is handed (the chain's tip is only known there).
+    pub audit: AuditEvent,
     /// When: `updated_at` of the rows, `at` of the feed rows.
     pub at: DateTime<Utc>,
 }

@@ -37,8 +37,8 @@ use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
-    AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore, RecordStore,
-    SourceStore,
+    AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
+    RecordStore, SourceStore,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
@@ -511,7 +511,11 @@ fn read_import_basis(conn: &Connection, keys: &ImportKeys) -> Result<ImportBasis
 
 /// Apply a planned import inside `tx` (the write lock is held): re-check, then write in the
 /// order [`super::rows::ImportWrites`] documents.
-fn apply_import_tx(tx: &Transaction<'_>, planned: &PlannedImport) -> Result<(), StoreError> {
+fn apply_import_tx(
+    tx: &Transaction<'_>,
+    planned: &PlannedImport,
+    seal: AuditSealer,
+) -> Result<(), StoreError> {
     if read_import_basis(tx, &planned.keys)? != planned.basis {
         return Err(StoreError::Stale(
             "the rows the import was planned on changed".into(),
@@ -576,7 +580,9 @@ fn apply_import_tx(tx: &Transaction<'_>, planned: &PlannedImport) -> Result<(), 
         )?
         .execute(params![d.resource_type, d.id, seq])?;
     }
-    append_audit_row_tx(tx, &planned.audit)
+    // The write lock is held: the tip read here is the one the row follows.
+    let row = seal(audit_tip(tx)?.as_ref(), planned.audit.clone());
+    append_audit_row_tx(tx, &row)
 }
 
 // ---------- the pull's snapshot ----------
@@ -789,10 +795,14 @@ impl RecordStore for SqliteStore {
         .await
     }
 
-    async fn apply_import(&self, planned: PlannedImport) -> Result<(), StoreError> {
+    async fn apply_import(
+        &self,
+        planned: PlannedImport,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            apply_import_tx(&tx, &planned)?;
+            apply_import_tx(&tx, &planned, seal)?;
             tx.commit()?;
             Ok(())
         })
@@ -1493,6 +1503,22 @@ impl AuditStore for SqliteStore {
             append_audit_row_tx(&tx, &row)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit_event(
+        &self,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        self.write(move |conn| {
+            // IMMEDIATE: the write lock is taken first, so the tip read is the one followed.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = seal(audit_tip(&tx)?.as_ref(), event);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
         })
         .await
     }
