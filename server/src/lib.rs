@@ -9,7 +9,10 @@
 //! - [`store`]: the store contract (async traits by area, [`store::Store`] their union, no SQL
 //!   types through them), its rows, [`store::open`] (a backend from a database URL) and the
 //!   embedded SQLite backend ([`store::sqlite::SqliteStore`]: WAL, foreign keys, migrations
-//!   from `migrations/server-sqlite/`). PostgreSQL comes next behind the same contract.
+//!   from `migrations/server-sqlite/`) and the PostgreSQL backend
+//!   ([`store::postgres::PostgresStore`], `migrations/server-postgres/`), which several server
+//!   nodes share: everything a node needs to accept another node's cursor or token is in the
+//!   database.
 //! - [`pull`]: the pull algorithm and its orchestration (one page of changes after a cursor,
 //!   over one read snapshot of any backend; convergence).
 //! - [`import`]: validating a bundle, planning its row writes, applying them whole or not at
