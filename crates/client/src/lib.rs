@@ -81,7 +81,8 @@ pub struct SyncReport {
     pub deletes: u32,
     /// List and withheld-count changes.
     pub other_changes: u32,
-    /// The server asked for a rebuild (410) and the cache was rebuilt from scratch.
+    /// The server asked for a rebuild (410) and the cache was rebuilt from scratch (beside the
+    /// old copy, which was readable until the rebuild completed).
     pub rebuilt: bool,
     /// Patients in the cache after the sync.
     pub patients: u32,
@@ -408,7 +409,8 @@ impl Device {
                         )));
                     }
                     tracing::info!(reason = ?why.reason, "server asked for a rebuild");
-                    self.with_conn(cache::clear_patient_data)?;
+                    // Beside the copy held, which stays readable until the rebuild completes.
+                    self.with_conn(|c| cache::begin_rebuild(c, Utc::now()))?;
                     report.rebuilt = true;
                 }
                 Pulled::TokenExpired => {
@@ -502,6 +504,7 @@ impl Device {
                 waiting: 0,
                 last_error: cache::get_meta(c, meta::LAST_ERROR)?,
                 syncing: self.syncing.load(Ordering::SeqCst),
+                rebuilding_since: cache::rebuilding_since(c)?,
             })
         })
     }

@@ -384,8 +384,20 @@ fn patient_removed_purges_every_row() {
     );
 }
 
+fn patient_ids(conn: &Connection) -> Vec<String> {
+    conn.prepare("SELECT id FROM patients ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap()
+}
+
+/// Regression (the review's sync fault): on a 410 the device emptied its cache before
+/// rebuilding, so a drop in signal half-way left the nurse with an empty or half-full list.
+/// The rebuild now runs beside the old copy, which stays readable until the last page.
 #[test]
-fn rebuild_empties_patient_data_and_cursor_but_keeps_the_outbox() {
+fn a_rebuild_keeps_the_old_copy_readable_until_it_completes() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_cache(dir.path());
     // The outbox of a later issue: any table that is not patient data.
@@ -396,14 +408,77 @@ fn rebuild_empties_patient_data_and_cursor_but_keeps_the_outbox() {
     .unwrap();
     apply(&mut conn, &first_page()).unwrap();
     cache::set_meta(&conn, meta::REFRESH_TOKEN, "r").unwrap();
-    cache::clear_patient_data(&mut conn).unwrap();
-    for table in ["patients", "list_entries", "resources", "withheld"] {
-        let n: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 0, "{table}");
-    }
+    assert_eq!(patient_ids(&conn), ["p-sian", "p-zoe"]);
+
+    let began = Utc.with_ymd_and_hms(2026, 1, 15, 9, 0, 0).unwrap();
+    cache::begin_rebuild(&mut conn, began).unwrap();
     assert_eq!(cache::get_meta(&conn, meta::CURSOR).unwrap(), None);
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), Some(began));
+    assert_eq!(
+        patient_ids(&conn),
+        ["p-sian", "p-zoe"],
+        "nothing is deleted when the rebuild begins"
+    );
+
+    // The first page of the rebuild brings Siân again; the signal drops before the rest.
+    apply(
+        &mut conn,
+        &page(
+            "r1",
+            true,
+            vec![added(&sian(), vec![], vec![caseload("A")])],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        patient_ids(&conn),
+        ["p-sian", "p-zoe"],
+        "Zoë is still readable"
+    );
+    // A second 410 half-way starts again, still counting from the first.
+    cache::begin_rebuild(&mut conn, began + chrono::Duration::minutes(5)).unwrap();
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), Some(began));
+    apply(
+        &mut conn,
+        &page(
+            "r1",
+            true,
+            vec![added(&sian(), vec![], vec![caseload("A")])],
+        ),
+    )
+    .unwrap();
+
+    // The last page brings John; whoever the rebuild did not bring goes, in that transaction.
+    let stats = apply(
+        &mut conn,
+        &page(
+            "r2",
+            false,
+            vec![added(&john(), vec![], vec![caseload("C")])],
+        ),
+    )
+    .unwrap();
+    assert_eq!(stats.patients_removed, 1);
+    assert_eq!(patient_ids(&conn), ["p-john", "p-sian"]);
+    for table in ["resources", "list_entries", "withheld"] {
+        let zoe: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE patient_id = 'p-zoe'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(zoe, 0, "{table} keeps nothing of Zoë");
+    }
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), None);
+    let seen: i64 = conn
+        .query_row("SELECT count(*) FROM rebuild_seen", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 0);
+    assert_eq!(
+        cache::get_meta(&conn, meta::CURSOR).unwrap().as_deref(),
+        Some("r2")
+    );
     assert_eq!(
         cache::get_meta(&conn, meta::REFRESH_TOKEN)
             .unwrap()

@@ -135,6 +135,10 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// A sync is running now.
     pub syncing: bool,
+    /// The server asked for a rebuild at this time and it has not completed: the records shown
+    /// are the copy from before, kept until the new one is complete.
+    #[serde(default)]
+    pub rebuilding_since: Option<DateTime<Utc>>,
 }
 
 /// Error kinds the UI branches on.

@@ -267,6 +267,12 @@ async fn run(cli: Cli) -> Result<()> {
                 );
                 outln!("Patients:     {}", status.patients);
                 outln!("Waiting:      {}", status.waiting);
+                if let Some(since) = status.rebuilding_since {
+                    outln!(
+                        "Rebuilding:   since {} (the records are the copy from before, kept until the rebuild completes)",
+                        local_time(since)
+                    );
+                }
                 if let Some(e) = &status.last_error {
                     outln!("Last error:   {e}");
                 }
