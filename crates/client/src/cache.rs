@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rebuild",
         include_str!("../../../migrations/device/0002_rebuild.sql"),
     ),
+    (
+        3,
+        "outbox",
+        include_str!("../../../migrations/device/0003_outbox.sql"),
+    ),
 ];
 
 /// Keys of the `meta` table.
@@ -56,6 +61,8 @@ pub(crate) mod meta {
     pub const AS_OF: &str = "as_of";
     pub const LAST_SYNCED: &str = "last_synced";
     pub const LAST_ERROR: &str = "last_error";
+    /// The last failure sending the outbox (cleared by a push that reached the server).
+    pub const LAST_PUSH_ERROR: &str = "last_push_error";
     pub const SERVER_REACHABLE: &str = "server_reachable";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const ACCESS_EXPIRES_AT: &str = "access_expires_at";

@@ -22,6 +22,8 @@
 //! - [`news2`]: the National Early Warning Score 2 (RCP, 2017) of a set of vital signs, partial
 //!   sets included, with the RCP's risk bands and clinical responses, range checks and the JSON
 //!   form a command line passes.
+//! - [`problems`]: the local SNOMED CT pick list of problems a note may carry, and the
+//!   well-formedness check of a concept id (Verhoeff check digit, partition).
 //! - [`Section`]: the record's sections, as agreements share them and tabs show them.
 //! - [`agreement`] and [`sensitive`]: sharing agreements and their evaluation per resource,
 //!   role and practice; the four RCGP exclusion sets and confidential items always withheld.
@@ -75,6 +77,7 @@ pub mod fhir;
 mod json;
 pub mod news2;
 pub mod nhs;
+pub mod problems;
 pub mod section;
 pub mod sensitive;
 pub mod synthetic;
