@@ -100,7 +100,9 @@ pub fn SyncBar() -> impl IntoView {
                     }
                         .into_any()
                 }
-                Screen::List | Screen::Record { .. } => view! { <UnlockedStatus /> }.into_any(),
+                Screen::List | Screen::Record { .. } | Screen::Compose { .. } => {
+                    view! { <UnlockedStatus /> }.into_any()
+                }
             }}
         </footer>
     }

@@ -34,6 +34,25 @@ pub mod commands {
     pub const SYNC_NOW: &str = "sync_now";
     /// `() -> SyncStatus` (no network, except a reachability probe)
     pub const SYNC_STATUS: &str = "sync_status";
+    /// `{ patient_id: String, note: NoteForm } -> NoteSummary` (signs the note into the outbox)
+    pub const WRITE_NOTE: &str = "write_note";
+    /// `{ patient_id: String } -> Vec<NoteSummary>` (the notes written on this device)
+    pub const NOTES: &str = "notes";
+    /// `{ patient_id: String, draft: String } -> ()`
+    pub const SAVE_DRAFT: &str = "save_draft";
+    /// `{ patient_id: String } -> Option<String>`
+    pub const DRAFT: &str = "draft";
+}
+
+/// What the note composer signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteForm {
+    pub text: String,
+    pub vitals: Option<doorstep_record::news2::Vitals>,
+    /// A SNOMED CT code of `doorstep_record::problems::PICK_LIST`.
+    pub problem: Option<String>,
+    /// The note this one amends.
+    pub replaces: Option<String>,
 }
 
 /// Where the app is: what screen it can show.
