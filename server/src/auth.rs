@@ -6,7 +6,11 @@
 //! - A successful enrolment registers a device and issues an access token (15 minutes) and a
 //!   device-bound refresh token (30 days). Only SHA-256 hashes of tokens are stored.
 //! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
-//!   every token of the device (someone else holds a copy).
+//!   every token of the device (someone else holds a copy), with one exception: the same
+//!   device presenting it again within [`REFRESH_RETRY_GRACE`] of its exchange is answered
+//!   again (its answer was lost in a dropped connection, or it stopped before saving it), the
+//!   pair issued the first time being revoked. Presented under another device's id, a refresh
+//!   token revokes its own device's tokens.
 //! - These rules are decided here, for every backend. The store's writes are conditional on
 //!   what was read (the failure count, the refresh token still unused) and answer `Stale`
 //!   when another request got there first; the rule is then applied again to fresh reads, so
@@ -42,6 +46,10 @@ pub const REFRESH_TTL: Duration = Duration::days(30);
 pub const MAX_FAILURES: u32 = 5;
 /// How long a locked account stays locked.
 pub const LOCKOUT: Duration = Duration::minutes(15);
+/// How long after exchanging a refresh token the same device may present it once more and be
+/// answered again (a lost response, a crash before the new pair was saved), instead of the
+/// reuse rule revoking the device.
+pub const REFRESH_RETRY_GRACE: Duration = Duration::minutes(2);
 /// TOTP step in seconds.
 pub const TOTP_STEP: u64 = 30;
 /// Times a rule is applied again to fresh reads after another request changed them first.
@@ -300,6 +308,9 @@ async fn count_failure(
 enum RotateOutcome {
     /// The old refresh token was valid; the new pair is stored.
     Rotated,
+    /// The device presented again, within [`REFRESH_RETRY_GRACE`], the refresh token it had
+    /// just exchanged: the pair issued then is revoked and the new one stored.
+    Retried,
     /// No such refresh token for this device.
     Unknown,
     /// The refresh token had already been used: all the device's tokens are now revoked.
@@ -321,10 +332,15 @@ async fn rotate(
         let Some(token) = store
             .token(old_hash)
             .await?
-            .filter(|t| t.kind == TokenKind::Refresh && t.device_id == device_id)
+            .filter(|t| t.kind == TokenKind::Refresh)
         else {
             return Ok(RotateOutcome::Unknown);
         };
+        if token.device_id != device_id {
+            // Another device's refresh token: a copy is loose. Revoke the owner's tokens.
+            store.revoke_device_tokens(&token.device_id, now).await?;
+            return Ok(RotateOutcome::Reused);
+        }
         let device_live = store
             .device(device_id)
             .await?
@@ -332,10 +348,23 @@ async fn rotate(
         if !device_live {
             return Ok(RotateOutcome::DeviceRevoked);
         }
-        if token.used_at.is_some() || token.revoked_at.is_some() {
+        if token.revoked_at.is_some() {
             // A rotated refresh token came back: someone holds a copy. Revoke the family.
             store.revoke_device_tokens(device_id, now).await?;
             return Ok(RotateOutcome::Reused);
+        }
+        if let Some(used) = token.used_at {
+            if now - used > REFRESH_RETRY_GRACE {
+                store.revoke_device_tokens(device_id, now).await?;
+                return Ok(RotateOutcome::Reused);
+            }
+            // The device is asking again for an answer it never stored (the response was
+            // lost, or it stopped before saving it): the pair issued then is revoked, with the
+            // old token, and this answer's pair is the device's one live pair. Once only: the
+            // old token is now revoked.
+            store.revoke_device_tokens(device_id, now).await?;
+            store.store_tokens(device_id, pair.clone(), now).await?;
+            return Ok(RotateOutcome::Retried);
         }
         if token.expires_at <= now {
             return Ok(RotateOutcome::Expired);
@@ -403,6 +432,21 @@ pub async fn refresh(
     .await?;
     match outcome {
         RotateOutcome::Rotated => Ok(tokens),
+        RotateOutcome::Retried => {
+            tracing::info!(device_id = %request.device_id, "refresh retried within the grace");
+            audit::append(
+                store,
+                AuditEvent {
+                    at: now,
+                    actor: format!("device:{}", request.device_id),
+                    action: "refresh_retried".into(),
+                    patient_id: None,
+                    detail: serde_json::json!({}),
+                },
+            )
+            .await?;
+            Ok(tokens)
+        }
         RotateOutcome::DeviceRevoked => Err(AuthFailure::DeviceRevoked),
         RotateOutcome::Expired => Err(AuthFailure::TokenExpired),
         RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
@@ -574,43 +618,155 @@ mod tests {
         );
     }
 
+    /// Presents `refresh` for `device` at `at`.
+    async fn present(
+        store: &dyn Store,
+        device: &str,
+        refresh_token: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenResponse, AuthFailure> {
+        let request = RefreshRequest {
+            device_id: device.to_string(),
+            refresh_token: refresh_token.to_string(),
+        };
+        super::refresh(store, &request, at).await
+    }
+
+    async fn works(store: &dyn Store, tokens: &TokenResponse, at: DateTime<Utc>) -> bool {
+        authenticate(store, &tokens.access_token, at).await.is_ok()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refresh_token_is_exchanged_once_and_its_second_use_revokes_the_device() {
+    async fn two_racing_refreshes_of_one_device_leave_it_exactly_one_live_pair() {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
         let (first, pair) = issue(now);
         store.store_tokens(&device, pair, now).await.unwrap();
-        // Two requests race with the same refresh token.
         let tasks: Vec<_> = (0..2)
             .map(|_| {
-                let store = Arc::clone(&store);
-                let request = RefreshRequest {
-                    device_id: device.clone(),
-                    refresh_token: first.refresh_token.clone(),
-                };
-                tokio::spawn(async move { refresh(store.as_ref(), &request, now).await })
+                let (store, device, token) = (
+                    Arc::clone(&store),
+                    device.clone(),
+                    first.refresh_token.clone(),
+                );
+                tokio::spawn(async move { present(store.as_ref(), &device, &token, now).await })
             })
             .collect();
-        let mut rotated = Vec::new();
-        let mut refused = 0;
+        let mut answers = Vec::new();
         for task in tasks {
-            match task.await.unwrap() {
-                Ok(tokens) => rotated.push(tokens),
-                Err(AuthFailure::Unauthorized) => refused += 1,
-                Err(e) => panic!("unexpected {e}"),
-            }
+            answers.push(
+                task.await
+                    .unwrap()
+                    .expect("a retry within the grace is answered"),
+            );
         }
-        assert_eq!((rotated.len(), refused), (1, 1));
-        // The reuse revoked every token of the device, the winner's new ones included.
-        let access = store
-            .token(&token_hash(&rotated[0].access_token))
+        let live: Vec<bool> = {
+            let mut v = Vec::new();
+            for a in &answers {
+                v.push(works(store.as_ref(), a, now).await);
+            }
+            v
+        };
+        assert_eq!(
+            live.iter().filter(|l| **l).count(),
+            1,
+            "exactly one of the two answers is live: {live:?}"
+        );
+        assert!(!works(store.as_ref(), &first, now).await);
+    }
+
+    /// The sync fault: the refresh response was lost (or the device crashed before saving
+    /// it), so the device presents the same refresh token again. It must not be revoked.
+    #[tokio::test]
+    async fn a_lost_refresh_answer_is_given_again_once_within_the_grace() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let device = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let (first, pair) = issue(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        let lost = present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
+            .unwrap();
+        let later = now + Duration::seconds(20);
+        let again = present(store.as_ref(), &device, &first.refresh_token, later)
+            .await
+            .expect("the retry is answered");
+        assert!(works(store.as_ref(), &again, later).await);
+        assert!(
+            !works(store.as_ref(), &lost, later).await,
+            "the lost answer's pair no longer works"
+        );
+        // The device goes on refreshing normally.
+        let next = present(store.as_ref(), &device, &again.refresh_token, later)
+            .await
+            .unwrap();
+        assert!(works(store.as_ref(), &next, later).await);
+        let actions: Vec<String> = store
+            .audit_rows()
             .await
             .unwrap()
+            .into_iter()
+            .map(|r| r.event.action)
+            .collect();
+        assert!(
+            actions.contains(&"refresh_retried".to_string()),
+            "{actions:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reuse_after_the_grace_or_a_second_retry_revokes_the_device() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let device = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let (first, pair) = issue(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        let current = present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
             .unwrap();
-        assert!(access.revoked_at.is_some());
+        let late = now + REFRESH_RETRY_GRACE + Duration::seconds(1);
         assert!(matches!(
-            authenticate(store.as_ref(), &rotated[0].access_token, now).await,
+            present(store.as_ref(), &device, &first.refresh_token, late).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(
+            !works(store.as_ref(), &current, late).await,
+            "reuse revokes the device's current tokens"
+        );
+
+        // Within the grace, the second retry is reuse.
+        let device = store.create_device(&user.id, "tablet", now).await.unwrap();
+        let (first, pair) = issue(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
+            .unwrap();
+        let retried = present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
+            .unwrap();
+        assert!(matches!(
+            present(store.as_ref(), &device, &first.refresh_token, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(!works(store.as_ref(), &retried, now).await);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_presented_for_another_device_revokes_its_own() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let owner = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let other = store.create_device(&user.id, "stolen?", now).await.unwrap();
+        let (tokens, pair) = issue(now);
+        store.store_tokens(&owner, pair, now).await.unwrap();
+        assert!(matches!(
+            present(store.as_ref(), &other, &tokens.refresh_token, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(!works(store.as_ref(), &tokens, now).await);
+        assert!(matches!(
+            present(store.as_ref(), &owner, &tokens.refresh_token, now).await,
             Err(AuthFailure::Unauthorized)
         ));
     }

@@ -420,18 +420,27 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
     let resync: ResyncRequired = serde_json::from_slice(&body).unwrap();
     assert_eq!(resync.reason, ResyncReason::CursorInvalid);
 
-    let reused = http
-        .post(format!("{base}/api/v1/auth/refresh"))
-        .json(&RefreshRequest {
-            device_id: enrolled.device_id.clone(),
-            refresh_token: enrolled.tokens.refresh_token.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reused.status(), 401);
-    // ... and it revoked the device's tokens.
+    // Presented again at once, the exchanged refresh token is taken for a retry whose answer
+    // was lost: answered again, and the pair issued before stops working ...
+    let present_again = || {
+        http.post(format!("{base}/api/v1/auth/refresh"))
+            .json(&RefreshRequest {
+                device_id: enrolled.device_id.clone(),
+                refresh_token: enrolled.tokens.refresh_token.clone(),
+            })
+            .send()
+    };
+    let retried = present_again().await.unwrap();
+    assert_eq!(retried.status(), 200);
+    let retried: TokenResponse = retried.json().await.unwrap();
     let (status, _) = pull_raw(&http_raw, &base, &tokens.access_token, Some(&cursor))
+        .await
+        .unwrap_err();
+    assert_eq!(status, 401);
+    // ... but once only: a second time is reuse, and it revokes the device's tokens.
+    let reused = present_again().await.unwrap();
+    assert_eq!(reused.status(), 401);
+    let (status, _) = pull_raw(&http_raw, &base, &retried.access_token, Some(&cursor))
         .await
         .unwrap_err();
     assert_eq!(status, 401);

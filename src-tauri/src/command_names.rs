@@ -12,4 +12,8 @@ pub const COMMANDS: &[&str] = &[
     "patient_record",
     "sync_now",
     "sync_status",
+    "write_note",
+    "notes",
+    "save_draft",
+    "draft",
 ];

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use doorstep_client::{Device, DeviceFile, EnrolParams, is_enrolled};
 use doorstep_ipc::{
-    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, PatientRecord, SyncStatus,
+    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord,
+    SyncStatus,
 };
 use tauri::State;
 
@@ -149,6 +150,51 @@ pub async fn sync_now(shell: State<'_, Shell>) -> Answer<SyncStatus> {
         Err(e) => tracing::warn!(error = %e, "sync failed"),
     }
     status_of(device).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn write_note(
+    shell: State<'_, Shell>,
+    patient_id: String,
+    note: NoteForm,
+) -> Answer<NoteSummary> {
+    shell.touch();
+    let device = shell.device()?;
+    let vitals = note
+        .vitals
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| IpcError::new(IpcErrorKind::Internal, format!("vital signs: {e}")))?;
+    let input = doorstep_client::NoteInput {
+        text: note.text,
+        vitals,
+        problem: note.problem,
+        replaces: note.replaces,
+    };
+    let summary = blocking(move || device.write_note(&patient_id, input)).await?;
+    tracing::info!("note signed into the outbox");
+    Ok(summary)
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn notes(shell: State<'_, Shell>, patient_id: String) -> Answer<Vec<NoteSummary>> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.notes(Some(&patient_id))).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn save_draft(shell: State<'_, Shell>, patient_id: String, draft: String) -> Answer<()> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.save_draft(&patient_id, &draft)).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn draft(shell: State<'_, Shell>, patient_id: String) -> Answer<Option<String>> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.draft(&patient_id)).await
 }
 
 /// The status poll: not user activity, so it does not restart the idle timer.

@@ -100,6 +100,10 @@ fn main() -> anyhow::Result<()> {
             commands::patient_record,
             commands::sync_now,
             commands::sync_status,
+            commands::write_note,
+            commands::notes,
+            commands::save_draft,
+            commands::draft,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;

@@ -223,6 +223,62 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     shot(client, artifacts, "05-offline-record").await;
+
+    // Offline, a note with vital signs: the composer names the patient and where the note
+    // goes, scores NEWS2 as it is typed, and the signed note waits on the device.
+    click(client, "#write-note").await?;
+    let destination = wait_for(client, "#note-destination")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
+    if !destination.contains("when online") {
+        return Err(format!(
+            "the composer does not say where the note goes: {destination:?}"
+        ));
+    }
+    let banner = wait_for(client, "#banner").await?.text().await.map_err(e)?;
+    if !banner.contains(&target.nhs_number_display) {
+        return Err(format!(
+            "the composer's banner is not the patient's: {banner:?}"
+        ));
+    }
+    fill(client, "#note-text", "Leg ulcer redressed; healing well.").await?;
+    for (id, value) in [
+        ("#v-rr", "21"),
+        ("#v-spo2", "95"),
+        ("#v-sbp", "118"),
+        ("#v-pulse", "92"),
+        ("#v-temp", "37.4"),
+    ] {
+        fill(client, id, value).await?;
+    }
+    // RR 21 scores 2, SpO2 95 scores 1, pulse 92 scores 1: NEWS2 4 so far (a partial set).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = wait_for(client, "#news2").await?.text().await.map_err(e)?;
+        if text.starts_with("NEWS2 4") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the composer does not score NEWS2 4: {text:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    click(client, "#note-sign").await?;
+    let waiting = wait_for(client, ".note[data-state='waiting']").await?;
+    let state = waiting.text().await.map_err(e)?;
+    if !state.contains("Waiting to send") || !state.contains("NEWS2 4") {
+        return Err(format!("the signed note does not say it waits: {state:?}"));
+    }
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&waiting).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    shot(client, artifacts, "08-note-waiting").await;
     Ok(())
 }
 
@@ -486,12 +542,28 @@ async fn wait_for(client: &Client, css: &str) -> Result<Element, String> {
 
 async fn fill(client: &Client, css: &str, text: &str) -> Result<(), String> {
     let el = wait_for(client, css).await?;
-    el.clear().await.map_err(e)?;
-    el.send_keys(text).await.map_err(e)
+    // Below the fold in the scrolling main area, WebKitWebDriver calls a field not interactable.
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&el).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    el.clear()
+        .await
+        .map_err(|err| format!("clearing {css}: {err:?}"))?;
+    el.send_keys(text)
+        .await
+        .map_err(|err| format!("typing into {css}: {err:?}"))
 }
 
 async fn click(client: &Client, css: &str) -> Result<(), String> {
-    wait_for(client, css).await?.click().await.map_err(e)
+    wait_for(client, css)
+        .await?
+        .click()
+        .await
+        .map_err(|err| format!("clicking {css}: {err:?}"))
 }
 
 async fn shot(client: &Client, dir: &Path, name: &str) {

@@ -6,7 +6,8 @@
 //! contract with the shell lives in exactly one file on each side.
 
 use doorstep_ipc::{
-    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, PatientRecord, SyncStatus, commands,
+    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord,
+    SyncStatus, commands,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,18 @@ struct ListArgs<'a> {
 #[derive(Serialize)]
 struct RecordArgs<'a> {
     patient_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct WriteNoteArgs<'a> {
+    patient_id: &'a str,
+    note: &'a NoteForm,
+}
+
+#[derive(Serialize)]
+struct DraftArgs<'a> {
+    patient_id: &'a str,
+    draft: &'a str,
 }
 
 /// The typed client of the shell's commands.
@@ -78,6 +91,26 @@ impl Backend {
 
     pub async fn sync_status(&self) -> Result<SyncStatus, IpcError> {
         call(commands::SYNC_STATUS, &NoArgs {}).await
+    }
+
+    pub async fn write_note(
+        &self,
+        patient_id: &str,
+        note: &NoteForm,
+    ) -> Result<NoteSummary, IpcError> {
+        call(commands::WRITE_NOTE, &WriteNoteArgs { patient_id, note }).await
+    }
+
+    pub async fn notes(&self, patient_id: &str) -> Result<Vec<NoteSummary>, IpcError> {
+        call(commands::NOTES, &RecordArgs { patient_id }).await
+    }
+
+    pub async fn save_draft(&self, patient_id: &str, draft: &str) -> Result<(), IpcError> {
+        call(commands::SAVE_DRAFT, &DraftArgs { patient_id, draft }).await
+    }
+
+    pub async fn draft(&self, patient_id: &str) -> Result<Option<String>, IpcError> {
+        call(commands::DRAFT, &RecordArgs { patient_id }).await
     }
 }
 

@@ -26,7 +26,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::Backend;
-use crate::screens::{EnrolScreen, ListScreen, RecordScreen, UnlockScreen};
+use crate::screens::{ComposerScreen, EnrolScreen, ListScreen, RecordScreen, UnlockScreen};
 use crate::sync_bar::SyncBar;
 
 /// What the main area shows.
@@ -50,11 +50,18 @@ pub enum Screen {
     Record {
         patient_id: String,
     },
+    /// The note composer for the patient whose record was open.
+    Compose {
+        patient_id: String,
+    },
 }
 
 impl Screen {
     pub fn is_unlocked(&self) -> bool {
-        matches!(self, Screen::List | Screen::Record { .. })
+        matches!(
+            self,
+            Screen::List | Screen::Record { .. } | Screen::Compose { .. }
+        )
     }
 }
 
@@ -300,6 +307,9 @@ fn Main() -> impl IntoView {
         Screen::List => view! { <ListScreen /> }.into_any(),
         Screen::Record { patient_id } => {
             view! { <RecordScreen patient_id=patient_id /> }.into_any()
+        }
+        Screen::Compose { patient_id } => {
+            view! { <ComposerScreen patient_id=patient_id /> }.into_any()
         }
     }
 }

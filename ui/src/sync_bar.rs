@@ -100,7 +100,9 @@ pub fn SyncBar() -> impl IntoView {
                     }
                         .into_any()
                 }
-                Screen::List | Screen::Record { .. } => view! { <UnlockedStatus /> }.into_any(),
+                Screen::List | Screen::Record { .. } | Screen::Compose { .. } => {
+                    view! { <UnlockedStatus /> }.into_any()
+                }
             }}
         </footer>
     }
@@ -167,6 +169,12 @@ fn StatusItems(st: SyncStatus) -> impl IntoView {
         n => format!("{n} patients"),
     };
     let waiting = (st.waiting > 0).then(|| format!("{} waiting to send", st.waiting));
+    let rebuilding = st.rebuilding_since.map(|t| {
+        format!(
+            "Refreshing your whole list: records shown are the copy from before {}",
+            format::instant(t)
+        )
+    });
     view! {
         <span class="sync-item" data-reachable=st.server_reachable.map(|r| r.to_string())>
             <span class=dot aria-hidden="true"></span>
@@ -175,6 +183,8 @@ fn StatusItems(st: SyncStatus) -> impl IntoView {
         <span class="sync-item" id="sync-last">{last}</span>
         <span class="sync-item" id="sync-patients">{patients}</span>
         {waiting.map(|w| view! { <span class="sync-item">{w}</span> })}
+        {rebuilding
+            .map(|r| view! { <span class="sync-item sync-stale" id="sync-rebuilding">{r}</span> })}
         {st.syncing.then(|| view! { <span class="sync-item syncing">"Syncing…"</span> })}
         {st
             .last_error

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use doorstep_protocol::{
-    API_PREFIX, ApiError, EnrolRequest, EnrolResponse, PROTOCOL_VERSION, RefreshRequest,
-    ResyncRequired, TokenResponse,
+    API_PREFIX, ApiError, EnrolRequest, EnrolResponse, PROTOCOL_VERSION, PushRequest, PushResponse,
+    RefreshRequest, ResyncRequired, TokenResponse,
 };
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -84,6 +84,14 @@ pub(crate) enum Pulled {
     /// 410: the cache must be rebuilt from scratch.
     Resync(ResyncRequired),
     /// 401 `token_expired`: refresh the access token and ask again.
+    TokenExpired,
+}
+
+/// Outcome of one push request.
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    Answered(PushResponse),
+    /// 401 `token_expired`: refresh the access token and send again.
     TokenExpired,
 }
 
@@ -195,6 +203,27 @@ impl Api {
                 Ok(_) => Err(ClientError::Server("unexpected answer to a pull".into())),
             },
         }
+    }
+
+    /// `POST /sync/push`.
+    pub async fn push(&self, access_token: &str, req: &PushRequest) -> Result<Pushed> {
+        let resp = self
+            .http
+            .post(self.url("/sync/push"))
+            .bearer_auth(access_token)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let err = api_error(resp).await;
+            return if err.code == "token_expired" {
+                Ok(Pushed::TokenExpired)
+            } else {
+                Err(ClientError::SignInFailed(err.message))
+            };
+        }
+        read_json(resp).await.map(Pushed::Answered)
     }
 
     /// `GET /healthz` with a short timeout: is the server there?

@@ -7,8 +7,15 @@
 //!   sync cut anywhere resumes from the last stored cursor without loss or duplication.
 //! - Every change is idempotent: applying a page twice leaves the same cache.
 //! - WAL with `synchronous = NORMAL`: one fsync per checkpoint, not per row or page commit.
-//! - Rebuild (after a 410 from the server) deletes the patient data and the cursor only; other
-//!   tables (the outbox of a later issue) are left alone.
+//! - Rebuild (after a 410 from the server) happens beside the copy the device holds, never by
+//!   emptying it first: [`begin_rebuild`] drops the cursor and notes when the rebuild began;
+//!   the pull from scratch then replaces each patient as its snapshot arrives (a snapshot
+//!   replaces what the device held of that patient) and [`apply_page`] records it in
+//!   `rebuild_seen`; the page that ends the rebuild (`more == false`) also purges, in its own
+//!   transaction, every patient the rebuild did not bring. Until then the old copy stays
+//!   readable, marked as being rebuilt ([`rebuilding_since`]), so a drop in signal half-way
+//!   leaves the nurse her records, not an empty or half-full list. Only patient data and the
+//!   cursor are touched; other tables (tokens, the outbox of a later issue) are left alone.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -27,22 +34,35 @@ use crate::text::{name_search_key, name_sort_key, normalise_postcode};
 use crate::wire::{Change, Page, type_and_id};
 
 /// The device migrations, in order. Each runs once, in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "cache",
-    include_str!("../../../migrations/device/0001_cache.sql"),
-)];
-
-/// The tables that hold patient data; a rebuild empties exactly these.
-const PATIENT_TABLES: &[&str] = &["patients", "list_entries", "resources", "withheld"];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "cache",
+        include_str!("../../../migrations/device/0001_cache.sql"),
+    ),
+    (
+        2,
+        "rebuild",
+        include_str!("../../../migrations/device/0002_rebuild.sql"),
+    ),
+    (
+        3,
+        "outbox",
+        include_str!("../../../migrations/device/0003_outbox.sql"),
+    ),
+];
 
 /// Keys of the `meta` table.
 pub(crate) mod meta {
     pub const CURSOR: &str = "cursor";
+    /// When the rebuild in progress began (absent when none is).
+    pub const REBUILDING_SINCE: &str = "rebuilding_since";
     /// Server time of the last page of the last completed sync.
     pub const AS_OF: &str = "as_of";
     pub const LAST_SYNCED: &str = "last_synced";
     pub const LAST_ERROR: &str = "last_error";
+    /// The last failure sending the outbox (cleared by a push that reached the server).
+    pub const LAST_PUSH_ERROR: &str = "last_push_error";
     pub const SERVER_REACHABLE: &str = "server_reachable";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const ACCESS_EXPIRES_AT: &str = "access_expires_at";
@@ -189,6 +209,7 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
     let as_of = timestamp(page.server_time);
     let today = page.server_time.date_naive();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let rebuilding = get_meta(&tx, meta::REBUILDING_SINCE)?.is_some();
     let mut stats = PageStats::default();
     // Patients whose alerts or allergies may have changed: their badges are recomputed once,
     // at the end of the page.
@@ -209,6 +230,12 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
                 replace_entries(&tx, &patient.patient_id, entries)?;
                 replace_withheld(&tx, &patient.patient_id, withheld)?;
                 badges_stale.remove(&patient.patient_id);
+                if rebuilding {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO rebuild_seen (patient_id) VALUES (?1)",
+                    )?
+                    .execute([&patient.patient_id])?;
+                }
                 stats.patients_added += 1;
             }
             Change::ListChanged {
@@ -261,9 +288,45 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
     for patient_id in &badges_stale {
         refresh_badges(&tx, patient_id, &as_of, today)?;
     }
+    if rebuilding && !page.more {
+        // The rebuild is complete: what it did not bring is no longer the user's to hold.
+        let gone: Vec<String> = tx
+            .prepare(
+                "SELECT id FROM patients WHERE id NOT IN (SELECT patient_id FROM rebuild_seen)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        for patient_id in &gone {
+            purge_patient(&tx, patient_id)?;
+        }
+        stats.patients_removed += gone.len() as u32;
+        tx.execute("DELETE FROM rebuild_seen", [])?;
+        delete_meta(&tx, meta::REBUILDING_SINCE)?;
+    }
     set_meta(&tx, meta::CURSOR, &page.cursor)?;
     tx.commit()?;
     Ok(stats)
+}
+
+/// Start (or start again) a rebuild beside the copy held: the next pull starts from no cursor.
+/// The time the first of a run of rebuilds began is kept; nothing of a patient is deleted.
+pub(crate) fn begin_rebuild(conn: &mut Connection, now: DateTime<Utc>) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if get_meta(&tx, meta::REBUILDING_SINCE)?.is_none() {
+        set_meta(&tx, meta::REBUILDING_SINCE, &timestamp(now))?;
+    }
+    tx.execute("DELETE FROM rebuild_seen", [])?;
+    delete_meta(&tx, meta::CURSOR)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// When the rebuild in progress began, if one is: the copy on the device is the one from
+/// before it, kept readable until the rebuild completes.
+pub(crate) fn rebuilding_since(conn: &Connection) -> Result<Option<DateTime<Utc>>> {
+    Ok(get_meta(conn, meta::REBUILDING_SINCE)?
+        .as_deref()
+        .and_then(parse_timestamp))
 }
 
 /// Delete everything the cache holds about one patient.
@@ -276,18 +339,6 @@ fn purge_patient(tx: &Transaction<'_>, patient_id: &str) -> Result<()> {
     ] {
         tx.prepare_cached(sql)?.execute([patient_id])?;
     }
-    Ok(())
-}
-
-/// Delete all patient data and the cursor (the server asked for a rebuild). Other tables stay.
-pub(crate) fn clear_patient_data(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for table in PATIENT_TABLES {
-        tx.execute(&format!("DELETE FROM {table}"), [])?;
-    }
-    delete_meta(&tx, meta::CURSOR)?;
-    delete_meta(&tx, meta::AS_OF)?;
-    tx.commit()?;
     Ok(())
 }
 

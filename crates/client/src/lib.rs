@@ -30,6 +30,8 @@ mod cache;
 mod error;
 pub mod files;
 pub mod key;
+mod outbox;
+mod push;
 mod queries;
 pub mod text;
 mod wire;
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use doorstep_ipc::{ListRow, PatientRecord, SyncStatus, UserSummary};
+use doorstep_ipc::{ListRow, NoteSummary, PatientRecord, SyncStatus, UserSummary};
 use doorstep_protocol::{EnrolRequest, RefreshRequest, TokenResponse, UserInfo};
 use doorstep_record::NhsNumber;
 use rusqlite::Connection;
@@ -52,6 +54,7 @@ use crate::cache::{OpenError, meta};
 pub use crate::api::check_server_url;
 pub use crate::error::{ClientError, Result};
 pub use crate::files::{DeviceFile, PinAttempts, is_enrolled};
+pub use crate::push::PushReport;
 
 /// What the enrol screen (or `doorstep enrol`) supplies.
 #[derive(Debug, Clone)]
@@ -81,15 +84,30 @@ pub struct SyncReport {
     pub deletes: u32,
     /// List and withheld-count changes.
     pub other_changes: u32,
-    /// The server asked for a rebuild (410) and the cache was rebuilt from scratch.
+    /// The server asked for a rebuild (410) and the cache was rebuilt from scratch (beside the
+    /// old copy, which was readable until the rebuild completed).
     pub rebuilt: bool,
     /// Patients in the cache after the sync.
     pub patients: u32,
+    /// What sending the outbox did (before the pull).
+    pub pushed: PushReport,
     pub duration_ms: u64,
 }
 
 /// An enrolled, unlocked device: the open cache and the API client.
 ///
+/// A note as the author writes it (see [`Device::write_note`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NoteInput {
+    pub text: String,
+    /// Vital signs as `doorstep_record::news2::Vitals` reads them from JSON.
+    pub vitals: Option<serde_json::Value>,
+    /// A SNOMED CT code from `doorstep_record::problems::PICK_LIST`.
+    pub problem: Option<String>,
+    /// The id of the earlier note this one amends.
+    pub replaces: Option<String>,
+}
+
 /// Dropping it closes the database, and SQLCipher wipes the key from memory: that is the lock.
 pub struct Device {
     dir: PathBuf,
@@ -323,12 +341,15 @@ impl Device {
         let _one_at_a_time = self.sync_lock.lock().await;
         self.syncing.store(true, Ordering::SeqCst);
         let started = Instant::now();
+        // Push first: what was written offline goes up before the view comes down.
+        let pushed = self.push_recorded().await;
         let result = self.pull_all().await;
         self.syncing.store(false, Ordering::SeqCst);
         let now = cache::timestamp(Utc::now());
         match result {
             Ok(mut report) => {
                 report.duration_ms = started.elapsed().as_millis() as u64;
+                report.pushed = pushed.unwrap_or_default();
                 report.patients = self.with_conn(|c| {
                     cache::set_meta(c, meta::LAST_SYNCED, &now)?;
                     cache::set_meta(c, meta::SERVER_REACHABLE, "true")?;
@@ -354,6 +375,133 @@ impl Device {
                 Err(e)
             }
         }
+    }
+
+    /// Send the outbox ([`push`]), recording a failure for the status (the items stay
+    /// waiting and go with the next sync).
+    async fn push_recorded(&self) -> Option<PushReport> {
+        match push::push_all(self).await {
+            Ok(report) => {
+                let _ = self.with_conn(|c| cache::delete_meta(c, meta::LAST_PUSH_ERROR));
+                Some(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "push failed");
+                let _ =
+                    self.with_conn(|c| cache::set_meta(c, meta::LAST_PUSH_ERROR, &e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Write and sign a note for a patient on this device's list: it goes into the outbox,
+    /// waiting, and is sent at the next sync. Checked here first, so that what the server
+    /// could only refuse is never signed: a note needs text, vital signs or a problem; vital
+    /// signs must be possible values; the problem must be on the pick list; an amendment must
+    /// name a note of the same patient.
+    pub fn write_note(&self, patient_id: &str, input: NoteInput) -> Result<NoteSummary> {
+        const MAX_TEXT: usize = 20_000;
+        let text = input.text.trim().to_owned();
+        if text.chars().count() > MAX_TEXT {
+            return Err(ClientError::Invalid(format!(
+                "The note is too long ({} characters; at most {MAX_TEXT}).",
+                text.chars().count()
+            )));
+        }
+        let vitals = match &input.vitals {
+            None => None,
+            Some(v) => {
+                let vitals =
+                    doorstep_record::news2::Vitals::from_json_value(v).map_err(|errs| {
+                        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                        ClientError::Invalid(format!("Vital signs: {}", all.join("; ")))
+                    })?;
+                Some(serde_json::to_value(vitals).map_err(|e| {
+                    ClientError::Internal(format!("vital signs could not be written: {e}"))
+                })?)
+            }
+        };
+        let problem = match input.problem.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(code) => {
+                let display = doorstep_record::problems::display_of(code).ok_or_else(|| {
+                    let list: Vec<String> = doorstep_record::problems::PICK_LIST
+                        .iter()
+                        .map(|(c, d)| format!("{c} {d}"))
+                        .collect();
+                    ClientError::Invalid(format!(
+                        "SNOMED CT code {code} is not on the problem pick list; choose one of: {}",
+                        list.join(", ")
+                    ))
+                })?;
+                Some(doorstep_protocol::NoteProblem {
+                    code: code.to_owned(),
+                    display: display.to_owned(),
+                })
+            }
+        };
+        if text.is_empty() && vitals.is_none() && problem.is_none() {
+            return Err(ClientError::Invalid(
+                "A note needs text, vital signs or a problem.".into(),
+            ));
+        }
+        let now = Utc::now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = doorstep_protocol::NoteBody {
+            text,
+            vitals,
+            problem,
+            replaces: input.replaces.clone(),
+            signed_at: now,
+        };
+        let body = serde_json::to_value(&body)
+            .map_err(|e| ClientError::Internal(format!("the note could not be written: {e}")))?;
+        self.with_conn(|c| {
+            if queries::patient_exists(c, patient_id)?.is_none() {
+                return Err(ClientError::NotFound(
+                    "This patient is not on this device's list.".into(),
+                ));
+            }
+            if let Some(earlier) = &input.replaces
+                && outbox::note_patient(c, earlier)?.as_deref() != Some(patient_id)
+            {
+                return Err(ClientError::Invalid(format!(
+                    "The note to amend ({earlier}) is not a note of this patient written here."
+                )));
+            }
+            outbox::add(
+                c,
+                outbox::NewItem {
+                    id: &id,
+                    kind: doorstep_protocol::PUSH_KIND_NOTE,
+                    patient_id,
+                    body: &body,
+                    created_at: now,
+                },
+            )?;
+            outbox::notes(c, Some(patient_id))
+        })?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| ClientError::Internal("the note just written is not in the outbox".into()))
+    }
+
+    /// The notes written on this device, newest first (one patient's when given).
+    pub fn notes(&self, patient_id: Option<&str>) -> Result<Vec<NoteSummary>> {
+        self.with_conn(|c| outbox::notes(c, patient_id))
+    }
+
+    /// Keep the draft of a note (any text the composer holds), encrypted with the cache.
+    pub fn save_draft(&self, patient_id: &str, draft: &str) -> Result<()> {
+        self.with_conn(|c| outbox::save_draft(c, patient_id, draft))
+    }
+
+    pub fn draft(&self, patient_id: &str) -> Result<Option<String>> {
+        self.with_conn(|c| outbox::draft(c, patient_id))
+    }
+
+    pub fn discard_draft(&self, patient_id: &str) -> Result<()> {
+        self.with_conn(|c| outbox::discard_draft(c, patient_id))
     }
 
     /// The pull loop: pages until `more` is false; rebuild on 410.
@@ -408,7 +556,8 @@ impl Device {
                         )));
                     }
                     tracing::info!(reason = ?why.reason, "server asked for a rebuild");
-                    self.with_conn(cache::clear_patient_data)?;
+                    // Beside the copy held, which stays readable until the rebuild completes.
+                    self.with_conn(|c| cache::begin_rebuild(c, Utc::now()))?;
                     report.rebuilt = true;
                 }
                 Pulled::TokenExpired => {
@@ -499,9 +648,11 @@ impl Device {
                     .and_then(cache::parse_timestamp),
                 server_reachable: cache::get_meta(c, meta::SERVER_REACHABLE)?.map(|v| v == "true"),
                 patients: queries::patient_count(c)?,
-                waiting: 0,
+                waiting: outbox::waiting_count(c)?,
                 last_error: cache::get_meta(c, meta::LAST_ERROR)?,
+                last_push_error: cache::get_meta(c, meta::LAST_PUSH_ERROR)?,
                 syncing: self.syncing.load(Ordering::SeqCst),
+                rebuilding_since: cache::rebuilding_since(c)?,
             })
         })
     }

@@ -320,6 +320,15 @@ pub(crate) fn find_patient(conn: &Connection, nhs_digits: &str) -> Result<Option
         .optional()?)
 }
 
+/// `Some(())` when the cache holds the patient.
+pub(crate) fn patient_exists(conn: &Connection, patient_id: &str) -> Result<Option<()>> {
+    Ok(conn
+        .query_row("SELECT 1 FROM patients WHERE id = ?1", [patient_id], |_| {
+            Ok(())
+        })
+        .optional()?)
+}
+
 pub(crate) fn patient_count(conn: &Connection) -> Result<u32> {
     Ok(conn.query_row("SELECT count(*) FROM patients", [], |r| r.get(0))?)
 }

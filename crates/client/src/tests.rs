@@ -384,26 +384,100 @@ fn patient_removed_purges_every_row() {
     );
 }
 
+fn patient_ids(conn: &Connection) -> Vec<String> {
+    conn.prepare("SELECT id FROM patients ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap()
+}
+
+/// Regression (the review's sync fault): on a 410 the device emptied its cache before
+/// rebuilding, so a drop in signal half-way left the nurse with an empty or half-full list.
+/// The rebuild now runs beside the old copy, which stays readable until the last page.
 #[test]
-fn rebuild_empties_patient_data_and_cursor_but_keeps_the_outbox() {
+fn a_rebuild_keeps_the_old_copy_readable_until_it_completes() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_cache(dir.path());
-    // The outbox of a later issue: any table that is not patient data.
     conn.execute_batch(
-        "CREATE TABLE outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-         INSERT INTO outbox VALUES ('n1', 'note waiting to go up');",
+        "INSERT INTO outbox (id, kind, patient_id, body, created_at, state)
+         VALUES ('n1', 'note', 'p-zoe', 'note waiting to go up', '2026-01-15T08:30:00Z', 'waiting');",
     )
     .unwrap();
     apply(&mut conn, &first_page()).unwrap();
     cache::set_meta(&conn, meta::REFRESH_TOKEN, "r").unwrap();
-    cache::clear_patient_data(&mut conn).unwrap();
-    for table in ["patients", "list_entries", "resources", "withheld"] {
-        let n: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 0, "{table}");
-    }
+    assert_eq!(patient_ids(&conn), ["p-sian", "p-zoe"]);
+
+    let began = Utc.with_ymd_and_hms(2026, 1, 15, 9, 0, 0).unwrap();
+    cache::begin_rebuild(&mut conn, began).unwrap();
     assert_eq!(cache::get_meta(&conn, meta::CURSOR).unwrap(), None);
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), Some(began));
+    assert_eq!(
+        patient_ids(&conn),
+        ["p-sian", "p-zoe"],
+        "nothing is deleted when the rebuild begins"
+    );
+
+    // The first page of the rebuild brings Siân again; the signal drops before the rest.
+    apply(
+        &mut conn,
+        &page(
+            "r1",
+            true,
+            vec![added(&sian(), vec![], vec![caseload("A")])],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        patient_ids(&conn),
+        ["p-sian", "p-zoe"],
+        "Zoë is still readable"
+    );
+    // A second 410 half-way starts again, still counting from the first.
+    cache::begin_rebuild(&mut conn, began + chrono::Duration::minutes(5)).unwrap();
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), Some(began));
+    apply(
+        &mut conn,
+        &page(
+            "r1",
+            true,
+            vec![added(&sian(), vec![], vec![caseload("A")])],
+        ),
+    )
+    .unwrap();
+
+    // The last page brings John; whoever the rebuild did not bring goes, in that transaction.
+    let stats = apply(
+        &mut conn,
+        &page(
+            "r2",
+            false,
+            vec![added(&john(), vec![], vec![caseload("C")])],
+        ),
+    )
+    .unwrap();
+    assert_eq!(stats.patients_removed, 1);
+    assert_eq!(patient_ids(&conn), ["p-john", "p-sian"]);
+    for table in ["resources", "list_entries", "withheld"] {
+        let zoe: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE patient_id = 'p-zoe'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(zoe, 0, "{table} keeps nothing of Zoë");
+    }
+    assert_eq!(cache::rebuilding_since(&conn).unwrap(), None);
+    let seen: i64 = conn
+        .query_row("SELECT count(*) FROM rebuild_seen", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 0);
+    assert_eq!(
+        cache::get_meta(&conn, meta::CURSOR).unwrap().as_deref(),
+        Some("r2")
+    );
     assert_eq!(
         cache::get_meta(&conn, meta::REFRESH_TOKEN)
             .unwrap()
@@ -1355,6 +1429,242 @@ fn applying_a_synthetic_caseload() {
                 .unwrap()
                 .iter()
                 .any(|x| x.patient_id == r.patient_id)
+        );
+    }
+}
+
+/// A device with Siân and Zoë cached, against a scripted server whose first answer is the pull
+/// that brought them.
+async fn device_with_two_patients(
+    script: Vec<fake_server::Scripted>,
+) -> (Device, fake_server::Log, tempfile::TempDir) {
+    let mut all = vec![fake_server::gzipped(200, first_page())];
+    all.extend(script);
+    let (url, log) = fake_server::start(all).await;
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled_at(dir.path(), "2468", &url);
+    let mut device = Device::unlock(dir.path(), "2468").unwrap();
+    device.backoff = quick_backoff();
+    device.sync().await.unwrap();
+    (device, log, dir)
+}
+
+fn note(text: &str) -> NoteInput {
+    NoteInput {
+        text: text.into(),
+        ..NoteInput::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_waits_goes_up_before_the_pull_and_takes_the_servers_answer() {
+    use doorstep_protocol::{FirstOutcome, PushOutcome, PushResponse, PushResult};
+    use fake_server::{gzipped, json};
+    let at = Utc.with_ymd_and_hms(2026, 1, 15, 9, 0, 0).unwrap();
+    // The ids are made on the device; the scripted answers name them by position below.
+    let answers = |ids: &[String], outcomes: Vec<PushOutcome>| PushResponse {
+        results: ids
+            .iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| PushResult {
+                id: id.clone(),
+                outcome,
+            })
+            .collect(),
+    };
+    let (device, log, _dir) = device_with_two_patients(vec![]).await;
+    let first = device
+        .write_note(
+            "p-sian",
+            NoteInput {
+                text: "Leg ulcer redressed; healing well.".into(),
+                vitals: Some(json!({"rr": 18, "spo2": 96, "pulse": 131, "acvpu": "A"})),
+                problem: Some("399912005".into()),
+                replaces: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(first.state, doorstep_ipc::NoteState::Waiting);
+    // Pulse 131 scores 3, the rest 0: a single 3, from an incomplete set.
+    assert!(
+        first
+            .news2
+            .as_deref()
+            .unwrap()
+            .starts_with("NEWS2 3, partial"),
+        "{:?}",
+        first.news2
+    );
+    assert_eq!(first.problem.as_deref(), Some("399912005 Pressure ulcer"));
+    assert_eq!(device.status().unwrap().waiting, 1);
+    drop(log);
+
+    // A second server for the next syncs, scripted with the ids now known.
+    let second = device
+        .write_note("p-zoe", note("Visit declined by patient."))
+        .unwrap();
+    let third = device
+        .write_note("p-zoe", note("Phoned: visit rebooked."))
+        .unwrap();
+    let ids = [first.id.clone(), second.id.clone(), third.id.clone()];
+    let script = vec![
+        json(
+            200,
+            answers(
+                &ids,
+                vec![
+                    PushOutcome::Accepted { accepted_at: at },
+                    PushOutcome::Rejected {
+                        reason: "the patient is no longer on your list".into(),
+                    },
+                    PushOutcome::Duplicate {
+                        first: FirstOutcome::Accepted { accepted_at: at },
+                    },
+                ],
+            ),
+        ),
+        gzipped(200, page("c2", false, vec![])),
+        // Sync 2: nothing waits, so no push; only the pull.
+        gzipped(200, page("c3", false, vec![])),
+    ];
+    let (url, log) = fake_server::start(script).await;
+    let device = repoint(device, &url);
+    let report = device.sync().await.unwrap();
+    assert_eq!((report.pushed.accepted, report.pushed.rejected), (2, 1));
+    assert_eq!(report.pushed.waiting, 0);
+    assert_eq!(
+        log.lock().unwrap()[..2],
+        [
+            "POST /api/v1/sync/push bearer=old-access gzip=true",
+            "GET /api/v1/sync/pull?cursor=c1 bearer=old-access gzip=true",
+        ]
+    );
+    let states: std::collections::HashMap<String, doorstep_ipc::NoteState> = device
+        .notes(None)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.id, n.state))
+        .collect();
+    assert_eq!(states[&first.id], doorstep_ipc::NoteState::Accepted { at });
+    assert_eq!(
+        states[&second.id],
+        doorstep_ipc::NoteState::Rejected {
+            reason: "the patient is no longer on your list".into()
+        }
+    );
+    assert_eq!(states[&third.id], doorstep_ipc::NoteState::Accepted { at });
+    assert_eq!(device.status().unwrap().waiting, 0);
+    device.sync().await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 3, "{:?}", log.lock().unwrap());
+}
+
+/// The device pointed at another server address (the scripted server of the next step).
+fn repoint(device: Device, url: &str) -> Device {
+    let dir = device.dir().to_path_buf();
+    drop(device);
+    let mut file = files::DeviceFile::read(&dir).unwrap();
+    file.server_url = url.to_string();
+    file.write(&dir).unwrap();
+    let mut device = Device::unlock(&dir, "2468").unwrap();
+    device.backoff = quick_backoff();
+    device
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_the_note_stays_waiting_and_the_push_error_is_kept() {
+    let (device, _log, _dir) = device_with_two_patients(vec![]).await;
+    let written = device.write_note("p-sian", note("Bloods taken.")).unwrap();
+    // The scripted server has no answers left: it is gone.
+    let device = repoint(device, "http://127.0.0.1:9");
+    assert!(device.sync().await.is_err());
+    let status = device.status().unwrap();
+    assert_eq!(status.waiting, 1);
+    assert!(status.last_push_error.is_some(), "{status:?}");
+    assert_eq!(device.notes(None).unwrap()[0].id, written.id);
+    assert_eq!(
+        device.notes(None).unwrap()[0].state,
+        doorstep_ipc::NoteState::Waiting
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_server_could_only_refuse_is_never_signed() {
+    let (device, _log, _dir) = device_with_two_patients(vec![]).await;
+    let refused = |input: NoteInput, patient: &str| match device.write_note(patient, input) {
+        Err(e) => e.to_string(),
+        Ok(n) => panic!("signed {n:?}"),
+    };
+    assert!(refused(note("   "), "p-sian").contains("needs text"));
+    assert!(refused(note("Seen."), "p-nobody").contains("not on this device"));
+    let bad_vitals = NoteInput {
+        vitals: Some(json!({"rr": 0, "pulse": 80})),
+        ..note("x")
+    };
+    let message = refused(bad_vitals, "p-sian");
+    assert!(message.contains("respiratory rate"), "{message}");
+    let unknown_field = NoteInput {
+        vitals: Some(json!({"heart": 80})),
+        ..note("x")
+    };
+    assert!(refused(unknown_field, "p-sian").contains("heart"));
+    let unlisted = NoteInput {
+        problem: Some("12345".into()),
+        ..note("x")
+    };
+    assert!(refused(unlisted, "p-sian").contains("pick list"));
+    // An amendment names a note of the same patient.
+    let sian = device.write_note("p-sian", note("First visit.")).unwrap();
+    let wrong = NoteInput {
+        replaces: Some(sian.id.clone()),
+        ..note("Amended")
+    };
+    assert!(refused(wrong, "p-zoe").contains("not a note of this patient"));
+    let amended = device
+        .write_note(
+            "p-sian",
+            NoteInput {
+                replaces: Some(sian.id.clone()),
+                ..note("First visit (corrected).")
+            },
+        )
+        .unwrap();
+    assert_eq!(amended.replaces.as_deref(), Some(sian.id.as_str()));
+    // The earlier note is kept as it was signed.
+    let notes = device.notes(Some("p-sian")).unwrap();
+    assert_eq!(notes.len(), 2);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.id == sian.id && n.text == "First visit.")
+    );
+    assert_eq!(device.status().unwrap().waiting, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_survives_a_lock_and_goes_with_its_note() {
+    let (device, _log, dir) = device_with_two_patients(vec![]).await;
+    device.save_draft("p-sian", "Dressing changed, ").unwrap();
+    drop(device); // the lock: the database is closed and the key gone
+    let device = Device::unlock(dir.path(), "2468").unwrap();
+    assert_eq!(
+        device.draft("p-sian").unwrap().as_deref(),
+        Some("Dressing changed, ")
+    );
+    device
+        .write_note("p-sian", note("Dressing changed, wound clean."))
+        .unwrap();
+    assert_eq!(device.draft("p-sian").unwrap(), None);
+    // The draft is in the encrypted file: nothing of it is readable without the key.
+    device
+        .save_draft("p-zoe", "Zoë: new confusion noted")
+        .unwrap();
+    drop(device);
+    for name in [files::CACHE_FILE, "cache.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("new confusion"),
+            "{name} holds the draft in clear"
         );
     }
 }

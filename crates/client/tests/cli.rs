@@ -202,4 +202,42 @@ async fn enrol_sync_list_show_status() {
     let o = doorstep(dir, &["show", nhs]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(name));
+
+    // Offline, a note is signed and waits; what could never be accepted is refused here.
+    let o = doorstep(
+        dir,
+        &[
+            "note",
+            spaced,
+            "--text",
+            "Wound redressed; healing.",
+            "--vitals",
+            r#"{"rr":21,"spo2":95,"scale":1,"o2":false,"sbp":118,"pulse":92,"acvpu":"A","temp":37.4}"#,
+            "--problem",
+            "399912005",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    // RR 21 scores 2, SpO2 95 scores 1, pulse 92 scores 1: NEWS2 4, a complete set.
+    assert!(stdout(&o).contains("NEWS2 4 ("), "{}", stdout(&o));
+    assert!(stdout(&o).contains("waiting"), "{}", stdout(&o));
+    let o = doorstep(dir, &["note", spaced, "--vitals", r#"{"rr":0}"#]).await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("respiratory rate"), "{}", stderr(&o));
+    let o = doorstep(dir, &["note", spaced, "--problem", "12345"]).await;
+    assert!(stderr(&o).contains("pick list"), "{}", stderr(&o));
+    let o = doorstep(dir, &["notes", spaced]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("Pressure ulcer"), "{}", stdout(&o));
+    let o = doorstep(dir, &["status"]).await;
+    assert!(stdout(&o).contains("waiting: 1"), "{}", stdout(&o));
+    // A sync with the server gone keeps it waiting and says why it did not go.
+    let o = doorstep(dir, &["sync"]).await;
+    assert!(!o.status.success());
+    let o = doorstep(dir, &["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["waiting"], 1);
+    assert!(status["last_push_error"].is_string(), "{status}");
 }

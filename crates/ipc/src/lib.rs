@@ -34,6 +34,25 @@ pub mod commands {
     pub const SYNC_NOW: &str = "sync_now";
     /// `() -> SyncStatus` (no network, except a reachability probe)
     pub const SYNC_STATUS: &str = "sync_status";
+    /// `{ patient_id: String, note: NoteForm } -> NoteSummary` (signs the note into the outbox)
+    pub const WRITE_NOTE: &str = "write_note";
+    /// `{ patient_id: String } -> Vec<NoteSummary>` (the notes written on this device)
+    pub const NOTES: &str = "notes";
+    /// `{ patient_id: String, draft: String } -> ()`
+    pub const SAVE_DRAFT: &str = "save_draft";
+    /// `{ patient_id: String } -> Option<String>`
+    pub const DRAFT: &str = "draft";
+}
+
+/// What the note composer signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteForm {
+    pub text: String,
+    pub vitals: Option<doorstep_record::news2::Vitals>,
+    /// A SNOMED CT code of `doorstep_record::problems::PICK_LIST`.
+    pub problem: Option<String>,
+    /// The note this one amends.
+    pub replaces: Option<String>,
 }
 
 /// Where the app is: what screen it can show.
@@ -102,6 +121,35 @@ pub struct ListRow {
     pub alerts: Vec<String>,
 }
 
+/// Where a note the user wrote stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum NoteState {
+    /// Signed and on this device, waiting to be sent.
+    Waiting,
+    /// The federation has it and sends it to the patient's registered practice.
+    Accepted { at: DateTime<Utc> },
+    /// The federation refused it; it stays here with the reason.
+    Rejected { reason: String },
+}
+
+/// A note the user wrote, as the record screen and `doorstep notes` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteSummary {
+    /// The note's id (made on the device).
+    pub id: String,
+    pub patient_id: String,
+    pub signed_at: DateTime<Utc>,
+    pub text: String,
+    /// The NEWS2 total and band when vitals were recorded: `NEWS2 5 (medium)`.
+    pub news2: Option<String>,
+    /// `38341003 Hypertensive disorder`.
+    pub problem: Option<String>,
+    /// The note this one replaces.
+    pub replaces: Option<String>,
+    pub state: NoteState,
+}
+
 /// Items withheld from one section, by count only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Withheld {
@@ -133,8 +181,15 @@ pub struct SyncStatus {
     pub waiting: u32,
     /// The last sync error, in words.
     pub last_error: Option<String>,
+    /// The last error sending the outbox, in words (notes stay waiting and are sent again).
+    #[serde(default)]
+    pub last_push_error: Option<String>,
     /// A sync is running now.
     pub syncing: bool,
+    /// The server asked for a rebuild at this time and it has not completed: the records shown
+    /// are the copy from before, kept until the new one is complete.
+    #[serde(default)]
+    pub rebuilding_since: Option<DateTime<Utc>>,
 }
 
 /// Error kinds the UI branches on.

@@ -13,6 +13,19 @@
 //! | POST   | `/auth/enrol`     | [`EnrolRequest`]    | [`EnrolResponse`]             |
 //! | POST   | `/auth/refresh`   | [`RefreshRequest`]  | [`TokenResponse`]             |
 //! | GET    | `/sync/pull`      | `?cursor=` (opt.)   | [`PullPage`] (gzip) or 410 [`ResyncRequired`] |
+//! | POST   | `/sync/push`      | [`PushRequest`]     | [`PushResponse`]              |
+//! | POST   | `/import`         | FHIR Bundle (practice credential) | [`ImportSummary`] or 422 [`ImportProblem`] |
+//! | GET    | `/practice/inbox` | - (practice credential) | FHIR Bundle of new notes  |
+//! | POST   | `/practice/inbox/ack` | [`AckRequest`] (practice credential) | [`AckResponse`] |
+//!
+//! # The push contract
+//!
+//! The device keeps what it writes (notes; later record-view audit events) in an outbox apart
+//! from its cache, each item with an id it made itself (a UUID). It sends them oldest first,
+//! at most [`PUSH_MAX_ITEMS`] a request, and may send an item any number of times: the server
+//! stores each id once and answers every item on its own ([`PushOutcome`]), so a lost answer
+//! is repaired by sending again, and a rejected item never holds back the others. An item the
+//! device sent before comes back [`PushOutcome::Duplicate`] with the first answer.
 //!
 //! Errors other than 410 carry an [`ApiError`] body.
 //!
@@ -203,6 +216,129 @@ pub struct ResyncRequired {
     pub message: String,
 }
 
+/// Most items in one push.
+pub const PUSH_MAX_ITEMS: usize = 100;
+
+/// Kind of a [`PushItem`] that carries a consultation note ([`NoteBody`]).
+pub const PUSH_KIND_NOTE: &str = "note";
+
+/// Body of `POST /api/v1/sync/push`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub items: Vec<PushItem>,
+}
+
+/// One outbox item. The kind is open (`note` today; record-view events and acknowledgements
+/// later): a kind the server does not know is rejected, never an error of the whole push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushItem {
+    /// Made on the device (UUID v4); the server stores an item once by it.
+    pub id: String,
+    /// [`PUSH_KIND_NOTE`], ...
+    pub kind: String,
+    /// The patient the item is about (the server's patient id, as pulled).
+    pub patient_id: String,
+    /// When the device made the item, by its own clock (notes are written offline).
+    pub created_at: DateTime<Utc>,
+    /// The kind's body: a [`NoteBody`] for a note.
+    pub body: serde_json::Value,
+}
+
+/// A signed consultation note. Never edited once signed: an amendment is a new note whose
+/// `replaces` names the earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteBody {
+    /// Free text (may be empty when vitals are recorded).
+    pub text: String,
+    /// Vital signs in the form `doorstep_record::news2::Vitals` reads (`rr`, `spo2`, `scale`,
+    /// `o2`, `sbp`, `pulse`, `acvpu`, `temp`), when any were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vitals: Option<serde_json::Value>,
+    /// A coded problem from the local SNOMED CT pick list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<NoteProblem>,
+    /// The id of the note this one amends and replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// When the author signed it.
+    pub signed_at: DateTime<Utc>,
+}
+
+/// A SNOMED CT concept chosen for a note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteProblem {
+    pub code: String,
+    pub display: String,
+}
+
+/// Answer of `POST /api/v1/sync/push`: one result per item, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResponse {
+    pub results: Vec<PushResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResult {
+    pub id: String,
+    pub outcome: PushOutcome,
+}
+
+/// What became of one pushed item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// Stored now; it goes to the patient's registered practice.
+    Accepted { accepted_at: DateTime<Utc> },
+    /// Stored before (this is a resend): the first answer.
+    Duplicate { first: FirstOutcome },
+    /// Refused, with the reason for its author; nothing of it is stored but the refusal.
+    Rejected { reason: String },
+}
+
+/// The first answer an item got, repeated for a resend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum FirstOutcome {
+    Accepted { accepted_at: DateTime<Utc> },
+    Rejected { reason: String },
+}
+
+/// What a practice's system says of a note it fetched from its inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// The practice's system has it.
+    Received,
+    /// Filed in the patient's GP record.
+    Filed,
+    /// Not filed; `reason` says why.
+    Rejected,
+}
+
+/// Body of `POST /api/v1/practice/inbox/ack`. Checked whole before anything changes: one bad
+/// acknowledgement refuses the request (4xx) and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRequest {
+    pub acks: Vec<Ack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The note's id (its Composition's id in the inbox Bundle).
+    pub note_id: String,
+    pub status: AckStatus,
+    /// Required with `rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Answer of an accepted `POST /api/v1/practice/inbox/ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckResponse {
+    /// Acknowledgements that changed a note's state (a repeat of the same state is not one).
+    pub changed: usize,
+}
+
 /// Answer of `POST /api/v1/import`: what a member practice's bundle changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportSummary {
@@ -244,6 +380,45 @@ pub struct ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The push answer's JSON, as the OpenAPI document describes it.
+    #[test]
+    fn push_outcomes_are_tagged_by_status() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T09:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let results = PushResponse {
+            results: vec![
+                PushResult {
+                    id: "a".into(),
+                    outcome: PushOutcome::Accepted { accepted_at: at },
+                },
+                PushResult {
+                    id: "b".into(),
+                    outcome: PushOutcome::Duplicate {
+                        first: FirstOutcome::Rejected {
+                            reason: "not on your list".into(),
+                        },
+                    },
+                },
+            ],
+        };
+        assert_eq!(
+            serde_json::to_value(&results).unwrap(),
+            serde_json::json!({"results": [
+                {"id": "a", "outcome": {"status": "accepted", "accepted_at": "2026-12-01T09:30:00Z"}},
+                {"id": "b", "outcome": {"status": "duplicate",
+                                        "first": {"status": "rejected", "reason": "not on your list"}}},
+            ]})
+        );
+        let ack: AckRequest =
+            serde_json::from_str(r#"{"acks":[{"note_id":"n1","status":"filed"}]}"#).unwrap();
+        assert_eq!(ack.acks[0].status, AckStatus::Filed);
+        assert!(
+            serde_json::from_str::<AckRequest>(r#"{"acks":[{"note_id":"n1","status":"lost"}]}"#)
+                .is_err()
+        );
+    }
 
     #[test]
     fn change_is_tagged_by_op() {

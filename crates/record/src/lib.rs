@@ -19,6 +19,11 @@
 //!   [`fhir::parse_bundle`] reads bundles leniently; [`fhir::validate_for_import`] is the strict
 //!   gate of the import, whole bundle or nothing, with errors naming the entry, the resource and
 //!   the element.
+//! - [`news2`]: the National Early Warning Score 2 (RCP, 2017) of a set of vital signs, partial
+//!   sets included, with the RCP's risk bands and clinical responses, range checks and the JSON
+//!   form a command line passes.
+//! - [`problems`]: the local SNOMED CT pick list of problems a note may carry, and the
+//!   well-formedness check of a concept id (Verhoeff check digit, partition).
 //! - [`Section`]: the record's sections, as agreements share them and tabs show them.
 //! - [`agreement`] and [`sensitive`]: sharing agreements and their evaluation per resource,
 //!   role and practice; the four RCGP exclusion sets and confidential items always withheld.
@@ -70,7 +75,9 @@ pub mod agreement;
 pub mod coding;
 pub mod fhir;
 mod json;
+pub mod news2;
 pub mod nhs;
+pub mod problems;
 pub mod section;
 pub mod sensitive;
 pub mod synthetic;

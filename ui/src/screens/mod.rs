@@ -1,10 +1,12 @@
 //! One component per screen of DESIGN.md section 8 delivered so far.
 
+mod composer;
 mod enrol;
 mod list;
 mod record;
 mod unlock;
 
+pub use composer::ComposerScreen;
 pub use enrol::{EnrolScreen, FieldErrors, validate_enrol};
 pub use list::ListScreen;
 pub use record::RecordScreen;

@@ -138,6 +138,7 @@ fn back_to_list(ctx: Ctx) {
 #[component]
 pub fn RecordScreen(patient_id: String) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let compose_for = StoredValue::new(patient_id.clone());
     let record = RwSignal::new(Load::<PatientRecord>::Loading);
     let tab = RwSignal::new(Tab::Summary);
     let latest = StoredValue::new(0u64);
@@ -188,6 +189,18 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
                 >
                     "← My list"
                     <span class="key-hint">"Esc"</span>
+                </button>
+                <button
+                    id="write-note"
+                    class="button"
+                    type="button"
+                    on:click=move |_| {
+                        ctx.screen.set(Screen::Compose {
+                            patient_id: compose_for.get_value(),
+                        })
+                    }
+                >
+                    "Write note"
                 </button>
             </div>
             {move || match record.get() {
@@ -340,7 +353,7 @@ fn section_count(v: &doorstep_ipc::RecordView, tab: Tab) -> Option<usize> {
 }
 
 #[component]
-fn Banner(
+pub(crate) fn Banner(
     list_reason: String,
     patient: PatientDetails,
     allergies: Vec<AllergyItem>,

@@ -114,8 +114,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Sync state: last sync, server reachable, patients cached.
+    /// Sync state: last sync, server reachable, patients cached, items waiting to be sent.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write and sign a consultation note for a patient on your list; it is sent to the
+    /// patient's registered practice at the next sync (it waits here while offline).
+    Note {
+        /// Ten digits, spaces allowed: "999 123 4567".
+        nhs_number: String,
+        /// The note's text.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        text: String,
+        /// Vital signs as JSON: {"rr":18,"spo2":96,"scale":1,"o2":false,"sbp":120,
+        /// "pulse":80,"acvpu":"A","temp":37.1} (any subset).
+        #[arg(long, value_name = "JSON")]
+        vitals: Option<String>,
+        /// A SNOMED CT code from the problem pick list.
+        #[arg(long, value_name = "SNOMED_CODE")]
+        problem: Option<String>,
+        /// The id of an earlier note of this patient that this one amends and replaces.
+        #[arg(long, value_name = "NOTE_ID")]
+        replaces: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The notes written on this device and where each stands (one patient's when given).
+    Notes {
+        nhs_number: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +262,54 @@ async fn run(cli: Cli) -> Result<()> {
                 out!("{}", record_text(&record));
             }
         }
+        Command::Note {
+            nhs_number,
+            text,
+            vitals,
+            problem,
+            replaces,
+            json,
+        } => {
+            let device = unlock(&dir)?;
+            let patient_id = patient_on_device(&device, &nhs_number)?;
+            let vitals = vitals
+                .map(|v| {
+                    serde_json::from_str::<serde_json::Value>(&v)
+                        .map_err(|e| anyhow!("--vitals is not JSON: {e}"))
+                })
+                .transpose()?;
+            let note = device.write_note(
+                &patient_id,
+                doorstep_client::NoteInput {
+                    text,
+                    vitals,
+                    problem,
+                    replaces,
+                },
+            )?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&note)?);
+            } else {
+                outln!("{}", note_line(&note));
+                outln!("Signed. It waits on this device and goes at the next sync.");
+            }
+        }
+        Command::Notes { nhs_number, json } => {
+            let device = unlock(&dir)?;
+            let patient_id = nhs_number
+                .map(|n| patient_on_device(&device, &n))
+                .transpose()?;
+            let notes = device.notes(patient_id.as_deref())?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&notes)?);
+            } else if notes.is_empty() {
+                outln!("No notes written on this device.");
+            } else {
+                for note in &notes {
+                    outln!("{}", note_line(note));
+                }
+            }
+        }
         Command::Status { json } => {
             let device = unlock(&dir)?;
             device.probe_server().await;
@@ -266,7 +341,16 @@ async fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_else(|| "never".into())
                 );
                 outln!("Patients:     {}", status.patients);
-                outln!("Waiting:      {}", status.waiting);
+                outln!("waiting: {}", status.waiting);
+                if let Some(e) = &status.last_push_error {
+                    outln!("Last push error: {e}");
+                }
+                if let Some(since) = status.rebuilding_since {
+                    outln!(
+                        "Rebuilding:   since {} (the records are the copy from before, kept until the rebuild completes)",
+                        local_time(since)
+                    );
+                }
                 if let Some(e) = &status.last_error {
                     outln!("Last error:   {e}");
                 }
@@ -274,6 +358,42 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The patient id of an NHS number on this device, or an error saying which.
+fn patient_on_device(device: &doorstep_client::Device, nhs_number: &str) -> Result<String> {
+    let nhs = NhsNumber::parse(nhs_number)
+        .map_err(|e| anyhow!("'{nhs_number}' is not a valid NHS number: {e}"))?;
+    device
+        .find_patient(&nhs)?
+        .ok_or_else(|| anyhow!("No patient with NHS number {nhs} is on this device."))
+}
+
+/// One line a note: id, when, state, NEWS2 and the start of the text.
+fn note_line(note: &doorstep_ipc::NoteSummary) -> String {
+    let state = match &note.state {
+        doorstep_ipc::NoteState::Waiting => "waiting".to_owned(),
+        doorstep_ipc::NoteState::Accepted { at } => format!("accepted {}", local_time(*at)),
+        doorstep_ipc::NoteState::Rejected { reason } => format!("rejected: {reason}"),
+    };
+    let mut parts = vec![note.id.clone(), local_time(note.signed_at), state];
+    parts.extend(note.news2.clone());
+    parts.extend(note.problem.clone());
+    if let Some(earlier) = &note.replaces {
+        parts.push(format!("replaces {earlier}"));
+    }
+    let text: String = note.text.chars().take(60).collect();
+    if !text.is_empty() {
+        parts.push(format!(
+            "“{text}{}”",
+            if note.text.chars().count() > 60 {
+                "…"
+            } else {
+                ""
+            }
+        ));
+    }
+    parts.join("  ")
 }
 
 /// The PIN from DOORSTEP_PIN or a silent prompt.
