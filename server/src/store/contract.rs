@@ -12,6 +12,7 @@
 //! | [`FeedStore`]     | the change feed: pull snapshots, member sets, pruning           |
 //! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
 //! | [`SourceStore`]   | the credentials member practices' source systems import with    |
+//! | [`NoteStore`]     | pushed notes (stored once by client id) and their delivery state |
 //!
 //! [`Store`] is their union and has a blanket implementation, so a backend implements the five
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
@@ -44,9 +45,10 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite,
-    ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow, ServiceRow,
-    SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
+    AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis, ImportKeys,
+    ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow, PlannedImport,
+    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, TokenPair, TokenRow,
+    UserRow,
 };
 
 /// Practices, patients and their resources; reading and applying imports.
@@ -244,13 +246,40 @@ pub trait SourceStore: Send + Sync {
     -> Result<Option<SourceCredentialRow>, StoreError>;
 }
 
+/// Pushed notes and their delivery to the registered practice. What is accepted, rejected or
+/// acknowledged is decided in [`crate::notes`]; the backend stores rows.
+#[async_trait]
+pub trait NoteStore: Send + Sync {
+    /// Insert `row` unless a note with its id is stored (`ON CONFLICT DO NOTHING`); then write
+    /// nothing and answer the stored row.
+    async fn insert_note(&self, row: NoteRow) -> Result<NoteInsert, StoreError>;
+    async fn note(&self, id: &str) -> Result<Option<NoteRow>, StoreError>;
+    /// Accepted notes addressed to practice `ods` whose delivery state is one of `states`,
+    /// oldest first (by arrival, then id).
+    async fn notes_for_practice(
+        &self,
+        ods: &str,
+        states: &[DeliveryState],
+    ) -> Result<Vec<NoteRow>, StoreError>;
+    /// In one transaction, each note's delivery state, time and reason, if every note is still
+    /// in its `expected` state; else write nothing and answer [`StoreError::Stale`].
+    async fn set_note_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<(), StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
 pub trait Store:
-    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + SourceStore
+    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + SourceStore + NoteStore
 {
 }
 
 impl<T> Store for T where
-    T: RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + SourceStore + ?Sized
+    T: RecordStore
+        + IdentityStore
+        + ListStore
+        + FeedStore
+        + AuditStore
+        + SourceStore
+        + NoteStore
+        + ?Sized
 {
 }

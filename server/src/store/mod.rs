@@ -35,7 +35,8 @@ pub mod url;
 use std::sync::Arc;
 
 pub use contract::{
-    AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, RecordStore, SourceStore, Store,
+    AuditStore, FeedSnapshot, FeedStore, IdentityStore, ListStore, NoteStore, RecordStore,
+    SourceStore, Store,
 };
 // Callers name rows as `store::PatientRow`; the rows module is where they live.
 pub use rows::*;
