@@ -352,7 +352,7 @@ pub enum NoteInsert {
     /// The row is new.
     Inserted,
     /// A row with this id was already stored (nothing was written): the first one.
-    Existing(NoteRow),
+    Existing(Box<NoteRow>),
 }
 
 /// A delivery-state change to write, if the note is still in `expected`.

@@ -1617,7 +1617,7 @@ impl NoteStore for SqliteStore {
                 let first = read_note(&tx, &row.id)?.ok_or_else(|| {
                     StoreError::Backend(format!("note {} neither inserted nor found", row.id))
                 })?;
-                NoteInsert::Existing(first)
+                NoteInsert::Existing(Box::new(first))
             };
             tx.commit()?;
             Ok(answer)
@@ -1868,7 +1868,7 @@ mod tests {
         let again = note_row("n1", &user, &device, NoteOutcome::Rejected);
         assert_eq!(
             store.insert_note(again).await.unwrap(),
-            NoteInsert::Existing(first.clone())
+            NoteInsert::Existing(Box::new(first.clone()))
         );
         assert_eq!(store.note("n1").await.unwrap(), Some(first.clone()));
         let rejected = note_row("n2", &user, &device, NoteOutcome::Rejected);
