@@ -349,6 +349,7 @@ async fn a_note_goes_to_the_practice_once_and_its_filing_comes_back_to_the_autho
     let mut vitals = body.clone();
     vitals["vitals"]["spo2"] = json!(140);
     let blank = json!({"text": " ", "signed_at": Utc::now()});
+    let elsewhere = uuid::Uuid::new_v4().to_string();
     let answer: PushResponse = push(
         &http,
         &base,
@@ -360,6 +361,12 @@ async fn a_note_goes_to_the_practice_once_and_its_filing_comes_back_to_the_autho
                 &fine,
                 &patient.id,
                 json!({"text": "Phoned daughter", "signed_at": Utc::now(), "replaces": note_id}),
+            ),
+            // An amendment must be of a note of the same patient.
+            note_item(
+                &elsewhere,
+                &caseload[1],
+                json!({"text": "Amended", "signed_at": Utc::now(), "replaces": note_id}),
             ),
         ],
     )
@@ -381,6 +388,11 @@ async fn a_note_goes_to_the_practice_once_and_its_filing_comes_back_to_the_autho
         answer.results[2].outcome,
         PushOutcome::Accepted { .. }
     ));
+    assert!(
+        matches!(&answer.results[3].outcome, PushOutcome::Rejected { reason } if reason.starts_with("body.replaces") && reason.contains("another patient")),
+        "{:?}",
+        answer.results[3]
+    );
     // More than a push may hold is refused whole.
     let many: Vec<PushItem> = (0..=PUSH_MAX_ITEMS)
         .map(|_| note_item(&uuid::Uuid::new_v4().to_string(), &patient.id, body.clone()))
@@ -410,6 +422,12 @@ async fn a_note_goes_to_the_practice_once_and_its_filing_comes_back_to_the_autho
         pulled
             .iter()
             .any(|(_, r)| r.id == format!("{note_id}-news2"))
+    );
+    let amendment = composition(&changes, &fine).unwrap();
+    assert_eq!(amendment.json["status"], "amended");
+    assert_eq!(
+        amendment.json["relatesTo"][0]["targetReference"]["reference"],
+        format!("Composition/{note_id}")
     );
     // The note refused for the stranger never reached anything.
     assert!(
@@ -584,8 +602,68 @@ async fn a_note_goes_to_the_practice_once_and_its_filing_comes_back_to_the_autho
     )
     .await;
     assert_eq!(flip.status(), 409);
-    let (changes, _) = pull_all(&http, &base, &nurse, Some(cursor)).await;
+    let (changes, next) = pull_all(&http, &base, &nurse, Some(cursor)).await;
+    cursor = next;
     assert!(composition(&changes, &note_id).is_none());
+
+    // ---- a note stored but never written back (the server stopped in between) is written
+    // back when the device sends it again, answered as the duplicate it is ----
+    let interrupted = uuid::Uuid::new_v4().to_string();
+    let nurse_row = store.user_by_username("nurse.demo").await.unwrap().unwrap();
+    let device_id = store
+        .audit_rows()
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| r.event.action == "note_accepted")
+        .and_then(|r| r.event.actor.strip_prefix("device:").map(str::to_owned))
+        .unwrap();
+    let stored_at = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let interrupted_body = json!({"text": "Bloods taken", "signed_at": Utc::now()});
+    store
+        .insert_note(store::NoteRow {
+            id: interrupted.clone(),
+            patient_id: patient.id.clone(),
+            author_user_id: nurse_row.id.clone(),
+            device_id,
+            service_id: nurse_row.service_id.clone(),
+            kind: PUSH_KIND_NOTE.into(),
+            body: Some(interrupted_body.to_string()),
+            created_at: stored_at,
+            received_at: stored_at,
+            outcome: store::NoteOutcome::Accepted,
+            reason: None,
+            delivery: Some(DeliveryState::Accepted),
+            delivery_at: Some(stored_at),
+            delivery_reason: None,
+            practice_ods: Some(home.clone()),
+        })
+        .await
+        .unwrap();
+    let resent: PushResponse = push(
+        &http,
+        &base,
+        &nurse,
+        vec![note_item(&interrupted, &patient.id, interrupted_body)],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        resent.results[0].outcome,
+        PushOutcome::Duplicate {
+            first: FirstOutcome::Accepted {
+                accepted_at: stored_at
+            }
+        }
+    );
+    let (changes, _) = pull_all(&http, &base, &nurse, Some(cursor)).await;
+    assert!(composition(&changes, &interrupted).is_some());
+    assert_eq!(
+        inbox_notes(&inbox(&http, &base, &home_auth).await),
+        vec![interrupted]
+    );
 
     // ---- other services: the hub (its agreement shares notes) sees the note; the
     // ambulance (summary, problems, ... but not notes) sees the patient without it ----

@@ -967,6 +967,30 @@ mod tests {
         }
     }
 
+    /// The write-back passes the import's strict gate (ids, references, codings with system
+    /// and code), beside its Patient, and keeps the source stamp of the authoring service.
+    #[test]
+    fn the_resources_pass_the_strict_import_check() {
+        use crate::coding::NHS_NUMBER_SYSTEM;
+        use crate::fhir::{parse_bundle, validate_for_import};
+        let mut entries = vec![json!({"resource": {"resourceType": "Patient", "id": "p1",
+            "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}],
+            "generalPractitioner": [{"identifier": {"system": ODS_SYSTEM, "value": "A81001"}}]}})];
+        entries.extend(
+            writeback_resources(&note())
+                .into_iter()
+                .map(|r| json!({"resource": r.json})),
+        );
+        let text = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+        let plan = validate_for_import(&parse_bundle(&text.to_string()).unwrap()).unwrap();
+        assert_eq!(plan.resources.len(), 12);
+        assert!(
+            plan.resources[1..]
+                .iter()
+                .all(|r| r.source_ods().as_deref() == Some("riverside-dn"))
+        );
+    }
+
     #[test]
     fn the_same_note_builds_the_same_json() {
         assert_eq!(writeback_resources(&note()), writeback_resources(&note()));
