@@ -30,7 +30,9 @@
 //!
 //! - **Once.** An item is stored once by its client-made id (`ON CONFLICT DO NOTHING`); a
 //!   resend answers `Duplicate` with the first outcome and writes nothing new. A rejected item
-//!   is stored as rejected (only the refusal: no body), so its resend is `Duplicate{Rejected}`.
+//!   is stored as rejected (only the refusal: no body), so its resend is `Duplicate{Rejected}`;
+//!   the one exception is an id that is not a UUID, refused without being stored (it is no
+//!   key the device can resend by).
 //! - **One item never fails the others**; a store error fails the request (500) and the device
 //!   sends again: everything is idempotent. If the server stopped between storing a note and
 //!   its write-back, the resend (answered `Duplicate`) finds the Composition missing and writes
@@ -840,6 +842,145 @@ async fn sync_composition(store: &dyn Store, row: &NoteRow, ods: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::{self, CASELOAD_LIST, DemoSpec};
+    use crate::store::{self as stores, DatabaseUrl};
+
+    /// A small demo federation: (store, nurse, her device, a caseload patient, dir).
+    async fn nurse_with_patient() -> (
+        std::sync::Arc<dyn Store>,
+        UserRow,
+        DeviceRow,
+        String,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::in_data_dir(dir.path());
+        demo::seed_async(
+            dir.path(),
+            &url,
+            &DemoSpec::small(3, Utc::now().date_naive()),
+        )
+        .await
+        .unwrap();
+        let store = stores::open(&url).await.unwrap();
+        let user = store.user_by_username("nurse.demo").await.unwrap().unwrap();
+        let device_id = store
+            .create_device(&user.id, "tablet", Utc::now())
+            .await
+            .unwrap();
+        let device = store.device(&device_id).await.unwrap().unwrap();
+        let patient = store.list_entries(CASELOAD_LIST).await.unwrap()[0]
+            .patient_id
+            .clone();
+        (store, user, device, patient, dir)
+    }
+
+    fn item(id: &str, patient: &str, body: Value) -> PushItem {
+        PushItem {
+            id: id.into(),
+            kind: PUSH_KIND_NOTE.into(),
+            patient_id: patient.into(),
+            created_at: Utc::now(),
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_rule_refuses_naming_its_field_and_a_bad_id_is_not_stored() {
+        let (store, user, device, patient, _dir) = nurse_with_patient().await;
+        let now = Utc::now();
+        let id = || uuid::Uuid::new_v4().to_string();
+        let itself = id();
+        let cases = vec![
+            (
+                item(
+                    "not-a-uuid",
+                    &patient,
+                    json!({"text": "x", "signed_at": now}),
+                ),
+                "id:",
+            ),
+            (
+                item(&id(), &patient, json!({"text": "x"})),
+                "body: not a consultation note",
+            ),
+            (
+                item(
+                    &id(),
+                    &patient,
+                    json!({"text": "", "signed_at": now, "vitals": {"hr": 80}}),
+                ),
+                "body.vitals: unknown field `hr`",
+            ),
+            (
+                item(
+                    &id(),
+                    &patient,
+                    json!({"text": "", "signed_at": now, "vitals": {}}),
+                ),
+                "body: the note is empty",
+            ),
+            (
+                item(
+                    &id(),
+                    &patient,
+                    json!({"text": "x", "signed_at": now,
+                    "problem": {"code": "leg ulcer", "display": "Leg ulcer"}}),
+                ),
+                "body.problem.code",
+            ),
+            (
+                item(
+                    &itself,
+                    &patient,
+                    json!({"text": "x", "signed_at": now, "replaces": itself}),
+                ),
+                "body.replaces: a note cannot replace itself",
+            ),
+            (
+                item(
+                    &id(),
+                    &patient,
+                    json!({"text": "x", "signed_at": now, "replaces": id()}),
+                ),
+                "body.replaces",
+            ),
+        ];
+        let (items, expected): (Vec<PushItem>, Vec<&str>) = cases.into_iter().unzip();
+        let answer = push(store.as_ref(), &device, &user, PushRequest { items }, now)
+            .await
+            .unwrap();
+        for (result, want) in answer.results.iter().zip(expected) {
+            match &result.outcome {
+                PushOutcome::Rejected { reason } => {
+                    assert!(reason.starts_with(want), "{want}: {reason}")
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        // Stored as rejected (a resend is a duplicate), except the id that is no key.
+        assert!(store.note("not-a-uuid").await.unwrap().is_none());
+        let row = store.note(&itself).await.unwrap().unwrap();
+        assert_eq!((row.outcome, row.body), (NoteOutcome::Rejected, None));
+        // Nothing of a refused note entered the record.
+        assert!(
+            store
+                .patient_resources(&patient)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| !r.id.starts_with(&itself))
+        );
+        let too_many = PushRequest {
+            items: (0..=PUSH_MAX_ITEMS)
+                .map(|_| item(&id(), &patient, json!({})))
+                .collect(),
+        };
+        assert!(matches!(
+            push(store.as_ref(), &device, &user, too_many, now).await,
+            Err(PushFailure::TooManyItems(101))
+        ));
+    }
 
     fn entry(kind: ListKind) -> ListEntryRow {
         ListEntryRow {

@@ -46,6 +46,12 @@
 //!   [`crate::Section::Notes`]), the source stamp of the authoring service (as the import
 //!   stamps a practice: [`crate::fhir::stamp_source`]), `meta.source` naming the service, and
 //!   the origin extension.
+//! - **All of a note is in [`crate::Section::Notes`]**, its Encounter, Observations and Condition
+//!   too, not in encounters, observations and problems: they are the note's content, so they
+//!   travel with it and with its visibility (the author's service always; other services only
+//!   through an agreement sharing notes). An agreement sharing observations but not notes must
+//!   not receive another service's vital signs piecemeal, and a problem coded in a note is not
+//!   the practice's problem list until the practice files it.
 //! - Ids are derived from the note id (`<id>-<suffix>`), so a note id that is a valid FHIR id
 //!   of at most 50 characters (a UUID is 36) gives valid ids.
 //! - Free text only ever reaches XHTML escaped ([`escape_xhtml`]).
