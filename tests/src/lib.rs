@@ -126,3 +126,44 @@ pub fn totp_for(secret: &str, offset_secs: u64) -> String {
         .as_secs();
     totp.generate(now + offset_secs)
 }
+
+/// What the independent FHIR R4 check (fhir.resources 6.4.0 in `DOORSTEP_FHIR_PYTHON`, set by
+/// `cargo xtask test`) says of a Bundle: `Ok` with its summary, or `Err` with what it refused.
+/// `None` when the check is not installed here (a plain `cargo test`); under `cargo xtask test`
+/// a missing check is a failure.
+pub fn fhir_check(bundle: &str) -> Option<Result<String, String>> {
+    use std::io::Write;
+    let python = match std::env::var_os("DOORSTEP_FHIR_PYTHON").map(PathBuf::from) {
+        Some(p) if p.is_file() => p,
+        _ if std::env::var_os("DOORSTEP_E2E_REQUIRED").is_some() => {
+            panic!("DOORSTEP_FHIR_PYTHON does not name the FHIR check's Python")
+        }
+        _ => {
+            eprintln!("the FHIR check is not installed here; `cargo xtask test` runs it");
+            return None;
+        }
+    };
+    let script = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("fhir/validate_bundle.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the FHIR check");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(bundle.as_bytes())
+        .expect("send the bundle");
+    let out = child.wait_with_output().expect("the FHIR check ran");
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Some(if out.status.success() {
+        Ok(said)
+    } else {
+        Err(said)
+    })
+}

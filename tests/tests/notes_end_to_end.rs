@@ -98,6 +98,20 @@ async fn a_note_signed_on_the_device_is_filed_at_the_practice_and_the_device_say
         .await
         .unwrap();
     assert_eq!(inbox["resourceType"], "Bundle");
+    // Valid FHIR R4 for an independent library, which does refuse what is not.
+    if let Some(said) = doorstep_e2e::fhir_check(&inbox.to_string()) {
+        let said =
+            said.unwrap_or_else(|why| panic!("the inbox Bundle is not valid FHIR R4: {why}"));
+        assert!(said.starts_with("ok"), "{said}");
+        let mut broken = inbox.clone();
+        broken["entry"][0]["resource"]["subject"] = json!("Patient/not-a-reference-object");
+        assert!(
+            doorstep_e2e::fhir_check(&broken.to_string())
+                .unwrap()
+                .is_err(),
+            "the check must refuse a malformed reference"
+        );
+    }
     let compositions: Vec<&Value> = inbox["entry"]
         .as_array()
         .unwrap()

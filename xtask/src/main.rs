@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Debian packages the build and the tests need.
+/// Debian packages the build and the tests need (python3-venv: the FHIR check's environment).
 const APT_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -54,6 +54,7 @@ const APT_PACKAGES: &[&str] = &[
     "imagemagick",
     // The server's production store: tests start throwaway clusters (crates/testkit).
     "postgresql",
+    "python3-venv",
 ];
 
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
@@ -186,6 +187,7 @@ fn ensure_deps(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen(root)?;
     ensure_tauri_driver()?;
+    ensure_fhir_validator(root)?;
     eprintln!(
         "xtask: dependencies present ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -282,6 +284,45 @@ fn ensure_tauri_driver() -> Result<()> {
     ]))
 }
 
+/// The independent FHIR R4 check the tests run (tests/fhir/validate_bundle.py): the Python
+/// library fhir.resources at this version (FHIR 4.0.1 models) with pydantic below 2, in a
+/// virtual environment of its own beside the build products.
+const FHIR_RESOURCES: &str = "fhir.resources==6.4.0";
+const PYDANTIC: &str = "pydantic<2";
+
+fn fhir_venv(root: &Path) -> PathBuf {
+    target_dir(root).join("fhir-venv")
+}
+
+/// The Python of the FHIR check's virtual environment.
+fn fhir_python(root: &Path) -> PathBuf {
+    fhir_venv(root).join("bin/python")
+}
+
+fn ensure_fhir_validator(root: &Path) -> Result<()> {
+    let python = fhir_python(root);
+    let check = "import fhir.resources, pydantic; \
+                 assert fhir.resources.__version__ == '6.4.0' and pydantic.VERSION < '2'";
+    if python.is_file() && output_of(Command::new(&python).args(["-c", check])).is_some() {
+        return Ok(());
+    }
+    let system = find_program("python3").context(
+        "python3 is needed for the FHIR check of the tests (apt-get install python3 python3-venv)",
+    )?;
+    run(Command::new(system)
+        .args(["-m", "venv"])
+        .arg(fhir_venv(root)))?;
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        FHIR_RESOURCES,
+        PYDANTIC,
+    ]))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Building
 
@@ -357,6 +398,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ])
     .args(extra)
     .env("DOORSTEP_E2E_REQUIRED", "1")
+    .env("DOORSTEP_FHIR_PYTHON", fhir_python(root))
     .env("DOORSTEP_TEST_ARTIFACTS", root.join("tests/artifacts"));
     run(&mut cmd)?;
     // The UI's own unit tests (formatting, validation) run on the host.
