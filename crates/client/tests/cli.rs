@@ -241,3 +241,122 @@ async fn enrol_sync_list_show_status() {
     assert_eq!(status["waiting"], 1);
     assert!(status["last_push_error"].is_string(), "{status}");
 }
+
+/// A note from `doorstep note` to the practice (`doorstep practice`, the public API with the
+/// practice's own credential) and back: the device's `doorstep notes` says where it was filed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_goes_to_the_practice_and_its_filing_comes_back() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server_dir = tempfile::tempdir().unwrap();
+    let spec = DemoSpec::small(12, Utc::now().date_naive());
+    seed_with(server_dir.path(), &spec).expect("seed");
+    let users = read_demo_users(server_dir.path()).expect("demo users");
+    let nurse = users
+        .iter()
+        .find(|u| u.username == "nurse.demo")
+        .unwrap()
+        .clone();
+    let mut config = ServeConfig::new(server_dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.tls = TlsMode::Dev;
+    let server = start(config).await.expect("server");
+    let device_dir = tempfile::tempdir().unwrap();
+    let dir = device_dir.path();
+    let ca = server.ca_pem_path.to_string_lossy().into_owned();
+    let o = doorstep(
+        dir,
+        &[
+            "enrol",
+            "--server",
+            &server.base_url,
+            "--ca",
+            &ca,
+            "--user",
+            &nurse.username,
+            "--password",
+            &nurse.password,
+            "--totp",
+            &totp_now(&nurse),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(doorstep(dir, &["sync"]).await.status.success());
+    let rows: serde_json::Value =
+        serde_json::from_str(&stdout(&doorstep(dir, &["list", "--json"]).await)).unwrap();
+    let nhs = rows[0]["nhs_number"].as_str().unwrap().to_owned();
+    let patient_id = rows[0]["patient_id"].as_str().unwrap().to_owned();
+    let o = doorstep(dir, &["note", &nhs, "--text", "Seen at home.", "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let note: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let note_id = note["id"].as_str().unwrap().to_owned();
+    assert!(doorstep(dir, &["sync"]).await.status.success());
+    assert!(stdout(&doorstep(dir, &["notes", &nhs]).await).contains("accepted"));
+
+    let store = doorstep_server::store::open(&doorstep_server::store::DatabaseUrl::in_data_dir(
+        server_dir.path(),
+    ))
+    .await
+    .unwrap();
+    let practice = store
+        .patient(&patient_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .practice_ods;
+    let secret =
+        doorstep_server::auth::issue_source_secret(store.as_ref(), &practice, "test", Utc::now())
+            .await
+            .unwrap();
+    let practice_cmd = |args: &[&str], secret: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorstep"));
+        cmd.args([
+            "practice",
+            "--server",
+            &server.base_url,
+            "--ca",
+            &ca,
+            "--practice",
+        ])
+        .arg(&practice)
+        .args(args)
+        .env("DOORSTEP_PRACTICE_SECRET", secret)
+        .env_remove("DOORSTEP_DATA_DIR");
+        cmd
+    };
+    let run = |mut cmd: std::process::Command| async move {
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let o = run(practice_cmd(&["inbox"], &secret)).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&note_id), "{}", stdout(&o));
+    let o = run(practice_cmd(&["inbox"], "dps_wrong")).await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+    let o = run(practice_cmd(
+        &[
+            "ack",
+            "00000000-0000-4000-8000-000000000000",
+            "--status",
+            "filed",
+        ],
+        &secret,
+    ))
+    .await;
+    assert!(!o.status.success(), "an unknown note is refused");
+    let o = run(practice_cmd(
+        &["ack", &note_id, "--status", "filed"],
+        &secret,
+    ))
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("acknowledged"), "{}", stdout(&o));
+
+    assert!(doorstep(dir, &["sync"]).await.status.success());
+    let o = doorstep(dir, &["notes", &nhs]).await;
+    assert!(stdout(&o).contains("filed at"), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&practice), "{}", stdout(&o));
+    server.shutdown().await;
+}

@@ -8,7 +8,15 @@
 //! doorstep list [--search TEXT]
 //! doorstep show NHS_NUMBER [--json]
 //! doorstep status
+//! doorstep note NHS_NUMBER --text TEXT [--vitals JSON] [--problem SNOMED_CODE]
+//! doorstep notes [NHS_NUMBER]
+//! doorstep practice --server URL --ca FILE --practice ODS inbox [--json]
+//! doorstep practice --server URL --ca FILE --practice ODS ack NOTE_ID --status filed
 //! ```
+//!
+//! `doorstep practice` is not the device: it plays a member practice's own GP system, using
+//! only the federation's public API with the practice's credential (`DOORSTEP_PRACTICE_SECRET`,
+//! from `doorstep-server practice add`), to show how a practice system plugs in.
 //!
 //! `--data-dir` (or `DOORSTEP_DATA_DIR`) names the data directory. The PIN comes from
 //! `DOORSTEP_PIN` (for automation) or a prompt that does not echo.
@@ -146,6 +154,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Act as a member practice's GP system: fetch its inbox of notes, acknowledge them.
+    Practice {
+        /// Federation server, e.g. https://federation.example:8443
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The federation's CA certificate (PEM), the only one trusted.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// The practice's ODS code (its client id).
+        #[arg(long, value_name = "ODS")]
+        practice: String,
+        /// The practice's secret (from `doorstep-server practice add`).
+        #[arg(long, env = "DOORSTEP_PRACTICE_SECRET", hide_env_values = true)]
+        secret: String,
+        #[command(subcommand)]
+        command: PracticeCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PracticeCommand {
+    /// The notes waiting for this practice (not yet filed or rejected).
+    Inbox {
+        /// Print the FHIR R4 Bundle as the server sent it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge a note: received, filed, or rejected with a reason.
+    Ack {
+        note_id: String,
+        #[arg(long, value_parser = ["received", "filed", "rejected"])]
+        status: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -168,6 +211,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Practice {
+        server,
+        ca,
+        practice,
+        secret,
+        command,
+    } = cli.command
+    {
+        return practice_system(&server, ca.as_deref(), &practice, &secret, command).await;
+    }
     let dir = cli.data_dir.clone().ok_or_else(|| {
         anyhow!("name the data directory with --data-dir DIR or DOORSTEP_DATA_DIR")
     })?;
@@ -310,6 +363,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Practice { .. } => unreachable!("answered above"),
         Command::Status { json } => {
             let device = unlock(&dir)?;
             device.probe_server().await;
@@ -355,6 +409,109 @@ async fn run(cli: Cli) -> Result<()> {
                     outln!("Last error:   {e}");
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `doorstep practice`: the practice's system, through the public API only.
+async fn practice_system(
+    server: &str,
+    ca: Option<&Path>,
+    practice: &str,
+    secret: &str,
+    command: PracticeCommand,
+) -> Result<()> {
+    let server = doorstep_client::check_server_url(server)?;
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} is not PEM", ca.display()))?;
+        builder = builder.tls_certs_only(certs);
+    }
+    let http = builder.build().context("the HTTP client")?;
+    let refused = |status: reqwest::StatusCode, body: &str| {
+        let message = serde_json::from_str::<doorstep_protocol::ApiError>(body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| body.to_owned());
+        anyhow!("the federation answered {status}: {message}")
+    };
+    match command {
+        PracticeCommand::Inbox { json } => {
+            let resp = http
+                .get(format!("{server}/api/v1/practice/inbox"))
+                .basic_auth(practice, Some(secret))
+                .send()
+                .await
+                .context("the federation could not be reached")?;
+            let status = resp.status();
+            let body = resp.text().await?;
+            if !status.is_success() {
+                return Err(refused(status, &body));
+            }
+            if json {
+                outln!("{body}");
+                return Ok(());
+            }
+            let bundle: serde_json::Value = serde_json::from_str(&body)?;
+            let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+            let compositions: Vec<&serde_json::Value> = entries
+                .iter()
+                .map(|e| &e["resource"])
+                .filter(|r| r["resourceType"] == "Composition")
+                .collect();
+            if compositions.is_empty() {
+                outln!("No notes waiting for {practice}.");
+            }
+            for c in compositions {
+                outln!(
+                    "{}  {}  {}  by {}",
+                    c["id"].as_str().unwrap_or("?"),
+                    c["date"].as_str().unwrap_or("?"),
+                    c["subject"]["reference"].as_str().unwrap_or("?"),
+                    c["author"][0]["display"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        PracticeCommand::Ack {
+            note_id,
+            status,
+            reason,
+        } => {
+            let status = match status.as_str() {
+                "received" => doorstep_protocol::AckStatus::Received,
+                "filed" => doorstep_protocol::AckStatus::Filed,
+                _ => doorstep_protocol::AckStatus::Rejected,
+            };
+            let request = doorstep_protocol::AckRequest {
+                acks: vec![doorstep_protocol::Ack {
+                    note_id: note_id.clone(),
+                    status,
+                    reason,
+                }],
+            };
+            let resp = http
+                .post(format!("{server}/api/v1/practice/inbox/ack"))
+                .basic_auth(practice, Some(secret))
+                .json(&request)
+                .send()
+                .await
+                .context("the federation could not be reached")?;
+            let code = resp.status();
+            let body = resp.text().await?;
+            if !code.is_success() {
+                return Err(refused(code, &body));
+            }
+            let answer: doorstep_protocol::AckResponse = serde_json::from_str(&body)?;
+            outln!(
+                "{note_id}: {}",
+                if answer.changed > 0 {
+                    "acknowledged"
+                } else {
+                    "already in that state; nothing changed"
+                }
+            );
         }
     }
     Ok(())
