@@ -32,6 +32,7 @@ pub struct DemoFederation {
     pub server: ServerInfo,
     pub data_dir: tempfile::TempDir,
     pub users: Vec<DemoUser>,
+    config: ServeConfig,
     running: Mutex<Option<RunningServer>>,
 }
 
@@ -62,9 +63,11 @@ impl DemoFederation {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.tls = TlsMode::Dev;
         configure(&mut config);
-        let running = doorstep_server::run::start(config)
+        let running = doorstep_server::run::start(config.clone())
             .await
             .expect("start the server");
+        // A restart serves the same store on the same address, so devices find it again.
+        config.listen = running.addr;
         let server = ServerInfo {
             base_url: running.base_url.clone(),
             ca_pem_path: running.ca_pem_path.clone(),
@@ -73,6 +76,7 @@ impl DemoFederation {
             server,
             data_dir,
             users,
+            config,
             running: Mutex::new(Some(running)),
         }
     }
@@ -111,6 +115,31 @@ impl DemoFederation {
         if let Some(running) = self.running.lock().await.take() {
             running.shutdown().await;
         }
+    }
+
+    /// Starts the server again after [`DemoFederation::stop_server`]: the same store, address
+    /// and certificate (signal is back).
+    pub async fn restart_server(&self) {
+        let mut running = self.running.lock().await;
+        if running.is_none() {
+            *running = Some(
+                doorstep_server::run::start(self.config.clone())
+                    .await
+                    .expect("restart the server on its address"),
+            );
+        }
+    }
+
+    /// A secret for member practice `ods`'s own system (as `doorstep-server practice add`).
+    pub async fn practice_secret(&self, ods: &str) -> String {
+        let store = doorstep_server::store::open(
+            &doorstep_server::store::DatabaseUrl::in_data_dir(self.data_dir.path()),
+        )
+        .await
+        .expect("open the federation's store");
+        doorstep_server::auth::issue_source_secret(store.as_ref(), ods, "test", chrono::Utc::now())
+            .await
+            .expect("issue a practice secret")
     }
 }
 

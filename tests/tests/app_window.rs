@@ -279,7 +279,90 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .await
         .map_err(e)?;
     shot(client, artifacts, "08-note-waiting").await;
+
+    // Signal again: the note goes up at the next sync and is accepted.
+    let note_id = waiting
+        .attr("data-note")
+        .await
+        .map_err(e)?
+        .ok_or("the note has no id")?;
+    session.demo.restart_server().await;
+    let note_css = format!(".note[data-note='{note_id}']");
+    sync_until_note_is(client, &note_css, "accepted").await?;
+    shot(client, artifacts, "09-note-accepted").await;
+
+    // The registered practice's system fetches and files it; the window says so.
+    let store = doorstep_server::store::open(&doorstep_server::store::DatabaseUrl::in_data_dir(
+        session.demo.data_dir.path(),
+    ))
+    .await
+    .map_err(e)?;
+    let practice = store
+        .patient(&target.patient_id)
+        .await
+        .map_err(e)?
+        .ok_or("the target patient is not on the server")?
+        .practice_ods;
+    let secret = session.demo.practice_secret(&practice).await;
+    let ca = reqwest::Certificate::from_pem(
+        &std::fs::read(&session.demo.server.ca_pem_path).map_err(e)?,
+    )
+    .map_err(e)?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .map_err(e)?;
+    let filed = http
+        .post(format!(
+            "{}/api/v1/practice/inbox/ack",
+            session.demo.server.base_url
+        ))
+        .basic_auth(&practice, Some(&secret))
+        .json(&json!({"acks": [{"note_id": note_id, "status": "filed"}]}))
+        .send()
+        .await
+        .map_err(e)?;
+    if !filed.status().is_success() {
+        return Err(format!(
+            "the practice could not file the note: {}",
+            filed.status()
+        ));
+    }
+    sync_until_note_is(client, &note_css, "filed").await?;
+    let line = wait_for(client, &note_css).await?.text().await.map_err(e)?;
+    if !line.contains("Filed at") || !line.contains(&practice) {
+        return Err(format!("the filed note does not say where: {line:?}"));
+    }
+    let el = wait_for(client, &note_css).await?;
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&el).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    shot(client, artifacts, "10-note-filed").await;
     Ok(())
+}
+
+/// Presses Sync now until the note's state is `state` (each press is a sync the user asks for;
+/// a press while a sync runs is not possible, the button is disabled then).
+async fn sync_until_note_is(client: &Client, note_css: &str, state: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = format!("{note_css}[data-state='{state}']");
+    loop {
+        if client.find(Locator::Css(&wanted)).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let now = wait_for(client, note_css).await?.text().await.map_err(e)?;
+            return Err(format!("the note did not become {state}: {now:?}"));
+        }
+        if let Ok(button) = client.find(Locator::Css("#sync-now:not([disabled])")).await {
+            let _ = button.click().await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Regression (hazard H2, seen as AHMED's and FRASER's records opening after a search for

@@ -171,3 +171,75 @@ async fn a_note_signed_on_the_device_is_filed_at_the_practice_and_the_device_say
         "the note is part of the patient's record on the device"
     );
 }
+
+/// The same with the note written while the server is down: it waits, goes when the server is
+/// back, and its filing comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_written_offline_goes_when_the_server_is_back_and_is_filed() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::enrol(
+        dir.path(),
+        demo.enrol_params(&nurse, 0, PIN, "nurse tablet"),
+    )
+    .await
+    .expect("enrol");
+    device.sync().await.expect("first sync");
+    let today = doorstep_client::today();
+    let rows = device.list(None, today).unwrap();
+    // A patient with alerts and allergies, as the window test's.
+    let patient = rows
+        .iter()
+        .find(|r| {
+            r.alerts.iter().any(|a| a == "DNACPR") && r.alerts.iter().any(|a| a == "Allergies")
+        })
+        .unwrap_or(&rows[rows.len() / 2])
+        .clone();
+    demo.stop_server().await;
+    let note = device
+        .write_note(
+            &patient.patient_id,
+            NoteInput {
+                text: "Leg ulcer redressed; healing well.".into(),
+                vitals: Some(json!({"rr": 21, "spo2": 95, "sbp": 118, "pulse": 92, "temp": 37.4})),
+                ..NoteInput::default()
+            },
+        )
+        .unwrap();
+    assert!(device.sync().await.is_err(), "offline");
+    assert_eq!(device.status().unwrap().waiting, 1);
+    demo.restart_server().await;
+    let report = device.sync().await.expect("back online");
+    assert_eq!(report.pushed.accepted, 1, "{report:?}");
+    let store = store::open(&DatabaseUrl::in_data_dir(demo.data_dir.path()))
+        .await
+        .unwrap();
+    let practice = store
+        .patient(&patient.patient_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .practice_ods;
+    let secret = demo.practice_secret(&practice).await;
+    let answer = http(&demo)
+        .post(format!(
+            "{}/api/v1/practice/inbox/ack",
+            demo.server.base_url
+        ))
+        .basic_auth(&practice, Some(&secret))
+        .json(&json!({"acks": [{"note_id": note.id, "status": "filed"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    device.sync().await.unwrap();
+    let state = device
+        .notes(None)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id == note.id)
+        .unwrap()
+        .state;
+    assert!(matches!(state, NoteState::Filed { .. }), "{state:?}");
+}

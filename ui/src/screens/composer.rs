@@ -163,8 +163,15 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
     let reload_notes = move || {
         spawn_local(async move {
             let id = pid.get_value();
-            if let Ok(list) = ctx.backend.notes(&id).await {
-                notes.set(list);
+            match ctx.backend.notes(&id).await {
+                Ok(list) => notes.set(list),
+                Err(e) => {
+                    ctx.note_error(&e);
+                    message.set(Some((
+                        false,
+                        format!("The notes written here could not be read: {}", e.message),
+                    )));
+                }
             }
         });
     };
