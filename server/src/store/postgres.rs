@@ -32,7 +32,9 @@
 //! - **Writes planned on reads.** [`RecordStore::apply_import`] takes the feed lock before
 //!   re-reading the import's basis: every writer of the rows a basis holds (patient headers,
 //!   NHS numbers, resources) is an import, and imports hold that lock, so the re-read is
-//!   exact until commit.
+//!   exact until commit. Its feed rows take consecutive seqs in one go (nobody else can take
+//!   any while the lock is held) and go in with its resources and deletions in a few batched
+//!   statements, in the order [`super::rows::ImportWrites`] documents.
 //! - **The audit lock.** Every transaction that appends an audit row takes
 //!   `pg_advisory_xact_lock(AUDIT_LOCK)` before reading the chain's tip (an import: after its
 //!   writes, just before its audit row, so pulls' appends wait only for that insert and the
