@@ -12,7 +12,7 @@ cargo xtask build-ui >/dev/null
 cargo build --workspace --all-targets --locked --quiet
 green=0
 for i in $(seq 1 "$runs"); do
-  dir="tests/artifacts/repeat/$i"
+  dir="$PWD/tests/artifacts/repeat/$i"
   mkdir -p "$dir"
   started=$(date +%s)
   if DOORSTEP_E2E_REQUIRED=1 DOORSTEP_TEST_ARTIFACTS="$dir" xvfb-run -a -s "-screen 0 1280x800x24" \

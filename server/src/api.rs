@@ -18,8 +18,8 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use doorstep_protocol::{
-    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, RefreshRequest, ResyncReason,
-    ResyncRequired,
+    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, PushRequest, RefreshRequest,
+    ResyncReason, ResyncRequired,
 };
 use serde::Deserialize;
 use tower_http::CompressionLevel;
@@ -30,6 +30,7 @@ use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
+use crate::notes::{self, AckFailure, PushFailure};
 use crate::pull::{self, PullOutcome, PullRequest, user_scope};
 use crate::store::{AuditEvent, DeviceRow, Store, StoreError, UserRow};
 
@@ -49,8 +50,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/enrol"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/v1/sync/pull"),
+    ("POST", "/api/v1/sync/push"),
     ("POST", "/api/v1/import"),
+    ("GET", "/api/v1/practice/inbox"),
+    ("POST", "/api/v1/practice/inbox/ack"),
 ];
+
+/// Largest push body (a full push of long notes fits).
+pub const PUSH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest acknowledgement body.
+pub const ACK_MAX_BYTES: usize = 1024 * 1024;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -83,6 +93,11 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/auth/enrol") => post(enrol),
         ("POST", "/api/v1/auth/refresh") => post(refresh),
         ("GET", "/api/v1/sync/pull") => get(pull),
+        ("POST", "/api/v1/sync/push") => post(push).layer(DefaultBodyLimit::max(PUSH_MAX_BYTES)),
+        ("GET", "/api/v1/practice/inbox") => get(practice_inbox),
+        ("POST", "/api/v1/practice/inbox/ack") => {
+            post(practice_ack).layer(DefaultBodyLimit::disable())
+        }
         // The import reads its own body, up to `import_max_bytes`, after authenticating.
         ("POST", "/api/v1/import") => post(import).layer(DefaultBodyLimit::disable()),
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
@@ -295,6 +310,84 @@ async fn import(State(state): State<AppState>, request: Request) -> Result<Respo
     }
 }
 
+/// A device pushes its outbox: each item answered on its own, in order
+/// ([`notes::push`]); more than `PUSH_MAX_ITEMS` items is a 413 and nothing is looked at.
+async fn push(
+    State(state): State<AppState>,
+    who: Authenticated,
+    body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    match notes::push(
+        state.store.as_ref(),
+        &who.device,
+        &who.user,
+        request,
+        Utc::now(),
+    )
+    .await
+    {
+        Ok(answer) => Ok(Json(answer).into_response()),
+        Err(e @ PushFailure::TooManyItems(_)) => Err(Failure::api(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            e.to_string(),
+        )),
+        Err(PushFailure::Store(e)) => Err(e.into()),
+    }
+}
+
+fn source_authorization(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A practice's system fetches its open notes (HTTP Basic, as the import): a FHIR R4
+/// searchset Bundle ([`notes::inbox`]).
+async fn practice_inbox(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (parts, _) = request.into_parts();
+    let ods = auth::authenticate_source(state.store.as_ref(), source_authorization(&parts)).await?;
+    let bundle = notes::inbox(state.store.as_ref(), &ods, Utc::now()).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        bundle.to_string(),
+    )
+        .into_response())
+}
+
+/// A practice's system acknowledges notes of its inbox ([`notes::acknowledge`]): checked
+/// whole (400 naming the ack and the field, 409 against a final state), then applied.
+async fn practice_ack(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let ods = auth::authenticate_source(state.store.as_ref(), source_authorization(&parts)).await?;
+    let bytes = read_limited(body, ACK_MAX_BYTES).await?;
+    match notes::acknowledge(state.store.as_ref(), &ods, &bytes, Utc::now()).await {
+        Ok(answer) => Ok(Json(answer).into_response()),
+        Err(AckFailure::Invalid(m)) => {
+            tracing::info!(practice = %ods, "acknowledgement refused");
+            Err(Failure::api(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("nothing was changed: {m}"),
+            ))
+        }
+        Err(AckFailure::Conflict(m)) => Err(Failure::api(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("nothing was changed: {m}"),
+        )),
+        Err(AckFailure::Store(e)) => Err(e.into()),
+    }
+}
+
 /// The request body, or 413 once it passes `limit` bytes (without reading the rest).
 async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, Failure> {
     use http_body_util::BodyExt;
@@ -303,7 +396,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, Fai
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::api(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the bundle is larger than this server accepts ({limit} bytes); split it"),
+            format!("the body is larger than this server accepts ({limit} bytes); split it"),
         )),
         Err(e) => Err(Failure::api(
             StatusCode::BAD_REQUEST,
@@ -538,6 +631,18 @@ mod tests {
             "ResyncRequired",
             "ResyncReason",
             "ApiError",
+            "PushRequest",
+            "PushItem",
+            "NoteBody",
+            "NoteProblem",
+            "PushResponse",
+            "PushResult",
+            "PushOutcome",
+            "FirstOutcome",
+            "AckRequest",
+            "Ack",
+            "AckStatus",
+            "AckResponse",
         ] {
             assert!(
                 doc["components"]["schemas"].get(name).is_some(),

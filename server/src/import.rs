@@ -306,7 +306,7 @@ pub async fn import_from_practice(
         practice: true,
     };
     let batch = prepare_import(text, Some(sender)).map_err(ImportFailure::Rejected)?;
-    apply_checked(store, &batch, Utc::now(), Some(ods)).await
+    apply_checked(store, &batch, Utc::now(), Some(ods), None).await
 }
 
 /// Parse, validate and import a FHIR R4 Bundle, whole or not at all. `sender` is the ODS
@@ -343,7 +343,19 @@ pub async fn apply_batch(
     batch: &ImportBatch,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, ImportFailure> {
-    apply_checked(store, batch, now, None).await
+    apply_checked(store, batch, now, None, None).await
+}
+
+/// [`apply_batch`] recorded in the audit log as `event` rather than as an import: a change the
+/// federation makes to the record on someone's behalf (a note accepted from a device, a
+/// practice's acknowledgement) is audited as what it is, in the same transaction as its rows.
+pub async fn apply_batch_as(
+    store: &dyn Store,
+    batch: &ImportBatch,
+    now: DateTime<Utc>,
+    event: AuditEvent,
+) -> Result<ImportReport, ImportFailure> {
+    apply_checked(store, batch, now, None, Some(&event)).await
 }
 
 /// [`apply_batch`], with [`check_practice_owns`] when a practice's source system sent it.
@@ -352,6 +364,7 @@ async fn apply_checked(
     batch: &ImportBatch,
     now: DateTime<Utc>,
     only_for: Option<&str>,
+    recorded_as: Option<&AuditEvent>,
 ) -> Result<ImportReport, ImportFailure> {
     let keys = import_keys(batch);
     let mut last = String::new();
@@ -363,8 +376,13 @@ async fn apply_checked(
         }
         let (writes, report) = plan(batch, &basis).map_err(ImportFailure::Rejected)?;
         let actor = only_for.map_or_else(|| "import".to_string(), |ods| format!("practice:{ods}"));
-        let mut event = import_event(batch, &report, now);
-        event.actor = actor;
+        let event = match recorded_as {
+            Some(event) => event.clone(),
+            None => AuditEvent {
+                actor,
+                ..import_event(batch, &report, now)
+            },
+        };
         let planned = PlannedImport {
             keys: keys.clone(),
             basis,

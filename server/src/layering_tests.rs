@@ -3,7 +3,7 @@
 //! `store::tests`.
 //!
 //! ```text
-//! run, demo, api  ->  pull, import, lists, auth  ->  audit  ->  store
+//! run, demo, api  ->  notes  ->  pull, import, lists, auth  ->  audit  ->  store
 //!                     pull -> cursor;  tls -> cursor (file writing)
 //! ```
 
@@ -24,10 +24,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pull.rs", &["cursor", "store"]),
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
+    ("notes.rs", &["audit", "import", "pull", "store"]),
     ("tls.rs", &["cursor"]),
     (
         "api.rs",
-        &["audit", "auth", "cursor", "import", "pull", "store"],
+        &[
+            "audit", "auth", "cursor", "import", "notes", "pull", "store",
+        ],
     ),
     (
         "demo.rs",

@@ -18,6 +18,8 @@
 //! - [`import`]: validating a bundle, planning its row writes, applying them whole or not at
 //!   all.
 //! - [`lists`]: the rules of a list entry (break-glass names its user; timed entries end).
+//! - [`notes`]: consultation notes pushed by devices (stored once, checked, written back into
+//!   the record as FHIR), the registered practice's inbox and its acknowledgements.
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
@@ -47,6 +49,7 @@ pub mod cursor;
 pub mod demo;
 pub mod import;
 pub mod lists;
+pub mod notes;
 pub mod pull;
 pub mod run;
 pub mod store;

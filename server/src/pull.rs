@@ -79,7 +79,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
 use doorstep_record::Section;
-use doorstep_record::agreement::{Agreement, Decision, covers, evaluate};
+use doorstep_record::agreement::{Agreement, Decision, covers, evaluate_for_service};
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
@@ -259,10 +259,12 @@ fn decide(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Decision {
-    evaluate(
+    // The service matters for Doorstep notes: its own users see what it wrote.
+    evaluate_for_service(
         resource,
         &patient.practice_ods,
         &scope.role,
+        &scope.service_id,
         &scope.agreements,
         today,
     )

@@ -139,6 +139,10 @@ mod tests {
                 ipc::PATIENT_RECORD,
                 ipc::SYNC_NOW,
                 ipc::SYNC_STATUS,
+                ipc::WRITE_NOTE,
+                ipc::NOTES,
+                ipc::SAVE_DRAFT,
+                ipc::DRAFT,
             ]
         );
     }

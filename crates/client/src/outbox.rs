@@ -187,11 +187,14 @@ pub(crate) fn notes(conn: &Connection, patient_id: Option<&str>) -> Result<Vec<N
         let body: NoteBody = serde_json::from_str(&body)
             .map_err(|e| ClientError::Internal(format!("note {id} has an unreadable body: {e}")))?;
         let state = match state.as_str() {
-            "accepted" => NoteState::Accepted {
-                at: accepted_at
-                    .as_deref()
-                    .and_then(parse_timestamp)
-                    .unwrap_or(body.signed_at),
+            "accepted" => match delivery_of(conn, &id)? {
+                Some(state) => state,
+                None => NoteState::Accepted {
+                    at: accepted_at
+                        .as_deref()
+                        .and_then(parse_timestamp)
+                        .unwrap_or(body.signed_at),
+                },
             },
             "rejected" => NoteState::Rejected {
                 reason: reason.unwrap_or_else(|| "no reason given".into()),
@@ -220,6 +223,50 @@ pub(crate) fn notes(conn: &Connection, patient_id: Option<&str>) -> Result<Vec<N
         });
     }
     Ok(notes)
+}
+
+/// What the practice has said of an accepted note, from the note's Composition as the last pull
+/// brought it (the federation writes the practice's acknowledgements on it). `None` while the
+/// device holds no such word (the note is then just accepted).
+fn delivery_of(conn: &Connection, note_id: &str) -> Result<Option<NoteState>> {
+    use doorstep_record::writeback::{DeliveryState, note_delivery};
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT json FROM resources WHERE type = 'Composition' AND id = ?1",
+            [note_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(resource) = json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .and_then(|v| doorstep_record::fhir::Resource::from_json(v).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(delivery) = note_delivery(&resource) else {
+        return Ok(None);
+    };
+    let practice = if delivery.practice.name.is_empty() {
+        delivery.practice.ods.clone()
+    } else {
+        format!("{} ({})", delivery.practice.name, delivery.practice.ods)
+    };
+    Ok(match delivery.state {
+        DeliveryState::Accepted => None,
+        DeliveryState::Received => Some(NoteState::Received {
+            practice,
+            at: delivery.at,
+        }),
+        DeliveryState::Filed => Some(NoteState::Filed {
+            practice,
+            at: delivery.at,
+        }),
+        DeliveryState::Rejected => Some(NoteState::NotFiled {
+            practice,
+            at: delivery.at,
+            reason: delivery.reason.unwrap_or_else(|| "no reason given".into()),
+        }),
+    })
 }
 
 /// Save the draft note of a patient (replacing the earlier draft).

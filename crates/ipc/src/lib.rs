@@ -131,6 +131,16 @@ pub enum NoteState {
     Accepted { at: DateTime<Utc> },
     /// The federation refused it; it stays here with the reason.
     Rejected { reason: String },
+    /// The practice's system has fetched it.
+    Received { practice: String, at: DateTime<Utc> },
+    /// Filed in the patient's GP record at the practice.
+    Filed { practice: String, at: DateTime<Utc> },
+    /// The practice did not file it.
+    NotFiled {
+        practice: String,
+        at: DateTime<Utc>,
+        reason: String,
+    },
 }
 
 /// A note the user wrote, as the record screen and `doorstep notes` list it.

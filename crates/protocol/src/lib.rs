@@ -287,7 +287,10 @@ pub struct PushResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum PushOutcome {
-    /// Stored now; it goes to the patient's registered practice.
+    /// Stored now; it goes to the patient's registered practice. For a note, the author's next
+    /// pull carries its Composition (id = the item's id) with the delivery state (accepted,
+    /// then received, filed or rejected by the practice) in its `note-delivery` extension,
+    /// read with `doorstep_record::writeback::note_delivery`.
     Accepted { accepted_at: DateTime<Utc> },
     /// Stored before (this is a resend): the first answer.
     Duplicate { first: FirstOutcome },
@@ -303,7 +306,10 @@ pub enum FirstOutcome {
     Rejected { reason: String },
 }
 
-/// What a practice's system says of a note it fetched from its inbox.
+/// What a practice's system says of a note it fetched from its inbox. A note only moves
+/// forward: accepted -> received -> filed | rejected (received may be skipped). Repeating a
+/// state, or `received` after a final state, changes nothing; filed and rejected are final,
+/// and the one after the other is refused (409).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {

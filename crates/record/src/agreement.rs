@@ -20,6 +20,19 @@
 //!    also passes it: its `exclude_codes` hold none of the item's codes, and its
 //!    `include_codes` (when set) hold at least one. Otherwise → `Withheld(section)`.
 //!
+//! # Doorstep notes
+//!
+//! A note written through Doorstep (resources tagged as notes, [`Section::Notes`]) is seen by
+//! [`evaluate_for_service`]:
+//! - by users of **the service that wrote it** (its [`crate::writeback::note_origin`]), for any
+//!   patient an agreement covers for them: the author gets its delivery state back and the
+//!   team sees the team's notes, whether or not their agreements share `notes`, and without
+//!   the RCGP and code filters (the team wrote it);
+//! - by **other services** only as above, step by step: an agreement that shares the `notes`
+//!   section ("notes from other services"), its look-back, the RCGP exclusion sets and its
+//!   code filters. A share of the summary never admits a note's items (a problem coded in a
+//!   note is not the practice's problem list).
+//!
 //! Code filters match SNOMED CT ids (and dm+d ids, which are SNOMED ids) exactly; there is no
 //! subsumption without a terminology server, so include lists must name the concepts used.
 
@@ -30,6 +43,7 @@ use crate::fhir::{Resource, ResourceType};
 use crate::section::Section;
 pub use crate::sensitive;
 use crate::views::{is_active_alert, is_active_problem, is_current_medication};
+use crate::writeback::note_origin;
 
 /// One section an agreement shares, with an optional look-back window in days.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +166,8 @@ pub fn evaluate(
         };
     };
     let recorded = resource.recorded_date();
-    let summary_item = in_summary(resource, today);
+    // A note's Condition is not the practice's problem list: only a share of notes admits it.
+    let summary_item = section != Section::Notes && in_summary(resource, today);
     let admitting: Vec<&Agreement> = applicable
         .into_iter()
         .filter(|a| {
@@ -179,6 +194,26 @@ pub fn evaluate(
     } else {
         Decision::Withheld(section)
     }
+}
+
+/// [`evaluate`] for a user of service `service_id`: a Doorstep note written by that service
+/// is visible to its users wherever an agreement covers the patient for them (see "Doorstep
+/// notes" in the module doc); everything else is decided by [`evaluate`].
+pub fn evaluate_for_service(
+    resource: &Resource,
+    practice_ods: &str,
+    role: &str,
+    service_id: &str,
+    agreements: &[Agreement],
+    today: NaiveDate,
+) -> Decision {
+    if resource.is_note()
+        && note_origin(resource).is_some_and(|o| o.service_id == service_id)
+        && covers(agreements, practice_ods, role)
+    {
+        return Decision::Visible;
+    }
+    evaluate(resource, practice_ods, role, agreements, today)
 }
 
 #[cfg(test)]
@@ -367,6 +402,108 @@ mod tests {
         assert_eq!(
             evaluate(&d, "A81001", "nurse", &a, today()),
             Decision::NotShared
+        );
+    }
+
+    /// The resources of a note written by district nursing for a patient of A81001, with a
+    /// coded problem of `problem_code`.
+    fn note_resources(problem_code: &str) -> Vec<Resource> {
+        use crate::writeback::*;
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-14T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        writeback_resources(&AcceptedNote {
+            id: "n1".into(),
+            patient_id: "p1".into(),
+            author: NoteAuthor {
+                user_id: "u1".into(),
+                display_name: "Nia Evans".into(),
+            },
+            origin: NoteOrigin {
+                note_id: "n1".into(),
+                service_id: "riverside-dn".into(),
+                service_name: "Riverside District Nursing".into(),
+                agreements: vec!["dn".into()],
+            },
+            encounter_class: EncounterClass::HomeHealth,
+            signed_at: at,
+            text: "Seen at home".into(),
+            vitals: None,
+            problem: Some(Problem {
+                code: problem_code.into(),
+                display: "a problem".into(),
+            }),
+            replaces: None,
+            delivery: NoteDelivery {
+                state: DeliveryState::Accepted,
+                practice: Practice {
+                    ods: "A81001".into(),
+                    name: "Riverside Surgery".into(),
+                },
+                at,
+                reason: None,
+            },
+        })
+    }
+
+    #[test]
+    fn the_authoring_service_sees_its_notes_without_a_notes_share() {
+        // District nursing shares problems only, not notes: its own notes still come back.
+        let dn = [agreement(&[(Section::Problems, None)])];
+        for r in note_resources("105629000") {
+            assert_eq!(
+                evaluate_for_service(&r, "A81001", "nurse", "riverside-dn", &dn, today()),
+                Decision::Visible,
+                "{}",
+                r.reference()
+            );
+            // Not for a practice no agreement covers for them.
+            assert_eq!(
+                evaluate_for_service(&r, "B82002", "nurse", "riverside-dn", &dn, today()),
+                Decision::NotShared
+            );
+        }
+    }
+
+    #[test]
+    fn other_services_see_notes_only_through_a_notes_share_and_never_rcgp_excluded_items() {
+        let mut hub = agreement(&[(Section::Notes, None)]);
+        hub.service = "riverside-hub".into();
+        hub.roles = vec!["gp".into()];
+        let mut ambulance = agreement(&[(Section::Summary, None), (Section::Problems, None)]);
+        ambulance.roles = vec!["paramedic".into()];
+        let plain = note_resources("44054006");
+        for r in &plain {
+            assert_eq!(
+                evaluate_for_service(r, "A81001", "gp", "riverside-hub", &[hub.clone()], today()),
+                Decision::Visible,
+                "{}",
+                r.reference()
+            );
+            // Summary and problems shared, notes not: nothing of the note, not even its
+            // active problem, and it is not counted either.
+            assert_eq!(
+                evaluate_for_service(
+                    r,
+                    "A81001",
+                    "paramedic",
+                    "northern-ambulance",
+                    &[ambulance.clone()],
+                    today()
+                ),
+                Decision::NotShared,
+                "{}",
+                r.reference()
+            );
+        }
+        let sensitive = note_resources("105629000");
+        let condition = sensitive
+            .iter()
+            .find(|r| r.resource_type == ResourceType::Condition)
+            .unwrap();
+        assert_eq!(
+            evaluate_for_service(condition, "A81001", "gp", "riverside-hub", &[hub], today()),
+            Decision::Withheld(Section::Notes)
         );
     }
 

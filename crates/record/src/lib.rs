@@ -30,6 +30,9 @@
 //! - [`views`]: the typed views the screens show (banner, summary, problems, medications,
 //!   allergies, alerts, encounters, observation series, immunisations, procedures, documents),
 //!   each item with its provenance.
+//! - [`writeback`]: an accepted consultation note as FHIR R4 for the patient's registered
+//!   practice (Composition, Encounter, vital-sign Observations, NEWS2, Condition), and the
+//!   note's delivery state (accepted, received, filed, rejected) on its Composition.
 //! - [`synthetic`]: a deterministic synthetic federation (practices, patients, records) as FHIR
 //!   R4 bundles, for tests, the demo and benchmarks.
 //!
@@ -82,6 +85,7 @@ pub mod section;
 pub mod sensitive;
 pub mod synthetic;
 pub mod views;
+pub mod writeback;
 
 pub use nhs::{NhsNumber, NhsNumberError};
 pub use section::Section;

@@ -13,8 +13,9 @@
 //! | [`AuditStore`]    | the audit log: its tip, appending sealed rows, reading it back  |
 //! | [`KeyStore`]      | secrets every server node shares (the cursor signing key)       |
 //! | [`SourceStore`]   | the credentials member practices' source systems import with    |
+//! | [`NoteStore`]     | pushed notes (stored once by client id) and their delivery state |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the seven
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the eight
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -52,9 +53,10 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedRow, ImportBasis, ImportKeys, ListEntryRow,
-    ListEntryWrite, ListRow, NewUser, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
+    AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
+    ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow,
+    PlannedImport, PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError,
+    TokenPair, TokenRow, UserRow,
 };
 
 /// Seals an audit event on the chain's tip (`None`: the log is empty): `crate::audit::seal`,
@@ -286,9 +288,36 @@ pub trait SourceStore: Send + Sync {
     -> Result<Option<SourceCredentialRow>, StoreError>;
 }
 
+/// Pushed notes and their delivery to the registered practice. What is accepted, rejected or
+/// acknowledged is decided in [`crate::notes`]; the backend stores rows.
+#[async_trait]
+pub trait NoteStore: Send + Sync {
+    /// Insert `row` unless a note with its id is stored (`ON CONFLICT DO NOTHING`); then write
+    /// nothing and answer the stored row.
+    async fn insert_note(&self, row: NoteRow) -> Result<NoteInsert, StoreError>;
+    async fn note(&self, id: &str) -> Result<Option<NoteRow>, StoreError>;
+    /// Accepted notes addressed to practice `ods` whose delivery state is one of `states`,
+    /// oldest first (by arrival, then id).
+    async fn notes_for_practice(
+        &self,
+        ods: &str,
+        states: &[DeliveryState],
+    ) -> Result<Vec<NoteRow>, StoreError>;
+    /// In one transaction, each note's delivery state, time and reason, if every note is still
+    /// in its `expected` state; else write nothing and answer [`StoreError::Stale`].
+    async fn set_note_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<(), StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
 pub trait Store:
-    RecordStore + IdentityStore + ListStore + FeedStore + AuditStore + KeyStore + SourceStore
+    RecordStore
+    + IdentityStore
+    + ListStore
+    + FeedStore
+    + AuditStore
+    + KeyStore
+    + SourceStore
+    + NoteStore
 {
 }
 
@@ -300,6 +329,7 @@ impl<T> Store for T where
         + AuditStore
         + KeyStore
         + SourceStore
+        + NoteStore
         + ?Sized
 {
 }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 pub use contract::{
     AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
-    RecordStore, SourceStore, Store,
+    NoteStore, RecordStore, SourceStore, Store,
 };
 // Callers name rows as `store::PatientRow`; the rows module is where they live.
 pub use rows::*;

@@ -70,21 +70,29 @@ use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
     AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
-    RecordStore, SourceStore,
+    NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
-    ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, StoredResource,
-    TokenKind, TokenPair, TokenRow, UserRow,
+    AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
+    ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
+    NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
+    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
+    UserRow,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../../migrations/server-postgres/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../migrations/server-postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_notes",
+        include_str!("../../../migrations/server-postgres/0002_notes.sql"),
+    ),
+];
 
 /// Advisory lock key held while migrating ("doorstep" + 1).
 const MIGRATION_LOCK: i64 = 0x646f_6f72_7374_6501;
@@ -1694,6 +1702,144 @@ impl SourceStore for PostgresStore {
     }
 }
 
+// ---------- notes ----------
+
+const NOTE_COLUMNS: &str = "id, patient_id, author_user_id, device_id, service_id, kind, body,
+     created_at, received_at, outcome, reason, delivery_state, delivery_at, delivery_reason,
+     practice_ods FROM notes";
+
+fn note_from(r: &tokio_postgres::Row) -> Result<NoteRow, StoreError> {
+    let id: String = r.try_get(0)?;
+    let outcome: String = r.try_get(9)?;
+    let delivery: Option<String> = r.try_get(11)?;
+    Ok(NoteRow {
+        patient_id: r.try_get(1)?,
+        author_user_id: r.try_get(2)?,
+        device_id: r.try_get(3)?,
+        service_id: r.try_get(4)?,
+        kind: r.try_get(5)?,
+        body: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        received_at: r.try_get(8)?,
+        outcome: NoteOutcome::parse(&outcome)
+            .ok_or_else(|| StoreError::Corrupt(format!("note {id}: outcome {outcome}")))?,
+        reason: r.try_get(10)?,
+        delivery: match delivery {
+            None => None,
+            Some(d) => Some(
+                DeliveryState::parse(&d)
+                    .ok_or_else(|| StoreError::Corrupt(format!("note {id}: delivery {d}")))?,
+            ),
+        },
+        delivery_at: r.try_get(12)?,
+        delivery_reason: r.try_get(13)?,
+        practice_ods: r.try_get(14)?,
+        id,
+    })
+}
+
+#[async_trait]
+impl NoteStore for PostgresStore {
+    async fn insert_note(&self, row: NoteRow) -> Result<NoteInsert, StoreError> {
+        let c = self.client().await?;
+        // A concurrent insert of the same id waits for the first to commit, then does nothing;
+        // the read after it (a new statement) sees the first row.
+        let inserted = c
+            .execute(
+                "INSERT INTO notes (id, patient_id, author_user_id, device_id, service_id,
+                   kind, body, created_at, received_at, outcome, reason, delivery_state,
+                   delivery_at, delivery_reason, practice_ods)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &row.id,
+                    &row.patient_id,
+                    &row.author_user_id,
+                    &row.device_id,
+                    &row.service_id,
+                    &row.kind,
+                    &row.body,
+                    &secs(row.created_at),
+                    &secs(row.received_at),
+                    &row.outcome.as_str(),
+                    &row.reason,
+                    &row.delivery.map(DeliveryState::as_str),
+                    &row.delivery_at.map(secs),
+                    &row.delivery_reason,
+                    &row.practice_ods,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(NoteInsert::Inserted);
+        }
+        let sql = format!("SELECT {NOTE_COLUMNS} WHERE id = $1");
+        let first = c.query_opt(&sql, &[&row.id]).await?.ok_or_else(|| {
+            StoreError::Backend(format!("note {} neither inserted nor found", row.id))
+        })?;
+        Ok(NoteInsert::Existing(Box::new(note_from(&first)?)))
+    }
+
+    async fn note(&self, id: &str) -> Result<Option<NoteRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {NOTE_COLUMNS} WHERE id = $1");
+        c.query_opt(&sql, &[&id])
+            .await?
+            .map(|r| note_from(&r))
+            .transpose()
+    }
+
+    async fn notes_for_practice(
+        &self,
+        ods: &str,
+        states: &[DeliveryState],
+    ) -> Result<Vec<NoteRow>, StoreError> {
+        let c = self.client().await?;
+        let states: Vec<&'static str> = states.iter().map(|s| s.as_str()).collect();
+        let sql = format!(
+            "SELECT {NOTE_COLUMNS} WHERE practice_ods = $1 AND outcome = 'accepted'
+               AND delivery_state = ANY($2)
+             ORDER BY received_at, id"
+        );
+        c.query(&sql, &[&ods, &states])
+            .await?
+            .iter()
+            .map(note_from)
+            .collect()
+    }
+
+    async fn set_note_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for w in &writes {
+            // The conditional UPDATE locks the row: a concurrent change waits, then finds the
+            // state moved and changes nothing.
+            let changed = tx
+                .execute(
+                    "UPDATE notes SET delivery_state = $2, delivery_at = $3, delivery_reason = $4
+                     WHERE id = $1 AND delivery_state = $5",
+                    &[
+                        &w.note_id,
+                        &w.state.as_str(),
+                        &secs(w.at),
+                        &w.reason,
+                        &w.expected.as_str(),
+                    ],
+                )
+                .await?;
+            if changed != 1 {
+                // Dropping the transaction rolls back the writes before this one.
+                return Err(StoreError::Stale(format!(
+                    "note {} is no longer {}",
+                    w.note_id, w.expected
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn key_or_insert(
@@ -1763,7 +1909,8 @@ mod tests {
             .collect();
         for start in starts {
             let store = start.await.unwrap().unwrap();
-            assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+            let every: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
+            assert_eq!(store.applied_migrations().await.unwrap(), every);
         }
         cluster
             .psql_in(
@@ -1777,7 +1924,7 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 7,
-                    known: 1
+                    known: 2
                 }
             ),
             "{e:?}"

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::ListKind;
+pub use doorstep_record::writeback::DeliveryState;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +298,78 @@ pub struct AuditRow {
 pub struct AuditTip {
     pub seq: i64,
     pub hash: String,
+}
+
+// ---------- pushed notes ----------
+
+/// What the push answered an item first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteOutcome {
+    Accepted,
+    Rejected,
+}
+
+impl NoteOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteOutcome::Accepted => "accepted",
+            NoteOutcome::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NoteOutcome> {
+        [NoteOutcome::Accepted, NoteOutcome::Rejected]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// One pushed item, as stored once by its client-made id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRow {
+    /// The id the device made (a UUID).
+    pub id: String,
+    /// As sent.
+    pub patient_id: String,
+    pub author_user_id: String,
+    pub device_id: String,
+    pub service_id: String,
+    pub kind: String,
+    /// The note's body (JSON text) when accepted; `None` for a rejected item.
+    pub body: Option<String>,
+    /// The device's clock when it made the item.
+    pub created_at: DateTime<Utc>,
+    /// When it arrived (the `accepted_at` of an accepted note).
+    pub received_at: DateTime<Utc>,
+    pub outcome: NoteOutcome,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Accepted notes: where it stands with the practice (`None` for a rejected item).
+    pub delivery: Option<DeliveryState>,
+    pub delivery_at: Option<DateTime<Utc>>,
+    /// Why the practice rejected it.
+    pub delivery_reason: Option<String>,
+    /// The registered practice it is addressed to.
+    pub practice_ods: Option<String>,
+}
+
+/// What inserting a note found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoteInsert {
+    /// The row is new.
+    Inserted,
+    /// A row with this id was already stored (nothing was written): the first one.
+    Existing(Box<NoteRow>),
+}
+
+/// A delivery-state change to write, if the note is still in `expected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryWrite {
+    pub note_id: String,
+    pub expected: DeliveryState,
+    pub state: DeliveryState,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
 }
 
 // ---------- import, at the level of rows ----------

@@ -38,13 +38,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
     AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
-    RecordStore, SourceStore,
+    NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AuditEvent, AuditRow, AuditTip, DeviceRow, FeedOp, FeedRow, ImportBasis, ImportKeys,
-    ListEntryRow, ListEntryWrite, ListRow, NewUser, PatientHeaderRow, PatientRow, PlannedImport,
-    PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError, StoredResource,
-    TokenKind, TokenPair, TokenRow, UserRow,
+    AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
+    ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
+    NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
+    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
+    UserRow,
 };
 use super::url::SQLITE_FILE;
 
@@ -67,6 +68,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "0003_server_keys",
         include_str!("../../../migrations/server-sqlite/0003_server_keys.sql"),
+    ),
+    (
+        4,
+        "0004_notes",
+        include_str!("../../../migrations/server-sqlite/0004_notes.sql"),
     ),
 ];
 
@@ -1592,6 +1598,168 @@ impl KeyStore for SqliteStore {
     }
 }
 
+// ---------- notes ----------
+
+const NOTE_COLUMNS: &str = "id, patient_id, author_user_id, device_id, service_id, kind, body,
+     created_at, received_at, outcome, reason, delivery_state, delivery_at, delivery_reason,
+     practice_ods FROM notes";
+
+fn note_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NoteRow, String, Option<String>)> {
+    let delivery_at: Option<i64> = r.get(12)?;
+    Ok((
+        NoteRow {
+            id: r.get(0)?,
+            patient_id: r.get(1)?,
+            author_user_id: r.get(2)?,
+            device_id: r.get(3)?,
+            service_id: r.get(4)?,
+            kind: r.get(5)?,
+            body: r.get(6)?,
+            created_at: from_ts(r.get(7)?),
+            received_at: from_ts(r.get(8)?),
+            outcome: NoteOutcome::Rejected,
+            reason: r.get(10)?,
+            delivery: None,
+            delivery_at: delivery_at.map(from_ts),
+            delivery_reason: r.get(13)?,
+            practice_ods: r.get(14)?,
+        },
+        r.get(9)?,
+        r.get(11)?,
+    ))
+}
+
+fn finish_note(
+    (mut row, outcome, delivery): (NoteRow, String, Option<String>),
+) -> Result<NoteRow, StoreError> {
+    row.outcome = NoteOutcome::parse(&outcome)
+        .ok_or_else(|| StoreError::Corrupt(format!("note {}: outcome {outcome}", row.id)))?;
+    row.delivery = match delivery {
+        None => None,
+        Some(d) => Some(
+            DeliveryState::parse(&d)
+                .ok_or_else(|| StoreError::Corrupt(format!("note {}: delivery {d}", row.id)))?,
+        ),
+    };
+    Ok(row)
+}
+
+fn read_note(conn: &Connection, id: &str) -> Result<Option<NoteRow>, StoreError> {
+    let sql = format!("SELECT {NOTE_COLUMNS} WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([id], note_from)
+        .optional()?
+        .map(finish_note)
+        .transpose()
+}
+
+#[async_trait]
+impl NoteStore for SqliteStore {
+    async fn insert_note(&self, row: NoteRow) -> Result<NoteInsert, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO notes (id, patient_id, author_user_id, device_id, service_id,
+                       kind, body, created_at, received_at, outcome, reason, delivery_state,
+                       delivery_at, delivery_reason, practice_ods)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    row.id,
+                    row.patient_id,
+                    row.author_user_id,
+                    row.device_id,
+                    row.service_id,
+                    row.kind,
+                    row.body,
+                    ts(row.created_at),
+                    ts(row.received_at),
+                    row.outcome.as_str(),
+                    row.reason,
+                    row.delivery.map(DeliveryState::as_str),
+                    row.delivery_at.map(ts),
+                    row.delivery_reason,
+                    row.practice_ods,
+                ])?;
+            let answer = if inserted == 1 {
+                NoteInsert::Inserted
+            } else {
+                let first = read_note(&tx, &row.id)?.ok_or_else(|| {
+                    StoreError::Backend(format!("note {} neither inserted nor found", row.id))
+                })?;
+                NoteInsert::Existing(Box::new(first))
+            };
+            tx.commit()?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    async fn note(&self, id: &str) -> Result<Option<NoteRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| read_note(conn, &id)).await
+    }
+
+    async fn notes_for_practice(
+        &self,
+        ods: &str,
+        states: &[DeliveryState],
+    ) -> Result<Vec<NoteRow>, StoreError> {
+        let ods = ods.to_string();
+        let states: Vec<&'static str> = states.iter().map(|s| s.as_str()).collect();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {NOTE_COLUMNS} WHERE practice_ods = ?1 AND outcome = 'accepted'
+                 ORDER BY received_at, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([ods], note_from)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let note = finish_note(row?)?;
+                if note.delivery.is_some_and(|d| states.contains(&d.as_str())) {
+                    out.push(note);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_note_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for w in &writes {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE notes SET delivery_state = ?2, delivery_at = ?3,
+                           delivery_reason = ?4
+                         WHERE id = ?1 AND delivery_state = ?5",
+                    )?
+                    .execute(params![
+                        w.note_id,
+                        w.state.as_str(),
+                        ts(w.at),
+                        w.reason,
+                        w.expected.as_str()
+                    ])?;
+                if changed != 1 {
+                    // Dropping the transaction rolls back the writes before this one.
+                    return Err(StoreError::Stale(format!(
+                        "note {} is no longer {}",
+                        w.note_id, w.expected
+                    )));
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 fn insert_pair(
     tx: &Transaction<'_>,
     device: &str,
@@ -1646,10 +1814,10 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3]);
+        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3, 4]);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3]);
+        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3, 4]);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1682,14 +1850,14 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 99,
-                    known: 3
+                    known: 4
                 }
             ),
             "{e:?}"
         );
         let text = e.to_string();
         assert!(
-            text.contains("version 99") && text.contains("version 3"),
+            text.contains("version 99") && text.contains("version 4"),
             "{text}"
         );
     }
@@ -1749,5 +1917,124 @@ mod tests {
         let conn = store.inner.writer.lock().unwrap();
         assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
         assert!(conn.execute("DELETE FROM audit", []).is_err());
+    }
+
+    /// A store with a service, a user and a device of theirs: (store, user id, device id).
+    async fn store_with_device(dir: &Path) -> (SqliteStore, String, String) {
+        let store = SqliteStore::open(dir).unwrap();
+        let now = Utc::now();
+        store
+            .upsert_service(ServiceRow {
+                id: "dn".into(),
+                name: "District nursing".into(),
+            })
+            .await
+            .unwrap();
+        let user = store
+            .create_user(
+                NewUser {
+                    username: "n".into(),
+                    display_name: "N".into(),
+                    role: "nurse".into(),
+                    service_id: "dn".into(),
+                    password_hash: "x".into(),
+                    totp_secret: "x".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let device = store.create_device(&user, "tablet", now).await.unwrap();
+        (store, user, device)
+    }
+
+    fn note_row(id: &str, user: &str, device: &str, outcome: NoteOutcome) -> NoteRow {
+        let at = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let accepted = outcome == NoteOutcome::Accepted;
+        NoteRow {
+            id: id.into(),
+            patient_id: "p1".into(),
+            author_user_id: user.into(),
+            device_id: device.into(),
+            service_id: "dn".into(),
+            kind: "note".into(),
+            body: accepted.then(|| "{}".to_string()),
+            created_at: at,
+            received_at: at,
+            outcome,
+            reason: (!accepted).then(|| "not on your list".to_string()),
+            delivery: accepted.then_some(DeliveryState::Accepted),
+            delivery_at: accepted.then_some(at),
+            delivery_reason: None,
+            practice_ods: accepted.then(|| "A81001".to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_note_is_stored_once_and_a_second_insert_answers_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, user, device) = store_with_device(dir.path()).await;
+        let first = note_row("n1", &user, &device, NoteOutcome::Accepted);
+        assert_eq!(
+            store.insert_note(first.clone()).await.unwrap(),
+            NoteInsert::Inserted
+        );
+        // The resend differs (say, rejected this time): the stored first row answers.
+        let again = note_row("n1", &user, &device, NoteOutcome::Rejected);
+        assert_eq!(
+            store.insert_note(again).await.unwrap(),
+            NoteInsert::Existing(Box::new(first.clone()))
+        );
+        assert_eq!(store.note("n1").await.unwrap(), Some(first.clone()));
+        let rejected = note_row("n2", &user, &device, NoteOutcome::Rejected);
+        store.insert_note(rejected.clone()).await.unwrap();
+        assert_eq!(store.note("n2").await.unwrap(), Some(rejected));
+
+        // The inbox reads accepted notes of the practice in the states asked for.
+        let open = [DeliveryState::Accepted, DeliveryState::Received];
+        let inbox = store.notes_for_practice("A81001", &open).await.unwrap();
+        assert_eq!(inbox, vec![first.clone()]);
+        assert!(
+            store
+                .notes_for_practice("B82002", &open)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // A delivery change is written only from the state it was decided on, all or nothing.
+        let at = DateTime::from_timestamp(1_780_000_600, 0).unwrap();
+        let filed = DeliveryWrite {
+            note_id: "n1".into(),
+            expected: DeliveryState::Accepted,
+            state: DeliveryState::Filed,
+            at,
+            reason: None,
+        };
+        let stale = DeliveryWrite {
+            note_id: "n1".into(),
+            expected: DeliveryState::Received,
+            state: DeliveryState::Filed,
+            at,
+            reason: None,
+        };
+        assert!(matches!(
+            store.set_note_deliveries(vec![filed.clone(), stale]).await,
+            Err(StoreError::Stale(_))
+        ));
+        assert_eq!(store.note("n1").await.unwrap(), Some(first));
+        store.set_note_deliveries(vec![filed]).await.unwrap();
+        let n1 = store.note("n1").await.unwrap().unwrap();
+        assert_eq!(
+            (n1.delivery, n1.delivery_at),
+            (Some(DeliveryState::Filed), Some(at))
+        );
+        assert!(
+            store
+                .notes_for_practice("A81001", &open)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -135,6 +135,15 @@ pub fn state_line(state: &NoteState, practice: &str) -> String {
             )
         }
         NoteState::Rejected { reason } => format!("Not accepted: {reason}"),
+        NoteState::Received { practice, at } => {
+            format!("Received by {practice} {}", format::instant(*at))
+        }
+        NoteState::Filed { practice, at } => {
+            format!("Filed at {practice} {}", format::instant(*at))
+        }
+        NoteState::NotFiled {
+            practice, reason, ..
+        } => format!("Not filed by {practice}: {reason}"),
     }
 }
 
@@ -379,7 +388,14 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                         <ul class="notes" id="notes-list">
                             {move || notes.get().into_iter().map(|n| {
                                 let line = state_line(&n.state, &practice.get_value());
-                                let state = match n.state { NoteState::Waiting => "waiting", NoteState::Accepted { .. } => "accepted", NoteState::Rejected { .. } => "rejected" };
+                                let state = match n.state {
+                                    NoteState::Waiting => "waiting",
+                                    NoteState::Accepted { .. } => "accepted",
+                                    NoteState::Rejected { .. } => "rejected",
+                                    NoteState::Received { .. } => "received",
+                                    NoteState::Filed { .. } => "filed",
+                                    NoteState::NotFiled { .. } => "not-filed",
+                                };
                                 view! {
                                     <li class="note" data-note=n.id.clone() data-state=state>
                                         <p class="note-meta">{format!("Signed {}", format::instant(n.signed_at))}

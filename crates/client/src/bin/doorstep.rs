@@ -375,6 +375,15 @@ fn note_line(note: &doorstep_ipc::NoteSummary) -> String {
         doorstep_ipc::NoteState::Waiting => "waiting".to_owned(),
         doorstep_ipc::NoteState::Accepted { at } => format!("accepted {}", local_time(*at)),
         doorstep_ipc::NoteState::Rejected { reason } => format!("rejected: {reason}"),
+        doorstep_ipc::NoteState::Received { practice, at } => {
+            format!("received by {practice} {}", local_time(*at))
+        }
+        doorstep_ipc::NoteState::Filed { practice, at } => {
+            format!("filed at {practice} {}", local_time(*at))
+        }
+        doorstep_ipc::NoteState::NotFiled {
+            practice, reason, ..
+        } => format!("not filed by {practice}: {reason}"),
     };
     let mut parts = vec![note.id.clone(), local_time(note.signed_at), state];
     parts.extend(note.news2.clone());
