@@ -35,6 +35,9 @@ use tokio::sync::watch;
 
 const PIN: &str = "246810";
 const ROUNDS: usize = 200;
+/// In the refreshing variant, every this many rounds the device's access token has expired:
+/// that round's sync refreshes the tokens first, through the proxy.
+const REFRESH_EVERY: usize = 20;
 /// Cut offsets are drawn from 1..=these (bytes of one connection, one direction). A
 /// connection carries a TLS handshake, then a push and a pull or two: a cut offset beyond what
 /// the connection carries never fires.
@@ -325,6 +328,30 @@ fn repoint(device: Device, url: &str) -> Device {
     Device::unlock(&dir, PIN).expect("unlock after repointing")
 }
 
+/// Make the device's access token look expired to the device (as after 15 minutes), so that
+/// its next sync starts by refreshing its tokens, through the proxy.
+fn expire_access_token(device: Device) -> Device {
+    let dir = device.dir().to_path_buf();
+    let file = device.device_file().clone();
+    drop(device);
+    let key = file.kdf.derive(PIN).unwrap();
+    let conn = rusqlite::Connection::open(dir.join("cache.db")).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{}'\";",
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+    .unwrap();
+    let n = conn
+        .execute(
+            "UPDATE meta SET value = '2000-01-01T00:00:00Z' WHERE key = 'access_expires_at'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    Device::unlock(&dir, PIN).expect("unlock")
+}
+
 /// What the device's cache shows: the list and, for each patient, the record (without its
 /// "as of", which is the time of the pull).
 fn cache_view(device: &Device) -> BTreeMap<String, serde_json::Value> {
@@ -360,6 +387,28 @@ async fn compositions(store: &dyn Store, patients: &[String]) -> BTreeMap<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_survive_a_proxy_that_cuts_connections_and_makes_the_device_resend() {
+    rounds_through_a_cutting_proxy(None).await;
+}
+
+/// As above, and every [`REFRESH_EVERY`] rounds the access token has expired, so refreshes go
+/// through the cutting proxy too.
+///
+/// KNOWN BUG, found by this test (ignored until decided): two lost answers to one refresh sign
+/// the device out. The server rotates the refresh token and answers; the answer is lost; the
+/// device presents the same refresh token again (its retry) and, within `REFRESH_RETRY_GRACE`,
+/// is answered again *once* (`refresh_retried`), the old token now revoked; if that answer is
+/// lost too, the next presentation is taken for reuse (`refresh_reused`): every token of the
+/// device is revoked and it must enrol again ("sign in again: this request carries no valid
+/// token"). Seen with seed 20261201 at round 179. The rule is deliberate
+/// (`doorstep_server::auth`, test `reuse_after_the_grace_or_a_second_retry_revokes_the_device`),
+/// so the fix is a decision on the refresh contract, not a patch here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: two lost refresh answers in a row revoke the device (see the doc)"]
+async fn refreshes_through_a_cutting_proxy_never_sign_the_device_out() {
+    rounds_through_a_cutting_proxy(Some(REFRESH_EVERY)).await;
+}
+
+async fn rounds_through_a_cutting_proxy(refresh_every: Option<usize>) {
     let seed: u64 = match std::env::var("DOORSTEP_PROXY_SEED") {
         Ok(s) => s.trim().parse().expect("DOORSTEP_PROXY_SEED is a number"),
         Err(_) => 20261201,
@@ -380,7 +429,7 @@ async fn notes_survive_a_proxy_that_cuts_connections_and_makes_the_device_resend
     let dir = tempfile::tempdir().unwrap();
     let mut params = demo.enrol_params(&nurse, 0, PIN, "tablet behind a cutting proxy");
     params.server_url = proxy.url();
-    let device = Device::enrol(dir.path(), params).await.expect("enrol");
+    let mut device = Device::enrol(dir.path(), params).await.expect("enrol");
     device.sync().await.expect("first sync");
     let device_id = device.device_file().device_id.clone();
     let patients: Vec<String> = device
@@ -402,7 +451,14 @@ async fn notes_survive_a_proxy_that_cuts_connections_and_makes_the_device_resend
     let (mut sync_errors, mut push_errors, mut answers_lost) = (0u32, 0u32, 0u32);
     let mut errors_by_kind: BTreeMap<String, u32> = BTreeMap::new();
     let (mut sync_time, mut slowest) = (Duration::ZERO, Duration::ZERO);
+    let mut refreshes = 0;
     for round in 0..ROUNDS {
+        if let Some(every) = refresh_every
+            && round % every == every - 1
+        {
+            device = expire_access_token(device);
+            refreshes += 1;
+        }
         for k in 0..rng.below(4) {
             let patient = &patients[rng.below(patients.len() as u64) as usize];
             let note = device
@@ -470,7 +526,8 @@ async fn notes_survive_a_proxy_that_cuts_connections_and_makes_the_device_resend
 
     let s = &proxy.stats;
     eprintln!(
-        "cutting proxy: seed {seed}, {ROUNDS} rounds in {took:?}; {} notes written; \
+        "cutting proxy: seed {seed}, {ROUNDS} rounds ({refreshes} refreshing) in {took:?}; \
+         {} notes written; \
          {} connections: {} passed, client->server cut {}/{} (fired/planned), \
          server->client cut {}/{}, answer lost {}/{}; {sync_errors} syncs failed \
          {errors_by_kind:?}, {push_errors} more pushes failed within a sync, \
