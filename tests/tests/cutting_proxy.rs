@@ -484,10 +484,24 @@ async fn rounds_through_a_cutting_proxy(refresh_every: Option<usize>) {
                 }
             }
             Err(e) => {
-                assert!(
-                    !matches!(e, ClientError::SignInFailed(_)),
-                    "round {round}: the device was signed out: {e}"
-                );
+                if matches!(e, ClientError::SignInFailed(_)) {
+                    // What the server says happened to this device's tokens.
+                    let refreshes: Vec<String> = store
+                        .audit_rows()
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .filter(|r| {
+                            r.event.actor == format!("device:{device_id}")
+                                && r.event.action.starts_with("refresh")
+                        })
+                        .map(|r| r.event.action)
+                        .collect();
+                    panic!(
+                        "round {round}: the device was signed out: {e} \
+                         (the server's audit of its refreshes: {refreshes:?})"
+                    );
+                }
                 sync_errors += 1;
                 let kind = format!("{:?}", e.to_ipc().kind);
                 *errors_by_kind.entry(kind).or_insert(0) += 1;
