@@ -8,8 +8,8 @@
 //! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
 //!   every token of the device (someone else holds a copy), with one exception: the same
 //!   device presenting it again within [`REFRESH_RETRY_GRACE`] of its exchange is answered
-//!   again (its answer was lost in a dropped connection, or it stopped before saving it), the
-//!   pair issued the first time being revoked. Presented under another device's id, a refresh
+//!   again, as often as it asks (its answers were lost in dropped connections, or it stopped
+//!   before saving one), every pair issued since being revoked. Presented under another device's id, a refresh
 //!   token revokes its own device's tokens.
 //! - These rules are decided here, for every backend. The store's writes are conditional on
 //!   what was read (the failure count, the refresh token still unused) and answer `Stale`
@@ -309,7 +309,7 @@ enum RotateOutcome {
     /// The old refresh token was valid; the new pair is stored.
     Rotated,
     /// The device presented again, within [`REFRESH_RETRY_GRACE`], the refresh token it had
-    /// just exchanged: the pair issued then is revoked and the new one stored.
+    /// just exchanged: the pairs issued since are revoked and the new one stored.
     Retried,
     /// No such refresh token for this device.
     Unknown,
@@ -348,23 +348,23 @@ async fn rotate(
         if !device_live {
             return Ok(RotateOutcome::DeviceRevoked);
         }
-        if token.revoked_at.is_some() {
-            // A rotated refresh token came back: someone holds a copy. Revoke the family.
-            store.revoke_device_tokens(device_id, now).await?;
-            return Ok(RotateOutcome::Reused);
-        }
-        if let Some(used) = token.used_at {
-            if now - used > REFRESH_RETRY_GRACE {
-                store.revoke_device_tokens(device_id, now).await?;
-                return Ok(RotateOutcome::Reused);
-            }
+        let retry = token
+            .used_at
+            .is_some_and(|used| now - used <= REFRESH_RETRY_GRACE);
+        if retry {
             // The device is asking again for an answer it never stored (the response was
-            // lost, or it stopped before saving it): the pair issued then is revoked, with the
-            // old token, and this answer's pair is the device's one live pair. Once only: the
-            // old token is now revoked.
+            // lost, or it stopped before saving it), perhaps not for the first time: every
+            // pair issued since is revoked, and this answer's pair is the device's one live
+            // pair. Any number of times within the grace (a cutting network can lose several
+            // answers in a row); after it, the token is reuse.
             store.revoke_device_tokens(device_id, now).await?;
             store.store_tokens(device_id, pair.clone(), now).await?;
             return Ok(RotateOutcome::Retried);
+        }
+        if token.used_at.is_some() || token.revoked_at.is_some() {
+            // A rotated refresh token came back: someone holds a copy. Revoke the family.
+            store.revoke_device_tokens(device_id, now).await?;
+            return Ok(RotateOutcome::Reused);
         }
         if token.expires_at <= now {
             return Ok(RotateOutcome::Expired);
@@ -715,41 +715,56 @@ mod tests {
         );
     }
 
+    /// Regression (found by tests/tests/cutting_proxy.rs): two lost answers to one refresh
+    /// signed the device out, as the grace answered a retry only once.
     #[tokio::test]
-    async fn reuse_after_the_grace_or_a_second_retry_revokes_the_device() {
+    async fn retries_within_the_grace_are_answered_and_reuse_after_it_revokes() {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
         let (first, pair) = issue(now);
         store.store_tokens(&device, pair, now).await.unwrap();
-        let current = present(store.as_ref(), &device, &first.refresh_token, now)
-            .await
-            .unwrap();
+        let mut answers = vec![
+            present(store.as_ref(), &device, &first.refresh_token, now)
+                .await
+                .unwrap(),
+        ];
+        for s in [10, 20, 90] {
+            let at = now + Duration::seconds(s);
+            answers.push(
+                present(store.as_ref(), &device, &first.refresh_token, at)
+                    .await
+                    .expect("every retry within the grace is answered"),
+            );
+        }
+        let at = now + Duration::seconds(90);
+        let (last, earlier) = answers.split_last().unwrap();
+        assert!(works(store.as_ref(), last, at).await);
+        for a in earlier {
+            assert!(
+                !works(store.as_ref(), a, at).await,
+                "only the last answer lives"
+            );
+        }
+        // After the grace, presenting it again is reuse: the device's tokens are revoked.
         let late = now + REFRESH_RETRY_GRACE + Duration::seconds(1);
         assert!(matches!(
             present(store.as_ref(), &device, &first.refresh_token, late).await,
             Err(AuthFailure::Unauthorized)
         ));
-        assert!(
-            !works(store.as_ref(), &current, late).await,
-            "reuse revokes the device's current tokens"
-        );
-
-        // Within the grace, the second retry is reuse.
+        assert!(!works(store.as_ref(), last, late).await);
+        // The device goes on normally with its last answer when it got it: here it did not,
+        // so it must sign in again; a device that kept its answer refreshes as usual.
         let device = store.create_device(&user.id, "tablet", now).await.unwrap();
         let (first, pair) = issue(now);
         store.store_tokens(&device, pair, now).await.unwrap();
-        present(store.as_ref(), &device, &first.refresh_token, now)
+        let kept = present(store.as_ref(), &device, &first.refresh_token, now)
             .await
             .unwrap();
-        let retried = present(store.as_ref(), &device, &first.refresh_token, now)
+        let next = present(store.as_ref(), &device, &kept.refresh_token, late)
             .await
             .unwrap();
-        assert!(matches!(
-            present(store.as_ref(), &device, &first.refresh_token, now).await,
-            Err(AuthFailure::Unauthorized)
-        ));
-        assert!(!works(store.as_ref(), &retried, now).await);
+        assert!(works(store.as_ref(), &next, late).await);
     }
 
     #[tokio::test]

@@ -393,17 +393,13 @@ async fn notes_survive_a_proxy_that_cuts_connections_and_makes_the_device_resend
 /// As above, and every [`REFRESH_EVERY`] rounds the access token has expired, so refreshes go
 /// through the cutting proxy too.
 ///
-/// KNOWN BUG, found by this test (ignored until decided): two lost answers to one refresh sign
-/// the device out. The server rotates the refresh token and answers; the answer is lost; the
-/// device presents the same refresh token again (its retry) and, within `REFRESH_RETRY_GRACE`,
-/// is answered again *once* (`refresh_retried`), the old token now revoked; if that answer is
-/// lost too, the next presentation is taken for reuse (`refresh_reused`): every token of the
-/// device is revoked and it must enrol again ("sign in again: this request carries no valid
-/// token"). Seen with seed 20261201 at round 179. The rule is deliberate
-/// (`doorstep_server::auth`, test `reuse_after_the_grace_or_a_second_retry_revokes_the_device`),
-/// so the fix is a decision on the refresh contract, not a patch here.
+/// Regression: this test found that two lost answers to one refresh signed the device out (the
+/// server answered a retry within `REFRESH_RETRY_GRACE` only once; the next presentation was
+/// taken for reuse and revoked every token of the device). Seen with seed 20261201 at round
+/// 179. Retries within the grace are now answered as often as they come, only the newest
+/// answer living (`doorstep_server::auth`,
+/// `retries_within_the_grace_are_answered_and_reuse_after_it_revokes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: two lost refresh answers in a row revoke the device (see the doc)"]
 async fn refreshes_through_a_cutting_proxy_never_sign_the_device_out() {
     rounds_through_a_cutting_proxy(Some(REFRESH_EVERY)).await;
 }
