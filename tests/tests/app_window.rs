@@ -788,10 +788,25 @@ async fn connect(driver: &TauriDriver, app: &Path, args: &[&str]) -> Client {
         "tauri:options".into(),
         json!({ "application": app, "args": args }),
     );
-    ClientBuilder::rustls()
-        .expect("rustls connector")
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("connect to tauri-driver")
+    // tauri-driver accepts connections before its WebKitWebDriver is ready; on a loaded
+    // machine the first new-session request can be dropped (seen once in a CI-like run beside
+    // another test suite: IncompleteMessage). Ask again until a session is made.
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    let mut last = String::new();
+    for attempt in 1..=5 {
+        match ClientBuilder::rustls()
+            .expect("rustls connector")
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(err) => {
+                eprintln!("new WebDriver session, attempt {attempt}: {err}");
+                last = err.to_string();
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+            }
+        }
+    }
+    panic!("tauri-driver made no session in 5 attempts: {last}")
 }
