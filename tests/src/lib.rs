@@ -130,16 +130,36 @@ impl DemoFederation {
         }
     }
 
+    /// The federation's store, opened beside the running server (what the tests check the
+    /// server's side with).
+    pub async fn store(&self) -> std::sync::Arc<dyn doorstep_server::store::Store> {
+        doorstep_server::store::open(&doorstep_server::store::DatabaseUrl::in_data_dir(
+            self.data_dir.path(),
+        ))
+        .await
+        .expect("open the federation's store beside the server")
+    }
+
     /// A secret for member practice `ods`'s own system (as `doorstep-server practice add`).
     pub async fn practice_secret(&self, ods: &str) -> String {
-        let store = doorstep_server::store::open(
-            &doorstep_server::store::DatabaseUrl::in_data_dir(self.data_dir.path()),
+        doorstep_server::auth::issue_source_secret(
+            self.store().await.as_ref(),
+            ods,
+            "test",
+            chrono::Utc::now(),
         )
         .await
-        .expect("open the federation's store");
-        doorstep_server::auth::issue_source_secret(store.as_ref(), ods, "test", chrono::Utc::now())
-            .await
-            .expect("issue a practice secret")
+        .expect("issue a practice secret")
+    }
+
+    /// An HTTPS client that trusts only this federation's CA, as a practice's system would.
+    pub fn https_client(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.server.ca_pem_path).expect("the federation's CA");
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("a PEM certificate")])
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("an HTTPS client")
     }
 }
 

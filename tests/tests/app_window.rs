@@ -292,11 +292,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     shot(client, artifacts, "09-note-accepted").await;
 
     // The registered practice's system fetches and files it; the window says so.
-    let store = doorstep_server::store::open(&doorstep_server::store::DatabaseUrl::in_data_dir(
-        session.demo.data_dir.path(),
-    ))
-    .await
-    .map_err(e)?;
+    let store = session.demo.store().await;
     let practice = store
         .patient(&target.patient_id)
         .await
@@ -304,15 +300,9 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .ok_or("the target patient is not on the server")?
         .practice_ods;
     let secret = session.demo.practice_secret(&practice).await;
-    let ca = reqwest::Certificate::from_pem(
-        &std::fs::read(&session.demo.server.ca_pem_path).map_err(e)?,
-    )
-    .map_err(e)?;
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .map_err(e)?;
-    let filed = http
+    let filed = session
+        .demo
+        .https_client()
         .post(format!(
             "{}/api/v1/practice/inbox/ack",
             session.demo.server.base_url

@@ -4,25 +4,12 @@
 //! acknowledges it; the nurse's device shows "received by", then "filed at" the practice.
 //! Sent twice, the note is still one note.
 
-use std::time::Duration;
-
 use doorstep_client::{Device, NoteInput};
 use doorstep_e2e::DemoFederation;
 use doorstep_ipc::NoteState;
-use doorstep_server::store::{self, DatabaseUrl};
 use serde_json::{Value, json};
 
 const PIN: &str = "246810";
-
-fn http(demo: &DemoFederation) -> reqwest::Client {
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(&demo.server.ca_pem_path).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_note_signed_on_the_device_is_filed_at_the_practice_and_the_device_says_so() {
@@ -70,24 +57,15 @@ async fn a_note_signed_on_the_device_is_filed_at_the_practice_and_the_device_say
     );
 
     // The registered practice's own system.
-    let store = store::open(&DatabaseUrl::in_data_dir(demo.data_dir.path()))
-        .await
-        .unwrap();
+    let store = demo.store().await;
     let practice = store
         .patient(&patient.patient_id)
         .await
         .unwrap()
         .unwrap()
         .practice_ods;
-    let secret = doorstep_server::auth::issue_source_secret(
-        store.as_ref(),
-        &practice,
-        "test",
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
-    let http = http(&demo);
+    let secret = demo.practice_secret(&practice).await;
+    let http = demo.https_client();
     let inbox: Value = http
         .get(format!("{}/api/v1/practice/inbox", demo.server.base_url))
         .basic_auth(&practice, Some(&secret))
@@ -212,9 +190,7 @@ async fn a_note_written_offline_goes_when_the_server_is_back_and_is_filed() {
     demo.restart_server().await;
     let report = device.sync().await.expect("back online");
     assert_eq!(report.pushed.accepted, 1, "{report:?}");
-    let store = store::open(&DatabaseUrl::in_data_dir(demo.data_dir.path()))
-        .await
-        .unwrap();
+    let store = demo.store().await;
     let practice = store
         .patient(&patient.patient_id)
         .await
@@ -222,7 +198,8 @@ async fn a_note_written_offline_goes_when_the_server_is_back_and_is_filed() {
         .unwrap()
         .practice_ods;
     let secret = demo.practice_secret(&practice).await;
-    let answer = http(&demo)
+    let answer = demo
+        .https_client()
         .post(format!(
             "{}/api/v1/practice/inbox/ack",
             demo.server.base_url

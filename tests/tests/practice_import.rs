@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use doorstep_client::Device;
 use doorstep_e2e::DemoFederation;
 use doorstep_protocol::{ApiError, ImportProblem, ImportSummary};
-use doorstep_server::store::{self, DatabaseUrl, ResourceRow, Store};
+use doorstep_server::store::{ResourceRow, Store};
 use serde_json::{Value, json};
 
 const PIN: &str = "246810";
@@ -22,30 +22,11 @@ struct Practice {
     secret: String,
 }
 
-async fn open_store(demo: &DemoFederation) -> std::sync::Arc<dyn Store> {
-    store::open(&DatabaseUrl::in_data_dir(demo.data_dir.path()))
-        .await
-        .expect("open the federation's store beside the server")
-}
-
-async fn practice(store: &dyn Store, ods: &str) -> Practice {
-    let secret = doorstep_server::auth::issue_source_secret(store, ods, "test", chrono::Utc::now())
-        .await
-        .expect("issue a secret");
+async fn practice(demo: &DemoFederation, ods: &str) -> Practice {
     Practice {
         ods: ods.to_string(),
-        secret,
+        secret: demo.practice_secret(ods).await,
     }
-}
-
-fn http(demo: &DemoFederation) -> reqwest::Client {
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(&demo.server.ca_pem_path).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
 }
 
 async fn post(
@@ -54,7 +35,8 @@ async fn post(
     content_type: &str,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    let mut request = http(demo)
+    let mut request = demo
+        .https_client()
         .post(format!("{}/api/v1/import", demo.server.base_url))
         .header("content-type", content_type)
         .body(body);
@@ -175,7 +157,7 @@ async fn a_practice_imports_its_own_patients_and_the_device_sees_them() {
         config.import_max_bytes = 2 * 1024 * 1024;
     })
     .await;
-    let store = open_store(&demo).await;
+    let store = demo.store().await;
     let nurse = demo.user("nurse.demo");
     let device_dir = tempfile::tempdir().unwrap();
     let device = Device::enrol(
@@ -196,8 +178,8 @@ async fn a_practice_imports_its_own_patients_and_the_device_sees_them() {
         .into_iter()
         .find(|p| p.practice_ods != target_row.practice_ods)
         .expect("a patient of another practice");
-    let own = practice(store.as_ref(), &target_row.practice_ods).await;
-    let foreign = practice(store.as_ref(), &other.practice_ods).await;
+    let own = practice(&demo, &target_row.practice_ods).await;
+    let foreign = practice(&demo, &other.practice_ods).await;
 
     // The practice adds an allergy; the nurse's device has it after its next sync.
     let allergy_id = format!("alg-{}", uuid::Uuid::new_v4().simple());
@@ -329,7 +311,7 @@ async fn a_practice_imports_its_own_patients_and_the_device_sees_them() {
     assert_eq!(huge.status(), 413);
     assert_eq!(huge.json::<ApiError>().await.unwrap().code, "too_large");
     // A new secret replaces the old one at once.
-    let renewed = practice(store.as_ref(), &own.ods).await;
+    let renewed = practice(&demo, &own.ods).await;
     assert_eq!(import(&demo, &own, &sent).await.status(), 401);
     assert_eq!(import(&demo, &renewed, &sent).await.status(), 200);
 

@@ -63,7 +63,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use doorstep_protocol::ListKind;
 use doorstep_record::agreement::Agreement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
@@ -77,7 +76,7 @@ use super::rows::{
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
     ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow,
+    UserRow, list_kind_as_str, list_kind_from_str,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -149,25 +148,6 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 /// A time as stored: whole seconds.
 fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or_default()
-}
-
-fn list_kind(s: &str) -> Result<ListKind, StoreError> {
-    Ok(match s {
-        "caseload" => ListKind::Caseload,
-        "appointment" => ListKind::Appointment,
-        "incident" => ListKind::Incident,
-        "break_glass" => ListKind::BreakGlass,
-        other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
-    })
-}
-
-fn list_kind_str(k: ListKind) -> &'static str {
-    match k {
-        ListKind::Caseload => "caseload",
-        ListKind::Appointment => "appointment",
-        ListKind::Incident => "incident",
-        ListKind::BreakGlass => "break_glass",
-    }
 }
 
 /// The PostgreSQL backend: every area of the store contract ([`super::Store`]).
@@ -330,7 +310,7 @@ fn entry_from(r: &Row) -> Result<ListEntryRow, StoreError> {
         id: r.try_get(0)?,
         list_id: r.try_get(1)?,
         list_name: r.try_get(2)?,
-        kind: list_kind(r.try_get(3)?)?,
+        kind: list_kind_from_str(r.try_get(3)?)?,
         patient_id: r.try_get(4)?,
         reason: r.try_get(5)?,
         starts_at: r.try_get(6)?,
@@ -1421,7 +1401,7 @@ impl ListStore for PostgresStore {
             &[
                 &list.id,
                 &list.name,
-                &list_kind_str(list.kind),
+                &list_kind_as_str(list.kind),
                 &list.service_id,
             ],
         )
@@ -1524,7 +1504,7 @@ fn list_from(r: &Row) -> Result<ListRow, StoreError> {
     Ok(ListRow {
         id: r.try_get(0)?,
         name: r.try_get(1)?,
-        kind: list_kind(r.try_get(2)?)?,
+        kind: list_kind_from_str(r.try_get(2)?)?,
         service_id: r.try_get(3)?,
     })
 }

@@ -485,3 +485,24 @@ pub struct PlannedImport {
     /// When: `updated_at` of the rows, `at` of the feed rows.
     pub at: DateTime<Utc>,
 }
+
+/// How a list kind is stored by every backend.
+pub fn list_kind_as_str(k: ListKind) -> &'static str {
+    match k {
+        ListKind::Caseload => "caseload",
+        ListKind::Appointment => "appointment",
+        ListKind::Incident => "incident",
+        ListKind::BreakGlass => "break_glass",
+    }
+}
+
+/// A stored list kind; anything else is a store this server did not write.
+pub fn list_kind_from_str(s: &str) -> Result<ListKind, StoreError> {
+    Ok(match s {
+        "caseload" => ListKind::Caseload,
+        "appointment" => ListKind::Appointment,
+        "incident" => ListKind::Incident,
+        "break_glass" => ListKind::BreakGlass,
+        other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
+    })
+}

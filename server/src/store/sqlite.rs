@@ -45,7 +45,7 @@ use super::rows::{
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
     ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow,
+    UserRow, list_kind_as_str, list_kind_from_str,
 };
 use super::url::SQLITE_FILE;
 
@@ -90,25 +90,6 @@ fn ts(t: DateTime<Utc>) -> i64 {
 
 fn from_ts(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(t, 0).unwrap_or_default()
-}
-
-fn list_kind(s: &str) -> Result<ListKind, StoreError> {
-    Ok(match s {
-        "caseload" => ListKind::Caseload,
-        "appointment" => ListKind::Appointment,
-        "incident" => ListKind::Incident,
-        "break_glass" => ListKind::BreakGlass,
-        other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
-    })
-}
-
-fn list_kind_str(k: ListKind) -> &'static str {
-    match k {
-        ListKind::Caseload => "caseload",
-        ListKind::Appointment => "appointment",
-        ListKind::Incident => "incident",
-        ListKind::BreakGlass => "break_glass",
-    }
 }
 
 struct Inner {
@@ -337,7 +318,7 @@ fn entries_query(
     let mut out = Vec::new();
     for row in rows {
         let (mut entry, kind) = row?;
-        entry.kind = list_kind(&kind)?;
+        entry.kind = list_kind_from_str(&kind)?;
         out.push(entry);
     }
     Ok(out)
@@ -1249,7 +1230,7 @@ impl ListStore for SqliteStore {
                 params![
                     list.id,
                     list.name,
-                    list_kind_str(list.kind),
+                    list_kind_as_str(list.kind),
                     list.service_id
                 ],
             )?;
@@ -1276,7 +1257,7 @@ impl ListStore for SqliteStore {
                 out.push(ListRow {
                     id,
                     name,
-                    kind: list_kind(&kind)?,
+                    kind: list_kind_from_str(&kind)?,
                     service_id,
                 });
             }
@@ -1299,7 +1280,7 @@ impl ListStore for SqliteStore {
                 Ok(ListRow {
                     id,
                     name,
-                    kind: list_kind(&kind)?,
+                    kind: list_kind_from_str(&kind)?,
                     service_id,
                 })
             })
