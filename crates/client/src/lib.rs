@@ -534,7 +534,9 @@ impl Device {
                     if page.more {
                         prefetched = self.prefetch(page.cursor.clone()).await;
                     }
+                    tracing::debug!(changes = page.changes.len(), "applying page");
                     let stats = self.with_conn(|c| cache::apply_page(c, &page))?;
+                    tracing::debug!("page applied");
                     report.pages += 1;
                     report.patients_added += stats.patients_added;
                     report.patients_removed += stats.patients_removed;
