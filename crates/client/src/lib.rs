@@ -33,6 +33,7 @@ pub mod key;
 mod outbox;
 mod push;
 mod queries;
+pub mod schedule;
 pub mod text;
 mod wire;
 
