@@ -343,7 +343,7 @@ impl Device {
         self.syncing.store(true, Ordering::SeqCst);
         let started = Instant::now();
         // Push first: what was written offline goes up before the view comes down.
-        let pushed = self.push_recorded().await;
+        let pushed = self.push_recorded().await.ok();
         let result = self.pull_all().await;
         self.syncing.store(false, Ordering::SeqCst);
         let now = cache::timestamp(Utc::now());
@@ -378,21 +378,28 @@ impl Device {
         }
     }
 
+    /// Send the outbox now, without pulling (a sync pushes first anyway): for the benchmark
+    /// and a "send my notes" action. The outcome is recorded for the status as in a sync.
+    pub async fn push(&self) -> Result<PushReport> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        self.push_recorded().await
+    }
+
     /// Send the outbox ([`push`]), recording a failure for the status (the items stay
     /// waiting and go with the next sync).
-    async fn push_recorded(&self) -> Option<PushReport> {
-        match push::push_all(self).await {
-            Ok(report) => {
+    async fn push_recorded(&self) -> Result<PushReport> {
+        let pushed = push::push_all(self).await;
+        match &pushed {
+            Ok(_) => {
                 let _ = self.with_conn(|c| cache::delete_meta(c, meta::LAST_PUSH_ERROR));
-                Some(report)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "push failed");
                 let _ =
                     self.with_conn(|c| cache::set_meta(c, meta::LAST_PUSH_ERROR, &e.to_string()));
-                None
             }
         }
+        pushed
     }
 
     /// Write and sign a note for a patient on this device's list: it goes into the outbox,
