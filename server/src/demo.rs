@@ -336,7 +336,7 @@ fn patients_with_excluded_items(federation: &Federation) -> BTreeSet<String> {
         };
         for entry in entries {
             if let Ok(resource) = Resource::from_json(entry["resource"].clone())
-                && sensitive::is_rcgp_excluded(&resource.codes())
+                && sensitive::is_rcgp_excluded_resource(&resource)
                 && let Some(pid) = resource.patient_id()
             {
                 out.insert(pid);
