@@ -669,3 +669,32 @@ fn ordinary_items_stay_visible() {
         "reasonCode": [sct("38341003")]}));
     assert_eq!(decide(m), Decision::Visible);
 }
+
+/// Over-matching guard: in the synthetic federation (letters, narrative, notes, ordinary
+/// medicines and results), the whole-resource walk withholds exactly the items whose main
+/// code is in a set, and nothing more.
+#[test]
+fn synthetic_records_hold_no_false_positive_terms() {
+    use crate::synthetic::{FederationSpec, generate};
+    let fed = generate(FederationSpec {
+        seed: 7,
+        practices: 2,
+        patients_per_practice: 20,
+        resources_per_patient: 60,
+        today: today(),
+    });
+    let mut excluded = 0;
+    for b in &fed.bundles {
+        for r in crate::fhir::bundle_from_value(b.clone()).unwrap().resources {
+            let by_main_code = crate::sensitive::is_rcgp_excluded(&r.codes());
+            assert_eq!(
+                crate::sensitive::is_rcgp_excluded_resource(&r),
+                by_main_code,
+                "{}",
+                r.reference()
+            );
+            excluded += usize::from(by_main_code);
+        }
+    }
+    assert!(excluded > 0, "the federation should hold RCGP items");
+}

@@ -214,12 +214,6 @@ impl ValueSet {
     fn has(&self, system: &CodeSystem, code: &str) -> bool {
         self.codes.contains(&(system.clone(), code.to_owned()))
     }
-
-    fn names_a_term(&self, text_tokens: &[String]) -> bool {
-        self.terms
-            .iter()
-            .any(|t| contains_run(text_tokens, &tokens(t)))
-    }
 }
 
 /// Read v2 codes are five characters, dot-padded; some systems drop the dots or append the
@@ -303,7 +297,7 @@ impl ReadMap {
 
 /// What [`ExclusionSets::extend`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extension {
+pub struct ExtendReport {
     pub url: String,
     /// No set with this url was held before.
     pub new_set: bool,
@@ -318,7 +312,13 @@ pub struct Extension {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExclusionSets {
     sets: Vec<ValueSet>,
+    /// Each set's terms as words, parallel to `sets` (tokenised once, not per item).
+    term_words: Vec<Vec<Vec<String>>>,
     read_map: ReadMap,
+}
+
+fn term_words(set: &ValueSet) -> Vec<Vec<String>> {
+    set.terms.iter().map(|t| tokens(t)).collect()
 }
 
 impl ExclusionSets {
@@ -330,12 +330,16 @@ impl ExclusionSets {
     /// The shipped sets, parsed once.
     pub fn shipped_ref() -> &'static ExclusionSets {
         static SETS: OnceLock<ExclusionSets> = OnceLock::new();
-        SETS.get_or_init(|| ExclusionSets {
-            sets: SHIPPED
+        SETS.get_or_init(|| {
+            let sets: Vec<ValueSet> = SHIPPED
                 .iter()
                 .map(|t| ValueSet::from_json(t).expect("shipped value set"))
-                .collect(),
-            read_map: ReadMap::shipped(),
+                .collect();
+            ExclusionSets {
+                term_words: sets.iter().map(term_words).collect(),
+                sets,
+                read_map: ReadMap::shipped(),
+            }
         })
     }
 
@@ -345,21 +349,23 @@ impl ExclusionSets {
 
     /// Adds a loaded set, or merges it into the held set of the same url (extend, never
     /// shrink; see the module doc).
-    pub fn extend(&mut self, loaded: ValueSet) -> Result<Extension, ValueSetError> {
+    pub fn extend(&mut self, loaded: ValueSet) -> Result<ExtendReport, ValueSetError> {
         if loaded.codes.is_empty() && loaded.terms.is_empty() {
             return Err(ValueSetError::Empty);
         }
-        let Some(held) = self.sets.iter_mut().find(|s| s.url == loaded.url) else {
-            let ext = Extension {
+        let Some(index) = self.sets.iter().position(|s| s.url == loaded.url) else {
+            let ext = ExtendReport {
                 url: loaded.url.clone(),
                 new_set: true,
                 added_codes: loaded.codes.len(),
                 added_terms: loaded.terms.len(),
                 kept: Vec::new(),
             };
+            self.term_words.push(term_words(&loaded));
             self.sets.push(loaded);
             return Ok(ext);
         };
+        let held = &mut self.sets[index];
         let mut kept: Vec<String> = held
             .codes
             .difference(&loaded.codes)
@@ -369,7 +375,8 @@ impl ExclusionSets {
         let (codes_before, terms_before) = (held.codes.len(), held.terms.len());
         held.codes.extend(loaded.codes);
         held.terms.extend(loaded.terms);
-        Ok(Extension {
+        self.term_words[index] = term_words(held);
+        Ok(ExtendReport {
             url: loaded.url,
             new_set: false,
             added_codes: held.codes.len() - codes_before,
@@ -434,10 +441,16 @@ impl ExclusionSets {
     /// The first set the item is in (see the module doc's matching rule), if any.
     pub fn matching_set(&self, found: &Extracted) -> Option<&ValueSet> {
         let text_tokens: Vec<Vec<String>> = found.texts.iter().map(|t| tokens(t)).collect();
-        self.sets.iter().find(|set| {
-            found.codings.iter().any(|c| self.coding_in(set, c))
-                || text_tokens.iter().any(|t| set.names_a_term(t))
-        })
+        self.sets
+            .iter()
+            .zip(&self.term_words)
+            .find(|(set, terms)| {
+                found.codings.iter().any(|c| self.coding_in(set, c))
+                    || text_tokens
+                        .iter()
+                        .any(|text| terms.iter().any(|term| contains_run(text, term)))
+            })
+            .map(|(set, _)| set)
     }
 
     /// True when the item is in any set.
