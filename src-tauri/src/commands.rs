@@ -173,6 +173,8 @@ pub async fn write_note(
     };
     let summary = blocking(move || device.write_note(&patient_id, input)).await?;
     tracing::info!("note signed into the outbox");
+    // Send it while there is signal, without waiting for the schedule.
+    shell.wake_sync();
     Ok(summary)
 }
 

@@ -1,18 +1,22 @@
 //! The shell's state: where the device keeps its files, and the unlocked device, if any.
 //!
 //! Locking is dropping the [`Device`]: the cache connection closes and SQLCipher wipes the key.
-//! Background work (the periodic sync) holds only a weak reference, so it can never keep a
-//! locked device open beyond the sync it is running.
+//! Background work (the sync loop) holds only a weak reference, so it can never keep a locked
+//! device open beyond the sync or probe it is running.
+//!
+//! The sync loop follows [`doorstep_client::schedule`]: a sync at unlock, then every five
+//! minutes; after a failure, retries with exponential backoff and jitter, probing the server
+//! meanwhile so that regained signal starts a sync at once; and a sync now whenever
+//! [`Shell::wake_sync`] is called (Sync now, a note signed, the network coming back).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use doorstep_client::Device;
+use doorstep_client::schedule::{SyncSchedule, jitter};
 use doorstep_ipc::{IpcError, IpcErrorKind};
-
-/// How often the device syncs while unlocked.
-pub const SYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
+use tokio::sync::Notify;
 /// Idle time after which the cache locks and the key leaves memory (DESIGN.md section 7).
 pub const IDLE_LOCK: Duration = Duration::from_secs(5 * 60);
 /// Overrides [`IDLE_LOCK`], in seconds (for tests and demonstrations).
@@ -34,6 +38,9 @@ pub struct Shell {
     options: LaunchOptions,
     idle_lock: Duration,
     device: RwLock<Option<Arc<Device>>>,
+    /// Wakes the unlocked device's sync loop (one per unlock, so a loop of an earlier unlock
+    /// never takes the wake-up meant for the current one).
+    wake: Mutex<Arc<Notify>>,
     last_activity: Mutex<Instant>,
 }
 
@@ -50,6 +57,7 @@ impl Shell {
             options,
             idle_lock,
             device: RwLock::new(None),
+            wake: Mutex::new(Arc::new(Notify::new())),
             last_activity: Mutex::new(Instant::now()),
         }
     }
@@ -80,13 +88,22 @@ impl Shell {
         self.device.read().map(|d| d.is_some()).unwrap_or(false)
     }
 
-    /// Keeps `device` as the unlocked device and starts its periodic sync.
+    /// Keeps `device` as the unlocked device and starts its sync loop (which syncs at once).
     pub fn set_unlocked(&self, device: Device) -> Result<Arc<Device>, IpcError> {
         let device = Arc::new(device);
         *self.device.write().map_err(|_| poisoned())? = Some(device.clone());
+        let wake = Arc::new(Notify::new());
+        *self.wake.lock().map_err(|_| poisoned())? = wake.clone();
         self.touch();
-        spawn_periodic_sync(Arc::downgrade(&device));
+        spawn_sync_loop(Arc::downgrade(&device), wake);
         Ok(device)
+    }
+
+    /// Ask the sync loop for a sync now (if one is running, another follows it).
+    pub fn wake_sync(&self) {
+        if let Ok(wake) = self.wake.lock() {
+            wake.notify_one();
+        }
     }
 
     /// Drops the unlocked device: the cache closes and its key leaves memory.
@@ -117,26 +134,72 @@ fn poisoned() -> IpcError {
     IpcError::new(IpcErrorKind::Internal, "the app state was poisoned")
 }
 
-/// Syncs now, then every [`SYNC_INTERVAL`], for as long as the device stays unlocked.
-fn spawn_periodic_sync(device: Weak<Device>) {
+/// Syncs now, then as [`SyncSchedule`] says, for as long as the device stays unlocked.
+fn spawn_sync_loop(device: Weak<Device>, wake: Arc<Notify>) {
     tauri::async_runtime::spawn(async move {
+        let mut schedule = SyncSchedule::default();
         loop {
             let Some(d) = device.upgrade() else { break };
-            match d.sync().await {
-                Ok(report) => tracing::info!(
-                    pages = report.pages,
-                    patients = report.patients,
-                    added = report.patients_added,
-                    removed = report.patients_removed,
-                    duration_ms = report.duration_ms,
-                    "background sync done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "background sync failed"),
-            }
+            let wait = match d.sync().await {
+                Ok(report) => {
+                    tracing::info!(
+                        pages = report.pages,
+                        patients = report.patients,
+                        added = report.patients_added,
+                        removed = report.patients_removed,
+                        duration_ms = report.duration_ms,
+                        "background sync done"
+                    );
+                    schedule.succeeded()
+                }
+                Err(e) => {
+                    let wait = schedule.failed(jitter());
+                    tracing::warn!(
+                        error = %e,
+                        failures = schedule.failures(),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "background sync failed"
+                    );
+                    wait
+                }
+            };
             drop(d);
-            tokio::time::sleep(SYNC_INTERVAL).await;
+            if !wait_for_next(&device, &wake, &schedule, wait).await {
+                break;
+            }
         }
     });
+}
+
+/// Waits `wait`, or less: until woken, or (while failing) until a probe finds the server.
+/// False when the device was locked meanwhile.
+async fn wait_for_next(
+    device: &Weak<Device>,
+    wake: &Notify,
+    schedule: &SyncSchedule,
+    wait: Duration,
+) -> bool {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let step = schedule.probe_every(wait).map_or(left, |p| p.min(left));
+        tokio::select! {
+            _ = tokio::time::sleep(step) => {}
+            _ = wake.notified() => return true,
+        }
+        if step < left {
+            let Some(d) = device.upgrade() else {
+                return false;
+            };
+            if d.probe_server().await {
+                tracing::info!("the server answers again: syncing");
+                return true;
+            }
+        }
+    }
 }
 
 /// Locks the device after [`IDLE_LOCK`] (or `$DOORSTEP_IDLE_LOCK_SECS`) without user activity.

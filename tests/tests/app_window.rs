@@ -280,7 +280,8 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .map_err(e)?;
     shot(client, artifacts, "08-note-waiting").await;
 
-    // Signal again: the note goes up at the next sync and is accepted.
+    // Signal again: nobody presses anything; the app notices the server answers again (it
+    // probes while syncs fail), syncs, and the note is accepted.
     let note_id = waiting
         .attr("data-note")
         .await
@@ -288,7 +289,12 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .ok_or("the note has no id")?;
     session.demo.restart_server().await;
     let note_css = format!(".note[data-note='{note_id}']");
-    sync_until_note_is(client, &note_css, "accepted").await?;
+    let back = Instant::now();
+    wait_for_note_state(client, &note_css, "accepted", Duration::from_secs(60)).await?;
+    eprintln!(
+        "window: the note was accepted {:?} after the server came back, without a press",
+        back.elapsed()
+    );
     shot(client, artifacts, "09-note-accepted").await;
 
     // The registered practice's system fetches and files it; the window says so.
@@ -332,7 +338,116 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .await
         .map_err(e)?;
     shot(client, artifacts, "10-note-filed").await;
+
+    // Amending: a new note, pre-filled with the earlier text, that replaces the filed one by
+    // reference; the filed note is not edited and stays listed, marked as replaced.
+    let amend_css = format!("{note_css} .note-amend");
+    let amend = wait_for(client, &amend_css).await?;
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&amend).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    amend.click().await.map_err(e)?;
+    let notice = wait_for(client, "#amending")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
+    if !notice.contains("replaces it") {
+        return Err(format!("the composer does not say it amends: {notice:?}"));
+    }
+    let prefilled = wait_for(client, "#note-text")
+        .await?
+        .prop("value")
+        .await
+        .map_err(e)?
+        .unwrap_or_default();
+    if prefilled != "Leg ulcer redressed; healing well." {
+        return Err(format!(
+            "the amendment is not pre-filled with the earlier text: {prefilled:?}"
+        ));
+    }
+    fill(
+        client,
+        "#note-text",
+        "Leg ulcer redressed; healing well. Correction: left leg, not right.",
+    )
+    .await?;
+    click(client, "#note-sign").await?;
+    let amendment_css = format!(".note[data-replaces='{note_id}']");
+    let amendment = wait_for(client, &amendment_css).await?;
+    let amendment_id = amendment
+        .attr("data-note")
+        .await
+        .map_err(e)?
+        .ok_or("the amendment has no id")?;
+    // Signing wakes the sync: with signal, it is accepted without a press.
+    wait_for_note_state(
+        client,
+        &format!(".note[data-note='{amendment_id}']"),
+        "accepted",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let earlier = wait_for(client, &note_css).await?;
+    let earlier_text = earlier.text().await.map_err(e)?;
+    let class = earlier.attr("class").await.map_err(e)?.unwrap_or_default();
+    if !class.contains("replaced") || !earlier_text.contains("Replaced by the amendment") {
+        return Err(format!(
+            "the filed note is not marked as replaced: {class:?} {earlier_text:?}"
+        ));
+    }
+    if !earlier_text.contains("Filed at") {
+        return Err(format!("the filed note changed: {earlier_text:?}"));
+    }
+    let stored = store
+        .note(&amendment_id)
+        .await
+        .map_err(e)?
+        .ok_or("the amendment is not on the server")?;
+    let body: serde_json::Value =
+        serde_json::from_str(stored.body.as_deref().unwrap_or("null")).map_err(e)?;
+    if body["replaces"] != json!(note_id) {
+        return Err(format!(
+            "the stored amendment does not replace the note: {body}"
+        ));
+    }
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&earlier).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    shot(client, artifacts, "11-note-amended").await;
     Ok(())
+}
+
+/// Waits, pressing nothing, until the note's state is `state` (the notes list reloads when a
+/// background sync changed the data).
+async fn wait_for_note_state(
+    client: &Client,
+    note_css: &str,
+    state: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let wanted = format!("{note_css}[data-state='{state}']");
+    loop {
+        if client.find(Locator::Css(&wanted)).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let now = wait_for(client, note_css).await?.text().await.map_err(e)?;
+            return Err(format!(
+                "the note did not become {state} by itself within {within:?}: {now:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Presses Sync now until the note's state is `state` (each press is a sync the user asks for;

@@ -12,8 +12,17 @@ use crate::{Ctx, Screen, SyncView, format, sleep};
 const POLL_IDLE_SECS: i64 = 15;
 const POLL_SYNCING_SECS: i64 = 2;
 
-/// Polls the shell's sync status while the device is unlocked, for the life of the page.
+/// Polls the shell's sync status while the device is unlocked, for the life of the page, and
+/// syncs when the system says the network is back (the shell also notices regained signal on
+/// its own, by probing the server while syncs fail).
 pub fn start_polling(ctx: Ctx) {
+    let online = window_event_listener(leptos::ev::online, move |_| {
+        if ctx.screen.with_untracked(Screen::is_unlocked) {
+            sync_now(ctx);
+        }
+    });
+    // For the life of the page: the listener is never removed.
+    std::mem::forget(online);
     spawn_local(async move {
         let mut last_poll = Utc::now() - chrono::Duration::seconds(POLL_IDLE_SECS);
         loop {

@@ -33,6 +33,7 @@ pub mod key;
 mod outbox;
 mod push;
 mod queries;
+pub mod schedule;
 pub mod text;
 mod wire;
 
@@ -534,7 +535,9 @@ impl Device {
                     if page.more {
                         prefetched = self.prefetch(page.cursor.clone()).await;
                     }
+                    tracing::debug!(changes = page.changes.len(), "applying page");
                     let stats = self.with_conn(|c| cache::apply_page(c, &page))?;
+                    tracing::debug!("page applied");
                     report.pages += 1;
                     report.patients_added += stats.patients_added;
                     report.patients_removed += stats.patients_removed;

@@ -49,7 +49,10 @@ pub(crate) async fn push_all(device: &Device) -> Result<PushReport> {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
         device.with_conn(|c| outbox::mark_attempt(c, &ids, Utc::now()))?;
         let request = PushRequest { items };
+        // Markers for the kill test (crates/client/tests/sigkill.rs): counts only.
+        tracing::debug!(items = request.items.len(), "pushing");
         let answer = send(device, &request).await?;
+        tracing::debug!(results = answer.results.len(), "push answered");
         report.rounds += 1;
         let answered = device.with_conn(|c| outbox::apply_results(c, &answer.results))?;
         report.accepted += answered.accepted;

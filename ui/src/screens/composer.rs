@@ -7,6 +7,8 @@
 //! - What is typed is kept as a draft on the device (encrypted with the cache) at every change,
 //!   so a restart or a lock loses nothing; signing turns it into a note in the outbox.
 //! - A signed note is never edited; the list below the form shows each with where it stands.
+//!   Amending one starts a new note, pre-filled with the earlier text, that replaces it by
+//!   reference; both stay listed, the earlier marked as replaced.
 //! - The vital signs are read and checked by [`read_vitals`] (pure, tested on the host), the
 //!   score by `doorstep_record::news2`.
 
@@ -23,6 +25,7 @@ use crate::{Ctx, Load, Screen, focus, format};
 
 /// The composer's fields as typed (also the draft kept on the device).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Fields {
     pub text: String,
     pub rr: String,
@@ -38,6 +41,36 @@ pub struct Fields {
     pub temp: String,
     /// A SNOMED CT code of the pick list, or `""`.
     pub problem: String,
+    /// The id of the note this one amends, or `""` (kept in the draft, so an amendment
+    /// interrupted by a restart is still an amendment).
+    pub replaces: String,
+}
+
+/// What the list says of a note's place among amendments: "Replaced by the amendment signed
+/// …" for a note a later one replaces, "Amends the note signed …" for an amendment.
+pub fn amendment_line(note: &NoteSummary, all: &[NoteSummary]) -> Option<String> {
+    if let Some(later) = all
+        .iter()
+        .find(|n| n.replaces.as_deref() == Some(note.id.as_str()))
+    {
+        return Some(format!(
+            "Replaced by the amendment signed {}",
+            format::instant(later.signed_at)
+        ));
+    }
+    let earlier = note.replaces.as_deref()?;
+    Some(match all.iter().find(|n| n.id == earlier) {
+        Some(e) => format!("Amends the note signed {}", format::instant(e.signed_at)),
+        None => "Amends an earlier note".to_owned(),
+    })
+}
+
+/// A note can be amended unless a later note already replaces it or the federation refused it.
+pub fn can_amend(note: &NoteSummary, all: &[NoteSummary]) -> bool {
+    !matches!(note.state, NoteState::Rejected { .. })
+        && !all
+            .iter()
+            .any(|n| n.replaces.as_deref() == Some(note.id.as_str()))
 }
 
 /// The vital signs the fields hold: `Ok(None)` when none was entered, else the set (partial
@@ -236,8 +269,9 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
             text: f.text.clone(),
             vitals,
             problem: (!f.problem.is_empty()).then(|| f.problem.clone()),
-            replaces: None,
+            replaces: (!f.replaces.is_empty()).then(|| f.replaces.clone()),
         };
+        let amended = !f.replaces.is_empty();
         spawn_local(async move {
             match ctx.backend.write_note(&pid.get_value(), &form).await {
                 Ok(_) => {
@@ -247,7 +281,13 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                     });
                     message.set(Some((
                         true,
-                        "Signed: the note waits on this device and goes at the next sync.".into(),
+                        if amended {
+                            "Signed: the amendment waits on this device and goes at the next \
+                             sync; it replaces the earlier note."
+                        } else {
+                            "Signed: the note waits on this device and goes at the next sync."
+                        }
+                        .into(),
                     )));
                     reload_notes();
                     ctx.refresh_sync();
@@ -320,6 +360,29 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                             alerts=v.alerts.clone()
                         />
                         <p class="composer-destination" id="note-destination">{destination}</p>
+                        {move || {
+                            let replaces = fields.with(|f| f.replaces.clone());
+                            (!replaces.is_empty()).then(|| {
+                                let signed = notes.with(|all| {
+                                    all.iter()
+                                        .find(|n| n.id == replaces)
+                                        .map(|n| format::instant(n.signed_at))
+                                });
+                                let what = match signed {
+                                    Some(t) => format!("the note signed {t}"),
+                                    None => "an earlier note".to_owned(),
+                                };
+                                view! {
+                                    <div class="notice amending" id="amending" role="status">
+                                        <p>{format!("Amending {what}. Signing makes a new note that replaces it; the earlier note stays in the record, marked as replaced.")}</p>
+                                        <button id="amend-cancel" class="button secondary" type="button"
+                                            on:click=move |_| fields.set(Fields { scale: "1".into(), ..Fields::default() })>
+                                            "Cancel amendment"
+                                        </button>
+                                    </div>
+                                }
+                            })
+                        }}
                         <form class="composer-form" on:submit=sign>
                             <label for="note-text" class="composer-label">"Note"</label>
                             <textarea
@@ -384,7 +447,9 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                                 }).collect_view()}
                             </select>
                             <div class="composer-actions">
-                                <button id="note-sign" class="button" type="submit">"Sign note"</button>
+                                <button id="note-sign" class="button" type="submit">
+                                    {move || if fields.with(|f| f.replaces.is_empty()) { "Sign note" } else { "Sign amendment" }}
+                                </button>
                             </div>
                             {move || message.get().map(|(ok, text)| view! {
                                 <p id="note-message" class=if ok { "composer-ok" } else { "composer-error" }
@@ -393,8 +458,22 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                         </form>
                         <h2 class="list-group-title">"Notes written on this device"</h2>
                         <ul class="notes" id="notes-list">
-                            {move || notes.get().into_iter().map(|n| {
+                            {move || { let all = notes.get(); all.clone().into_iter().map(|n| {
                                 let line = state_line(&n.state, &practice.get_value());
+                                let amendment = amendment_line(&n, &all);
+                                let amendable = can_amend(&n, &all);
+                                let replaced = all.iter().any(|o| o.replaces.as_deref() == Some(n.id.as_str()));
+                                let (earlier_id, earlier_text) = (n.id.clone(), n.text.clone());
+                                let amend = move |_| {
+                                    fields.set(Fields {
+                                        scale: "1".into(),
+                                        text: earlier_text.clone(),
+                                        replaces: earlier_id.clone(),
+                                        ..Fields::default()
+                                    });
+                                    message.set(None);
+                                    request_animation_frame(|| focus("#note-text"));
+                                };
                                 let state = match n.state {
                                     NoteState::Waiting => "waiting",
                                     NoteState::Accepted { .. } => "accepted",
@@ -404,15 +483,20 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                                     NoteState::NotFiled { .. } => "not-filed",
                                 };
                                 view! {
-                                    <li class="note" data-note=n.id.clone() data-state=state>
+                                    <li class=if replaced { "note replaced" } else { "note" } data-note=n.id.clone() data-state=state
+                                        data-replaces=n.replaces.clone().unwrap_or_default()>
                                         <p class="note-meta">{format!("Signed {}", format::instant(n.signed_at))}
                                             {n.news2.clone().map(|s| format!(" · {s}"))}
                                             {n.problem.clone().map(|p| format!(" · {p}"))}</p>
                                         <p class="note-text">{n.text.clone()}</p>
                                         <p class="note-state">{line}</p>
+                                        {amendment.map(|a| view! { <p class="note-amendment">{a}</p> })}
+                                        {amendable.then(|| view! {
+                                            <button class="button secondary note-amend" type="button" on:click=amend>"Amend"</button>
+                                        })}
                                     </li>
                                 }
-                            }).collect_view()}
+                            }).collect_view() }}
                         </ul>
                     }.into_any()
                 }
@@ -482,5 +566,69 @@ mod tests {
         let v = read_vitals(&fields(&[("pulse", "131")])).unwrap().unwrap();
         let line = news2_line(&v);
         assert!(line.starts_with("NEWS2 3 (partial"), "{line}");
+    }
+
+    fn note(id: &str, replaces: Option<&str>, state: NoteState) -> NoteSummary {
+        NoteSummary {
+            id: id.into(),
+            patient_id: "p1".into(),
+            signed_at: chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap(),
+            text: format!("note {id}"),
+            news2: None,
+            problem: None,
+            replaces: replaces.map(str::to_owned),
+            state,
+        }
+    }
+
+    #[test]
+    fn an_amended_note_says_it_was_replaced_and_cannot_be_amended_again() {
+        let at = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let all = vec![
+            note("a", None, NoteState::Accepted { at }),
+            note("b", Some("a"), NoteState::Waiting),
+        ];
+        let first = amendment_line(&all[0], &all).unwrap();
+        assert!(
+            first.starts_with("Replaced by the amendment signed "),
+            "{first}"
+        );
+        let second = amendment_line(&all[1], &all).unwrap();
+        assert!(second.starts_with("Amends the note signed "), "{second}");
+        assert!(!can_amend(&all[0], &all), "replaced already");
+        assert!(
+            can_amend(&all[1], &all),
+            "the amendment itself can be amended"
+        );
+    }
+
+    #[test]
+    fn a_refused_note_is_not_amended_and_a_plain_note_has_no_amendment_line() {
+        let all = vec![
+            note(
+                "r",
+                None,
+                NoteState::Rejected {
+                    reason: "no".into(),
+                },
+            ),
+            note("p", None, NoteState::Waiting),
+        ];
+        assert!(!can_amend(&all[0], &all));
+        assert_eq!(amendment_line(&all[1], &all), None);
+        // An amendment whose earlier note is not listed here still says what it is.
+        let orphan = note("o", Some("gone"), NoteState::Waiting);
+        assert_eq!(
+            amendment_line(&orphan, std::slice::from_ref(&orphan)).as_deref(),
+            Some("Amends an earlier note")
+        );
+    }
+
+    #[test]
+    fn a_draft_saved_before_amendments_existed_still_reads() {
+        let old = r#"{"text":"t","rr":"","spo2":"","scale":"1","o2":"","sbp":"","pulse":"","acvpu":"","temp":"","problem":""}"#;
+        let f: Fields = serde_json::from_str(old).unwrap();
+        assert_eq!(f.text, "t");
+        assert_eq!(f.replaces, "");
     }
 }
