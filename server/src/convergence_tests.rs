@@ -398,6 +398,7 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
                 max_offline_hours: 72,
                 idle_lock_minutes: 5,
                 retention_days: 7,
+                ..Agreement::default()
             },
             now,
         )

@@ -89,9 +89,79 @@ pub struct Agreement {
     pub max_offline_hours: u32,
     pub idle_lock_minutes: u32,
     pub retention_days: u32,
+    /// Why the data is shared ("Direct care of patients on the district nursing caseload").
+    #[serde(default)]
+    pub purpose: String,
+    /// The lawful basis the practices relied on (UK GDPR Article 6(1)(e) and 9(2)(h): direct
+    /// care).
+    #[serde(default)]
+    pub legal_basis: String,
+    /// Whether the service's clinicians may use break-glass for a patient not on their list.
+    #[serde(default)]
+    pub emergency_access: bool,
+    /// Whose lists a user receives: their own entries (caseload, session, incidents) or also
+    /// those of their team.
+    #[serde(default)]
+    pub lists: ListScope,
+    /// Counts up at each change (an administrator's update makes the next version).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// The first day the agreement is in force (`None`: since it was made).
+    #[serde(default)]
+    pub valid_from: Option<NaiveDate>,
+    /// The day it was retired: from then on it covers no one.
+    #[serde(default)]
+    pub retired: Option<NaiveDate>,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// Whose list entries an agreement gives a user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListScope {
+    /// Only the user's own entries (and the service's shared lists, such as a caseload).
+    #[default]
+    Own,
+    /// The entries of the user's team too.
+    Team,
+}
+
+impl Default for Agreement {
+    /// An empty agreement (covers no one, shares nothing): the base of struct literals and
+    /// of the administrator's files, which name what they share.
+    fn default() -> Agreement {
+        Agreement {
+            id: String::new(),
+            name: String::new(),
+            service: String::new(),
+            practices: Vec::new(),
+            roles: Vec::new(),
+            sections: Vec::new(),
+            include_codes: None,
+            exclude_codes: Vec::new(),
+            max_offline_hours: 72,
+            idle_lock_minutes: 5,
+            retention_days: 30,
+            purpose: String::new(),
+            legal_basis: String::new(),
+            emergency_access: false,
+            lists: ListScope::Own,
+            version: first_version(),
+            valid_from: None,
+            retired: None,
+        }
+    }
 }
 
 impl Agreement {
+    /// In force on `today`: on or after `valid_from` and before `retired`.
+    pub fn in_force(&self, today: NaiveDate) -> bool {
+        self.valid_from.is_none_or(|d| d <= today) && self.retired.is_none_or(|d| today < d)
+    }
+
     /// True when the agreement covers patients of `practice_ods` for users holding `role`.
     /// ODS codes and roles compare case-insensitively.
     pub fn applies(&self, practice_ods: &str, role: &str) -> bool {
@@ -265,6 +335,7 @@ mod tests {
             max_offline_hours: 72,
             idle_lock_minutes: 5,
             retention_days: 30,
+            ..Agreement::default()
         }
     }
 

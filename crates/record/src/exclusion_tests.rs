@@ -38,6 +38,7 @@ fn hub() -> Agreement {
         max_offline_hours: 12,
         idle_lock_minutes: 5,
         retention_days: 1,
+        ..Agreement::default()
     }
 }
 

@@ -401,6 +401,7 @@ fn agreement_strategy() -> impl Strategy<Value = Agreement> {
             max_offline_hours: 12,
             idle_lock_minutes: 5,
             retention_days: 1,
+            ..Agreement::default()
         })
 }
 
