@@ -18,7 +18,9 @@ use doorstep_protocol::{
     Change, ListEntry, ListKind, PatientHeader, PullPage, ResyncReason, WithheldCount,
 };
 use doorstep_record::Section;
-use doorstep_record::agreement::{Agreement, Decision, SectionShare, covers, evaluate};
+use doorstep_record::agreement::{
+    Agreement, Decision, ExclusionSets, SectionShare, covers, evaluate, sensitive,
+};
 use doorstep_record::coding::{LOINC, NHS_NUMBER_SYSTEM, ODS_SYSTEM, SNOMED};
 use doorstep_record::fhir::Resource;
 use doorstep_record::nhs::NhsNumber;
@@ -396,6 +398,7 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
                 max_offline_hours: 72,
                 idle_lock_minutes: 5,
                 retention_days: 7,
+                ..Agreement::default()
             },
             now,
         )
@@ -687,9 +690,17 @@ impl World {
                     continue;
                 }
                 let r: Resource = parse_row(&row).unwrap();
-                match evaluate(&r, &p.practice_ods, &scope.role, &scope.agreements, today) {
+                match evaluate(
+                    &r,
+                    &p.practice_ods,
+                    &scope.role,
+                    &scope.agreements,
+                    ExclusionSets::shipped_ref(),
+                    today,
+                ) {
                     Decision::Visible => {
-                        resources.insert((row.resource_type.clone(), row.id.clone()), r.json);
+                        let shared = sensitive::redact_for_sharing(&r).json;
+                        resources.insert((row.resource_type.clone(), row.id.clone()), shared);
                     }
                     Decision::Withheld(s) => *counts.entry(s).or_default() += 1,
                     Decision::NotShared => {}
@@ -743,7 +754,7 @@ fn assert_never_excluded(page: &PullPage) {
         for r in resources {
             let r = Resource::from_json(r.clone()).unwrap();
             assert!(
-                !doorstep_record::agreement::sensitive::is_rcgp_excluded(&r.codes()),
+                !sensitive::is_rcgp_excluded_resource(&r),
                 "an RCGP-excluded item reached the device: {}/{}",
                 r.resource_type.as_str(),
                 r.id

@@ -317,6 +317,7 @@ mod tests {
             max_offline_hours: 72,
             idle_lock_minutes: 5,
             retention_days: 7,
+            ..Agreement::default()
         };
         let base = access_epoch("nurse", "dn", std::slice::from_ref(&a));
         assert_eq!(base, access_epoch("nurse", "dn", std::slice::from_ref(&a)));

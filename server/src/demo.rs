@@ -284,6 +284,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             max_offline_hours: 72,
             idle_lock_minutes: 5,
             retention_days: 7,
+            ..Agreement::default()
         },
         Agreement {
             id: "riverside-hub-2026".into(),
@@ -297,6 +298,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             max_offline_hours: 24,
             idle_lock_minutes: 5,
             retention_days: 2,
+            ..Agreement::default()
         },
         Agreement {
             id: "northern-ambulance-2026".into(),
@@ -323,6 +325,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             max_offline_hours: 12,
             idle_lock_minutes: 5,
             retention_days: 1,
+            ..Agreement::default()
         },
     ]
 }
@@ -336,7 +339,7 @@ fn patients_with_excluded_items(federation: &Federation) -> BTreeSet<String> {
         };
         for entry in entries {
             if let Ok(resource) = Resource::from_json(entry["resource"].clone())
-                && sensitive::is_rcgp_excluded(&resource.codes())
+                && sensitive::is_rcgp_excluded_resource(&resource)
                 && let Some(pid) = resource.patient_id()
             {
                 out.insert(pid);

@@ -79,7 +79,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
 use doorstep_record::Section;
-use doorstep_record::agreement::{Agreement, Decision, covers, evaluate_for_service};
+use doorstep_record::agreement::{
+    Agreement, Decision, ExclusionSets, covers, evaluate_for_service, sensitive,
+};
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
@@ -232,6 +234,13 @@ async fn filtered_resources(
     for row in snap.live_resources(&patient.id).await? {
         let resource = parse_row(&row)?;
         match decide(&resource, patient, scope, today) {
+            // A confidential Patient goes without its address and telecom; its stored text
+            // cannot be reused for the size, so the redacted JSON is measured.
+            Decision::Visible if sensitive::needs_redaction(&resource) => {
+                let redacted = sensitive::redact_for_sharing(&resource).json;
+                bytes += redacted.to_string().len() + 1;
+                visible.push(redacted);
+            }
             Decision::Visible => {
                 bytes += row.json.len() + 1;
                 visible.push(resource.json);
@@ -259,13 +268,15 @@ fn decide(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Decision {
-    // The service matters for Doorstep notes: its own users see what it wrote.
+    // The service matters for Doorstep notes: its own users see what it wrote. The shipped
+    // RCGP floor until the server loads its own sets (`valueset load`, a later change).
     evaluate_for_service(
         resource,
         &patient.practice_ods,
         &scope.role,
         &scope.service_id,
         &scope.agreements,
+        ExclusionSets::shipped_ref(),
         today,
     )
 }
@@ -569,7 +580,7 @@ async fn resource_change(
         if decide(&resource, patient, scope, today) == Decision::Visible {
             return Ok(Change::Upsert {
                 patient_id: patient.id.clone(),
-                resource: resource.json,
+                resource: sensitive::redact_for_sharing(&resource).json,
             });
         }
     }

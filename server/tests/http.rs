@@ -15,7 +15,7 @@ use doorstep_protocol::{
     ApiError, Change, EnrolRequest, EnrolResponse, PullPage, RefreshRequest, ResyncReason,
     ResyncRequired, TokenResponse,
 };
-use doorstep_record::agreement::sensitive::is_rcgp_excluded;
+use doorstep_record::agreement::sensitive::is_rcgp_excluded_resource;
 use doorstep_record::fhir::Resource;
 use doorstep_server::demo::{self, CASELOAD_LIST, DemoSpec, DemoUser};
 use doorstep_server::lists::{self, NewListEntry};
@@ -123,7 +123,7 @@ fn assert_no_excluded_items(page: &PullPage) {
         for r in resources {
             let r = Resource::from_json(r.clone()).unwrap();
             assert!(
-                !is_rcgp_excluded(&r.codes()),
+                !is_rcgp_excluded_resource(&r),
                 "RCGP-excluded {}/{} reached the device",
                 r.resource_type.as_str(),
                 r.id
@@ -303,7 +303,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
     for pid in &caseload {
         for row in store.patient_resources(pid).await.unwrap() {
             let r = Resource::from_json(serde_json::from_str(&row.json).unwrap()).unwrap();
-            if is_rcgp_excluded(&r.codes()) {
+            if is_rcgp_excluded_resource(&r) {
                 excluded_on_server += 1;
             }
         }

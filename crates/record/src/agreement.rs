@@ -14,11 +14,22 @@
 //!    A share of [`Section::Summary`] also admits what the summary shows: active problems,
 //!    current medications, allergies and active alerts. Otherwise → `NotShared` (not counted:
 //!    the device is not told about sections it was never offered).
-//! 4. RCGP exclusion sets and confidential items (meta.security R/V) → `Withheld(section)`,
-//!    always, whatever the agreements say.
+//! 4. What every agreement withholds ([`sensitive::always_withheld`]): anything in the
+//!    [`ExclusionSets`] given (the RCGP sets, by any coding anywhere in the resource or by a
+//!    text naming a set's term) and items confidential at source (meta.security R/V on the
+//!    resource or on a contained resource) → `Withheld(section)`, always, whatever the
+//!    agreements say.
 //! 5. Code filters: the item is visible when at least one agreement that admits it in step 3
 //!    also passes it: its `exclude_codes` hold none of the item's codes, and its
-//!    `include_codes` (when set) hold at least one. Otherwise → `Withheld(section)`.
+//!    `include_codes` (when set) hold at least one. Otherwise → `Withheld(section)`. The
+//!    item's codes are the SNOMED ids of **every** coding in it ([`crate::codes::extract`]:
+//!    main code, values, components, medication and contained resources, reasons, category,
+//!    body site, ...), systems normalised (SNOMED in any spelling, dm+d, Read v2 and CTV3
+//!    through the shipped map). An item with no SNOMED id (text only, local codes only)
+//!    never passes an include-only filter: least data, it is withheld and counted.
+//!
+//! The exclusion sets are a parameter so that a server holding loaded sets passes them;
+//! [`ExclusionSets::shipped_ref`] is the floor.
 //!
 //! # Doorstep notes
 //!
@@ -36,12 +47,16 @@
 //! Code filters match SNOMED CT ids (and dm+d ids, which are SNOMED ids) exactly; there is no
 //! subsumption without a terminology server, so include lists must name the concepts used.
 
+use std::collections::BTreeSet;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::codes;
 use crate::fhir::{Resource, ResourceType};
 use crate::section::Section;
 pub use crate::sensitive;
+pub use crate::valueset::ExclusionSets;
 use crate::views::{is_active_alert, is_active_problem, is_current_medication};
 use crate::writeback::note_origin;
 
@@ -74,9 +89,79 @@ pub struct Agreement {
     pub max_offline_hours: u32,
     pub idle_lock_minutes: u32,
     pub retention_days: u32,
+    /// Why the data is shared ("Direct care of patients on the district nursing caseload").
+    #[serde(default)]
+    pub purpose: String,
+    /// The lawful basis the practices relied on (UK GDPR Article 6(1)(e) and 9(2)(h): direct
+    /// care).
+    #[serde(default)]
+    pub legal_basis: String,
+    /// Whether the service's clinicians may use break-glass for a patient not on their list.
+    #[serde(default)]
+    pub emergency_access: bool,
+    /// Whose lists a user receives: their own entries (caseload, session, incidents) or also
+    /// those of their team.
+    #[serde(default)]
+    pub lists: ListScope,
+    /// Counts up at each change (an administrator's update makes the next version).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// The first day the agreement is in force (`None`: since it was made).
+    #[serde(default)]
+    pub valid_from: Option<NaiveDate>,
+    /// The day it was retired: from then on it covers no one.
+    #[serde(default)]
+    pub retired: Option<NaiveDate>,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// Whose list entries an agreement gives a user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListScope {
+    /// Only the user's own entries (and the service's shared lists, such as a caseload).
+    #[default]
+    Own,
+    /// The entries of the user's team too.
+    Team,
+}
+
+impl Default for Agreement {
+    /// An empty agreement (covers no one, shares nothing): the base of struct literals and
+    /// of the administrator's files, which name what they share.
+    fn default() -> Agreement {
+        Agreement {
+            id: String::new(),
+            name: String::new(),
+            service: String::new(),
+            practices: Vec::new(),
+            roles: Vec::new(),
+            sections: Vec::new(),
+            include_codes: None,
+            exclude_codes: Vec::new(),
+            max_offline_hours: 72,
+            idle_lock_minutes: 5,
+            retention_days: 30,
+            purpose: String::new(),
+            legal_basis: String::new(),
+            emergency_access: false,
+            lists: ListScope::Own,
+            version: first_version(),
+            valid_from: None,
+            retired: None,
+        }
+    }
 }
 
 impl Agreement {
+    /// In force on `today`: on or after `valid_from` and before `retired`.
+    pub fn in_force(&self, today: NaiveDate) -> bool {
+        self.valid_from.is_none_or(|d| d <= today) && self.retired.is_none_or(|d| today < d)
+    }
+
     /// True when the agreement covers patients of `practice_ods` for users holding `role`.
     /// ODS codes and roles compare case-insensitively.
     pub fn applies(&self, practice_ods: &str, role: &str) -> bool {
@@ -90,13 +175,14 @@ impl Agreement {
         self.sections.iter().find(|s| s.section == section)
     }
 
-    fn passes_code_filters(&self, codes: &[String]) -> bool {
-        if codes.iter().any(|c| self.exclude_codes.contains(c)) {
+    /// `codes` are the item's SNOMED ids; the agreement's lists are compared trimmed.
+    fn passes_code_filters(&self, codes: &BTreeSet<String>) -> bool {
+        if self.exclude_codes.iter().any(|c| codes.contains(c.trim())) {
             return false;
         }
         match &self.include_codes {
             None => true,
-            Some(include) => codes.iter().any(|c| include.contains(c)),
+            Some(include) => include.iter().any(|c| codes.contains(c.trim())),
         }
     }
 }
@@ -148,6 +234,7 @@ pub fn evaluate(
     practice_ods: &str,
     role: &str,
     agreements: &[Agreement],
+    sets: &ExclusionSets,
     today: NaiveDate,
 ) -> Decision {
     let applicable: Vec<&Agreement> = agreements
@@ -181,14 +268,11 @@ pub fn evaluate(
     if admitting.is_empty() {
         return Decision::NotShared;
     }
-    let codings = resource.codes();
-    if sensitive::is_rcgp_excluded(&codings) || resource.is_confidential() {
+    let found = codes::extract(resource);
+    if sensitive::always_withheld_found(resource, &found, sets) {
         return Decision::Withheld(section);
     }
-    let codes: Vec<String> = codings
-        .into_iter()
-        .filter_map(|c| c.snomed_id().map(str::to_owned))
-        .collect();
+    let codes = sets.snomed_ids(&found);
     if admitting.iter().any(|a| a.passes_code_filters(&codes)) {
         Decision::Visible
     } else {
@@ -205,6 +289,7 @@ pub fn evaluate_for_service(
     role: &str,
     service_id: &str,
     agreements: &[Agreement],
+    sets: &ExclusionSets,
     today: NaiveDate,
 ) -> Decision {
     if resource.is_note()
@@ -213,7 +298,7 @@ pub fn evaluate_for_service(
     {
         return Decision::Visible;
     }
-    evaluate(resource, practice_ods, role, agreements, today)
+    evaluate(resource, practice_ods, role, agreements, sets, today)
 }
 
 #[cfg(test)]
@@ -225,6 +310,10 @@ mod tests {
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 1, 15).unwrap()
+    }
+
+    fn sets() -> &'static ExclusionSets {
+        ExclusionSets::shipped_ref()
     }
 
     fn agreement(sections: &[(Section, Option<u32>)]) -> Agreement {
@@ -246,6 +335,7 @@ mod tests {
             max_offline_hours: 72,
             idle_lock_minutes: 5,
             retention_days: 30,
+            ..Agreement::default()
         }
     }
 
@@ -278,11 +368,11 @@ mod tests {
         let p = Resource::from_json(json!({"resourceType": "Patient", "id": "p1"})).unwrap();
         let a = [agreement(&[])];
         assert_eq!(
-            evaluate(&p, "A81001", "nurse", &a, today()),
+            evaluate(&p, "A81001", "nurse", &a, sets(), today()),
             Decision::Visible
         );
         assert_eq!(
-            evaluate(&p, "A81001", "gp", &a, today()),
+            evaluate(&p, "A81001", "gp", &a, sets(), today()),
             Decision::NotShared
         );
     }
@@ -292,7 +382,7 @@ mod tests {
         let a = [agreement(&[(Section::Medications, None)])];
         let c = condition("44054006", "2020-01-01", "active");
         assert_eq!(
-            evaluate(&c, "A81001", "nurse", &a, today()),
+            evaluate(&c, "A81001", "nurse", &a, sets(), today()),
             Decision::NotShared
         );
     }
@@ -303,11 +393,11 @@ mod tests {
         let recent = condition("44054006", "2025-06-01", "active");
         let old = condition("38341003", "2020-06-01", "active");
         assert_eq!(
-            evaluate(&recent, "A81001", "nurse", &a, today()),
+            evaluate(&recent, "A81001", "nurse", &a, sets(), today()),
             Decision::Visible
         );
         assert_eq!(
-            evaluate(&old, "A81001", "nurse", &a, today()),
+            evaluate(&old, "A81001", "nurse", &a, sets(), today()),
             Decision::NotShared
         );
     }
@@ -318,7 +408,7 @@ mod tests {
         a.include_codes = Some(vec!["105629000".into()]);
         let sti = condition("105629000", "2024-01-01", "resolved");
         assert_eq!(
-            evaluate(&sti, "A81001", "nurse", &[a], today()),
+            evaluate(&sti, "A81001", "nurse", &[a], sets(), today()),
             Decision::Withheld(Section::Problems)
         );
     }
@@ -330,7 +420,7 @@ mod tests {
             j["meta"] = json!({"security": [{"system": CONFIDENTIALITY_SYSTEM, "code": "R"}]});
         });
         assert_eq!(
-            evaluate(&c, "A81001", "nurse", &a, today()),
+            evaluate(&c, "A81001", "nurse", &a, sets(), today()),
             Decision::Withheld(Section::Problems)
         );
     }
@@ -343,11 +433,11 @@ mod tests {
         let diabetes = condition("44054006", "2020-01-01", "active");
         let copd = condition("13645005", "2020-01-01", "active");
         assert_eq!(
-            evaluate(&diabetes, "A81001", "nurse", &a, today()),
+            evaluate(&diabetes, "A81001", "nurse", &a, sets(), today()),
             Decision::Visible
         );
         assert_eq!(
-            evaluate(&copd, "A81001", "nurse", &a, today()),
+            evaluate(&copd, "A81001", "nurse", &a, sets(), today()),
             Decision::Withheld(Section::Problems)
         );
     }
@@ -358,7 +448,7 @@ mod tests {
         a.exclude_codes = vec!["35489007".into()];
         let depression = condition("35489007", "2020-01-01", "active");
         assert_eq!(
-            evaluate(&depression, "A81001", "nurse", &[a], today()),
+            evaluate(&depression, "A81001", "nurse", &[a], sets(), today()),
             Decision::Withheld(Section::Problems)
         );
     }
@@ -371,11 +461,18 @@ mod tests {
         hub.id = "hub".into();
         let copd = condition("13645005", "2020-01-01", "active");
         assert_eq!(
-            evaluate(&copd, "A81001", "nurse", &[podiatry.clone(), hub], today()),
+            evaluate(
+                &copd,
+                "A81001",
+                "nurse",
+                &[podiatry.clone(), hub],
+                sets(),
+                today()
+            ),
             Decision::Visible
         );
         assert_eq!(
-            evaluate(&copd, "A81001", "nurse", &[podiatry], today()),
+            evaluate(&copd, "A81001", "nurse", &[podiatry], sets(), today()),
             Decision::Withheld(Section::Problems)
         );
     }
@@ -386,11 +483,11 @@ mod tests {
         let active = condition("44054006", "2020-01-01", "active");
         let resolved = condition("68566005", "2020-01-01", "resolved");
         assert_eq!(
-            evaluate(&active, "A81001", "nurse", &a, today()),
+            evaluate(&active, "A81001", "nurse", &a, sets(), today()),
             Decision::Visible
         );
         assert_eq!(
-            evaluate(&resolved, "A81001", "nurse", &a, today()),
+            evaluate(&resolved, "A81001", "nurse", &a, sets(), today()),
             Decision::NotShared
         );
     }
@@ -400,7 +497,7 @@ mod tests {
         let d = Resource::from_json(json!({"resourceType": "Device", "id": "d1"})).unwrap();
         let a = [agreement(&[(Section::Problems, None)])];
         assert_eq!(
-            evaluate(&d, "A81001", "nurse", &a, today()),
+            evaluate(&d, "A81001", "nurse", &a, sets(), today()),
             Decision::NotShared
         );
     }
@@ -452,14 +549,14 @@ mod tests {
         let dn = [agreement(&[(Section::Problems, None)])];
         for r in note_resources("105629000") {
             assert_eq!(
-                evaluate_for_service(&r, "A81001", "nurse", "riverside-dn", &dn, today()),
+                evaluate_for_service(&r, "A81001", "nurse", "riverside-dn", &dn, sets(), today()),
                 Decision::Visible,
                 "{}",
                 r.reference()
             );
             // Not for a practice no agreement covers for them.
             assert_eq!(
-                evaluate_for_service(&r, "B82002", "nurse", "riverside-dn", &dn, today()),
+                evaluate_for_service(&r, "B82002", "nurse", "riverside-dn", &dn, sets(), today()),
                 Decision::NotShared
             );
         }
@@ -475,7 +572,15 @@ mod tests {
         let plain = note_resources("44054006");
         for r in &plain {
             assert_eq!(
-                evaluate_for_service(r, "A81001", "gp", "riverside-hub", &[hub.clone()], today()),
+                evaluate_for_service(
+                    r,
+                    "A81001",
+                    "gp",
+                    "riverside-hub",
+                    &[hub.clone()],
+                    sets(),
+                    today()
+                ),
                 Decision::Visible,
                 "{}",
                 r.reference()
@@ -489,6 +594,7 @@ mod tests {
                     "paramedic",
                     "northern-ambulance",
                     &[ambulance.clone()],
+                    sets(),
                     today()
                 ),
                 Decision::NotShared,
@@ -502,7 +608,15 @@ mod tests {
             .find(|r| r.resource_type == ResourceType::Condition)
             .unwrap();
         assert_eq!(
-            evaluate_for_service(condition, "A81001", "gp", "riverside-hub", &[hub], today()),
+            evaluate_for_service(
+                condition,
+                "A81001",
+                "gp",
+                "riverside-hub",
+                &[hub],
+                sets(),
+                today()
+            ),
             Decision::Withheld(Section::Notes)
         );
     }

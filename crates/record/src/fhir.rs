@@ -289,13 +289,10 @@ impl Resource {
 
     /// True when `meta.security` holds v3 Confidentiality `R` or `V`: the patient asked to keep
     /// the item confidential.
+    /// The system may also be spelt by its OID. (Contained resources are the exclusion
+    /// rule's: [`crate::sensitive::always_withheld`].)
     pub fn is_confidential(&self) -> bool {
-        self.meta_codings("security").any(|s| {
-            let system = str_at(s, "system").unwrap_or_default();
-            let code = str_at(s, "code").unwrap_or_default();
-            (system == CONFIDENTIALITY_SYSTEM || system.ends_with("v3/Confidentiality"))
-                && (code == "R" || code == "V")
-        })
+        crate::codes::is_confidential_meta(self.json.get("meta"))
     }
 
     /// True when the resource carries the Doorstep note tag.

@@ -26,7 +26,14 @@
 //!   well-formedness check of a concept id (Verhoeff check digit, partition).
 //! - [`Section`]: the record's sections, as agreements share them and tabs show them.
 //! - [`agreement`] and [`sensitive`]: sharing agreements and their evaluation per resource,
-//!   role and practice; the four RCGP exclusion sets and confidential items always withheld.
+//!   role and practice; the exclusion sets and confidential items always withheld, and the
+//!   redaction of a confidential Patient (banner kept, address and telecom withheld).
+//! - [`codes`]: every coded element and every readable text of a resource (contained
+//!   resources included), code systems normalised (SNOMED CT in any spelling, dm+d, Read v2,
+//!   CTV3): what exclusion and code filters match on.
+//! - [`valueset`]: the four RCGP exclusion sets as shipped FHIR R4 ValueSets (codes and
+//!   terms), the Read v2 / CTV3 map, [`valueset::ValueSet::from_json`] for sets a server
+//!   loads, and [`valueset::ExclusionSets`], which a load extends but never shrinks.
 //! - [`views`]: the typed views the screens show (banner, summary, problems, medications,
 //!   allergies, alerts, encounters, observation series, immunisations, procedures, documents),
 //!   each item with its provenance.
@@ -45,7 +52,8 @@
 //!   code and name), when it was recorded and, where known, by whom.
 //! - **Least data.** [`agreement::evaluate`] decides per resource: visible, withheld (counted, for
 //!   the "items withheld" notice) or not shared at all. RCGP exclusion sets and confidential
-//!   items are withheld by every agreement, whatever it says.
+//!   items are withheld by every agreement, whatever it says; they match on every coding and
+//!   every text in the resource, not only its main code.
 //! - **No patient data in errors meant for logs.** [`fhir::ImportError`] names entries, resource
 //!   ids and elements, never names or NHS numbers; keep it that way.
 //! - **Portable.** Dependencies are serde, serde_json, thiserror and chrono without its clock;
@@ -75,6 +83,7 @@
 //! ```
 
 pub mod agreement;
+pub mod codes;
 pub mod coding;
 pub mod fhir;
 mod json;
@@ -84,8 +93,12 @@ pub mod problems;
 pub mod section;
 pub mod sensitive;
 pub mod synthetic;
+pub mod valueset;
 pub mod views;
 pub mod writeback;
 
 pub use nhs::{NhsNumber, NhsNumberError};
 pub use section::Section;
+
+#[cfg(test)]
+mod exclusion_tests;

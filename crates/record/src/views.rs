@@ -82,6 +82,11 @@ pub struct PatientDetails {
     pub practice_ods: Option<String>,
     pub practice_name: Option<String>,
     pub phone: Option<String>,
+    /// The patient asked to keep the record confidential and the address was withheld at the
+    /// server ([`crate::sensitive::redact_for_sharing`]): the screen says so rather than
+    /// showing a blank.
+    #[serde(default)]
+    pub address_withheld: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -657,6 +662,7 @@ pub fn patient_details(resource: &Resource) -> PatientDetails {
         practice_ods,
         practice_name,
         phone,
+        address_withheld: resource.is_confidential() && addresses.is_empty(),
     }
 }
 
