@@ -18,8 +18,8 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use doorstep_protocol::{
-    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, PushRequest, RefreshRequest,
-    ResyncReason, ResyncRequired,
+    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, PushRequest, ReauthRequest,
+    RefreshRequest, ResyncReason, ResyncRequired,
 };
 use serde::Deserialize;
 use tower_http::CompressionLevel;
@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/auth/enrol"),
     ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/reauth"),
     ("GET", "/api/v1/sync/pull"),
     ("POST", "/api/v1/sync/push"),
     ("POST", "/api/v1/import"),
@@ -92,6 +93,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/openapi.json") => get(openapi),
         ("POST", "/api/v1/auth/enrol") => post(enrol),
         ("POST", "/api/v1/auth/refresh") => post(refresh),
+        ("POST", "/api/v1/auth/reauth") => post(reauth),
         ("GET", "/api/v1/sync/pull") => get(pull),
         ("POST", "/api/v1/sync/push") => post(push).layer(DefaultBodyLimit::max(PUSH_MAX_BYTES)),
         ("GET", "/api/v1/practice/inbox") => get(practice_inbox),
@@ -415,6 +417,15 @@ async fn enrol(
     Ok(Json(answer).into_response())
 }
 
+async fn reauth(
+    State(state): State<AppState>,
+    body: Result<Json<ReauthRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    let answer = auth::reauthenticate(state.store.as_ref(), &request, Utc::now()).await?;
+    Ok(Json(answer).into_response())
+}
+
 async fn refresh(
     State(state): State<AppState>,
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
@@ -631,6 +642,7 @@ mod tests {
             "ResyncRequired",
             "ResyncReason",
             "ApiError",
+            "ReauthRequest",
             "PushRequest",
             "PushItem",
             "NoteBody",

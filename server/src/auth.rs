@@ -29,7 +29,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
-use doorstep_protocol::{EnrolRequest, EnrolResponse, RefreshRequest, TokenResponse, UserInfo};
+use doorstep_protocol::{
+    EnrolRequest, EnrolResponse, ReauthRequest, RefreshRequest, TokenResponse, UserInfo,
+};
 use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
@@ -213,39 +215,14 @@ pub async fn enrol(
             "device_name must be 1 to 100 characters".into(),
         ));
     }
-    let Some(user) = store.user_by_username(request.username.trim()).await? else {
-        argon2_verify(decoy_hash().to_string(), request.password.clone()).await?;
-        audit_sign_in(store, now, &request.username, false, "unknown user").await?;
-        return Err(AuthFailure::BadCredentials);
-    };
-    if let Some(until) = user.locked_until
-        && until > now
-    {
-        audit_sign_in(store, now, &user.username, false, "locked out").await?;
-        return Err(AuthFailure::LockedOut(until));
-    }
-    let password_ok = argon2_verify(user.password_hash.clone(), request.password.clone()).await?;
-    let step = totp_step_of(
-        &user.totp_secret,
+    let user = check_credentials(
+        store,
+        &request.username,
+        &request.password,
         &request.totp,
-        now.timestamp().max(0) as u64,
-    )?;
-    let accepted = match (password_ok && !user.disabled, step) {
-        (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
-            Ok(()) => true,
-            Err(StoreError::Conflict(_)) => false,
-            Err(e) => return Err(e.into()),
-        },
-        _ => false,
-    };
-    if !accepted {
-        let locked = count_failure(store, &user, now).await?;
-        audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
-        return Err(match locked {
-            Some(until) => AuthFailure::LockedOut(until),
-            None => AuthFailure::BadCredentials,
-        });
-    }
+        now,
+    )
+    .await?;
     let device_id = store.create_device(&user.id, device_name, now).await?;
     let (tokens, pair) = issue(now);
     store.store_tokens(&device_id, pair, now).await?;
@@ -266,6 +243,92 @@ pub async fn enrol(
         user: user_info(&user),
         tokens,
     })
+}
+
+/// Password and TOTP of `username`, with the lockout rules: the user when both are right.
+/// An unknown user costs the same Argon2 work and gets the same answer as a wrong password.
+async fn check_credentials(
+    store: &dyn Store,
+    username: &str,
+    password: &str,
+    totp: &str,
+    now: DateTime<Utc>,
+) -> Result<UserRow, AuthFailure> {
+    let Some(user) = store.user_by_username(username.trim()).await? else {
+        argon2_verify(decoy_hash().to_string(), password.to_owned()).await?;
+        audit_sign_in(store, now, username, false, "unknown user").await?;
+        return Err(AuthFailure::BadCredentials);
+    };
+    if let Some(until) = user.locked_until
+        && until > now
+    {
+        audit_sign_in(store, now, &user.username, false, "locked out").await?;
+        return Err(AuthFailure::LockedOut(until));
+    }
+    let password_ok = argon2_verify(user.password_hash.clone(), password.to_owned()).await?;
+    let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
+    let accepted = match (password_ok && !user.disabled, step) {
+        (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
+            Ok(()) => true,
+            Err(StoreError::Conflict(_)) => false,
+            Err(e) => return Err(e.into()),
+        },
+        _ => false,
+    };
+    if !accepted {
+        let locked = count_failure(store, &user, now).await?;
+        audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
+        return Err(match locked {
+            Some(until) => AuthFailure::LockedOut(until),
+            None => AuthFailure::BadCredentials,
+        });
+    }
+    Ok(user)
+}
+
+/// Sign in again on an enrolled device (after too many wrong PINs there): the device's
+/// tokens are replaced by a new pair; its id, and so its cursor, stay. Only the device's own
+/// user may do it, and not on a revoked device.
+pub async fn reauthenticate(
+    store: &dyn Store,
+    request: &ReauthRequest,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, AuthFailure> {
+    let user = check_credentials(
+        store,
+        &request.username,
+        &request.password,
+        &request.totp,
+        now,
+    )
+    .await?;
+    let device = match store.device(&request.device_id).await? {
+        Some(d) if d.user_id == user.id => d,
+        // Another user's device or none: the same answer as bad credentials.
+        _ => {
+            audit_sign_in(store, now, &user.username, false, "not this user's device").await?;
+            return Err(AuthFailure::BadCredentials);
+        }
+    };
+    if device.revoked_at.is_some() {
+        return Err(AuthFailure::DeviceRevoked);
+    }
+    store.revoke_device_tokens(&device.id, now).await?;
+    let (tokens, pair) = issue(now);
+    store.store_tokens(&device.id, pair, now).await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: format!("user:{}", user.username),
+            action: "sign_in_again".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "device_id": device.id }),
+        },
+    )
+    .await?;
+    tracing::info!(user = %user.username, device_id = %device.id, "signed in again on a device");
+    Ok(tokens)
 }
 
 /// Count a failed sign-in of `user`; the [`MAX_FAILURES`]th in a row locks the account for
