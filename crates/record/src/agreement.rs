@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::codes;
 use crate::fhir::{Resource, ResourceType};
 use crate::section::Section;
+pub use crate::agreement_file::{AgreementFileError, FieldError, parse_agreement_file};
 pub use crate::sensitive;
 pub use crate::valueset::ExclusionSets;
 use crate::views::{is_active_alert, is_active_problem, is_current_medication};
