@@ -838,7 +838,22 @@ async fn admin_value_set(
         &change,
         Utc::now(),
     )
-    .await?;
+    .await
+    .map_err(|f| match f {
+        // Fields of the set are named under `value_set.`, as the body holds it.
+        AdminFailure::Invalid(errors) => AdminFailure::Invalid(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    if e.field != "reason" && e.field != "value_set" {
+                        e.field = format!("value_set.{}", e.field);
+                    }
+                    e
+                })
+                .collect(),
+        ),
+        other => other,
+    })?;
     Ok(Json(serde_json::json!({
         "url": report.url,
         "new_set": report.new_set,
