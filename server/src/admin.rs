@@ -30,10 +30,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use doorstep_record::NhsNumber;
 use doorstep_record::Section;
 use doorstep_record::agreement::{Agreement, FieldError};
 use doorstep_record::valueset::{ExclusionSets, ExtendReport, ValueSet, ValueSetError};
-use doorstep_record::NhsNumber;
 use serde::Serialize;
 
 use crate::audit;
@@ -390,11 +390,7 @@ impl ServerSets {
         store: &dyn AdminStore,
     ) -> Result<(i64, Arc<ExclusionSets>), StoreError> {
         let version = store.value_set_version().await?;
-        if let Some((v, sets)) = self
-            .held
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+        if let Some((v, sets)) = self.held.read().unwrap_or_else(|p| p.into_inner()).as_ref()
             && *v == version
         {
             return Ok((*v, Arc::clone(sets)));

@@ -738,8 +738,7 @@ async fn admin_update(
     let agreement = agreement_of(&body.agreement)?;
     let change = admin_change(&who, body.reason);
     let updated =
-        admin::update_agreement(state.store.as_ref(), &id, agreement, &change, Utc::now())
-            .await?;
+        admin::update_agreement(state.store.as_ref(), &id, agreement, &change, Utc::now()).await?;
     Ok(Json(updated).into_response())
 }
 

@@ -18,9 +18,7 @@ use doorstep_protocol::{
     Change, ListEntry, ListKind, PatientHeader, PullPage, ResyncReason, WithheldCount,
 };
 use doorstep_record::Section;
-use doorstep_record::agreement::{
-    Agreement, Decision, SectionShare, covers, evaluate, sensitive,
-};
+use doorstep_record::agreement::{Agreement, Decision, SectionShare, covers, evaluate, sensitive};
 use doorstep_record::coding::{LOINC, NHS_NUMBER_SYSTEM, ODS_SYSTEM, SNOMED};
 use doorstep_record::fhir::Resource;
 use doorstep_record::nhs::NhsNumber;
@@ -30,9 +28,7 @@ use crate::cursor::{self, CursorKey};
 use crate::import::import_bundle;
 use crate::lists::{self, NewListEntry};
 use crate::pull::{self, PullOutcome, PullRequest, UserScope, parse_row, user_scope};
-use crate::store::{
-    self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, StoreError, UserRow,
-};
+use crate::store::{self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, StoreError, UserRow};
 
 /// An empty store of one backend, with whatever must live as long as it does (a temporary
 /// directory, a throwaway database).
@@ -1261,7 +1257,11 @@ where
     v2.version = 2;
     v2.sections.pop();
     store
-        .write_agreement(write(v2.clone(), Some(1)), event("updated"), crate::audit::seal)
+        .write_agreement(
+            write(v2.clone(), Some(1)),
+            event("updated"),
+            crate::audit::seal,
+        )
         .await
         .unwrap();
     // An update decided on version 1 after version 2 was written: stale, nothing written.
@@ -1277,12 +1277,19 @@ where
     assert_eq!(store.agreement("second").await.unwrap(), Some(v2.clone()));
     let versions = store.agreement_versions("second").await.unwrap();
     assert_eq!(
-        versions.iter().map(|v| v.agreement.version).collect::<Vec<_>>(),
+        versions
+            .iter()
+            .map(|v| v.agreement.version)
+            .collect::<Vec<_>>(),
         vec![1, 2]
     );
     assert_eq!(versions[1].agreement, v2);
     let rows = store.audit_rows().await.unwrap();
-    assert_eq!(rows.len(), audit_before + 1, "one audit row for the one write");
+    assert_eq!(
+        rows.len(),
+        audit_before + 1,
+        "one audit row for the one write"
+    );
     assert_eq!(rows.last().unwrap().event.action, "updated");
     assert_eq!(
         store
@@ -1297,7 +1304,10 @@ where
 
     // Value sets: the version counts loads.
     assert_eq!(store.value_set_version().await.unwrap(), 0);
-    for (n, url) in ["https://x.example/a", "https://x.example/b"].iter().enumerate() {
+    for (n, url) in ["https://x.example/a", "https://x.example/b"]
+        .iter()
+        .enumerate()
+    {
         let seq = store
             .load_value_set(
                 ValueSetLoad {
@@ -1361,7 +1371,12 @@ where
         .await
         .unwrap();
     assert_eq!(
-        store.admin_credential("ada").await.unwrap().unwrap().secret_hash,
+        store
+            .admin_credential("ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash,
         "h2"
     );
     assert!(store.admin_credential("bob").await.unwrap().is_none());
@@ -1545,7 +1560,9 @@ where
     assert!(
         rows.iter()
             .filter(|r| r.event.actor == "admin:test")
-            .all(|r| r.event.detail["reason"].as_str().is_some_and(|s| !s.is_empty()))
+            .all(|r| r.event.detail["reason"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()))
     );
 }
 
@@ -1599,10 +1616,8 @@ macro_rules! convergence_suite {
             #[tokio::test]
             async fn policy_changes_reach_the_device_as_exactly_the_new_view() {
                 let Some(backend) = $start() else { return };
-                super::policy_changes_reach_the_device_as_exactly_the_new_view(|| {
-                    backend.fresh()
-                })
-                .await
+                super::policy_changes_reach_the_device_as_exactly_the_new_view(|| backend.fresh())
+                    .await
             }
 
             #[tokio::test]

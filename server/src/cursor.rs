@@ -332,10 +332,19 @@ mod tests {
             ..Agreement::default()
         };
         let base = access_epoch("nurse", "dn", std::slice::from_ref(&a), 0);
-        assert_eq!(base, access_epoch("nurse", "dn", std::slice::from_ref(&a), 0));
+        assert_eq!(
+            base,
+            access_epoch("nurse", "dn", std::slice::from_ref(&a), 0)
+        );
         assert_ne!(base, access_epoch("gp", "dn", std::slice::from_ref(&a), 0));
-        assert_ne!(base, access_epoch("nurse", "hub", std::slice::from_ref(&a), 0));
-        assert_ne!(base, access_epoch("nurse", "dn", std::slice::from_ref(&a), 1));
+        assert_ne!(
+            base,
+            access_epoch("nurse", "hub", std::slice::from_ref(&a), 0)
+        );
+        assert_ne!(
+            base,
+            access_epoch("nurse", "dn", std::slice::from_ref(&a), 1)
+        );
         let mut retired = a.clone();
         retired.retired = Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
         assert_ne!(base, access_epoch("nurse", "dn", &[retired], 0));

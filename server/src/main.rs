@@ -591,7 +591,11 @@ async fn agreement_command(command: AgreementCommand) -> anyhow::Result<()> {
                     a.id,
                     a.version,
                     a.service,
-                    if a.in_force(today) { "in force" } else { "not in force" },
+                    if a.in_force(today) {
+                        "in force"
+                    } else {
+                        "not in force"
+                    },
                     a.roles.join(","),
                     a.practices.len()
                 )?;

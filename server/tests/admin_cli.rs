@@ -88,7 +88,9 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     );
     assert!(!ok);
     assert!(
-        err.contains("bad.json: nothing was changed: sections[0].section: unknown section \"feet\""),
+        err.contains(
+            "bad.json: nothing was changed: sections[0].section: unknown section \"feet\""
+        ),
         "{err}"
     );
     let (ok, _, err) = run(d, &["agreement", "create", &path("bad.json")]);
@@ -96,11 +98,18 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     assert_eq!(snapshot(), before);
 
     // Create, update, show, compare, retire.
-    file["sections"] = json!([{"section": "problems"}, {"section": "encounters", "lookback_days": 730}]);
+    file["sections"] =
+        json!([{"section": "problems"}, {"section": "encounters", "lookback_days": 730}]);
     std::fs::write(path("podiatry.json"), file.to_string()).unwrap();
     let (ok, _, err) = run(
         d,
-        &["agreement", "create", &path("podiatry.json"), "--reason", "new service"],
+        &[
+            "agreement",
+            "create",
+            &path("podiatry.json"),
+            "--reason",
+            "new service",
+        ],
     );
     assert!(ok, "{err}");
     file["sections"] = json!([{"section": "problems"}]);
@@ -120,14 +129,23 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     assert!(err.contains("version 2"), "{err}");
     let (ok, out, _) = run(d, &["agreement", "show", "podiatry-2026"]);
     assert!(ok);
-    assert!(out.contains("version 1 at") && out.contains("by cli:ops: new service"), "{out}");
-    assert!(out.contains("version 2 at") && out.contains("encounters not needed"), "{out}");
+    assert!(
+        out.contains("version 1 at") && out.contains("by cli:ops: new service"),
+        "{out}"
+    );
+    assert!(
+        out.contains("version 2 at") && out.contains("encounters not needed"),
+        "{out}"
+    );
     let (ok, out, _) = run(d, &["agreement", "list"]);
     assert!(ok && out.contains("podiatry-2026\tv2"), "{out}");
     let (ok, out, _) = run(d, &["agreement", "compare"]);
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("section") && lines[0].contains("podiatry-2026 v2"), "{out}");
+    assert!(
+        lines[0].starts_with("section") && lines[0].contains("podiatry-2026 v2"),
+        "{out}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("problems")), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("notes")), "{out}");
     let (ok, out, _) = run(d, &["agreement", "compare", "podiatry-2026", "--json"]);
@@ -137,7 +155,13 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     assert_eq!(v["sections"][1]["cells"][0]["shared"], true);
     let (ok, _, err) = run(
         d,
-        &["agreement", "retire", "podiatry-2026", "--reason", "service closed"],
+        &[
+            "agreement",
+            "retire",
+            "podiatry-2026",
+            "--reason",
+            "service closed",
+        ],
     );
     assert!(ok, "{err}");
     let (ok, _, err) = run(
@@ -149,15 +173,32 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     // Dissent by NHS number; an invalid number names the field.
     let (ok, _, err) = run(
         d,
-        &["patient", "dissent", "1234567890", "on", "--reason", "asked"],
+        &[
+            "patient",
+            "dissent",
+            "1234567890",
+            "on",
+            "--reason",
+            "asked",
+        ],
     );
     assert!(!ok && err.contains("nhs_number"), "{err}");
     let (ok, _, err) = run(
         d,
-        &["patient", "dissent", &patient.nhs_number, "on", "--reason", "asked"],
+        &[
+            "patient",
+            "dissent",
+            &patient.nhs_number,
+            "on",
+            "--reason",
+            "asked",
+        ],
     );
     assert!(ok, "{err}");
-    assert!(!err.contains(&patient.nhs_number), "no NHS number in the output");
+    assert!(
+        !err.contains(&patient.nhs_number),
+        "no NHS number in the output"
+    );
     let dissent = block_on(async {
         let s = store::open(&database).await.unwrap();
         s.patient(&patient.id).await.unwrap().unwrap().dissent
@@ -175,10 +216,19 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     .unwrap();
     let (ok, _, err) = run(
         d,
-        &["valueset", "load", &path("bad-set.json"), "--reason", "local"],
+        &[
+            "valueset",
+            "load",
+            &path("bad-set.json"),
+            "--reason",
+            "local",
+        ],
     );
     assert!(!ok);
-    assert!(err.contains("bad-set.json: nothing was changed: compose.include[0].system"), "{err}");
+    assert!(
+        err.contains("bad-set.json: nothing was changed: compose.include[0].system"),
+        "{err}"
+    );
     assert_eq!(snapshot(), before);
     std::fs::write(
         path("set.json"),

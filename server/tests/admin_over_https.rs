@@ -232,9 +232,7 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         None
     };
     let base = node_a.base_url.clone();
-    let base_b = node_b
-        .as_ref()
-        .map_or(base.clone(), |n| n.base_url.clone());
+    let base_b = node_b.as_ref().map_or(base.clone(), |n| n.base_url.clone());
     let http = client(&node_a.ca_pem_path);
     let nurse = enrol(&http, &base, &nurse_user).await;
     let (changes, cursor) = pull_all(&http, &base, &nurse, None).await;
@@ -305,10 +303,7 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        compare["agreements"].as_array().unwrap().len(),
-        all.len()
-    );
+    assert_eq!(compare["agreements"].as_array().unwrap().len(), all.len());
     assert_eq!(
         compare["sections"].as_array().unwrap().len(),
         Section::ALL.len()
@@ -366,12 +361,15 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         e.message
     );
     let (status, e) = error_of(
-        http.post(format!("{base}/api/v1/admin/agreements/{}/retire", target.id))
-            .header("authorization", &admin)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
+        http.post(format!(
+            "{base}/api/v1/admin/agreements/{}/retire",
+            target.id
+        ))
+        .header("authorization", &admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(status, 422);
@@ -389,7 +387,11 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
     )
     .await;
     assert_eq!(status, 422);
-    assert!(e.message.contains("value_set.url: missing"), "{}", e.message);
+    assert!(
+        e.message.contains("value_set.url: missing"),
+        "{}",
+        e.message
+    );
     let after = (
         store.all_agreements().await.unwrap(),
         store.audit_rows().await.unwrap().len(),
@@ -436,7 +438,9 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         assert_eq!(stored.version, a.version + 1);
     }
     assert_eq!(
-        pull_once(&http, &base, &nurse, Some(&cursor)).await.unwrap_err(),
+        pull_once(&http, &base, &nurse, Some(&cursor))
+            .await
+            .unwrap_err(),
         ResyncReason::AccessChanged
     );
     let (changes, cursor) = pull_all(&http, &base, &nurse, None).await;
@@ -458,17 +462,21 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
     let r = http
         .post(format!("{base}/api/v1/admin/valuesets"))
         .header("authorization", &admin)
-        .json(&json!({"reason": "the privacy officer asked", "value_set": {
+        .json(
+            &json!({"reason": "the privacy officer asked", "value_set": {
             "resourceType": "ValueSet", "url": "https://federation.example/ValueSet/local",
             "title": "Local exclusions", "status": "active",
             "compose": {"include": [{"system": "http://snomed.info/sct",
-                                     "concept": [{"code": code}]}]}}}))
+                                     "concept": [{"code": code}]}]}}}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(
-        pull_once(&http, &base_b, &nurse, Some(&cursor)).await.unwrap_err(),
+        pull_once(&http, &base_b, &nurse, Some(&cursor))
+            .await
+            .unwrap_err(),
         ResyncReason::AccessChanged
     );
     let (changes, cursor) = pull_all(&http, &base_b, &nurse, None).await;
@@ -501,9 +509,11 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let (changes, cursor) = pull_all(&http, &base, &nurse, Some(cursor)).await;
-    assert!(changes.iter().any(
-        |c| matches!(c, Change::PatientRemoved { patient_id } if *patient_id == by_admin.id)
-    ));
+    assert!(
+        changes.iter().any(
+            |c| matches!(c, Change::PatientRemoved { patient_id } if *patient_id == by_admin.id)
+        )
+    );
     apply(&mut copy, &changes);
     assert!(!copy.contains_key(&by_admin.id));
     if let Some(own) = held
@@ -553,7 +563,9 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     assert_eq!(
-        pull_once(&http, &base_b, &nurse, Some(&cursor)).await.unwrap_err(),
+        pull_once(&http, &base_b, &nurse, Some(&cursor))
+            .await
+            .unwrap_err(),
         ResyncReason::AccessChanged
     );
     let (changes, _) = pull_all(&http, &base_b, &nurse, None).await;
@@ -565,8 +577,10 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
     );
     let rows = store.audit_rows().await.unwrap();
     audit::verify(&rows).unwrap();
-    assert!(rows.iter().any(|r| r.event.action == "access_refused"
-        && r.event.actor == "user:nurse.demo"));
+    assert!(
+        rows.iter()
+            .any(|r| r.event.action == "access_refused" && r.event.actor == "user:nurse.demo")
+    );
     let admin_actions: Vec<&str> = rows
         .iter()
         .filter(|r| r.event.actor == "admin:ada")
@@ -580,11 +594,14 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
     ] {
         assert!(admin_actions.contains(&action), "{action} audited");
     }
-    assert!(rows
-        .iter()
-        .filter(|r| r.event.actor == "admin:ada" || r.event.actor.starts_with("practice:"))
-        .filter(|r| r.event.action != "source_credential_issued")
-        .all(|r| r.event.detail["reason"].as_str().is_some_and(|s| !s.is_empty())));
+    assert!(
+        rows.iter()
+            .filter(|r| r.event.actor == "admin:ada" || r.event.actor.starts_with("practice:"))
+            .filter(|r| r.event.action != "source_credential_issued")
+            .all(|r| r.event.detail["reason"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()))
+    );
 
     node_a.shutdown().await;
     if let Some(b) = node_b {

@@ -52,10 +52,10 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+pub use crate::agreement_file::{AgreementFileError, FieldError, parse_agreement_file};
 use crate::codes;
 use crate::fhir::{Resource, ResourceType};
 use crate::section::Section;
-pub use crate::agreement_file::{AgreementFileError, FieldError, parse_agreement_file};
 pub use crate::sensitive;
 pub use crate::valueset::ExclusionSets;
 use crate::views::{is_active_alert, is_active_problem, is_current_medication};

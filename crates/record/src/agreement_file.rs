@@ -256,7 +256,13 @@ impl Agreement {
             codes(&mut out, "include_codes", include);
         }
         codes(&mut out, "exclude_codes", &self.exclude_codes);
-        in_range(&mut out, "max_offline_hours", self.max_offline_hours, 1, 720);
+        in_range(
+            &mut out,
+            "max_offline_hours",
+            self.max_offline_hours,
+            1,
+            720,
+        );
         in_range(&mut out, "idle_lock_minutes", self.idle_lock_minutes, 1, 60);
         in_range(&mut out, "retention_days", self.retention_days, 1, 365);
         required(&mut out, "purpose", &self.purpose);
@@ -322,7 +328,10 @@ mod tests {
 
     #[test]
     fn an_unknown_section_names_its_index_and_the_choices() {
-        let v = with(|v| v["sections"] = json!([{"section": "problems"}, {"section": "alerts"}, {"section": "feet"}]));
+        let v = with(|v| {
+            v["sections"] =
+                json!([{"section": "problems"}, {"section": "alerts"}, {"section": "feet"}])
+        });
         assert_eq!(
             messages(v),
             vec![
@@ -372,9 +381,7 @@ mod tests {
         let v = with(|v| v["sections"][1]["lookback_days"] = json!("two years"));
         assert_eq!(
             messages(v),
-            vec![
-                "sections[1].lookback_days: invalid type: string \"two years\", expected u32"
-            ]
+            vec!["sections[1].lookback_days: invalid type: string \"two years\", expected u32"]
         );
         let v = with(|v| {
             v.as_object_mut().unwrap().remove("service");
@@ -383,7 +390,10 @@ mod tests {
         let v = with(|v| v["exlude_codes"] = json!(["1234567"]));
         let m = messages(v);
         assert_eq!(m.len(), 1);
-        assert!(m[0].starts_with("exlude_codes: unknown field (one of id, name,"), "{m:?}");
+        assert!(
+            m[0].starts_with("exlude_codes: unknown field (one of id, name,"),
+            "{m:?}"
+        );
         let v = with(|v| v["valid_from"] = json!("1 January"));
         let m = messages(v);
         assert!(m[0].starts_with("valid_from: "), "{m:?}");
@@ -393,7 +403,14 @@ mod tests {
     fn syntax_errors_give_line_and_column() {
         let e = parse_agreement_file("{\n  \"id\": \"x\",\n  oops\n}").unwrap_err();
         assert!(
-            matches!(e, AgreementFileError::Syntax { line: 3, column: 3, .. }),
+            matches!(
+                e,
+                AgreementFileError::Syntax {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert!(e.to_string().starts_with("not JSON (line 3, column 3)"));
@@ -405,7 +422,8 @@ mod tests {
     fn sections_twice_lookbacks_and_ids() {
         let v = with(|v| {
             v["id"] = json!("Podiatry Team");
-            v["sections"] = json!([{"section": "problems", "lookback_days": 0}, {"section": "problems"}]);
+            v["sections"] =
+                json!([{"section": "problems", "lookback_days": 0}, {"section": "problems"}]);
             v["include_codes"] = json!([]);
         });
         assert_eq!(

@@ -54,12 +54,14 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+};
+use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
     ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow,
     PlannedImport, PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError,
     TokenPair, TokenRow, UserRow,
 };
-use super::rows::{AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow};
 
 /// Seals an audit event on the chain's tip (`None`: the log is empty): `crate::audit::seal`,
 /// handed to the backend so that it seals inside its own transaction.
@@ -318,8 +320,7 @@ pub trait NoteStore: Send + Sync {
 pub trait AdminStore: Send + Sync {
     /// Store an administrator's credential, replacing any earlier one of that name.
     async fn put_admin_credential(&self, row: AdminCredentialRow) -> Result<(), StoreError>;
-    async fn admin_credential(&self, name: &str)
-    -> Result<Option<AdminCredentialRow>, StoreError>;
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError>;
     async fn services(&self) -> Result<Vec<ServiceRow>, StoreError>;
     /// The current version of every agreement, by id.
     async fn all_agreements(&self) -> Result<Vec<Agreement>, StoreError>;
@@ -347,8 +348,10 @@ pub trait AdminStore: Send + Sync {
     async fn value_sets(&self) -> Result<Vec<ValueSetRow>, StoreError>;
     /// The highest load seq (0 when none): one cheap read a request makes.
     async fn value_set_version(&self) -> Result<i64, StoreError>;
-    async fn patient_by_nhs_number(&self, nhs_number: &str)
-    -> Result<Option<PatientRow>, StoreError>;
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientRow>, StoreError>;
     /// In one transaction: set the patient's dissent and append `seal(tip, audit)`. Fails with
     /// `NotFound` when there is no such patient.
     async fn write_dissent(

@@ -71,7 +71,9 @@ use super::contract::{
     AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
     ListStore, NoteStore, RecordStore, SourceStore,
 };
-use super::rows::{AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow};
+use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
@@ -1871,10 +1873,7 @@ impl AdminStore for PostgresStore {
         Ok(())
     }
 
-    async fn admin_credential(
-        &self,
-        name: &str,
-    ) -> Result<Option<AdminCredentialRow>, StoreError> {
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError> {
         let c = self.client().await?;
         let row = c
             .query_opt(

@@ -40,7 +40,9 @@ use super::contract::{
     AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
     ListStore, NoteStore, RecordStore, SourceStore,
 };
-use super::rows::{AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow};
+use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
@@ -1798,10 +1800,7 @@ impl AdminStore for SqliteStore {
         .await
     }
 
-    async fn admin_credential(
-        &self,
-        name: &str,
-    ) -> Result<Option<AdminCredentialRow>, StoreError> {
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError> {
         let name = name.to_string();
         self.read(move |conn| {
             Ok(conn
@@ -1896,7 +1895,14 @@ impl AdminStore for SqliteStore {
             tx.execute(
                 "INSERT INTO agreement_versions (id, version, json, changed_at, actor, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![a.id, a.version, json, ts(write.at), write.actor, write.reason],
+                params![
+                    a.id,
+                    a.version,
+                    json,
+                    ts(write.at),
+                    write.actor,
+                    write.reason
+                ],
             )?;
             let row = seal(audit_tip(&tx)?.as_ref(), audit);
             append_audit_row_tx(&tx, &row)?;
@@ -1980,9 +1986,11 @@ impl AdminStore for SqliteStore {
 
     async fn value_set_version(&self) -> Result<i64, StoreError> {
         self.read(|conn| {
-            Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM value_sets", [], |r| {
-                r.get(0)
-            })?)
+            Ok(
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM value_sets", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }
