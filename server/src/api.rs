@@ -98,7 +98,17 @@ pub fn router(state: AppState) -> Router {
         // Fast gzip: pages are large and mostly repetitive JSON, so level 1 already shrinks
         // them several times while costing a fraction of the default level's CPU.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .layer(TraceLayer::new_for_http())
+        // Requests are traced by their route pattern, never their URI: a path can hold an NHS
+        // number (`/api/v1/admin/patients/{nhs_number}/dissent`), and logs carry no patient data.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
+                let route = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("(no route)", |m| m.as_str());
+                tracing::debug_span!("request", method = %request.method(), route)
+            }),
+        )
         .with_state(state)
 }
 
