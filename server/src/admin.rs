@@ -20,8 +20,8 @@
 //!   every load in load order ([`server_exclusion_sets`]). [`ServerSets`] caches them per node
 //!   and compares the stored value-set version (one small read) at every request, so a load
 //!   through one node is used by every node from its next request.
-//! - A device's view changes with its policy: agreement changes and value-set loads change
-//!   the user's access epoch ([`crate::cursor::access_epoch`]), so each affected device
+//! - A device's view changes with its policy: agreement changes, value-set loads and a
+//!   user's new role ([`set_user_role`]) change the user's access epoch ([`crate::cursor::access_epoch`]), so each affected device
 //!   rebuilds at its next pull (410). Dissent needs no rebuild: the pull's candidate set drops
 //!   a dissenting patient at the next page ([`crate::pull::candidates`]).
 //! - No patient data in logs: dissent is logged without the NHS number.
@@ -301,6 +301,59 @@ pub async fn set_dissent(
         )
         .await?;
     tracing::info!(actor = %change.actor, dissent, "dissent changed");
+    Ok(())
+}
+
+/// Give user `username` the role `role` (a role code: lowercase letters, digits, `-`, `_`).
+/// The role is part of the user's access epoch: their devices rebuild at their next pull.
+pub async fn set_user_role(
+    store: &dyn Store,
+    username: &str,
+    role: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    check_reason(change)?;
+    let role = role.trim();
+    if role.is_empty()
+        || !role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+    {
+        return Err(invalid(
+            "role",
+            format!("{role:?} is not a role code (lowercase letters, digits, '-', '_')"),
+        ));
+    }
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| AdminFailure::NotFound(format!("no user {username}")))?;
+    if user.role == role {
+        return Err(AdminFailure::Conflict(format!(
+            "{username} already holds the role {role}"
+        )));
+    }
+    store
+        .write_user_role(
+            &user.id,
+            role,
+            AuditEvent {
+                at: now,
+                actor: change.actor.clone(),
+                action: "user_role_set".into(),
+                patient_id: None,
+                detail: serde_json::json!({
+                    "user": username,
+                    "from": user.role,
+                    "to": role,
+                    "reason": change.reason,
+                }),
+            },
+            audit::seal,
+        )
+        .await?;
+    tracing::info!(actor = %change.actor, user = %username, role, "role changed");
     Ok(())
 }
 

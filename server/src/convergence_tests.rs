@@ -1521,7 +1521,50 @@ where
     );
     let device = rebuilt;
 
-    // 4. Retired: covers no one.
+    // 4. A new role the agreement does not name: rebuild, and nothing; back: the view again.
+    admin::set_user_role(
+        w.store.as_ref(),
+        "nurse",
+        "podiatrist",
+        &admin_change("moved to podiatry"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    let w = World {
+        user: w.store.user_by_username("nurse").await.unwrap().unwrap(),
+        ..w
+    };
+    assert_eq!(
+        w.pull(&device, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut rebuilt = Device::default();
+    w.sync(&mut rebuilt, 64 * 1024).await;
+    assert!(rebuilt.patients.is_empty());
+    admin::set_user_role(
+        w.store.as_ref(),
+        "nurse",
+        "nurse",
+        &admin_change("back on the caseload"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    let w = World {
+        user: w.store.user_by_username("nurse").await.unwrap().unwrap(),
+        ..w
+    };
+    assert_eq!(
+        w.pull(&rebuilt, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_converged(&device, &w.expected().await, "after the role is back");
+    assert!(!device.patients.is_empty());
+
+    // 5. Retired: covers no one.
     admin::retire_agreement(
         w.store.as_ref(),
         "dn-agreement",
@@ -1554,6 +1597,8 @@ where
             "dissent_set",
             "dissent_set",
             "value_set_loaded",
+            "user_role_set",
+            "user_role_set",
             "agreement_retired"
         ]
     );

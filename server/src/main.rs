@@ -12,6 +12,7 @@
 //! doorstep-server agreement retire ID --reason TEXT [--on YYYY-MM-DD]
 //! doorstep-server patient dissent NHS_NUMBER on|off --reason TEXT
 //! doorstep-server valueset load FILE --reason TEXT
+//! doorstep-server user role USERNAME ROLE --reason TEXT
 //! ```
 //!
 //! The administration commands take `--data-dir DIR` or `--database URL` like the others;
@@ -147,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: PatientCommand,
     },
+    /// Users' roles.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Exclusion value sets.
     Valueset {
         #[command(subcommand)]
@@ -254,6 +260,19 @@ enum PatientCommand {
         nhs_number: String,
         #[arg(value_enum)]
         state: OnOff,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Give a user another role (their devices rebuild at their next sync).
+    Role {
+        username: String,
+        role: String,
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -492,6 +511,28 @@ fn run() -> anyhow::Result<()> {
                 if dissent { "on" } else { "off" },
                 if dissent { "leaves" } else { "may return to" }
             );
+            Ok(())
+        }),
+        Command::User {
+            command:
+                UserCommand::Role {
+                    username,
+                    role,
+                    reason,
+                    store,
+                },
+        } => runtime.block_on(async move {
+            let store = store.open().await?;
+            admin::set_user_role(
+                store.as_ref(),
+                &username,
+                &role,
+                &cli_change(reason),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("nothing was changed: {e}"))?;
+            eprintln!("{username} now holds the role {role}: their devices rebuild at their next sync");
             Ok(())
         }),
         Command::Valueset {

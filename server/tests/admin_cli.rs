@@ -205,6 +205,37 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
     });
     assert!(dissent);
 
+    // A user's role.
+    let (ok, _, err) = run(
+        d,
+        &[
+            "user",
+            "role",
+            "nurse.demo",
+            "Nurse Lead",
+            "--reason",
+            "promoted",
+        ],
+    );
+    assert!(
+        !ok && err.contains("role: \"Nurse Lead\" is not a role code"),
+        "{err}"
+    );
+    let (ok, _, err) = run(
+        d,
+        &[
+            "user",
+            "role",
+            "nurse.demo",
+            "district-nurse",
+            "--reason",
+            "promoted",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(d, &["user", "role", "nobody", "gp", "--reason", "x"]);
+    assert!(!ok && err.contains("no user nobody"), "{err}");
+
     // Value sets: a bad one names the field, a good one loads.
     let before = snapshot();
     std::fs::write(
@@ -263,6 +294,7 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
             "agreement_updated",
             "agreement_retired",
             "dissent_set",
+            "user_role_set",
             "value_set_loaded"
         ]
     );

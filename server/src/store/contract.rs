@@ -352,6 +352,15 @@ pub trait AdminStore: Send + Sync {
         &self,
         nhs_number: &str,
     ) -> Result<Option<PatientRow>, StoreError>;
+    /// In one transaction: set the user's role and append `seal(tip, audit)`. Fails with
+    /// `NotFound` when there is no such user.
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
     /// In one transaction: set the patient's dissent and append `seal(tip, audit)`. Fails with
     /// `NotFound` when there is no such patient.
     async fn write_dissent(

@@ -2093,6 +2093,31 @@ impl AdminStore for PostgresStore {
         .transpose()
     }
 
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE users SET role = $2 WHERE id = $1",
+                &[&user_id, &role],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     async fn write_dissent(
         &self,
         patient_id: &str,

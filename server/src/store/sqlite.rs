@@ -2012,6 +2012,31 @@ impl AdminStore for SqliteStore {
         .await
     }
 
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let (id, role) = (user_id.to_string(), role.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE users SET role = ?2 WHERE id = ?1",
+                params![id, role],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
     async fn write_dissent(
         &self,
         patient_id: &str,
