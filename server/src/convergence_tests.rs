@@ -1564,6 +1564,22 @@ where
     assert_converged(&device, &w.expected().await, "after the role is back");
     assert!(!device.patients.is_empty());
 
+    // A new agreement not valid before tomorrow covers no one yet: no rebuild today.
+    let mut later = valid_world_agreement(&w).await;
+    later.id = "later".into();
+    later.valid_from = Some(Utc::now().date_naive() + Duration::days(1));
+    admin::create_agreement(
+        w.store.as_ref(),
+        later,
+        &admin_change("from tomorrow"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert!(w.scope().await.agreements.iter().all(|a| a.id != "later"));
+    w.sync(&mut device, 64 * 1024).await;
+    assert_converged(&device, &w.expected().await, "with a future agreement");
+
     // 5. Retired: covers no one.
     admin::retire_agreement(
         w.store.as_ref(),
@@ -1599,6 +1615,7 @@ where
             "value_set_loaded",
             "user_role_set",
             "user_role_set",
+            "agreement_created",
             "agreement_retired"
         ]
     );
