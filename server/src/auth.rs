@@ -21,6 +21,11 @@
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
 //!   once; only its SHA-256 is stored. It is sent as HTTP Basic authentication
 //!   ([`authenticate_source`]). Issuing a new secret replaces the old one at once.
+//! - Three kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
+//!   practice systems (Basic `ODS:SECRET`) and federation administrators (Basic `NAME:SECRET`
+//!   from [`issue_admin_secret`], SHA-256 stored like a practice's). [`authenticate_admin`]
+//!   tells an administrator from a valid credential of another kind (refused with 403 by the
+//!   API) and from no or a wrong credential (401).
 
 use std::sync::OnceLock;
 
@@ -37,7 +42,8 @@ use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
 use crate::store::{
-    AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind, TokenPair, UserRow,
+    AdminCredentialRow, AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind,
+    TokenPair, UserRow,
 };
 
 /// Lifetime of an access token.
@@ -617,6 +623,97 @@ pub async fn authenticate_source(
         Some(c) if constant_time_eq(c.secret_hash.as_bytes(), presented.as_bytes()) => Ok(c.ods),
         _ => Err(AuthFailure::BadCredentials),
     }
+}
+
+/// Make a new credential for federation administrator `name` (letters, digits, `.`, `-`,
+/// `_`), replacing any earlier one, and audit it. Answers the secret: shown once, only its
+/// SHA-256 is kept. It is sent as HTTP Basic `NAME:SECRET` on `/api/v1/admin/...`.
+pub async fn issue_admin_secret(
+    store: &dyn Store,
+    name: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, AuthFailure> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(AuthFailure::BadRequest(format!(
+            "{name:?} is not an administrator name (letters, digits, '.', '-', '_')"
+        )));
+    }
+    let secret = new_token("dpa_");
+    store
+        .put_admin_credential(AdminCredentialRow {
+            name: name.to_string(),
+            secret_hash: token_hash(&secret),
+            created_at: now,
+        })
+        .await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "admin_credential_issued".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "admin": name }),
+        },
+    )
+    .await?;
+    Ok(secret)
+}
+
+/// Who presents an `Authorization` header on an administration route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCaller {
+    /// A federation administrator (by name).
+    Administrator(String),
+    /// A valid credential of another kind of caller: a clinician's device token or a
+    /// practice system's credential. Administration refuses it (403).
+    OtherKind(&'static str),
+}
+
+/// Which administrator an `Authorization` header names (HTTP Basic `NAME:SECRET`). A
+/// clinician's valid bearer token or a practice's valid Basic credential answers
+/// [`AdminCaller::OtherKind`]; anything else (no header, wrong secret) `Unauthorized` or
+/// `BadCredentials`.
+pub async fn authenticate_admin(
+    store: &dyn Store,
+    authorization: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<AdminCaller, AuthFailure> {
+    let header = authorization.ok_or(AuthFailure::Unauthorized)?;
+    if let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+    {
+        authenticate(store, token.trim(), now).await?;
+        return Ok(AdminCaller::OtherKind("a clinician's device token"));
+    }
+    let encoded = header
+        .strip_prefix("Basic ")
+        .ok_or(AuthFailure::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not base64".into()))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not UTF-8".into()))?;
+    let (name, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| AuthFailure::BadRequest("Basic credentials are id:secret".into()))?;
+    let presented = token_hash(secret);
+    if let Some(c) = store.admin_credential(name).await?
+        && constant_time_eq(c.secret_hash.as_bytes(), presented.as_bytes())
+    {
+        return Ok(AdminCaller::Administrator(c.name));
+    }
+    if authenticate_source(store, authorization).await.is_ok() {
+        return Ok(AdminCaller::OtherKind("a practice system's credential"));
+    }
+    Err(AuthFailure::BadCredentials)
 }
 
 #[cfg(test)]
