@@ -379,7 +379,7 @@ mod tests {
         f.username = "  ".into();
         f.password.clear();
         f.totp = "12a456".into();
-        let e = validate_enrol(&f, "4071 9283");
+        let e = validate_enrol(&f, "4071 92836");
         assert!(e.server_url.is_some());
         assert!(e.username.is_some());
         assert!(e.password.is_some());
