@@ -426,6 +426,211 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The podiatrist (issue 8): her agreement shares only what bears on the feet and legs
+/// (diabetes, arthritis, circulation), so her patients' records hold withheld items. Signed in
+/// through the window as `podiatrist.demo`, a clinic patient's record shows the withheld notice
+/// on exactly the sections the reference device counts withheld items in (with their counts),
+/// none on the others, the summary says how many items are withheld and where, and all of that
+/// again offline from the cache after the server is gone (screenshots 12 and 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(app) = prerequisites() else {
+        return;
+    };
+    let demo = DemoFederation::start().await;
+    let podiatrist = demo.user("podiatrist.demo");
+    assert_eq!(podiatrist.role, "podiatrist");
+
+    // The reference device says what the window must show.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Device::enrol(
+        reference_dir.path(),
+        demo.enrol_params(&podiatrist, 0, PIN, "reference"),
+    )
+    .await
+    .expect("reference enrol");
+    reference.sync().await.expect("reference sync");
+    let today = chrono::Local::now().date_naive();
+    let rows = reference.list(None, today).expect("reference list");
+    assert!(!rows.is_empty(), "the podiatry clinic list is empty");
+    // A patient with a shared problem (diabetes, arthritis, legs) beside withheld items.
+    let (target, record) = rows
+        .iter()
+        .find_map(|row| {
+            let record = reference.record(&row.patient_id, today).ok()??;
+            let withheld: u32 = record.withheld.iter().map(|w| w.count).sum();
+            (withheld > 0 && !record.view.problems.is_empty()).then(|| (row.clone(), record))
+        })
+        .expect("a clinic patient with a shared problem and withheld items");
+    drop(reference);
+
+    let app_dir = tempfile::tempdir().unwrap();
+    let driver = TauriDriver::start();
+    let client = connect(
+        &driver,
+        &app,
+        &[
+            "--data-dir",
+            app_dir.path().to_str().unwrap(),
+            "--server",
+            &demo.server.base_url,
+            "--ca",
+            demo.server.ca_pem_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let result = podiatrist_steps(&client, &demo, &podiatrist, rows.len(), &target, &record).await;
+    if result.is_err() {
+        shot(&client, &artifacts_dir(), "failure-podiatrist").await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    result.unwrap();
+}
+
+async fn podiatrist_steps(
+    client: &Client,
+    demo: &DemoFederation,
+    user: &doorstep_e2e::DemoUser,
+    list_len: usize,
+    target: &doorstep_ipc::ListRow,
+    record: &doorstep_ipc::PatientRecord,
+) -> Result<(), String> {
+    let artifacts = artifacts_dir();
+    wait_for(client, "#enrol-server").await?;
+    fill(client, "#enrol-user", &user.username).await?;
+    fill(client, "#enrol-password", &user.password).await?;
+    fill(client, "#enrol-totp", &totp_for(&user.totp_secret, 30)).await?;
+    fill(client, "#enrol-pin", PIN).await?;
+    fill(client, "#enrol-pin-confirm", PIN).await?;
+    click(client, "#enrol-submit").await?;
+    wait_for_rows(client, list_len, Duration::from_secs(90)).await?;
+
+    let row_css = format!(".patient-row[data-nhs='{}']", target.nhs_number);
+    let row_css = row_css.as_str();
+    let artifacts = artifacts.as_path();
+    let total: u32 = record.withheld.iter().map(|w| w.count).sum();
+    let check = |offline: bool| async move {
+        wait_for(client, row_css).await?.click().await.map_err(e)?;
+        let banner = wait_for(client, "#banner").await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !banner
+            .text()
+            .await
+            .map_err(e)?
+            .contains(&target.nhs_number_display)
+        {
+            if Instant::now() > deadline {
+                return Err("the banner does not show the clinic patient".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The summary: how many items are withheld, and in which sections.
+        click(client, ".tab[data-section='summary']").await?;
+        wait_for(client, "#section-panel[data-section='summary']").await?;
+        let notice = wait_for(client, "#withheld-notice")
+            .await?
+            .text()
+            .await
+            .map_err(e)?;
+        let items = if total == 1 { "item" } else { "items" };
+        if !notice.starts_with(&format!("{total} {items} in this record (")) {
+            return Err(format!(
+                "the summary's notice does not say {total} withheld: {notice:?}"
+            ));
+        }
+        shot(
+            client,
+            artifacts,
+            if offline {
+                "13-podiatrist-withheld-offline"
+            } else {
+                "12-podiatrist-withheld"
+            },
+        )
+        .await;
+        // Every section: the notice where the device counts withheld items, with the count;
+        // none elsewhere.
+        for section in [
+            "problems",
+            "medications",
+            "allergies",
+            "encounters",
+            "observations",
+            "immunisations",
+            "procedures",
+            "documents",
+            "alerts",
+        ] {
+            let count: u32 = record
+                .withheld
+                .iter()
+                .filter(|w| w.section == section)
+                .map(|w| w.count)
+                .sum();
+            click(client, &format!(".tab[data-section='{section}']")).await?;
+            wait_for(client, &format!("#section-panel[data-section='{section}']")).await?;
+            let shown = match client.find(Locator::Css("#withheld-notice")).await {
+                Ok(el) => Some(el.text().await.map_err(e)?),
+                Err(_) => None,
+            };
+            match (count, shown) {
+                (0, None) => {}
+                (0, Some(text)) => {
+                    return Err(format!(
+                        "{section}: a notice with nothing withheld: {text:?}"
+                    ));
+                }
+                (n, Some(text)) if text.starts_with(&format!("{n} item")) => {}
+                (n, other) => {
+                    return Err(format!(
+                        "{section}: {n} withheld, the window shows {other:?}"
+                    ));
+                }
+            }
+            if section == "problems" && count > 0 {
+                shot(
+                    client,
+                    artifacts,
+                    if offline {
+                        "13b-podiatrist-problems-offline"
+                    } else {
+                        "12b-podiatrist-problems"
+                    },
+                )
+                .await;
+            }
+        }
+        click(client, ".tab[data-section='summary']").await?;
+        send_to_focus(client, &Key::Escape.to_string()).await?;
+        wait_for(client, "#search").await?;
+        Ok::<(), String>(())
+    };
+    check(false).await?;
+
+    // Offline: the server is gone; the same notices from the cache.
+    demo.stop_server().await;
+    click(client, "#sync-now").await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = wait_for(client, "#sync-status")
+            .await?
+            .text()
+            .await
+            .map_err(e)?
+            .to_lowercase();
+        if status.contains("offline") || status.contains("unreachable") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("sync status does not say offline: {status:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    check(true).await
+}
+
 /// Waits, pressing nothing, until the note's state is `state` (the notes list reloads when a
 /// background sync changed the data).
 async fn wait_for_note_state(
