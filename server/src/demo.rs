@@ -892,3 +892,60 @@ pub fn read_demo_users(data_dir: &Path) -> std::io::Result<Vec<DemoUser>> {
     let text = std::fs::read_to_string(data_dir.join(DEMO_USERS_FILE))?;
     serde_json::from_str(&text).map_err(std::io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorstep_record::synthetic::generate;
+
+    #[test]
+    fn five_agreements_side_by_side_each_with_purpose_and_legal_basis() {
+        let practices = vec!["A81001".to_string(), "B81008".to_string()];
+        let agreements = demo_agreements(&practices);
+        let services: BTreeSet<&str> = agreements.iter().map(|a| a.service.as_str()).collect();
+        assert_eq!(
+            services,
+            BTreeSet::from([
+                NURSING_SERVICE,
+                HUB_SERVICE,
+                AMBULANCE_SERVICE,
+                OOH_SERVICE,
+                PODIATRY_SERVICE
+            ])
+        );
+        for a in &agreements {
+            assert!(!a.purpose.trim().is_empty(), "{} states its purpose", a.id);
+            assert!(!a.legal_basis.trim().is_empty(), "{} states its basis", a.id);
+            assert_eq!(a.practices, practices);
+            assert!(!a.sections.is_empty());
+        }
+        let podiatry = agreements
+            .iter()
+            .find(|a| a.service == PODIATRY_SERVICE)
+            .unwrap();
+        assert_eq!(podiatry.roles, vec!["podiatrist".to_string()]);
+        assert!(podiatry.include_codes.is_some());
+        let ambulance = agreements
+            .iter()
+            .find(|a| a.service == AMBULANCE_SERVICE)
+            .unwrap();
+        assert!(
+            ambulance
+                .sections
+                .iter()
+                .any(|s| s.section == Section::Documents && s.lookback_days.is_some())
+        );
+    }
+
+    #[test]
+    fn the_generator_emits_podiatry_codes_so_the_podiatrist_sees_something() {
+        let spec = DemoSpec::small(7, NaiveDate::from_ymd_opt(2026, 1, 15).unwrap());
+        let federation = generate(&spec.federation);
+        let with_codes = patients_with_podiatry_codes(&federation);
+        assert!(
+            with_codes.len() >= spec.podiatry,
+            "{} patients with a podiatry code",
+            with_codes.len()
+        );
+    }
+}

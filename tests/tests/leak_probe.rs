@@ -25,7 +25,8 @@
 //! calls the filter (`doorstep_record::{agreement, sensitive, codes, valueset}`). And it shows it
 //! can fail: the same search must find, for every user, the confidential patients' banner
 //! fields that are meant to travel (a control given name and the NHS number) for exactly the
-//! patients on the device, so a search that saw nothing would fail the test.
+//! patients on the device, and the marker in the note of an item every agreement shares (an
+//! active type 2 diabetes), so a search that saw nothing would fail the test.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -320,6 +321,7 @@ async fn no_marked_item_reaches_any_device_of_any_service() {
     let codes = manifest.sensitive_codes();
 
     let mut found = Vec::new();
+    let mut controls_found = 0;
     let mut total_bytes = 0;
     let mut total_parts = 0;
     for username in USERS {
@@ -368,13 +370,24 @@ async fn no_marked_item_reaches_any_device_of_any_service() {
                 .any(|(_, b)| {
                     contains(b, p.name_control.as_bytes()) && contains(b, p.nhs_number.as_bytes())
                 });
+            let visible_in_pull = hay
+                .parts
+                .iter()
+                .filter(|(l, _)| l.contains("pull page"))
+                .any(|(_, b)| contains(b, p.visible_marker.as_bytes()));
+            let visible_in_cache = hay
+                .parts
+                .iter()
+                .filter(|(l, _)| l.starts_with("cache table"))
+                .any(|(_, b)| contains(b, p.visible_marker.as_bytes()));
             let expected = on_device.contains(&p.patient_id);
             assert_eq!(
-                (in_pull, in_cache),
-                (expected, expected),
-                "{username}: the control name of patient {} (on the device: {expected})",
+                (in_pull, in_cache, visible_in_pull, visible_in_cache),
+                (expected, expected, expected, expected),
+                "{username}: the controls of patient {} (on the device: {expected})",
                 p.patient_id
             );
+            controls_found += usize::from(in_cache) + usize::from(visible_in_cache);
         }
         eprintln!(
             "leak probe {username}: {} patients on the device, {} parts, {} bytes searched",
@@ -385,7 +398,7 @@ async fn no_marked_item_reaches_any_device_of_any_service() {
     }
     eprintln!(
         "leak probe: {} markers, {} codes, {} terms; {total_parts} parts ({total_bytes} bytes) \
-         searched over 5 users; found {}",
+         searched over 5 users; found {} forbidden, {controls_found} controls",
         forbidden.len(),
         codes.len(),
         TERMS.len(),

@@ -8,8 +8,9 @@
 //! attachment, a type text), so a device that received the item, or any part of it, holds the
 //! marker. The answer is a [`LeakManifest`]: per item the marker, the form, the sensitive codes
 //! it carries; per patient the markers that must never leave the server (address, phone) and
-//! controls that must (a given name added to the banner name, the NHS number), which prove the
-//! probe's search sees the data it searches.
+//! controls that must (a given name added to the banner name, the NHS number, and the marker of
+//! one item every demo agreement shares), which prove the probe's search sees the data it
+//! searches.
 //!
 //! Codes come only from the shipped value sets (`crates/record/valuesets/*.json`) and the Read
 //! map, so the items are genuinely in the RCGP sets; displays of coded items are neutral
@@ -111,6 +112,9 @@ pub struct LeakPatient {
     pub name_control: String,
     /// The NHS number: a banner field, so it MUST be found.
     pub nhs_number: String,
+    /// In the note of an item every demo agreement shares (an active type 2 diabetes, not
+    /// confidential, in no exclusion set): it MUST be found on the devices of the patient.
+    pub visible_marker: String,
 }
 
 /// What [`add_leak_markers`] put where: the leak probe's oracle.
@@ -432,6 +436,7 @@ pub fn add_leak_markers(federation: &mut Federation, today: NaiveDate) -> LeakMa
             phone_marker: marker(index, 0x7E1),
             name_control: format!("Ctl{}", &marker(index, 0xC0)[5..13]),
             nhs_number: patient.nhs_number.digits().to_owned(),
+            visible_marker: marker(index, 0x5EE),
         };
         if let Some(p) = entries
             .iter_mut()
@@ -456,6 +461,25 @@ pub fn add_leak_markers(federation: &mut Federation, today: NaiveDate) -> LeakMa
                 given.push(Value::String(lp.name_control.clone()));
             }
         }
+
+        // The visible control: shared with every demo service.
+        let control_id = format!("ctl-{}", &lp.visible_marker[5..]);
+        let mut control = condition(
+            &subject,
+            concept(SNOMED, "44054006", "Type 2 diabetes mellitus"),
+            &format!("Diet controlled {}", lp.visible_marker),
+            &ymd(days_ago(today, 800)),
+        );
+        control["id"] = Value::String(control_id.clone());
+        let mut entry = json!({"fullUrl": format!("urn:uuid:{control_id}"), "resource": control});
+        if let Some(method) = &request {
+            entry["request"] = if method == "POST" {
+                json!({"method": "POST", "url": "Condition"})
+            } else {
+                json!({"method": "PUT", "url": format!("Condition/{control_id}")})
+            };
+        }
+        entries.push(entry);
 
         for (k, form) in LeakForm::ALL.into_iter().enumerate() {
             let m = marker(index, 0x1000 + k as u64);
@@ -485,4 +509,44 @@ pub fn add_leak_markers(federation: &mut Federation, today: NaiveDate) -> LeakMa
         manifest.patients.push(lp);
     }
     manifest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{FederationSpec, generate};
+
+    #[test]
+    fn markers_are_unique_deterministic_and_on_every_patient() {
+        let spec = FederationSpec {
+            practices: 2,
+            patients_per_practice: 3,
+            resources_per_patient: 20,
+            ..FederationSpec::default()
+        };
+        let plain = generate(&spec);
+        let mut a = generate(&spec);
+        let mut b = generate(&spec);
+        let ma = add_leak_markers(&mut a, spec.today);
+        let mb = add_leak_markers(&mut b, spec.today);
+        assert_eq!(ma, mb);
+        assert_eq!(a, b);
+        assert_eq!(ma.items.len(), 6 * LeakForm::ALL.len());
+        assert_eq!(ma.patients.len(), 6);
+        let mut all = ma.forbidden_markers();
+        all.extend(ma.patients.iter().map(|p| p.visible_marker.clone()));
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "markers are unique");
+        for (bundle, before) in a.bundles.iter().zip(&plain.bundles) {
+            let text = bundle.to_string();
+            let entries = bundle["entry"].as_array().unwrap().len();
+            let was = before["entry"].as_array().unwrap().len();
+            assert_eq!(entries, was + LeakForm::ALL.len() + 1);
+            assert!(text.contains("\"code\":\"R\""));
+        }
+        // The plain generator is untouched by the option.
+        assert_eq!(generate(&spec), plain);
+    }
 }
