@@ -915,7 +915,11 @@ mod tests {
         );
         for a in &agreements {
             assert!(!a.purpose.trim().is_empty(), "{} states its purpose", a.id);
-            assert!(!a.legal_basis.trim().is_empty(), "{} states its basis", a.id);
+            assert!(
+                !a.legal_basis.trim().is_empty(),
+                "{} states its basis",
+                a.id
+            );
             assert_eq!(a.practices, practices);
             assert!(!a.sections.is_empty());
         }

@@ -430,8 +430,9 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
 /// (diabetes, arthritis, circulation), so her patients' records hold withheld items. Signed in
 /// through the window as `podiatrist.demo`, a clinic patient's record shows the withheld notice
 /// on exactly the sections the reference device counts withheld items in (with their counts),
-/// none on the others, the summary says how many items are withheld and where, and all of that
-/// again offline from the cache after the server is gone (screenshots 12 and 13).
+/// none on the others, the summary says how many items are withheld and where; her practice has
+/// marked her demographics confidential, so the banner says her address is withheld; and all of
+/// that again offline from the cache after the server is gone (screenshots 12 and 13).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
     let _one = ONE_WINDOW.lock().await;
@@ -455,14 +456,36 @@ async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
     let rows = reference.list(None, today).expect("reference list");
     assert!(!rows.is_empty(), "the podiatry clinic list is empty");
     // A patient with a shared problem (diabetes, arthritis, legs) beside withheld items.
-    let (target, record) = rows
+    let target = rows
         .iter()
-        .find_map(|row| {
-            let record = reference.record(&row.patient_id, today).ok()??;
-            let withheld: u32 = record.withheld.iter().map(|w| w.count).sum();
-            (withheld > 0 && !record.view.problems.active.is_empty()).then(|| (row.clone(), record))
+        .find(|row| {
+            reference
+                .record(&row.patient_id, today)
+                .ok()
+                .flatten()
+                .is_some_and(|record| {
+                    record.withheld.iter().any(|w| w.count > 0)
+                        && !record.view.problems.active.is_empty()
+                })
         })
+        .cloned()
         .expect("a clinic patient with a shared problem and withheld items");
+
+    // Her practice's system marks her demographics confidential (meta.security R): she reaches
+    // the device without address and phone, and the banner must say the address is withheld.
+    make_patient_confidential(&demo, &target.patient_id).await;
+    reference
+        .sync()
+        .await
+        .expect("reference sync after the change");
+    let record = reference
+        .record(&target.patient_id, today)
+        .unwrap()
+        .expect("her record after the change");
+    assert!(
+        record.view.patient.address_withheld,
+        "the device knows her address was withheld"
+    );
     drop(reference);
 
     let app_dir = tempfile::tempdir().unwrap();
@@ -487,6 +510,66 @@ async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
     let _ = client.close().await;
     drop(driver);
     result.unwrap();
+}
+
+/// Imports, as the patient's practice's own system (`POST /api/v1/import`), her Patient marked
+/// confidential at source (meta.security R), with the Organization it names.
+async fn make_patient_confidential(demo: &DemoFederation, patient_id: &str) {
+    let store = demo.store().await;
+    let row = store
+        .patient_resources(patient_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.resource_type == "Patient")
+        .expect("her Patient resource");
+    let mut patient: serde_json::Value = serde_json::from_str(&row.json).unwrap();
+    patient["meta"]["security"] = json!([{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+        "code": "R",
+    }]);
+    let mut resources = vec![patient.clone()];
+    if let Some(org) = patient["generalPractitioner"][0]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Organization/"))
+    {
+        let org = store
+            .feed_snapshot()
+            .await
+            .unwrap()
+            .resource("Organization", org)
+            .await
+            .unwrap()
+            .expect("her practice's Organization");
+        resources.push(serde_json::from_str(&org.json).unwrap());
+    }
+    let ods = store
+        .patient(patient_id)
+        .await
+        .unwrap()
+        .expect("her patient row")
+        .practice_ods;
+    let secret = demo.practice_secret(&ods).await;
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": resources.iter().map(|r| json!({"resource": r})).collect::<Vec<_>>(),
+    });
+    let answer = demo
+        .https_client()
+        .post(format!("{}/api/v1/import", demo.server.base_url))
+        .header("content-type", "application/fhir+json")
+        .basic_auth(&ods, Some(&secret))
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    assert!(
+        status.is_success(),
+        "the practice's import: {status} {}",
+        answer.text().await.unwrap_or_default()
+    );
 }
 
 async fn podiatrist_steps(
@@ -525,6 +608,16 @@ async fn podiatrist_steps(
                 return Err("the banner does not show the clinic patient".to_string());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let address = wait_for(client, "#banner-address")
+            .await?
+            .text()
+            .await
+            .map_err(e)?;
+        if !address.starts_with("Withheld") {
+            return Err(format!(
+                "the banner does not say the address is withheld: {address:?}"
+            ));
         }
         // The summary: how many items are withheld, and in which sections.
         click(client, ".tab[data-section='summary']").await?;
