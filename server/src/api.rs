@@ -10,22 +10,23 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use doorstep_protocol::{
-    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, PushRequest, RefreshRequest,
-    ResyncReason, ResyncRequired,
+    ApiError, EnrolRequest, ImportProblem, ImportSummary, PullPage, PushRequest, ReauthRequest,
+    RefreshRequest, ResyncReason, ResyncRequired,
 };
 use serde::Deserialize;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
@@ -49,12 +50,25 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/auth/enrol"),
     ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/reauth"),
     ("GET", "/api/v1/sync/pull"),
     ("POST", "/api/v1/sync/push"),
     ("POST", "/api/v1/import"),
     ("GET", "/api/v1/practice/inbox"),
     ("POST", "/api/v1/practice/inbox/ack"),
+    ("PUT", "/api/v1/practice/patients/{nhs_number}/dissent"),
+    ("GET", "/api/v1/admin/agreements"),
+    ("POST", "/api/v1/admin/agreements"),
+    ("GET", "/api/v1/admin/agreements/compare"),
+    ("GET", "/api/v1/admin/agreements/{id}"),
+    ("PUT", "/api/v1/admin/agreements/{id}"),
+    ("POST", "/api/v1/admin/agreements/{id}/retire"),
+    ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent"),
+    ("POST", "/api/v1/admin/valuesets"),
 ];
+
+/// Largest administration body (an agreement, a value set).
+pub const ADMIN_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest push body (a full push of long notes fits).
 pub const PUSH_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -70,6 +84,9 @@ pub struct AppState {
     pub page_bytes: usize,
     /// Largest bundle accepted by `POST /api/v1/import` (413 above it).
     pub import_max_bytes: usize,
+    /// This node's copy of the server's exclusion sets (checked against the stored
+    /// value-set version at every pull).
+    pub sets: Arc<ServerSets>,
 }
 
 /// Build the router from [`ROUTES`].
@@ -82,7 +99,17 @@ pub fn router(state: AppState) -> Router {
         // Fast gzip: pages are large and mostly repetitive JSON, so level 1 already shrinks
         // them several times while costing a fraction of the default level's CPU.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .layer(TraceLayer::new_for_http())
+        // Requests are traced by their route pattern, never their URI: a path can hold an NHS
+        // number (`/api/v1/admin/patients/{nhs_number}/dissent`), and logs carry no patient data.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
+                let route = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("(no route)", |m| m.as_str());
+                tracing::debug_span!("request", method = %request.method(), route)
+            }),
+        )
         .with_state(state)
 }
 
@@ -92,6 +119,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/openapi.json") => get(openapi),
         ("POST", "/api/v1/auth/enrol") => post(enrol),
         ("POST", "/api/v1/auth/refresh") => post(refresh),
+        ("POST", "/api/v1/auth/reauth") => post(reauth),
         ("GET", "/api/v1/sync/pull") => get(pull),
         ("POST", "/api/v1/sync/push") => post(push).layer(DefaultBodyLimit::max(PUSH_MAX_BYTES)),
         ("GET", "/api/v1/practice/inbox") => get(practice_inbox),
@@ -100,6 +128,21 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         }
         // The import reads its own body, up to `import_max_bytes`, after authenticating.
         ("POST", "/api/v1/import") => post(import).layer(DefaultBodyLimit::disable()),
+        ("PUT", "/api/v1/practice/patients/{nhs_number}/dissent") => put(practice_dissent),
+        ("GET", "/api/v1/admin/agreements") => get(admin_list),
+        ("POST", "/api/v1/admin/agreements") => {
+            post(admin_create).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
+        }
+        ("GET", "/api/v1/admin/agreements/compare") => get(admin_compare),
+        ("GET", "/api/v1/admin/agreements/{id}") => get(admin_show),
+        ("PUT", "/api/v1/admin/agreements/{id}") => {
+            put(admin_update).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
+        }
+        ("POST", "/api/v1/admin/agreements/{id}/retire") => post(admin_retire),
+        ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent") => put(admin_dissent),
+        ("POST", "/api/v1/admin/valuesets") => {
+            post(admin_value_set).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
+        }
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
     }
 }
@@ -415,6 +458,15 @@ async fn enrol(
     Ok(Json(answer).into_response())
 }
 
+async fn reauth(
+    State(state): State<AppState>,
+    body: Result<Json<ReauthRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    let answer = auth::reauthenticate(state.store.as_ref(), &request, Utc::now()).await?;
+    Ok(Json(answer).into_response())
+}
+
 async fn refresh(
     State(state): State<AppState>,
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
@@ -443,7 +495,11 @@ async fn pull(
             Some(cursor::open(&state.cursor_key, c, &who.device.id).map_err(Failure::Resync)?)
         }
     };
-    let scope = user_scope(state.store.as_ref(), &who.user).await?;
+    let sets = state.sets.current(state.store.as_ref()).await?;
+    let scope = user_scope(state.store.as_ref(), &who.user)
+        .await?
+        .with_sets(sets);
+    let no_agreement = scope.agreements.is_empty();
     let outcome = pull::pull(
         state.store.as_ref(),
         PullRequest {
@@ -488,6 +544,28 @@ async fn pull(
         },
     )
     .await?;
+    if no_agreement {
+        // Not an error for the device (it holds nothing, as it should), but a refusal the
+        // privacy officer can see.
+        tracing::info!(user = %who.user.username, "pull without an agreement in force");
+        audit::append(
+            state.store.as_ref(),
+            AuditEvent {
+                at: now,
+                actor: format!("user:{}", who.user.username),
+                action: "access_refused".into(),
+                patient_id: None,
+                detail: serde_json::json!({
+                    "device_id": who.device.id,
+                    "reason": format!(
+                        "no agreement in force covers role {} of service {}",
+                        who.user.role, who.user.service_id
+                    ),
+                }),
+            },
+        )
+        .await?;
+    }
     let body = PullPage {
         cursor: cursor::seal(&state.cursor_key, &page.cursor),
         more: page.more,
@@ -495,6 +573,315 @@ async fn pull(
         changes: page.changes,
     };
     Ok(Json(body).into_response())
+}
+
+// ---------- administration ----------
+
+/// A federation administrator (HTTP Basic `NAME:SECRET` from `doorstep-server admin add`).
+/// A clinician's token or a practice's credential is refused with 403; none or a wrong one
+/// with 401.
+pub struct Administrator(pub String);
+
+impl FromRequestParts<AppState> for Administrator {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        match auth::authenticate_admin(
+            state.store.as_ref(),
+            source_authorization(parts),
+            Utc::now(),
+        )
+        .await?
+        {
+            auth::AdminCaller::Administrator(name) => Ok(Administrator(name)),
+            auth::AdminCaller::OtherKind(kind) => Err(Failure::api(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{kind} cannot administer the federation: use an administrator's \
+                     credential (doorstep-server admin add NAME)"
+                ),
+            )),
+        }
+    }
+}
+
+impl From<AdminFailure> for Failure {
+    fn from(f: AdminFailure) -> Failure {
+        match f {
+            AdminFailure::Invalid(_) => Failure::api(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("nothing was changed: {f}"),
+            ),
+            AdminFailure::NotFound(m) => Failure::api(StatusCode::NOT_FOUND, "not_found", m),
+            AdminFailure::Conflict(m) => Failure::api(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("nothing was changed: {m}"),
+            ),
+            AdminFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The body of an agreement change: the agreement (as in an agreement file) and why.
+#[derive(Debug, Deserialize)]
+struct AgreementChange {
+    #[serde(default)]
+    reason: String,
+    agreement: serde_json::Value,
+}
+
+/// A retirement: why, and the day (default: today).
+#[derive(Debug, Deserialize)]
+struct Retirement {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    on: Option<NaiveDate>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DissentChange {
+    #[serde(default)]
+    reason: String,
+    dissent: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ValueSetChange {
+    #[serde(default)]
+    reason: String,
+    value_set: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompareParams {
+    /// Comma-separated agreement ids (default: all).
+    ids: Option<String>,
+}
+
+/// Parse the `agreement` of a body as an agreement file, naming fields under `agreement.`.
+fn agreement_of(
+    value: &serde_json::Value,
+) -> Result<doorstep_record::agreement::Agreement, Failure> {
+    use doorstep_record::agreement::{AgreementFileError, FieldError, parse_agreement_file};
+    parse_agreement_file(&value.to_string()).map_err(|e| match e {
+        AgreementFileError::Invalid(errors) => AdminFailure::Invalid(
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    field: if e.field == "(file)" {
+                        "agreement".into()
+                    } else {
+                        format!("agreement.{}", e.field)
+                    },
+                    problem: e.problem,
+                })
+                .collect(),
+        )
+        .into(),
+        other => Failure::api(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("nothing was changed: agreement: {other}"),
+        ),
+    })
+}
+
+fn admin_change(who: &Administrator, reason: String) -> Change {
+    Change {
+        actor: format!("admin:{}", who.0),
+        reason,
+    }
+}
+
+async fn admin_list(
+    State(state): State<AppState>,
+    _who: Administrator,
+) -> Result<Response, Failure> {
+    Ok(Json(state.store.all_agreements().await?).into_response())
+}
+
+async fn admin_show(
+    State(state): State<AppState>,
+    _who: Administrator,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let agreement = state
+        .store
+        .agreement(&id)
+        .await?
+        .ok_or_else(|| AdminFailure::NotFound(format!("no agreement {id}")))?;
+    let versions: Vec<serde_json::Value> = state
+        .store
+        .agreement_versions(&id)
+        .await?
+        .into_iter()
+        .map(|v| {
+            serde_json::json!({
+                "version": v.agreement.version,
+                "changed_at": v.changed_at,
+                "actor": v.actor,
+                "reason": v.reason,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "agreement": agreement,
+        "in_force": agreement.in_force(Utc::now().date_naive()),
+        "versions": versions,
+    }))
+    .into_response())
+}
+
+async fn admin_create(
+    State(state): State<AppState>,
+    who: Administrator,
+    body: Result<Json<AgreementChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let agreement = agreement_of(&body.agreement)?;
+    let change = admin_change(&who, body.reason);
+    let created =
+        admin::create_agreement(state.store.as_ref(), agreement, &change, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn admin_update(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(id): Path<String>,
+    body: Result<Json<AgreementChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let agreement = agreement_of(&body.agreement)?;
+    let change = admin_change(&who, body.reason);
+    let updated =
+        admin::update_agreement(state.store.as_ref(), &id, agreement, &change, Utc::now()).await?;
+    Ok(Json(updated).into_response())
+}
+
+async fn admin_retire(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(id): Path<String>,
+    body: Result<Json<Retirement>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let change = admin_change(&who, body.reason);
+    let retired =
+        admin::retire_agreement(state.store.as_ref(), &id, body.on, &change, Utc::now()).await?;
+    Ok(Json(retired).into_response())
+}
+
+async fn admin_compare(
+    State(state): State<AppState>,
+    _who: Administrator,
+    Query(params): Query<CompareParams>,
+) -> Result<Response, Failure> {
+    let ids: Vec<String> = params
+        .ids
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let agreements = admin::agreements_to_compare(state.store.as_ref(), &ids).await?;
+    Ok(Json(admin::compare(&agreements, Utc::now().date_naive())).into_response())
+}
+
+async fn admin_dissent(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(nhs_number): Path<String>,
+    body: Result<Json<DissentChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let change = admin_change(&who, body.reason);
+    admin::set_dissent(
+        state.store.as_ref(),
+        &nhs_number,
+        body.dissent,
+        None,
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "dissent": body.dissent })).into_response())
+}
+
+/// A practice's system sets dissent for one of its own patients (HTTP Basic, as the import).
+async fn practice_dissent(
+    State(state): State<AppState>,
+    Path(nhs_number): Path<String>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let ods = auth::authenticate_source(state.store.as_ref(), source_authorization(&parts)).await?;
+    let bytes = read_limited(body, ACK_MAX_BYTES).await?;
+    let body: DissentChange = serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::api(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("nothing was changed: the body is not a dissent change ({e})"),
+        )
+    })?;
+    let change = Change {
+        actor: format!("practice:{ods}"),
+        reason: body.reason,
+    };
+    admin::set_dissent(
+        state.store.as_ref(),
+        &nhs_number,
+        body.dissent,
+        Some(&ods),
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "dissent": body.dissent })).into_response())
+}
+
+async fn admin_value_set(
+    State(state): State<AppState>,
+    who: Administrator,
+    body: Result<Json<ValueSetChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let change = admin_change(&who, body.reason);
+    let report = admin::load_value_set(
+        state.store.as_ref(),
+        &body.value_set.to_string(),
+        &change,
+        Utc::now(),
+    )
+    .await
+    .map_err(|f| match f {
+        // Fields of the set are named under `value_set.`, as the body holds it.
+        AdminFailure::Invalid(errors) => AdminFailure::Invalid(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    if e.field != "reason" && e.field != "value_set" {
+                        e.field = format!("value_set.{}", e.field);
+                    }
+                    e
+                })
+                .collect(),
+        ),
+        other => other,
+    })?;
+    Ok(Json(serde_json::json!({
+        "url": report.url,
+        "new_set": report.new_set,
+        "added_codes": report.added_codes,
+        "added_terms": report.added_terms,
+        "kept": report.kept,
+    }))
+    .into_response())
 }
 
 /// The (method, path) pairs the OpenAPI document declares.
@@ -533,6 +920,7 @@ mod tests {
             cursor_key: CursorKey::from_bytes([1; 32]),
             page_bytes: DEFAULT_PAGE_BYTES,
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
+            sets: Arc::new(ServerSets::new()),
         });
         (app, dir)
     }
@@ -631,6 +1019,7 @@ mod tests {
             "ResyncRequired",
             "ResyncReason",
             "ApiError",
+            "ReauthRequest",
             "PushRequest",
             "PushItem",
             "NoteBody",

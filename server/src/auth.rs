@@ -21,6 +21,11 @@
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
 //!   once; only its SHA-256 is stored. It is sent as HTTP Basic authentication
 //!   ([`authenticate_source`]). Issuing a new secret replaces the old one at once.
+//! - Three kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
+//!   practice systems (Basic `ODS:SECRET`) and federation administrators (Basic `NAME:SECRET`
+//!   from [`issue_admin_secret`], SHA-256 stored like a practice's). [`authenticate_admin`]
+//!   tells an administrator from a valid credential of another kind (refused with 403 by the
+//!   API) and from no or a wrong credential (401).
 
 use std::sync::OnceLock;
 
@@ -29,13 +34,16 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
-use doorstep_protocol::{EnrolRequest, EnrolResponse, RefreshRequest, TokenResponse, UserInfo};
+use doorstep_protocol::{
+    EnrolRequest, EnrolResponse, ReauthRequest, RefreshRequest, TokenResponse, UserInfo,
+};
 use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
 use crate::store::{
-    AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind, TokenPair, UserRow,
+    AdminCredentialRow, AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind,
+    TokenPair, UserRow,
 };
 
 /// Lifetime of an access token.
@@ -213,39 +221,14 @@ pub async fn enrol(
             "device_name must be 1 to 100 characters".into(),
         ));
     }
-    let Some(user) = store.user_by_username(request.username.trim()).await? else {
-        argon2_verify(decoy_hash().to_string(), request.password.clone()).await?;
-        audit_sign_in(store, now, &request.username, false, "unknown user").await?;
-        return Err(AuthFailure::BadCredentials);
-    };
-    if let Some(until) = user.locked_until
-        && until > now
-    {
-        audit_sign_in(store, now, &user.username, false, "locked out").await?;
-        return Err(AuthFailure::LockedOut(until));
-    }
-    let password_ok = argon2_verify(user.password_hash.clone(), request.password.clone()).await?;
-    let step = totp_step_of(
-        &user.totp_secret,
+    let user = check_credentials(
+        store,
+        &request.username,
+        &request.password,
         &request.totp,
-        now.timestamp().max(0) as u64,
-    )?;
-    let accepted = match (password_ok && !user.disabled, step) {
-        (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
-            Ok(()) => true,
-            Err(StoreError::Conflict(_)) => false,
-            Err(e) => return Err(e.into()),
-        },
-        _ => false,
-    };
-    if !accepted {
-        let locked = count_failure(store, &user, now).await?;
-        audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
-        return Err(match locked {
-            Some(until) => AuthFailure::LockedOut(until),
-            None => AuthFailure::BadCredentials,
-        });
-    }
+        now,
+    )
+    .await?;
     let device_id = store.create_device(&user.id, device_name, now).await?;
     let (tokens, pair) = issue(now);
     store.store_tokens(&device_id, pair, now).await?;
@@ -266,6 +249,92 @@ pub async fn enrol(
         user: user_info(&user),
         tokens,
     })
+}
+
+/// Password and TOTP of `username`, with the lockout rules: the user when both are right.
+/// An unknown user costs the same Argon2 work and gets the same answer as a wrong password.
+async fn check_credentials(
+    store: &dyn Store,
+    username: &str,
+    password: &str,
+    totp: &str,
+    now: DateTime<Utc>,
+) -> Result<UserRow, AuthFailure> {
+    let Some(user) = store.user_by_username(username.trim()).await? else {
+        argon2_verify(decoy_hash().to_string(), password.to_owned()).await?;
+        audit_sign_in(store, now, username, false, "unknown user").await?;
+        return Err(AuthFailure::BadCredentials);
+    };
+    if let Some(until) = user.locked_until
+        && until > now
+    {
+        audit_sign_in(store, now, &user.username, false, "locked out").await?;
+        return Err(AuthFailure::LockedOut(until));
+    }
+    let password_ok = argon2_verify(user.password_hash.clone(), password.to_owned()).await?;
+    let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
+    let accepted = match (password_ok && !user.disabled, step) {
+        (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
+            Ok(()) => true,
+            Err(StoreError::Conflict(_)) => false,
+            Err(e) => return Err(e.into()),
+        },
+        _ => false,
+    };
+    if !accepted {
+        let locked = count_failure(store, &user, now).await?;
+        audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
+        return Err(match locked {
+            Some(until) => AuthFailure::LockedOut(until),
+            None => AuthFailure::BadCredentials,
+        });
+    }
+    Ok(user)
+}
+
+/// Sign in again on an enrolled device (after too many wrong PINs there): the device's
+/// tokens are replaced by a new pair; its id, and so its cursor, stay. Only the device's own
+/// user may do it, and not on a revoked device.
+pub async fn reauthenticate(
+    store: &dyn Store,
+    request: &ReauthRequest,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, AuthFailure> {
+    let user = check_credentials(
+        store,
+        &request.username,
+        &request.password,
+        &request.totp,
+        now,
+    )
+    .await?;
+    let device = match store.device(&request.device_id).await? {
+        Some(d) if d.user_id == user.id => d,
+        // Another user's device or none: the same answer as bad credentials.
+        _ => {
+            audit_sign_in(store, now, &user.username, false, "not this user's device").await?;
+            return Err(AuthFailure::BadCredentials);
+        }
+    };
+    if device.revoked_at.is_some() {
+        return Err(AuthFailure::DeviceRevoked);
+    }
+    store.revoke_device_tokens(&device.id, now).await?;
+    let (tokens, pair) = issue(now);
+    store.store_tokens(&device.id, pair, now).await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: format!("user:{}", user.username),
+            action: "sign_in_again".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "device_id": device.id }),
+        },
+    )
+    .await?;
+    tracing::info!(user = %user.username, device_id = %device.id, "signed in again on a device");
+    Ok(tokens)
 }
 
 /// Count a failed sign-in of `user`; the [`MAX_FAILURES`]th in a row locks the account for
@@ -554,6 +623,97 @@ pub async fn authenticate_source(
         Some(c) if constant_time_eq(c.secret_hash.as_bytes(), presented.as_bytes()) => Ok(c.ods),
         _ => Err(AuthFailure::BadCredentials),
     }
+}
+
+/// Make a new credential for federation administrator `name` (letters, digits, `.`, `-`,
+/// `_`), replacing any earlier one, and audit it. Answers the secret: shown once, only its
+/// SHA-256 is kept. It is sent as HTTP Basic `NAME:SECRET` on `/api/v1/admin/...`.
+pub async fn issue_admin_secret(
+    store: &dyn Store,
+    name: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, AuthFailure> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(AuthFailure::BadRequest(format!(
+            "{name:?} is not an administrator name (letters, digits, '.', '-', '_')"
+        )));
+    }
+    let secret = new_token("dpa_");
+    store
+        .put_admin_credential(AdminCredentialRow {
+            name: name.to_string(),
+            secret_hash: token_hash(&secret),
+            created_at: now,
+        })
+        .await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "admin_credential_issued".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "admin": name }),
+        },
+    )
+    .await?;
+    Ok(secret)
+}
+
+/// Who presents an `Authorization` header on an administration route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCaller {
+    /// A federation administrator (by name).
+    Administrator(String),
+    /// A valid credential of another kind of caller: a clinician's device token or a
+    /// practice system's credential. Administration refuses it (403).
+    OtherKind(&'static str),
+}
+
+/// Which administrator an `Authorization` header names (HTTP Basic `NAME:SECRET`). A
+/// clinician's valid bearer token or a practice's valid Basic credential answers
+/// [`AdminCaller::OtherKind`]; anything else (no header, wrong secret) `Unauthorized` or
+/// `BadCredentials`.
+pub async fn authenticate_admin(
+    store: &dyn Store,
+    authorization: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<AdminCaller, AuthFailure> {
+    let header = authorization.ok_or(AuthFailure::Unauthorized)?;
+    if let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+    {
+        authenticate(store, token.trim(), now).await?;
+        return Ok(AdminCaller::OtherKind("a clinician's device token"));
+    }
+    let encoded = header
+        .strip_prefix("Basic ")
+        .ok_or(AuthFailure::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not base64".into()))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| AuthFailure::BadRequest("the Basic credentials are not UTF-8".into()))?;
+    let (name, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| AuthFailure::BadRequest("Basic credentials are id:secret".into()))?;
+    let presented = token_hash(secret);
+    if let Some(c) = store.admin_credential(name).await?
+        && constant_time_eq(c.secret_hash.as_bytes(), presented.as_bytes())
+    {
+        return Ok(AdminCaller::Administrator(c.name));
+    }
+    if authenticate_source(store, authorization).await.is_ok() {
+        return Ok(AdminCaller::OtherKind("a practice system's credential"));
+    }
+    Err(AuthFailure::BadCredentials)
 }
 
 #[cfg(test)]

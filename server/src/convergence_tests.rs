@@ -18,9 +18,7 @@ use doorstep_protocol::{
     Change, ListEntry, ListKind, PatientHeader, PullPage, ResyncReason, WithheldCount,
 };
 use doorstep_record::Section;
-use doorstep_record::agreement::{
-    Agreement, Decision, ExclusionSets, SectionShare, covers, evaluate, sensitive,
-};
+use doorstep_record::agreement::{Agreement, Decision, SectionShare, covers, evaluate, sensitive};
 use doorstep_record::coding::{LOINC, NHS_NUMBER_SYSTEM, ODS_SYSTEM, SNOMED};
 use doorstep_record::fhir::Resource;
 use doorstep_record::nhs::NhsNumber;
@@ -30,7 +28,7 @@ use crate::cursor::{self, CursorKey};
 use crate::import::import_bundle;
 use crate::lists::{self, NewListEntry};
 use crate::pull::{self, PullOutcome, PullRequest, UserScope, parse_row, user_scope};
-use crate::store::{self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, UserRow};
+use crate::store::{self, DatabaseUrl, ListRow, NewUser, ServiceRow, Store, StoreError, UserRow};
 
 /// An empty store of one backend, with whatever must live as long as it does (a temporary
 /// directory, a throwaway database).
@@ -484,8 +482,15 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
 }
 
 impl World {
+    /// The user's scope with the server's exclusion sets (shipped floor and loads).
     async fn scope(&self) -> UserScope {
-        user_scope(self.store.as_ref(), &self.user).await.unwrap()
+        let (version, sets) = crate::admin::server_exclusion_sets(self.store.as_ref())
+            .await
+            .unwrap();
+        user_scope(self.store.as_ref(), &self.user)
+            .await
+            .unwrap()
+            .with_sets((version, Arc::new(sets)))
     }
 
     async fn add_entry(&mut self, rng: &mut Rng, i: usize) {
@@ -695,7 +700,7 @@ impl World {
                     &p.practice_ods,
                     &scope.role,
                     &scope.agreements,
-                    ExclusionSets::shipped_ref(),
+                    &scope.sets,
                     today,
                 ) {
                     Decision::Visible => {
@@ -1190,6 +1195,439 @@ where
     assert!(appended > 0 && rows.len() >= imports + appended);
 }
 
+// ---------- administration: the store area and policy changes ----------
+
+fn admin_change(reason: &str) -> crate::admin::Change {
+    crate::admin::Change {
+        actor: "admin:test".into(),
+        reason: reason.into(),
+    }
+}
+
+/// The world's agreement, made valid for an administrator's update (purpose, legal basis).
+async fn valid_world_agreement(w: &World) -> Agreement {
+    let mut a = w.store.agreement("dn-agreement").await.unwrap().unwrap();
+    a.purpose = "Direct care on the caseload".into();
+    a.legal_basis = "UK GDPR 6(1)(e), 9(2)(h)".into();
+    a
+}
+
+/// The administration area of the contract: agreement versions are written only on the
+/// version read (else `Stale`, nothing written), each with its audit event; value-set loads
+/// count up the value-set version; dissent is written with its audit event; an unknown
+/// patient writes nothing.
+async fn administration_writes_are_conditional_and_audited<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    use crate::store::{AdminCredentialRow, AgreementWrite, AuditEvent, ValueSetLoad};
+    let mut rng = Rng(41);
+    let w = world(open().await, &mut rng, 2).await;
+    let store = w.store.as_ref();
+    let event = |action: &str| AuditEvent {
+        at: w.now,
+        actor: "admin:test".into(),
+        action: action.into(),
+        patient_id: None,
+        detail: json!({}),
+    };
+    let write = |agreement: Agreement, expected: Option<u32>| AgreementWrite {
+        agreement,
+        expected_version: expected,
+        at: w.now,
+        actor: "admin:test".into(),
+        reason: "test".into(),
+    };
+    let mut a = valid_world_agreement(&w).await;
+    a.id = "second".into();
+    store
+        .write_agreement(write(a.clone(), None), event("created"), crate::audit::seal)
+        .await
+        .unwrap();
+    // Created twice: the second is stale and writes nothing.
+    let audit_before = store.audit_rows().await.unwrap().len();
+    assert!(matches!(
+        store
+            .write_agreement(write(a.clone(), None), event("created"), crate::audit::seal)
+            .await,
+        Err(StoreError::Stale(_))
+    ));
+    let mut v2 = a.clone();
+    v2.version = 2;
+    v2.sections.pop();
+    store
+        .write_agreement(
+            write(v2.clone(), Some(1)),
+            event("updated"),
+            crate::audit::seal,
+        )
+        .await
+        .unwrap();
+    // An update decided on version 1 after version 2 was written: stale, nothing written.
+    let mut late = a.clone();
+    late.version = 2;
+    late.name = "late".into();
+    assert!(matches!(
+        store
+            .write_agreement(write(late, Some(1)), event("updated"), crate::audit::seal)
+            .await,
+        Err(StoreError::Stale(_))
+    ));
+    assert_eq!(store.agreement("second").await.unwrap(), Some(v2.clone()));
+    let versions = store.agreement_versions("second").await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| v.agreement.version)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(versions[1].agreement, v2);
+    let rows = store.audit_rows().await.unwrap();
+    assert_eq!(
+        rows.len(),
+        audit_before + 1,
+        "one audit row for the one write"
+    );
+    assert_eq!(rows.last().unwrap().event.action, "updated");
+    assert_eq!(
+        store
+            .all_agreements()
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["dn-agreement", "second"]
+    );
+
+    // Value sets: the version counts loads.
+    assert_eq!(store.value_set_version().await.unwrap(), 0);
+    for (n, url) in ["https://x.example/a", "https://x.example/b"]
+        .iter()
+        .enumerate()
+    {
+        let seq = store
+            .load_value_set(
+                ValueSetLoad {
+                    url: url.to_string(),
+                    json: format!("{{\"url\": \"{url}\"}}"),
+                    at: w.now,
+                    actor: "admin:test".into(),
+                    reason: "test".into(),
+                },
+                event("loaded"),
+                crate::audit::seal,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.value_set_version().await.unwrap(), seq);
+        assert_eq!(store.value_sets().await.unwrap().len(), n + 1);
+    }
+    let sets = store.value_sets().await.unwrap();
+    assert!(sets[0].seq < sets[1].seq);
+    assert_eq!(sets[1].url, "https://x.example/b");
+
+    // Dissent and the patient by NHS number.
+    let p = &w.patients[0];
+    let row = store
+        .patient_by_nhs_number(p.nhs.digits())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.id, p.id);
+    assert!(!row.dissent);
+    store
+        .write_dissent(&p.id, true, event("dissent"), crate::audit::seal)
+        .await
+        .unwrap();
+    assert!(store.patient(&p.id).await.unwrap().unwrap().dissent);
+    let before = store.audit_rows().await.unwrap().len();
+    assert!(matches!(
+        store
+            .write_dissent("nobody", true, event("dissent"), crate::audit::seal)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.audit_rows().await.unwrap().len(), before);
+    assert!(crate::audit::verify(&store.audit_rows().await.unwrap()).is_ok());
+
+    // Administrators' credentials.
+    store
+        .put_admin_credential(AdminCredentialRow {
+            name: "ada".into(),
+            secret_hash: "h1".into(),
+            created_at: w.now,
+        })
+        .await
+        .unwrap();
+    store
+        .put_admin_credential(AdminCredentialRow {
+            name: "ada".into(),
+            secret_hash: "h2".into(),
+            created_at: w.now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .admin_credential("ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash,
+        "h2"
+    );
+    assert!(store.admin_credential("bob").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .services()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["dn", "hub"]
+    );
+}
+
+/// Every resource key a device holds.
+fn held_resources(device: &Device) -> Vec<(String, String)> {
+    device
+        .patients
+        .values()
+        .flat_map(|p| p.resources.keys().cloned())
+        .collect()
+}
+
+/// Policy changes through `admin`: an agreement update (a section removed) and a value-set
+/// load make the device rebuild (410 access changed) and then hold exactly the new view;
+/// dissent removes the patient at the next pull without a rebuild, and clearing it brings
+/// them back; a retired agreement covers no one.
+async fn policy_changes_reach_the_device_as_exactly_the_new_view<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    use crate::admin;
+    let mut rng = Rng(43);
+    let w = world(open().await, &mut rng, 8).await;
+    for p in ["p0", "p1", "p2", "p3"] {
+        w.add_entry_on(CASELOAD, p).await;
+    }
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_converged(&device, &w.expected().await, "before");
+    assert!(
+        held_resources(&device)
+            .iter()
+            .any(|(t, _)| t == "Observation"),
+        "the world holds observations to remove"
+    );
+
+    // 1. Observations are no longer shared.
+    let mut a = valid_world_agreement(&w).await;
+    a.sections.retain(|s| s.section != Section::Observations);
+    let updated = admin::update_agreement(
+        w.store.as_ref(),
+        "dn-agreement",
+        a,
+        &admin_change("observations are not needed"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(
+        w.pull(&device, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut rebuilt = Device::default();
+    w.sync(&mut rebuilt, 64 * 1024).await;
+    assert_converged(&rebuilt, &w.expected().await, "after the update");
+    assert!(
+        !held_resources(&rebuilt)
+            .iter()
+            .any(|(t, _)| t == "Observation")
+    );
+    let mut device = rebuilt;
+
+    // 2. Dissent: the patient leaves at the next pull, no rebuild needed.
+    let p0 = w.patients.iter().find(|p| p.id == "p0").unwrap();
+    let held_p0 = device.patients.contains_key("p0");
+    admin::set_dissent(
+        w.store.as_ref(),
+        p0.nhs.digits(),
+        true,
+        None,
+        &admin_change("the patient asked"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    w.sync(&mut device, 64 * 1024).await;
+    assert!(!device.patients.contains_key("p0"));
+    assert_converged(&device, &w.expected().await, "after dissent");
+    admin::set_dissent(
+        w.store.as_ref(),
+        p0.nhs.digits(),
+        false,
+        None,
+        &admin_change("the patient withdrew the objection"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(device.patients.contains_key("p0"), held_p0);
+    assert_converged(&device, &w.expected().await, "after dissent is cleared");
+
+    // 3. A value set naming a code the device holds: rebuild, and the item is withheld.
+    let code = device
+        .patients
+        .values()
+        .flat_map(|p| p.resources.values())
+        .filter(|r| r["resourceType"] == "Condition")
+        .find_map(|r| r["code"]["coding"][0]["code"].as_str().map(str::to_string))
+        .expect("a visible condition");
+    let set = json!({
+        "resourceType": "ValueSet", "url": "https://federation.example/ValueSet/local",
+        "title": "Local exclusions", "status": "active",
+        "compose": {"include": [{"system": SNOMED, "concept": [{"code": code}]}]}
+    });
+    admin::load_value_set(
+        w.store.as_ref(),
+        &set.to_string(),
+        &admin_change("the privacy officer asked"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        w.pull(&device, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut rebuilt = Device::default();
+    w.sync(&mut rebuilt, 64 * 1024).await;
+    assert_converged(&rebuilt, &w.expected().await, "after the load");
+    assert!(
+        !rebuilt
+            .patients
+            .values()
+            .flat_map(|p| p.resources.values())
+            .any(|r| r["code"]["coding"][0]["code"].as_str() == Some(code.as_str())),
+        "the loaded code is withheld"
+    );
+    let device = rebuilt;
+
+    // 4. A new role the agreement does not name: rebuild, and nothing; back: the view again.
+    admin::set_user_role(
+        w.store.as_ref(),
+        "nurse",
+        "podiatrist",
+        &admin_change("moved to podiatry"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    let w = World {
+        user: w.store.user_by_username("nurse").await.unwrap().unwrap(),
+        ..w
+    };
+    assert_eq!(
+        w.pull(&device, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut rebuilt = Device::default();
+    w.sync(&mut rebuilt, 64 * 1024).await;
+    assert!(rebuilt.patients.is_empty());
+    admin::set_user_role(
+        w.store.as_ref(),
+        "nurse",
+        "nurse",
+        &admin_change("back on the caseload"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    let w = World {
+        user: w.store.user_by_username("nurse").await.unwrap().unwrap(),
+        ..w
+    };
+    assert_eq!(
+        w.pull(&rebuilt, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_converged(&device, &w.expected().await, "after the role is back");
+    assert!(!device.patients.is_empty());
+
+    // A new agreement not valid before tomorrow covers no one yet: no rebuild today.
+    let mut later = valid_world_agreement(&w).await;
+    later.id = "later".into();
+    later.valid_from = Some(Utc::now().date_naive() + Duration::days(1));
+    admin::create_agreement(
+        w.store.as_ref(),
+        later,
+        &admin_change("from tomorrow"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert!(w.scope().await.agreements.iter().all(|a| a.id != "later"));
+    w.sync(&mut device, 64 * 1024).await;
+    assert_converged(&device, &w.expected().await, "with a future agreement");
+
+    // 5. Retired: covers no one.
+    admin::retire_agreement(
+        w.store.as_ref(),
+        "dn-agreement",
+        Some(Utc::now().date_naive()),
+        &admin_change("the service closed"),
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert!(w.scope().await.agreements.is_empty());
+    assert_eq!(
+        w.pull(&device, 64 * 1024).await.unwrap_err(),
+        ResyncReason::AccessChanged
+    );
+    let mut rebuilt = Device::default();
+    w.sync(&mut rebuilt, 64 * 1024).await;
+    assert!(rebuilt.patients.is_empty());
+
+    // Every change is on the audit chain with who and why.
+    let rows = w.store.audit_rows().await.unwrap();
+    let actions: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.event.actor == "admin:test")
+        .map(|r| r.event.action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "agreement_updated",
+            "dissent_set",
+            "dissent_set",
+            "value_set_loaded",
+            "user_role_set",
+            "user_role_set",
+            "agreement_created",
+            "agreement_retired"
+        ]
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.event.actor == "admin:test")
+            .all(|r| r.event.detail["reason"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()))
+    );
+}
+
 /// The suite for one backend: `convergence_suite!(module, fn () -> Option<Backend>);` where
 /// the backend has `async fn fresh(&self) -> FreshStore` (`None`: skipped, with the reason
 /// printed).
@@ -1228,6 +1666,19 @@ macro_rules! convergence_suite {
             async fn imports_and_audit_appends_at_once_all_land_on_one_chain() {
                 let Some(backend) = $start() else { return };
                 super::imports_and_audit_appends_at_once_all_land_on_one_chain(|| backend.fresh())
+                    .await
+            }
+
+            #[tokio::test]
+            async fn administration_writes_are_conditional_and_audited() {
+                let Some(backend) = $start() else { return };
+                super::administration_writes_are_conditional_and_audited(|| backend.fresh()).await
+            }
+
+            #[tokio::test]
+            async fn policy_changes_reach_the_device_as_exactly_the_new_view() {
+                let Some(backend) = $start() else { return };
+                super::policy_changes_reach_the_device_as_exactly_the_new_view(|| backend.fresh())
                     .await
             }
 

@@ -187,12 +187,24 @@ pub fn check(
     Ok(())
 }
 
-/// The access epoch of a user: a hash of their role, service and the agreements that apply
-/// to them. Any change to these makes every cursor of the user ask for a rebuild.
-pub fn access_epoch(role: &str, service_id: &str, agreements: &[Agreement]) -> String {
+/// The access epoch of a user: a hash of their role, service, the agreements that apply to
+/// them (each whole, version included: an update, a retirement or a new agreement changes
+/// it) and the server's value-set version (a load of exclusion sets changes what every
+/// agreement withholds). Any change to these makes every cursor of the user ask for a
+/// rebuild. Value-set version 0 (the shipped floor only) hashes as before there were loads,
+/// so cursors issued before loads existed stay valid.
+pub fn access_epoch(
+    role: &str,
+    service_id: &str,
+    agreements: &[Agreement],
+    value_set_version: i64,
+) -> String {
     let mut sorted: Vec<&Agreement> = agreements.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
-    let doc = serde_json::json!({ "role": role, "service": service_id, "agreements": sorted });
+    let mut doc = serde_json::json!({ "role": role, "service": service_id, "agreements": sorted });
+    if value_set_version != 0 {
+        doc["value_sets"] = serde_json::json!(value_set_version);
+    }
     let digest = Sha256::digest(serde_json::to_vec(&doc).expect("agreements serialise"));
     hex::encode(&digest[..16])
 }
@@ -319,14 +331,27 @@ mod tests {
             retention_days: 7,
             ..Agreement::default()
         };
-        let base = access_epoch("nurse", "dn", std::slice::from_ref(&a));
-        assert_eq!(base, access_epoch("nurse", "dn", std::slice::from_ref(&a)));
-        assert_ne!(base, access_epoch("gp", "dn", std::slice::from_ref(&a)));
-        assert_ne!(base, access_epoch("nurse", "hub", std::slice::from_ref(&a)));
+        let base = access_epoch("nurse", "dn", std::slice::from_ref(&a), 0);
+        assert_eq!(
+            base,
+            access_epoch("nurse", "dn", std::slice::from_ref(&a), 0)
+        );
+        assert_ne!(base, access_epoch("gp", "dn", std::slice::from_ref(&a), 0));
+        assert_ne!(
+            base,
+            access_epoch("nurse", "hub", std::slice::from_ref(&a), 0)
+        );
+        assert_ne!(
+            base,
+            access_epoch("nurse", "dn", std::slice::from_ref(&a), 1)
+        );
+        let mut retired = a.clone();
+        retired.retired = Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+        assert_ne!(base, access_epoch("nurse", "dn", &[retired], 0));
         let mut b = a.clone();
         b.practices.push("A81002".into());
-        assert_ne!(base, access_epoch("nurse", "dn", &[b]));
-        assert_ne!(base, access_epoch("nurse", "dn", &[]));
+        assert_ne!(base, access_epoch("nurse", "dn", &[b], 0));
+        assert_ne!(base, access_epoch("nurse", "dn", &[], 0));
     }
 
     #[test]

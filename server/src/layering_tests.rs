@@ -3,7 +3,7 @@
 //! `store::tests`.
 //!
 //! ```text
-//! run, demo, api  ->  notes  ->  pull, import, lists, auth  ->  audit  ->  store
+//! run, demo, api  ->  notes  ->  pull, import, lists, auth, admin  ->  audit  ->  store
 //!                     pull -> cursor;  tls -> cursor (file writing)
 //! ```
 
@@ -24,19 +24,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pull.rs", &["cursor", "store"]),
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
+    ("admin.rs", &["audit", "store"]),
     ("notes.rs", &["audit", "import", "pull", "store"]),
     ("tls.rs", &["cursor"]),
     (
         "api.rs",
         &[
-            "audit", "auth", "cursor", "import", "notes", "pull", "store",
+            "admin", "audit", "auth", "cursor", "import", "notes", "pull", "store",
         ],
     ),
     (
         "demo.rs",
         &["audit", "auth", "cursor", "import", "lists", "store"],
     ),
-    ("run.rs", &["api", "cursor", "store", "tls"]),
+    ("run.rs", &["admin", "api", "cursor", "store", "tls"]),
 ];
 
 /// The modules a source names as `crate::NAME` or in `use crate::{NAME, ...}`, outside

@@ -27,6 +27,9 @@
 //! - [`run`]: start and stop a server (used by the binary and by tests).
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
 //! - [`audit`]: the hash chain of the append-only audit log, sealed here for every backend.
+//! - [`admin`]: administration (agreements created, updated, retired and compared; patient
+//!   dissent; exclusion value sets loaded), each change audited with who and why; the
+//!   server's exclusion sets (the shipped floor extended by loads), cached per node.
 //!
 //! Arrows inside the server point one way: `api`/`run`/`demo` -> `pull`/`import`/`lists`/
 //! `auth`/`audit` -> the store contract -> its rows; each backend -> the contract and the rows.
@@ -42,6 +45,7 @@
 //! - An import is whole or nothing; a rejected bundle's error names the entry and the element.
 //! - Plain HTTP only on loopback, and only when asked for.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -5,7 +5,18 @@
 //! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http] [--database URL]
 //! doorstep-server import (--data-dir DIR | --database URL) FILE [--practice ODS]
 //! doorstep-server verify-audit (--data-dir DIR | --database URL)
+//! doorstep-server admin add NAME                       (an administrator's credential, shown once)
+//! doorstep-server agreement list | show ID | compare [ID...] [--json]
+//! doorstep-server agreement create FILE --reason TEXT
+//! doorstep-server agreement update ID FILE --reason TEXT
+//! doorstep-server agreement retire ID --reason TEXT [--on YYYY-MM-DD]
+//! doorstep-server patient dissent NHS_NUMBER on|off --reason TEXT
+//! doorstep-server valueset load FILE --reason TEXT
+//! doorstep-server user role USERNAME ROLE --reason TEXT
 //! ```
+//!
+//! The administration commands take `--data-dir DIR` or `--database URL` like the others;
+//! their changes are audited as `cli:$USER` with the reason given.
 //!
 //! `--database URL` (or `DOORSTEP_DATABASE_URL`) names the store: `sqlite:PATH` for an
 //! SQLite file anywhere, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` for PostgreSQL (which
@@ -28,7 +39,7 @@ use clap::{Parser, Subcommand};
 use doorstep_server::import::{self, ImportFailure};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl};
-use doorstep_server::{audit, demo, tls};
+use doorstep_server::{admin, audit, demo, tls};
 
 #[derive(Parser)]
 #[command(
@@ -122,12 +133,162 @@ enum Command {
         #[arg(long)]
         practice: Option<String>,
     },
+    /// Federation administrators' credentials.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Sharing agreements: list, show, create, update, retire, compare.
+    Agreement {
+        #[command(subcommand)]
+        command: AgreementCommand,
+    },
+    /// Patients' dissent from sharing.
+    Patient {
+        #[command(subcommand)]
+        command: PatientCommand,
+    },
+    /// Users' roles.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Exclusion value sets.
+    Valueset {
+        #[command(subcommand)]
+        command: ValuesetCommand,
+    },
     /// Verify the hash chain of the audit log.
     VerifyAudit {
         #[arg(long, env = "DOORSTEP_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
         database: DatabaseArg,
+    },
+}
+
+/// The store an administration command opens.
+#[derive(clap::Args)]
+struct StoreArgs {
+    #[arg(long, env = "DOORSTEP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArg,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
+        let database = self.database.resolve(self.data_dir.as_deref())?;
+        Ok(store::open(&database).await?)
+    }
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add (or renew) a federation administrator and print their secret (HTTP Basic
+    /// NAME:SECRET on /api/v1/admin/...). Shown once; replaces any earlier one.
+    Add {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgreementCommand {
+    /// Every agreement: id, version, service, in force or not, roles.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One agreement (JSON) and its versions.
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Create an agreement from an agreement file (JSON).
+    Create {
+        file: PathBuf,
+        /// Why (required; audited).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Replace agreement ID by the file's (its next version).
+    Update {
+        id: String,
+        file: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Retire an agreement: from that day it covers no one.
+    Retire {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// The day (default: today).
+        #[arg(long)]
+        on: Option<chrono::NaiveDate>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Agreements side by side: rows are sections, columns agreements (all when none named).
+    Compare {
+        ids: Vec<String>,
+        /// The comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum PatientCommand {
+    /// Set (on) or clear (off) a patient's dissent from sharing.
+    Dissent {
+        nhs_number: String,
+        #[arg(value_enum)]
+        state: OnOff,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Give a user another role (their devices rebuild at their next sync).
+    Role {
+        username: String,
+        role: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ValuesetCommand {
+    /// Load an exclusion value set (FHIR R4 ValueSet JSON): extends, never shrinks.
+    Load {
+        file: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -322,6 +483,94 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }),
+        Command::Admin { command } => runtime.block_on(admin_command(command)),
+        Command::Agreement { command } => runtime.block_on(agreement_command(command)),
+        Command::Patient {
+            command:
+                PatientCommand::Dissent {
+                    nhs_number,
+                    state,
+                    reason,
+                    store,
+                },
+        } => runtime.block_on(async move {
+            let store = store.open().await?;
+            let dissent = matches!(state, OnOff::On);
+            admin::set_dissent(
+                store.as_ref(),
+                &nhs_number,
+                dissent,
+                None,
+                &cli_change(reason),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("nothing was changed: {e}"))?;
+            eprintln!(
+                "dissent {}: the patient {} devices' lists at their next sync",
+                if dissent { "on" } else { "off" },
+                if dissent { "leaves" } else { "may return to" }
+            );
+            Ok(())
+        }),
+        Command::User {
+            command:
+                UserCommand::Role {
+                    username,
+                    role,
+                    reason,
+                    store,
+                },
+        } => runtime.block_on(async move {
+            let store = store.open().await?;
+            admin::set_user_role(
+                store.as_ref(),
+                &username,
+                &role,
+                &cli_change(reason),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("nothing was changed: {e}"))?;
+            eprintln!("{username} now holds the role {role}: their devices rebuild at their next sync");
+            Ok(())
+        }),
+        Command::Valueset {
+            command:
+                ValuesetCommand::Load {
+                    file,
+                    reason,
+                    store,
+                },
+        } => runtime.block_on(async move {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let store = store.open().await?;
+            let report = admin::load_value_set(
+                store.as_ref(),
+                &text,
+                &cli_change(reason),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: nothing was changed: {e}", file.display()))?;
+            eprintln!(
+                "loaded {} ({}): {} code(s) and {} term(s) added{}",
+                file.display(),
+                report.url,
+                report.added_codes,
+                report.added_terms,
+                if report.kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} the file lacks were kept (a load never removes)",
+                        report.kept.len()
+                    )
+                }
+            );
+            Ok(())
+        }),
         Command::VerifyAudit { data_dir, database } => runtime.block_on(async move {
             let database = database.resolve(data_dir.as_deref())?;
             let store = store::open(&database).await?;
@@ -330,6 +579,148 @@ fn run() -> anyhow::Result<()> {
             eprintln!("the audit log is intact: {n} events");
             Ok(())
         }),
+    }
+}
+
+/// Who a command-line change is audited as: `cli:$USER`.
+fn cli_change(reason: String) -> admin::Change {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    admin::Change {
+        actor: format!("cli:{user}"),
+        reason,
+    }
+}
+
+async fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::Add { name, store } = command;
+    let store = store.open().await?;
+    let user = cli_change(String::new()).actor;
+    let secret =
+        doorstep_server::auth::issue_admin_secret(store.as_ref(), &name, &user, chrono::Utc::now())
+            .await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "administrator: {name}")?;
+    writeln!(out, "secret: {secret}")?;
+    out.flush()?;
+    eprintln!(
+        "The secret is shown this once and only its hash is kept. It authenticates          /api/v1/admin/... as HTTP Basic {name}:SECRET; any earlier secret of {name} no longer works."
+    );
+    Ok(())
+}
+
+/// Read an agreement file, naming the file in every error.
+fn read_agreement_file(file: &Path) -> anyhow::Result<doorstep_record::agreement::Agreement> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    doorstep_record::agreement::parse_agreement_file(&text)
+        .map_err(|e| anyhow::anyhow!("{}: nothing was changed: {e}", file.display()))
+}
+
+async fn agreement_command(command: AgreementCommand) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    match command {
+        AgreementCommand::List { store } => {
+            let store = store.open().await?;
+            let mut out = std::io::stdout().lock();
+            for a in store.all_agreements().await? {
+                writeln!(
+                    out,
+                    "{}\tv{}\t{}\t{}\t{}\t{} practice(s)",
+                    a.id,
+                    a.version,
+                    a.service,
+                    if a.in_force(today) {
+                        "in force"
+                    } else {
+                        "not in force"
+                    },
+                    a.roles.join(","),
+                    a.practices.len()
+                )?;
+            }
+            Ok(())
+        }
+        AgreementCommand::Show { id, store } => {
+            let store = store.open().await?;
+            let a = store
+                .agreement(&id)
+                .await?
+                .with_context(|| format!("no agreement {id}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&a)?)?;
+            for v in store.agreement_versions(&id).await? {
+                writeln!(
+                    out,
+                    "version {} at {} by {}: {}",
+                    v.agreement.version, v.changed_at, v.actor, v.reason
+                )?;
+            }
+            Ok(())
+        }
+        AgreementCommand::Create {
+            file,
+            reason,
+            store,
+        } => {
+            let agreement = read_agreement_file(&file)?;
+            let store = store.open().await?;
+            let a = admin::create_agreement(store.as_ref(), agreement, &cli_change(reason), now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: nothing was changed: {e}", file.display()))?;
+            eprintln!("created agreement {} (version {})", a.id, a.version);
+            Ok(())
+        }
+        AgreementCommand::Update {
+            id,
+            file,
+            reason,
+            store,
+        } => {
+            let agreement = read_agreement_file(&file)?;
+            let store = store.open().await?;
+            let a =
+                admin::update_agreement(store.as_ref(), &id, agreement, &cli_change(reason), now)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: nothing was changed: {e}", file.display()))?;
+            eprintln!(
+                "updated agreement {} to version {}: devices it covers rebuild at their next sync",
+                a.id, a.version
+            );
+            Ok(())
+        }
+        AgreementCommand::Retire {
+            id,
+            reason,
+            on,
+            store,
+        } => {
+            let store = store.open().await?;
+            let a = admin::retire_agreement(store.as_ref(), &id, on, &cli_change(reason), now)
+                .await
+                .map_err(|e| anyhow::anyhow!("nothing was changed: {e}"))?;
+            eprintln!(
+                "retired agreement {} on {} (version {})",
+                a.id,
+                a.retired.map(|d| d.to_string()).unwrap_or_default(),
+                a.version
+            );
+            Ok(())
+        }
+        AgreementCommand::Compare { ids, json, store } => {
+            let store = store.open().await?;
+            let agreements = admin::agreements_to_compare(store.as_ref(), &ids).await?;
+            let comparison = admin::compare(&agreements, today);
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&comparison)?)?;
+            } else {
+                write!(out, "{}", admin::comparison_table(&comparison))?;
+            }
+            Ok(())
+        }
     }
 }
 

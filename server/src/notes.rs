@@ -7,7 +7,9 @@
 //!   order ([`PushOutcome`]). An item is refused, with a reason its author understands and
 //!   naming the field, when its kind is unknown, its id is not a UUID, the patient is not in
 //!   the author's candidate set now (as the pull computes it, [`pull::candidates`]:
-//!   break-glass included), its body is not a [`NoteBody`], its vitals fail the NEWS2 checks,
+//!   break-glass included) nor had an entry of the author's that ended no longer ago than
+//!   the device may stay offline (a note written on a visit that ended before the signal
+//!   came back still reaches the practice), its body is not a [`NoteBody`], its vitals fail the NEWS2 checks,
 //!   it is empty (no text, no vitals, no problem), its problem is not a SNOMED CT id, or it
 //!   replaces a note that is not an accepted note of the same patient. Otherwise it is
 //!   accepted: stored once, turned into FHIR ([`doorstep_record::writeback`]) and put into the
@@ -53,6 +55,7 @@ use doorstep_protocol::{
     AckResponse, AckStatus, FirstOutcome, ListKind, NoteBody, PUSH_KIND_NOTE, PUSH_MAX_ITEMS,
     PushItem, PushOutcome, PushRequest, PushResponse, PushResult,
 };
+use doorstep_record::agreement::covers;
 use doorstep_record::fhir::{Resource, ResourceType};
 use doorstep_record::news2::Vitals;
 use doorstep_record::writeback::{
@@ -65,8 +68,8 @@ use crate::audit;
 use crate::import::{self, ImportBatch, ImportFailure};
 use crate::pull::{self, UserScope};
 use crate::store::{
-    AuditEvent, DeliveryState, DeliveryWrite, DeviceRow, ImportKeys, ListEntryRow, NoteInsert,
-    NoteOutcome, NoteRow, PatientRow, Store, StoreError, UserRow,
+    AuditEvent, DeliveryState, DeliveryWrite, DeviceRow, FeedSnapshot, ImportKeys, ListEntryRow,
+    NoteInsert, NoteOutcome, NoteRow, PatientRow, Store, StoreError, UserRow,
 };
 
 /// Longest note text accepted (characters).
@@ -122,7 +125,9 @@ pub async fn push(
     let scope = pull::user_scope(store, user).await?;
     let candidates = {
         let snap = store.feed_snapshot().await?;
-        pull::candidates(snap.as_ref(), &scope, now).await?
+        let mut candidates = pull::candidates(snap.as_ref(), &scope, now).await?;
+        add_recently_ended(snap.as_ref(), &scope, now, &mut candidates).await?;
+        candidates
         // The read snapshot ends here, before anything is written.
     };
     let author = Author {
@@ -157,6 +162,56 @@ pub async fn push(
         "push"
     );
     Ok(PushResponse { results })
+}
+
+/// Patients whose list entry for this user ended no longer ago than the device may stay
+/// offline (the longest `max_offline_hours` of the user's agreements): a note written on the
+/// visit, or while the device still held the record offline, is still delivered to the
+/// practice rather than refused for a list change the author could not have seen (hazard H5).
+/// The same coverage and dissent rules as [`pull::candidates`] apply.
+async fn add_recently_ended(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    now: DateTime<Utc>,
+    candidates: &mut Candidates,
+) -> Result<(), StoreError> {
+    let hours = scope
+        .agreements
+        .iter()
+        .map(|a| a.max_offline_hours)
+        .max()
+        .unwrap_or(0);
+    if hours == 0 {
+        return Ok(());
+    }
+    let since = now - chrono::Duration::hours(i64::from(hours));
+    // Entries not ended at `since`: those active now, and those that ended since.
+    let mut ended: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
+    for entry in snap
+        .scope_entries(&scope.service_id, &scope.user_id, since)
+        .await?
+    {
+        let ended_by_now = entry.ends_at.is_some_and(|end| end <= now);
+        if ended_by_now && !candidates.contains_key(&entry.patient_id) {
+            ended
+                .entry(entry.patient_id.clone())
+                .or_default()
+                .push(entry);
+        }
+    }
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = ended.keys().cloned().collect();
+    for patient in snap.patients(&ids).await? {
+        let entries = ended.remove(&patient.id).unwrap_or_default();
+        let broke_glass = entries.iter().any(|e| e.kind == ListKind::BreakGlass);
+        let covered = covers(&scope.agreements, &patient.practice_ods, &scope.role);
+        if covered && (!patient.dissent || broke_glass) {
+            candidates.insert(patient.id.clone(), (patient, entries));
+        }
+    }
+    Ok(())
 }
 
 /// Who pushes, and what they may write about.
@@ -328,9 +383,10 @@ impl Author<'_> {
         }
         let Some((patient, entries)) = self.candidates.get(&item.patient_id) else {
             return Ok(Err(
-                "patient_id: this patient is not on your list now (the visit or \
-                           caseload entry has ended, or your service may not see them), so the \
-                           note was not sent to their practice; tell the practice another way"
+                "patient_id: this patient is not on your list (their visit or caseload \
+                           entry ended longer ago than your device may stay offline, or your \
+                           service may not see them), so the note was not sent to their \
+                           practice; tell the practice another way"
                     .into(),
             ));
         };
@@ -980,6 +1036,77 @@ mod tests {
             push(store.as_ref(), &device, &user, too_many, now).await,
             Err(PushFailure::TooManyItems(101))
         ));
+    }
+
+    /// Regression (hazard H5): a note signed on a caseload visit and pushed after the patient
+    /// was discharged was refused, so it never reached the practice. Within the longest
+    /// offline age of the nurse's agreements (72 h) it is accepted, as a home visit; beyond
+    /// it the refusal says why.
+    #[tokio::test]
+    async fn a_note_pushed_after_the_list_entry_ended_is_delivered_within_the_offline_age() {
+        let (store, user, device, patient, _dir) = nurse_with_patient().await;
+        let now = Utc::now();
+        store
+            .end_list_entry(CASELOAD_LIST, &patient, now - chrono::Duration::hours(2))
+            .await
+            .unwrap();
+        let late = uuid::Uuid::new_v4().to_string();
+        let body = json!({"text": "Discharged today; wound healed.",
+            "signed_at": now - chrono::Duration::hours(3)});
+        let answer = push(
+            store.as_ref(),
+            &device,
+            &user,
+            PushRequest {
+                items: vec![item(&late, &patient, body.clone())],
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(answer.results[0].outcome, PushOutcome::Accepted { .. }),
+            "{:?}",
+            answer.results[0].outcome
+        );
+        let encounter = store
+            .patient_resources(&patient)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.resource_type == "Encounter" && r.json.contains(&late))
+            .expect("the note's Encounter");
+        assert!(
+            encounter.json.contains("\"HH\""),
+            "a home visit: {}",
+            encounter.json
+        );
+
+        // Three days and more after the discharge: refused, saying why.
+        let (store, user, device, patient, _dir) = nurse_with_patient().await;
+        store
+            .end_list_entry(CASELOAD_LIST, &patient, now - chrono::Duration::hours(73))
+            .await
+            .unwrap();
+        let answer = push(
+            store.as_ref(),
+            &device,
+            &user,
+            PushRequest {
+                items: vec![item(&uuid::Uuid::new_v4().to_string(), &patient, body)],
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        match &answer.results[0].outcome {
+            PushOutcome::Rejected { reason } => assert!(
+                reason.starts_with("patient_id: this patient is not on your list")
+                    && reason.contains("longer ago than your device may stay offline"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn entry(kind: ListKind) -> ListEntryRow {

@@ -75,6 +75,7 @@
 //! them from batches it prefetches inside its snapshot without changing this module.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
@@ -102,20 +103,48 @@ pub struct UserScope {
     pub user_id: String,
     pub role: String,
     pub service_id: String,
-    /// The agreements of the user's service that name the user's role.
+    /// The agreements of the user's service that name the user's role and are in force
+    /// today (a retired or not yet valid agreement covers no one).
     pub agreements: Vec<Agreement>,
+    /// The exclusion sets every agreement applies: the shipped floor, extended by the
+    /// server's loads ([`UserScope::with_sets`]).
+    pub sets: Arc<ExclusionSets>,
+    /// The value-set version `sets` are current to (0: the shipped floor only); part of
+    /// the access epoch, so a load makes devices rebuild.
+    pub sets_version: i64,
 }
 
-/// The user's scope: role, service, and the service's agreements naming the role.
+impl UserScope {
+    /// The scope with the server's exclusion sets, current to value-set `version`.
+    pub fn with_sets(self, (version, sets): (i64, Arc<ExclusionSets>)) -> UserScope {
+        UserScope {
+            sets,
+            sets_version: version,
+            ..self
+        }
+    }
+}
+
+/// The user's scope today: role, service, and the service's agreements naming the role that
+/// are in force ([`Agreement::in_force`]); the shipped exclusion sets.
 pub async fn user_scope(
     store: &dyn IdentityStore,
     user: &UserRow,
+) -> Result<UserScope, StoreError> {
+    user_scope_on(store, user, Utc::now().date_naive()).await
+}
+
+/// [`user_scope`] on day `today`.
+pub async fn user_scope_on(
+    store: &dyn IdentityStore,
+    user: &UserRow,
+    today: NaiveDate,
 ) -> Result<UserScope, StoreError> {
     let mut agreements: Vec<Agreement> = store
         .agreements_for_service(&user.service_id)
         .await?
         .into_iter()
-        .filter(|a| a.roles.iter().any(|r| r == &user.role))
+        .filter(|a| a.roles.iter().any(|r| r == &user.role) && a.in_force(today))
         .collect();
     agreements.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(UserScope {
@@ -123,7 +152,15 @@ pub async fn user_scope(
         role: user.role.clone(),
         service_id: user.service_id.clone(),
         agreements,
+        sets: shipped_sets(),
+        sets_version: 0,
     })
+}
+
+/// The shipped exclusion sets, shared (made once).
+fn shipped_sets() -> Arc<ExclusionSets> {
+    static SETS: std::sync::OnceLock<Arc<ExclusionSets>> = std::sync::OnceLock::new();
+    Arc::clone(SETS.get_or_init(|| Arc::new(ExclusionSets::shipped())))
 }
 
 /// A pull request: the cursor is already verified (signature, device).
@@ -268,15 +305,15 @@ fn decide(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Decision {
-    // The service matters for Doorstep notes: its own users see what it wrote. The shipped
-    // RCGP floor until the server loads its own sets (`valueset load`, a later change).
+    // The service matters for Doorstep notes: its own users see what it wrote. The sets are
+    // the server's: the shipped RCGP floor extended by what was loaded.
     evaluate_for_service(
         resource,
         &patient.practice_ods,
         &scope.role,
         &scope.service_id,
         &scope.agreements,
-        ExclusionSets::shipped_ref(),
+        &scope.sets,
         today,
     )
 }
@@ -339,7 +376,12 @@ pub async fn build_page(
     let scope = &request.scope;
     let now = request.now;
     let today = now.date_naive();
-    let epoch = cursor::access_epoch(&scope.role, &scope.service_id, &scope.agreements);
+    let epoch = cursor::access_epoch(
+        &scope.role,
+        &scope.service_id,
+        &scope.agreements,
+        scope.sets_version,
+    );
     let head = snap.head().await?;
 
     let (start_seq, mut held, mut stale) = match &request.cursor {

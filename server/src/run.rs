@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+use crate::admin::ServerSets;
 use crate::api::{self, AppState};
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
@@ -229,6 +230,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         cursor_key,
         page_bytes: config.page_bytes,
         import_max_bytes: config.import_max_bytes,
+        sets: Arc::new(ServerSets::new()),
     });
     let handle = Handle::new();
     let service = app.into_make_service();

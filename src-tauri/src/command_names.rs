@@ -7,6 +7,7 @@ pub const COMMANDS: &[&str] = &[
     "app_state",
     "enrol",
     "unlock",
+    "unlock_online",
     "lock",
     "list_patients",
     "patient_record",

@@ -101,6 +101,30 @@ pub async fn unlock(shell: State<'_, Shell>, pin: String) -> Answer<AppState> {
     })
 }
 
+/// After too many wrong PINs: sign in online with password and authenticator code, then the
+/// PIN opens the cache (the device keeps its id, cache and outbox).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn unlock_online(
+    shell: State<'_, Shell>,
+    pin: String,
+    password: String,
+    totp: String,
+) -> Answer<AppState> {
+    shell.touch();
+    if let Ok(device) = shell.device() {
+        return Ok(AppState::Unlocked {
+            user: device.user(),
+        });
+    }
+    let dir = shell.data_dir().to_owned();
+    let device = Device::unlock_after_sign_in(&dir, &pin, &password, &totp).await?;
+    tracing::info!("unlocked after signing in online");
+    let device = shell.set_unlocked(device)?;
+    Ok(AppState::Unlocked {
+        user: device.user(),
+    })
+}
+
 #[tauri::command(rename_all = "snake_case")]
 pub async fn lock(shell: State<'_, Shell>) -> Answer<AppState> {
     shell.lock()?;

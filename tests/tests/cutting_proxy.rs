@@ -334,7 +334,13 @@ fn expire_access_token(device: Device) -> Device {
     let dir = device.dir().to_path_buf();
     let file = device.device_file().clone();
     drop(device);
-    let key = file.kdf.derive(PIN).unwrap();
+    let key = file
+        .vault
+        .as_ref()
+        .expect("a wrapped cache key")
+        .unwrap(PIN, &file.device_id)
+        .unwrap()
+        .expect("the PIN opens it");
     let conn = rusqlite::Connection::open(dir.join("cache.db")).unwrap();
     conn.execute_batch(&format!(
         "PRAGMA key = \"x'{}'\";",

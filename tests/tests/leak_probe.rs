@@ -273,7 +273,13 @@ async fn sync_device(
     drop(device);
     let mut parts = Vec::new();
     read_dir_files(dir, &mut parts);
-    let key = file.kdf.derive(PIN).unwrap();
+    let key = file
+        .vault
+        .as_ref()
+        .expect("a wrapped cache key")
+        .unwrap(PIN, &file.device_id)
+        .unwrap()
+        .expect("the PIN opens it");
     parts.extend(dump_cache(dir, &key[..]));
     (parts, on_device)
 }

@@ -186,7 +186,7 @@ async fn enrol_sync_read_purge_and_read_offline() {
     // A wrong PIN is told apart from everything else.
     drop(device);
     match Device::unlock(device_dir.path(), "000000") {
-        Err(ClientError::WrongPin { remaining }) => assert_eq!(remaining, 9),
+        Err(ClientError::WrongPin { remaining }) => assert_eq!(remaining, 4),
         other => panic!("expected WrongPin, got {other:?}"),
     }
 }
@@ -223,4 +223,89 @@ async fn enrol_refuses_a_wrong_code_and_an_untrusted_server() {
     .expect_err("untrusted certificate");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     assert!(!doorstep_client::is_enrolled(device_dir.path()));
+}
+
+/// Five wrong PINs shut the cache until the nurse signs in online; signing in again (real
+/// password and TOTP over HTTPS) keeps the device's id, its cache and the note waiting in its
+/// outbox, replaces its tokens and needs no rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_wrong_pins_then_an_online_sign_in_keeps_the_cache_and_the_outbox() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::enrol(dir.path(), demo.enrol_params(&nurse, 0, PIN, "tablet"))
+        .await
+        .expect("enrol");
+    device.sync().await.expect("first sync");
+    let patients = device.list(None, today()).unwrap();
+    let note = device
+        .write_note(
+            &patients[0].patient_id,
+            doorstep_client::NoteInput {
+                text: "Written before the PIN was forgotten.".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let device_id = device.device_file().device_id.clone();
+    drop(device);
+
+    for _ in 0..5 {
+        assert!(Device::unlock(dir.path(), "975310").is_err());
+    }
+    let Err(e) = Device::unlock(dir.path(), PIN) else {
+        panic!("the cache opened after five wrong PINs")
+    };
+    assert!(
+        matches!(e, ClientError::OnlineSignInRequired { .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.to_ipc().kind, IpcErrorKind::OnlineSignInRequired);
+
+    // A wrong password is refused by the server and opens nothing.
+    let Err(e) = Device::unlock_after_sign_in(
+        dir.path(),
+        PIN,
+        "not the password",
+        &doorstep_e2e::totp_for(&nurse.totp_secret, 0),
+    )
+    .await
+    else {
+        panic!("a wrong password opened the cache")
+    };
+    assert!(matches!(e, ClientError::SignInFailed(_)), "{e:?}");
+    assert!(Device::unlock(dir.path(), PIN).is_err(), "still shut");
+
+    // The right password and the next TOTP step's code (the enrolment used this one's).
+    let device = Device::unlock_after_sign_in(
+        dir.path(),
+        PIN,
+        &nurse.password,
+        &doorstep_e2e::totp_for(&nurse.totp_secret, 30),
+    )
+    .await
+    .expect("signed in again");
+    assert_eq!(device.device_file().device_id, device_id, "the same device");
+    assert_eq!(
+        device.list(None, today()).unwrap(),
+        patients,
+        "the cache kept"
+    );
+    assert_eq!(device.status().unwrap().waiting, 1, "the note still waits");
+    let report = device.sync().await.expect("sync with the new tokens");
+    assert!(
+        !report.rebuilt,
+        "the cursor is still the device's: no rebuild"
+    );
+    assert_eq!(report.pushed.accepted, 1);
+    assert!(
+        device
+            .notes(None)
+            .unwrap()
+            .iter()
+            .any(|n| n.id == note.id && matches!(n.state, doorstep_ipc::NoteState::Accepted { .. }))
+    );
+    drop(device);
+    // The PIN alone opens it again: the count was reset.
+    Device::unlock(dir.path(), PIN).expect("unlock with the PIN");
 }

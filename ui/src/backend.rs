@@ -35,6 +35,13 @@ struct UnlockArgs<'a> {
 }
 
 #[derive(Serialize)]
+struct UnlockOnlineArgs<'a> {
+    pin: &'a str,
+    password: &'a str,
+    totp: &'a str,
+}
+
+#[derive(Serialize)]
 struct ListArgs<'a> {
     search: Option<&'a str>,
 }
@@ -71,6 +78,23 @@ impl Backend {
 
     pub async fn unlock(&self, pin: &str) -> Result<AppState, IpcError> {
         call(commands::UNLOCK, &UnlockArgs { pin }).await
+    }
+
+    pub async fn unlock_online(
+        &self,
+        pin: &str,
+        password: &str,
+        totp: &str,
+    ) -> Result<AppState, IpcError> {
+        call(
+            commands::UNLOCK_ONLINE,
+            &UnlockOnlineArgs {
+                pin,
+                password,
+                totp,
+            },
+        )
+        .await
     }
 
     pub async fn lock(&self) -> Result<AppState, IpcError> {

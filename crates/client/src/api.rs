@@ -152,6 +152,18 @@ impl Api {
         read_json(resp).await
     }
 
+    /// `POST /auth/reauth`.
+    pub async fn reauth(&self, req: &doorstep_protocol::ReauthRequest) -> Result<TokenResponse> {
+        let resp = self
+            .http
+            .post(self.url("/auth/reauth"))
+            .json(req)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        read_json(resp).await
+    }
+
     /// `POST /auth/refresh`.
     pub async fn refresh(&self, req: &RefreshRequest) -> Result<TokenResponse> {
         let resp = self

@@ -113,8 +113,11 @@ pub(crate) fn open(path: &Path, key: &[u8; 32]) -> std::result::Result<Connectio
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "cache is not in WAL mode");
     }
+    // A purged patient's pages are overwritten with zeros, not just marked free (and the WAL
+    // is truncated after a purge, below), so nothing of them stays in the file.
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL;
+        "PRAGMA secure_delete = ON;
+         PRAGMA synchronous = NORMAL;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;
          PRAGMA busy_timeout = 5000;",
@@ -305,6 +308,10 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
     }
     set_meta(&tx, meta::CURSOR, &page.cursor)?;
     tx.commit()?;
+    if stats.patients_removed > 0 {
+        // The WAL still holds the purged patients' old pages until it is checkpointed.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
     Ok(stats)
 }
 

@@ -6,16 +6,28 @@ use doorstep_ipc::{IpcError, IpcErrorKind};
 /// screen and never carry patient data.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The PIN did not open the cache.
-    #[error("Wrong PIN. {remaining} more wrong PINs and this device will need an online sign-in.")]
+    /// The PIN did not open the cache; `remaining` more and an online sign-in is needed.
+    #[error(
+        "Wrong PIN. {remaining} more wrong PIN(s) and Doorstep will ask for your password and \
+         authenticator code before it opens."
+    )]
     WrongPin { remaining: u32 },
 
-    /// Too many wrong PINs: the cache stays shut until the user signs in online again.
+    /// Too many wrong PINs (or a missing or altered count): the cache opens only after an
+    /// online sign-in with password and authenticator code. `wipe_in` more wrong PINs wipe it.
     #[error(
-        "Too many wrong PINs. Sign in online again (enrol this device with your password and \
-         authenticator code) to use Doorstep on this device."
+        "Too many wrong PINs. Sign in online with your password and authenticator code, then \
+         your PIN, to open Doorstep on this device. After {wipe_in} more wrong PIN(s) the \
+         records on this device are wiped."
     )]
-    TooManyPinAttempts,
+    OnlineSignInRequired { wipe_in: u32 },
+
+    /// The cache was wiped after too many wrong PINs.
+    #[error(
+        "After too many wrong PINs Doorstep wiped the records on this device. Enrol it again \
+         with your password and authenticator code."
+    )]
+    CacheWiped,
 
     /// The server refused the sign-in or the device's tokens; the server's own words.
     #[error("{0}")]
@@ -62,9 +74,9 @@ impl ClientError {
     /// The error as the UI receives it.
     pub fn to_ipc(&self) -> IpcError {
         let kind = match self {
-            ClientError::WrongPin { .. } | ClientError::TooManyPinAttempts => {
-                IpcErrorKind::WrongPin
-            }
+            ClientError::WrongPin { .. } => IpcErrorKind::WrongPin,
+            ClientError::OnlineSignInRequired { .. } => IpcErrorKind::OnlineSignInRequired,
+            ClientError::CacheWiped => IpcErrorKind::Wiped,
             ClientError::SignInFailed(_) => IpcErrorKind::SignInFailed,
             ClientError::Offline(_) => IpcErrorKind::Offline,
             ClientError::Invalid(_) | ClientError::NotEnrolled(_) => IpcErrorKind::Invalid,
@@ -103,9 +115,12 @@ mod tests {
             IpcErrorKind::WrongPin
         );
         assert_eq!(
-            ClientError::TooManyPinAttempts.to_ipc().kind,
-            IpcErrorKind::WrongPin
+            ClientError::OnlineSignInRequired { wipe_in: 5 }
+                .to_ipc()
+                .kind,
+            IpcErrorKind::OnlineSignInRequired
         );
+        assert_eq!(ClientError::CacheWiped.to_ipc().kind, IpcErrorKind::Wiped);
         let e = ClientError::SignInFailed("Wrong password or code".into()).to_ipc();
         assert_eq!(e.kind, IpcErrorKind::SignInFailed);
         assert_eq!(e.message, "Wrong password or code");
@@ -127,7 +142,7 @@ mod tests {
             IpcErrorKind::Internal
         );
         assert!(
-            ClientError::TooManyPinAttempts
+            ClientError::OnlineSignInRequired { wipe_in: 5 }
                 .to_string()
                 .contains("Sign in online")
         );

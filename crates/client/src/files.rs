@@ -1,9 +1,11 @@
 //! The plain files of a device's data directory, outside the encrypted cache.
 //!
-//! - `device.json`: which server, which device id, which user, and the KDF salt and parameters.
-//!   No patient data and no tokens (those live in the encrypted cache).
-//! - `pin-attempts.json`: the count of wrong PINs since the last good one. It must live outside
-//!   the database, because a wrong PIN cannot write into a database it cannot open.
+//! - `device.json`: which server, which device id, which user, the cache key wrapped under the
+//!   PIN ([`crate::vault::WrappedKey`]) and the key of the attempt counter's MAC. No patient
+//!   data and no tokens (those live in the encrypted cache).
+//! - `pin-attempts.json`: the count of wrong PINs since the last good one
+//!   ([`crate::vault`]). It must live outside the database, because a wrong PIN cannot write
+//!   into a database it cannot open.
 //! - `server-ca.pem`: the federation's CA certificate, copied at enrolment and pinned.
 //!
 //! Files are written whole to a temporary name and renamed, so a crash never leaves half a file.
@@ -17,14 +19,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ClientError, Result};
 use crate::key::KdfParams;
+use crate::vault::WrappedKey;
 
 pub const DEVICE_FILE: &str = "device.json";
 pub const CACHE_FILE: &str = "cache.db";
-pub const PIN_ATTEMPTS_FILE: &str = "pin-attempts.json";
+pub use crate::vault::PIN_ATTEMPTS_FILE;
 pub const SERVER_CA_FILE: &str = "server-ca.pem";
 
-/// Wrong PINs allowed before the device demands an online sign-in.
-pub const MAX_PIN_ATTEMPTS: u32 = 10;
+/// The format of `device.json` written now: 2 wraps a random cache key; 1 (read, and
+/// upgraded at the next unlock) derived the cache key from the PIN.
+pub const DEVICE_FILE_FORMAT: u32 = 2;
 
 /// True when `dir` holds an enrolment (a readable `device.json`).
 pub fn is_enrolled(dir: &Path) -> bool {
@@ -45,8 +49,15 @@ pub struct DeviceFile {
     pub enrolled_at: DateTime<Utc>,
     /// True when `server-ca.pem` pins the server's CA; false when the platform's roots are used.
     pub pinned_ca: bool,
-    /// Derivation of the cache key from the PIN.
-    pub kdf: KdfParams,
+    /// The cache key, wrapped under the PIN (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<WrappedKey>,
+    /// The key of the attempt counter's MAC, hex (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts_key: Option<String>,
+    /// Format 1 only: the cache key was derived from the PIN with these parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<KdfParams>,
 }
 
 impl DeviceFile {
@@ -75,37 +86,6 @@ impl DeviceFile {
     }
 }
 
-/// `pin-attempts.json`: wrong PINs since the last good one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinAttempts {
-    pub failures: u32,
-    pub last_failure: Option<DateTime<Utc>>,
-}
-
-impl PinAttempts {
-    /// A missing file means no failures. A damaged file counts as the limit reached, so that
-    /// corrupting it gains no guesses. (Deleting it does, until the vault issue binds the count
-    /// to the wrapped key.)
-    pub fn read(dir: &Path) -> PinAttempts {
-        match fs::read_to_string(dir.join(PIN_ATTEMPTS_FILE)) {
-            Ok(text) => serde_json::from_str(&text).unwrap_or(PinAttempts {
-                failures: MAX_PIN_ATTEMPTS,
-                last_failure: None,
-            }),
-            Err(_) => PinAttempts::default(),
-        }
-    }
-
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string(self).map_err(|e| ClientError::Internal(e.to_string()))?;
-        write_atomically(&dir.join(PIN_ATTEMPTS_FILE), text.as_bytes())
-    }
-
-    pub fn remaining(&self) -> u32 {
-        MAX_PIN_ATTEMPTS.saturating_sub(self.failures)
-    }
-}
-
 /// Write `bytes` to `path` through a temporary file and a rename, flushed to disk.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -131,14 +111,16 @@ mod tests {
             Err(ClientError::NotEnrolled(_))
         ));
         let file = DeviceFile {
-            format: 1,
+            format: DEVICE_FILE_FORMAT,
             server_url: "https://127.0.0.1:8443".into(),
             device_id: "dev-1".into(),
             username: "nurse.demo".into(),
             device_name: "test".into(),
             enrolled_at: Utc::now(),
             pinned_ca: true,
-            kdf: KdfParams::new_random().unwrap(),
+            vault: None,
+            attempts_key: Some(crate::vault::new_attempts_key().unwrap()),
+            kdf: Some(KdfParams::new_random().unwrap()),
         };
         file.write(dir.path()).unwrap();
         assert!(is_enrolled(dir.path()));
@@ -147,20 +129,5 @@ mod tests {
             file.ca_path(dir.path()).unwrap(),
             dir.path().join(SERVER_CA_FILE)
         );
-    }
-
-    #[test]
-    fn pin_attempts_default_and_damaged() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(PinAttempts::read(dir.path()).failures, 0);
-        fs::write(dir.path().join(PIN_ATTEMPTS_FILE), "not json").unwrap();
-        assert_eq!(PinAttempts::read(dir.path()).remaining(), 0);
-        PinAttempts {
-            failures: 3,
-            last_failure: None,
-        }
-        .write(dir.path())
-        .unwrap();
-        assert_eq!(PinAttempts::read(dir.path()).remaining(), 7);
     }
 }

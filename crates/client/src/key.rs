@@ -1,11 +1,9 @@
-//! From the clinician's PIN to the cache key.
-//!
-//! For this issue the SQLCipher key comes straight from the PIN: Argon2id (memory-hard, so a
-//! stolen laptop's cache resists offline guessing) over the PIN with a random 16-byte salt kept
-//! in `device.json`, giving 32 raw key bytes. SQLCipher takes them as a raw key
-//! (`PRAGMA key = "x'…'"`), which skips its own PBKDF2. The key lives in a [`Zeroizing`] buffer
-//! and is wiped as soon as the database has it. A later issue wraps a random cache key with this
-//! PIN-derived key instead, so that a PIN change does not re-encrypt the cache.
+//! From the clinician's PIN to a key: Argon2id (memory-hard, so a stolen laptop's data
+//! directory resists offline guessing) over the PIN with a random 16-byte salt, giving 32 raw
+//! key bytes, in a [`Zeroizing`] buffer. Since `device.json` format 2 this is the
+//! key-encryption key of the wrapped cache key ([`crate::vault`]); format 1 used it as the
+//! SQLCipher key itself, and is upgraded at its next unlock. SQLCipher takes raw keys
+//! (`PRAGMA key = "x'…'"`), which skips its own PBKDF2.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
@@ -19,9 +17,6 @@ pub const DEFAULT_M_KIB: u32 = 64 * 1024;
 pub const DEFAULT_T: u32 = 2;
 /// Argon2id lanes.
 pub const DEFAULT_P: u32 = 1;
-
-/// PINs shorter than this are refused at enrolment.
-pub const MIN_PIN_CHARS: usize = 4;
 
 /// The KDF recorded in `device.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,20 +65,13 @@ impl KdfParams {
     }
 }
 
-/// Check a new PIN's shape; the message says what is wrong.
+/// Check a new PIN or passphrase against the one rule ([`doorstep_ipc::pin`]); the message
+/// says what is wrong.
 pub fn check_new_pin(pin: &str) -> Result<()> {
-    let n = pin.chars().count();
-    if n < MIN_PIN_CHARS {
-        return Err(ClientError::Invalid(format!(
-            "The PIN must have at least {MIN_PIN_CHARS} characters."
-        )));
+    match doorstep_ipc::pin::pin_problem(pin) {
+        Some(problem) => Err(ClientError::Invalid(problem)),
+        None => Ok(()),
     }
-    if n > 128 {
-        return Err(ClientError::Invalid(
-            "The PIN must have at most 128 characters.".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// The SQL that hands a raw key to SQLCipher. The returned string holds the key and is wiped on
@@ -91,6 +79,12 @@ pub fn check_new_pin(pin: &str) -> Result<()> {
 pub(crate) fn key_pragma(key: &[u8; 32]) -> Zeroizing<String> {
     let hex = Zeroizing::new(hex::encode(key));
     Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex.as_str()))
+}
+
+/// The SQL that re-encrypts an open cache under a new raw key (wiped on drop).
+pub(crate) fn rekey_pragma(key: &[u8; 32]) -> Zeroizing<String> {
+    let hex = Zeroizing::new(hex::encode(key));
+    Zeroizing::new(format!("PRAGMA rekey = \"x'{}'\";", hex.as_str()))
 }
 
 #[cfg(test)]
@@ -112,9 +106,10 @@ mod tests {
     }
 
     #[test]
-    fn pin_shape() {
-        assert!(check_new_pin("123").is_err());
-        assert!(check_new_pin("1234").is_ok());
+    fn pin_shape_is_the_one_rule() {
+        assert!(check_new_pin("1234").is_err());
+        assert!(check_new_pin("123456").is_err());
+        assert!(check_new_pin("135790").is_ok());
         assert!(check_new_pin(&"x".repeat(129)).is_err());
     }
 

@@ -3,10 +3,12 @@
 //! The Tauri shell and the `doorstep` command-line client are both thin layers over this crate.
 //! It holds:
 //!
-//! - **The key** ([`key`]): the SQLCipher key is derived from the clinician's PIN with Argon2id
-//!   and a random salt kept in `device.json`; the key is wiped from memory once the database has
-//!   it. Wrong PINs are counted in `pin-attempts.json`, outside the encrypted database; after
-//!   [`files::MAX_PIN_ATTEMPTS`] the cache stays shut until the user signs in online again.
+//! - **The vault** ([`vault`], [`key`]): the SQLCipher key is 32 random bytes, kept in
+//!   `device.json` wrapped (AES-256-GCM) under a key derived from the PIN with Argon2id; a PIN
+//!   change re-wraps it. Wrong PINs are counted, authenticated, in `pin-attempts.json`, outside
+//!   the encrypted database: after [`vault::ONLINE_SIGN_IN_AFTER`] the cache opens only after an
+//!   online sign-in ([`Device::unlock_after_sign_in`]); after [`vault::WIPE_AFTER`] it is wiped.
+//!   The one PIN rule is [`doorstep_ipc::pin`].
 //! - **The cache** (`cache`): one SQLCipher database, `cache.db`, with the user's list, each
 //!   patient's FHIR resources as the server sent them, withheld counts, the sync cursor and the
 //!   device's tokens. Nothing of a patient is ever written outside it (nor to logs).
@@ -19,7 +21,8 @@
 //!   (accent- and case-insensitive), NHS number, postcode or date of birth, and one patient's
 //!   record views; both answer the [`doorstep_ipc`] types the screens receive.
 //!
-//! A data directory holds `device.json`, `pin-attempts.json`, `server-ca.pem` and `cache.db`
+//! A data directory holds `device.json`, `pin-attempts.json` (and its lock file),
+//! `server-ca.pem` and `cache.db`
 //! (with its WAL files). Only `cache.db` holds patient data, encrypted.
 //!
 //! Rules: no Tauri and no UI here; errors are [`ClientError`]s that say what to do; logs carry
@@ -35,6 +38,7 @@ mod push;
 mod queries;
 pub mod schedule;
 pub mod text;
+pub mod vault;
 mod wire;
 
 use std::path::{Path, PathBuf};
@@ -54,7 +58,7 @@ use crate::cache::{OpenError, meta};
 
 pub use crate::api::check_server_url;
 pub use crate::error::{ClientError, Result};
-pub use crate::files::{DeviceFile, PinAttempts, is_enrolled};
+pub use crate::files::{DeviceFile, is_enrolled};
 pub use crate::push::PushReport;
 
 /// What the enrol screen (or `doorstep enrol`) supplies.
@@ -196,18 +200,15 @@ impl Device {
         ] {
             remove_if_exists(&dir.join(name))?;
         }
-        let kdf = key::KdfParams::new_random()?;
-        let conn = {
-            let key = kdf.derive(&params.pin)?;
-            match cache::open(&dir.join(files::CACHE_FILE), &key) {
-                Ok(c) => c,
-                Err(OpenError::WrongKey) => {
-                    return Err(ClientError::Internal(
-                        "a new cache could not be created".into(),
-                    ));
-                }
-                Err(OpenError::Other(e)) => return Err(e),
+        let cache_key = vault::new_cache_key()?;
+        let conn = match cache::open(&dir.join(files::CACHE_FILE), &cache_key) {
+            Ok(c) => c,
+            Err(OpenError::WrongKey) => {
+                return Err(ClientError::Internal(
+                    "a new cache could not be created".into(),
+                ));
             }
+            Err(OpenError::Other(e)) => return Err(e),
         };
         let user = user_summary(&enrolled.user);
         cache::set_meta(
@@ -220,17 +221,25 @@ impl Device {
         if let Some(pem) = &ca_pem {
             files::write_atomically(&dir.join(files::SERVER_CA_FILE), pem)?;
         }
-        PinAttempts::default().write(dir)?;
+        let attempts_key = vault::new_attempts_key()?;
+        vault::write_failures(dir, &attempts_key, &enrolled.device_id, 0)?;
         let file = DeviceFile {
-            format: 1,
+            format: files::DEVICE_FILE_FORMAT,
+            vault: Some(vault::WrappedKey::wrap(
+                &cache_key,
+                &params.pin,
+                &enrolled.device_id,
+            )?),
+            attempts_key: Some(attempts_key),
+            kdf: None,
             server_url,
             device_id: enrolled.device_id,
             username: enrolled.user.username.clone(),
             device_name,
             enrolled_at: Utc::now(),
             pinned_ca: ca_pem.is_some(),
-            kdf,
         };
+        drop(cache_key);
         file.write(dir)?;
         Ok(Device {
             dir: dir.to_owned(),
@@ -245,13 +254,98 @@ impl Device {
     }
 
     /// Open the cache with the PIN. Works offline. A wrong PIN answers
-    /// [`ClientError::WrongPin`]; after too many, [`ClientError::TooManyPinAttempts`].
+    /// [`ClientError::WrongPin`]; after [`vault::ONLINE_SIGN_IN_AFTER`] of them,
+    /// [`ClientError::OnlineSignInRequired`]; after [`vault::WIPE_AFTER`], the cache is wiped
+    /// ([`ClientError::CacheWiped`]). The rules are in [`vault`].
     pub fn unlock(dir: &Path, pin: &str) -> Result<Device> {
+        let _one_attempt_at_a_time = Self::attempt_lock(dir)?;
+        let (file, conn) = Self::open_with_pin(dir, pin, false)?;
+        Self::finish_unlock(dir, file, conn)
+    }
+
+    /// After [`ClientError::OnlineSignInRequired`]: sign in online with password and
+    /// authenticator code (the device keeps its id, cache and outbox; its tokens are
+    /// replaced), then open the cache with the PIN. A wrong PIN still counts, towards the
+    /// wipe. Needs the server.
+    pub async fn unlock_after_sign_in(
+        dir: &Path,
+        pin: &str,
+        password: &str,
+        totp: &str,
+    ) -> Result<Device> {
         let file = DeviceFile::read(dir)?;
-        let mut attempts = PinAttempts::read(dir);
-        if attempts.failures >= files::MAX_PIN_ATTEMPTS {
-            return Err(ClientError::TooManyPinAttempts);
+        let totp: String = totp.chars().filter(|c| !c.is_whitespace()).collect();
+        if password.is_empty() {
+            return Err(ClientError::Invalid("Enter your password.".into()));
         }
+        if totp.len() != 6 || !totp.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ClientError::Invalid(
+                "The authenticator code has 6 digits.".into(),
+            ));
+        }
+        let ca_pem = match file.ca_path(dir) {
+            Some(path) => Some(std::fs::read(&path)?),
+            None => None,
+        };
+        let api = Api::new(&file.server_url, ca_pem.as_deref())?;
+        let tokens = api
+            .reauth(&doorstep_protocol::ReauthRequest {
+                device_id: file.device_id.clone(),
+                username: file.username.clone(),
+                password: password.to_owned(),
+                totp,
+            })
+            .await?;
+        tracing::info!("signed in again online");
+        let dir = dir.to_owned();
+        let pin = zeroize::Zeroizing::new(pin.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let _one_attempt_at_a_time = Self::attempt_lock(&dir)?;
+            let (file, conn) = Self::open_with_pin(&dir, &pin, true)?;
+            store_tokens(&conn, &tokens)?;
+            Self::finish_unlock(&dir, file, conn)
+        })
+        .await
+        .map_err(|e| ClientError::Internal(format!("unlock task: {e}")))?
+    }
+
+    /// Change the PIN: the cache key is re-wrapped under `new_pin` (the database is not
+    /// re-encrypted). `old_pin` must be the PIN; a wrong one counts like any wrong PIN.
+    pub fn change_pin(&mut self, old_pin: &str, new_pin: &str) -> Result<()> {
+        key::check_new_pin(new_pin)?;
+        let _one_attempt_at_a_time = vault::lock_attempts(&self.dir)?;
+        let Some(wrapped) = self.file.vault.clone() else {
+            return Err(ClientError::Internal("no wrapped key to change".into()));
+        };
+        let attempts_key = self.file.attempts_key.clone().unwrap_or_default();
+        let failures = vault::read_failures(&self.dir, &attempts_key, &self.file.device_id) + 1;
+        vault::write_failures(&self.dir, &attempts_key, &self.file.device_id, failures)?;
+        let Some(rewrapped) = wrapped.rewrap(old_pin, new_pin, &self.file.device_id)? else {
+            return Err(ClientError::WrongPin {
+                remaining: vault::ONLINE_SIGN_IN_AFTER.saturating_sub(failures),
+            });
+        };
+        self.file.vault = Some(rewrapped);
+        self.file.write(&self.dir)?;
+        vault::write_failures(&self.dir, &attempts_key, &self.file.device_id, 0)?;
+        tracing::info!("PIN changed");
+        Ok(())
+    }
+
+    fn attempt_lock(dir: &Path) -> Result<vault::AttemptLock> {
+        DeviceFile::read(dir)?;
+        vault::lock_attempts(dir)
+    }
+
+    /// The counted PIN check (the caller holds the attempt lock): the device file, upgraded
+    /// to a wrapped key if it was of format 1, and the open cache. `signed_in_online` lifts
+    /// the online sign-in threshold (the wipe threshold stays).
+    fn open_with_pin(
+        dir: &Path,
+        pin: &str,
+        signed_in_online: bool,
+    ) -> Result<(DeviceFile, Connection)> {
+        let mut file = DeviceFile::read(dir)?;
         let cache_path = dir.join(files::CACHE_FILE);
         if !cache_path.exists() {
             return Err(ClientError::Internal(format!(
@@ -259,30 +353,91 @@ impl Device {
                 cache_path.display()
             )));
         }
+        let attempts_key = match &file.attempts_key {
+            Some(k) => k.clone(),
+            None => {
+                // Format 1 kept its count unauthenticated: start the authenticated count here.
+                let k = vault::new_attempts_key()?;
+                vault::write_failures(dir, &k, &file.device_id, 0)?;
+                file.attempts_key = Some(k.clone());
+                file.write(dir)?;
+                k
+            }
+        };
+        let failures = vault::read_failures(dir, &attempts_key, &file.device_id);
+        if failures >= vault::WIPE_AFTER {
+            wipe_cache(dir)?;
+            return Err(ClientError::CacheWiped);
+        }
+        if failures >= vault::ONLINE_SIGN_IN_AFTER && !signed_in_online {
+            return Err(ClientError::OnlineSignInRequired {
+                wipe_in: vault::WIPE_AFTER - failures,
+            });
+        }
         // Count the attempt before trying it, so that killing the process mid-check gains
         // nothing; a good PIN resets the count.
-        attempts.failures += 1;
-        attempts.last_failure = Some(Utc::now());
-        attempts.write(dir)?;
-        let opened = {
-            let key = file.kdf.derive(pin)?;
-            cache::open(&cache_path, &key)
-        };
-        let conn = match opened {
-            Ok(conn) => conn,
-            Err(OpenError::WrongKey) => {
-                tracing::info!(remaining = attempts.remaining(), "wrong PIN");
-                return Err(if attempts.remaining() == 0 {
-                    ClientError::TooManyPinAttempts
-                } else {
-                    ClientError::WrongPin {
-                        remaining: attempts.remaining(),
+        let failures = failures + 1;
+        vault::write_failures(dir, &attempts_key, &file.device_id, failures)?;
+        let opened = match (&file.vault, &file.kdf) {
+            (Some(wrapped), _) => match wrapped.unwrap(pin, &file.device_id)? {
+                Some(key) => match cache::open(&cache_path, &key) {
+                    Ok(conn) => Some(conn),
+                    Err(OpenError::WrongKey) => {
+                        return Err(ClientError::Internal(
+                            "The PIN is right but the cache does not open with its key: the \
+                             cache is damaged. Enrol this device again."
+                                .into(),
+                        ));
                     }
-                });
+                    Err(OpenError::Other(e)) => return Err(e),
+                },
+                None => None,
+            },
+            (None, Some(kdf)) => {
+                let key = kdf.derive(pin)?;
+                match cache::open(&cache_path, &key) {
+                    Ok(conn) => Some(conn),
+                    Err(OpenError::WrongKey) => None,
+                    Err(OpenError::Other(e)) => return Err(e),
+                }
             }
-            Err(OpenError::Other(e)) => return Err(e),
+            (None, None) => {
+                return Err(ClientError::Internal(
+                    "device.json holds no cache key. Enrol this device again.".into(),
+                ));
+            }
         };
-        PinAttempts::default().write(dir)?;
+        let Some(conn) = opened else {
+            tracing::info!(failures, "wrong PIN");
+            return Err(if failures >= vault::WIPE_AFTER {
+                wipe_cache(dir)?;
+                ClientError::CacheWiped
+            } else if failures >= vault::ONLINE_SIGN_IN_AFTER {
+                ClientError::OnlineSignInRequired {
+                    wipe_in: vault::WIPE_AFTER - failures,
+                }
+            } else {
+                ClientError::WrongPin {
+                    remaining: vault::ONLINE_SIGN_IN_AFTER - failures,
+                }
+            });
+        };
+        vault::write_failures(dir, &attempts_key, &file.device_id, 0)?;
+        if file.vault.is_none() {
+            // Format 1: move to a random key wrapped under the PIN (one re-encryption).
+            let key = vault::new_cache_key()?;
+            conn.execute_batch(&key::rekey_pragma(&key))?;
+            file.vault = Some(vault::WrappedKey::wrap(&key, pin, &file.device_id)?);
+            file.kdf = None;
+            file.format = files::DEVICE_FILE_FORMAT;
+            file.write(dir)?;
+            tracing::info!("cache key upgraded to a wrapped random key");
+        }
+        Ok((file, conn))
+    }
+
+    /// The cache open: read the user and build the device.
+    fn finish_unlock(dir: &Path, file: DeviceFile, conn: Connection) -> Result<Device> {
         let user = match cache::get_meta(&conn, meta::USER)? {
             Some(json) => {
                 let info: UserInfo = serde_json::from_str(&json)
@@ -722,6 +877,20 @@ fn restrict_to_owner(dir: &Path) -> Result<()> {
     }
     #[cfg(not(unix))]
     let _ = dir;
+    Ok(())
+}
+
+/// Delete the cache and its WAL files: what a wipe after too many wrong PINs leaves is
+/// `device.json` (no patient data, no tokens) and the count.
+fn wipe_cache(dir: &Path) -> Result<()> {
+    for name in [
+        files::CACHE_FILE.to_owned(),
+        format!("{}-wal", files::CACHE_FILE),
+        format!("{}-shm", files::CACHE_FILE),
+    ] {
+        remove_if_exists(&dir.join(name))?;
+    }
+    tracing::warn!("cache wiped after too many wrong PINs");
     Ok(())
 }
 

@@ -10,6 +10,8 @@
 //!
 //! This crate is pure data (serde only) and compiles for wasm32.
 
+pub mod pin;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,9 @@ pub mod commands {
     pub const ENROL: &str = "enrol";
     /// `{ pin: String } -> AppState`
     pub const UNLOCK: &str = "unlock";
+    /// `{ pin: String, password: String, totp: String } -> AppState` (after too many wrong
+    /// PINs: signs in online again, then opens the cache with the PIN)
+    pub const UNLOCK_ONLINE: &str = "unlock_online";
     /// `() -> AppState`
     pub const LOCK: &str = "lock";
     /// `{ search: Option<String> } -> Vec<ListRow>`
@@ -208,8 +213,12 @@ pub struct SyncStatus {
 pub enum IpcErrorKind {
     /// The form or argument is wrong; `message` says which field.
     Invalid,
-    /// Wrong PIN.
+    /// Wrong PIN; the message says how many more before an online sign-in.
     WrongPin,
+    /// Too many wrong PINs: sign in online (password, authenticator code) and give the PIN.
+    OnlineSignInRequired,
+    /// The cache was wiped after too many wrong PINs: enrol again.
+    Wiped,
     /// The server refused the credentials.
     SignInFailed,
     /// The server could not be reached.

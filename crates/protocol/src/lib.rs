@@ -65,6 +65,17 @@ pub struct EnrolRequest {
     pub device_name: String,
 }
 
+/// Sign in again with password and TOTP on a device already enrolled (after too many wrong
+/// PINs on the device): the device keeps its id, cache and outbox and gets a new token pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReauthRequest {
+    pub device_id: String,
+    pub username: String,
+    pub password: String,
+    /// The six-digit code from the user's authenticator.
+    pub totp: String,
+}
+
 /// Who the signed-in user is, as the device shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {

@@ -52,6 +52,7 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+pub use crate::agreement_file::{AgreementFileError, FieldError, parse_agreement_file};
 use crate::codes;
 use crate::fhir::{Resource, ResourceType};
 use crate::section::Section;

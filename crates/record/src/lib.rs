@@ -83,6 +83,7 @@
 //! ```
 
 pub mod agreement;
+pub mod agreement_file;
 pub mod codes;
 pub mod coding;
 pub mod fhir;

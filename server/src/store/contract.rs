@@ -14,8 +14,9 @@
 //! | [`KeyStore`]      | secrets every server node shares (the cursor signing key)       |
 //! | [`SourceStore`]   | the credentials member practices' source systems import with    |
 //! | [`NoteStore`]     | pushed notes (stored once by client id) and their delivery state |
+//! | [`AdminStore`]    | administrators, agreement versions, loaded value sets, dissent   |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the eight
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the nine
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -52,6 +53,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
+use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+};
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
     ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow,
@@ -308,6 +312,66 @@ pub trait NoteStore: Send + Sync {
     async fn set_note_deliveries(&self, writes: Vec<DeliveryWrite>) -> Result<(), StoreError>;
 }
 
+/// The federation's administration: administrators' credentials, the versions of agreements,
+/// loaded exclusion value sets, and dissent set by an administrator or a practice. What may
+/// change is decided in `crate::admin`; each change is written with its audit event, sealed
+/// inside the same transaction (as an import's), so a change is never stored unaudited.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Store an administrator's credential, replacing any earlier one of that name.
+    async fn put_admin_credential(&self, row: AdminCredentialRow) -> Result<(), StoreError>;
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError>;
+    async fn services(&self) -> Result<Vec<ServiceRow>, StoreError>;
+    /// The current version of every agreement, by id.
+    async fn all_agreements(&self) -> Result<Vec<Agreement>, StoreError>;
+    async fn agreement(&self, id: &str) -> Result<Option<Agreement>, StoreError>;
+    /// In one transaction: when the stored agreement `write.agreement.id` has the version
+    /// `write.expected_version` (`None`: there is none), make `write.agreement` the current
+    /// version, keep it in the versions, and append `seal(tip, audit)`; else write nothing and
+    /// answer [`StoreError::Stale`].
+    async fn write_agreement(
+        &self,
+        write: AgreementWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// Every stored version of an agreement, oldest first.
+    async fn agreement_versions(&self, id: &str) -> Result<Vec<AgreementVersionRow>, StoreError>;
+    /// In one transaction: store the load and append `seal(tip, audit)`. Answers the load's seq.
+    async fn load_value_set(
+        &self,
+        load: ValueSetLoad,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<i64, StoreError>;
+    /// Every load, in seq order.
+    async fn value_sets(&self) -> Result<Vec<ValueSetRow>, StoreError>;
+    /// The highest load seq (0 when none): one cheap read a request makes.
+    async fn value_set_version(&self) -> Result<i64, StoreError>;
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientRow>, StoreError>;
+    /// In one transaction: set the user's role and append `seal(tip, audit)`. Fails with
+    /// `NotFound` when there is no such user.
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// In one transaction: set the patient's dissent and append `seal(tip, audit)`. Fails with
+    /// `NotFound` when there is no such patient.
+    async fn write_dissent(
+        &self,
+        patient_id: &str,
+        dissent: bool,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
 pub trait Store:
     RecordStore
@@ -318,6 +382,7 @@ pub trait Store:
     + KeyStore
     + SourceStore
     + NoteStore
+    + AdminStore
 {
 }
 
@@ -330,6 +395,7 @@ impl<T> Store for T where
         + KeyStore
         + SourceStore
         + NoteStore
+        + AdminStore
         + ?Sized
 {
 }

@@ -68,8 +68,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
-    AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
-    NoteStore, RecordStore, SourceStore,
+    AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
+    ListStore, NoteStore, RecordStore, SourceStore,
+};
+use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -90,6 +93,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "0002_notes",
         include_str!("../../../migrations/server-postgres/0002_notes.sql"),
+    ),
+    (
+        3,
+        "0003_administration",
+        include_str!("../../../migrations/server-postgres/0003_administration.sql"),
     ),
 ];
 
@@ -1845,6 +1853,297 @@ impl KeyStore for PostgresStore {
     }
 }
 
+// ---------- administration ----------
+
+fn agreement_from_json(json: &str) -> Result<Agreement, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("agreement: {e}")))
+}
+
+#[async_trait]
+impl AdminStore for PostgresStore {
+    async fn put_admin_credential(&self, row: AdminCredentialRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO admin_credentials (name, secret_hash, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET secret_hash = excluded.secret_hash,
+               created_at = excluded.created_at",
+            &[&row.name, &row.secret_hash, &secs(row.created_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT name, secret_hash, created_at FROM admin_credentials WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(AdminCredentialRow {
+                name: r.try_get(0)?,
+                secret_hash: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for r in c
+            .query("SELECT id, name FROM services ORDER BY id", &[])
+            .await?
+        {
+            out.push(ServiceRow {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn all_agreements(&self) -> Result<Vec<Agreement>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for r in c
+            .query("SELECT json FROM agreements ORDER BY id", &[])
+            .await?
+        {
+            let json: String = r.try_get(0)?;
+            out.push(agreement_from_json(&json)?);
+        }
+        Ok(out)
+    }
+
+    async fn agreement(&self, id: &str) -> Result<Option<Agreement>, StoreError> {
+        let c = self.client().await?;
+        match c
+            .query_opt("SELECT json FROM agreements WHERE id = $1", &[&id])
+            .await?
+        {
+            None => Ok(None),
+            Some(r) => {
+                let json: String = r.try_get(0)?;
+                agreement_from_json(&json).map(Some)
+            }
+        }
+    }
+
+    async fn write_agreement(
+        &self,
+        write: AgreementWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let a = &write.agreement;
+        let json = serde_json::to_string(a).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The row lock holds off a concurrent writer of the same agreement until commit.
+        let stored = tx
+            .query_opt(
+                "SELECT json FROM agreements WHERE id = $1 FOR UPDATE",
+                &[&a.id],
+            )
+            .await?;
+        let stored_version = match stored {
+            None => None,
+            Some(r) => Some(agreement_from_json(&r.try_get::<_, String>(0)?)?.version),
+        };
+        if stored_version != write.expected_version {
+            return Err(StoreError::Stale(format!(
+                "agreement {} is at version {stored_version:?}, not {:?}",
+                a.id, write.expected_version
+            )));
+        }
+        let at = secs(write.at);
+        tx.execute(
+            "INSERT INTO agreements (id, service_id, json, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET service_id = excluded.service_id,
+               json = excluded.json, updated_at = excluded.updated_at",
+            &[&a.id, &a.service, &json, &at],
+        )
+        .await?;
+        let version = i32::try_from(a.version)
+            .map_err(|_| StoreError::Backend(format!("version {} too large", a.version)))?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO agreement_versions (id, version, json, changed_at, actor, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&a.id, &version, &json, &at, &write.actor, &write.reason],
+            )
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Stale(format!(
+                    "agreement {} version {} was written by another request",
+                    a.id, a.version
+                )));
+            }
+            other => {
+                other?;
+            }
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn agreement_versions(&self, id: &str) -> Result<Vec<AgreementVersionRow>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for r in c
+            .query(
+                "SELECT json, changed_at, actor, reason FROM agreement_versions WHERE id = $1
+                 ORDER BY version",
+                &[&id],
+            )
+            .await?
+        {
+            let json: String = r.try_get(0)?;
+            out.push(AgreementVersionRow {
+                agreement: agreement_from_json(&json)?,
+                changed_at: r.try_get(1)?,
+                actor: r.try_get(2)?,
+                reason: r.try_get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn load_value_set(
+        &self,
+        load: ValueSetLoad,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Under the audit lock from the start: loads take their seqs in commit order, so a
+        // node that read version v has seen every load up to v.
+        lock_audit(&tx).await?;
+        let r = tx
+            .query_one(
+                "INSERT INTO value_sets (url, json, loaded_at, actor, reason)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                &[
+                    &load.url,
+                    &load.json,
+                    &secs(load.at),
+                    &load.actor,
+                    &load.reason,
+                ],
+            )
+            .await?;
+        let seq: i64 = r.try_get(0)?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn value_sets(&self) -> Result<Vec<ValueSetRow>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for r in c
+            .query(
+                "SELECT seq, url, json, loaded_at, actor, reason FROM value_sets ORDER BY seq",
+                &[],
+            )
+            .await?
+        {
+            out.push(ValueSetRow {
+                seq: r.try_get(0)?,
+                url: r.try_get(1)?,
+                json: r.try_get(2)?,
+                loaded_at: r.try_get(3)?,
+                actor: r.try_get(4)?,
+                reason: r.try_get(5)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn value_set_version(&self) -> Result<i64, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one("SELECT COALESCE(MAX(seq), 0)::bigint FROM value_sets", &[])
+            .await?;
+        Ok(r.try_get(0)?)
+    }
+
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {PATIENT_COLUMNS} WHERE p.nhs_number = $1"),
+            &[&nhs_number],
+        )
+        .await?
+        .as_ref()
+        .map(patient_from)
+        .transpose()
+    }
+
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE users SET role = $2 WHERE id = $1",
+                &[&user_id, &role],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_dissent(
+        &self,
+        patient_id: &str,
+        dissent: bool,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE patients SET dissent = $2, updated_at = $3 WHERE id = $1",
+                &[&patient_id, &dissent, &secs(audit.at)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("patient {patient_id}")));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1904,7 +2203,7 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 7,
-                    known: 2
+                    known: 3
                 }
             ),
             "{e:?}"

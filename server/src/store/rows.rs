@@ -506,3 +506,56 @@ pub fn list_kind_from_str(s: &str) -> Result<ListKind, StoreError> {
         other => return Err(StoreError::Corrupt(format!("unknown list kind {other}"))),
     })
 }
+
+// ---------- administration ----------
+
+/// A federation administrator's credential (HTTP Basic `NAME:SECRET` on the admin routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCredentialRow {
+    pub name: String,
+    /// SHA-256 hex of the secret.
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new version of an agreement, decided above the store: written only if the stored
+/// agreement's version is still `expected_version` (`None`: no agreement with this id yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgreementWrite {
+    pub agreement: doorstep_record::agreement::Agreement,
+    pub expected_version: Option<u32>,
+    pub at: DateTime<Utc>,
+    /// Who (`admin:NAME`, `cli:USER`) and why.
+    pub actor: String,
+    pub reason: String,
+}
+
+/// One stored version of an agreement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgreementVersionRow {
+    pub agreement: doorstep_record::agreement::Agreement,
+    pub changed_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// A value set to store as loaded (its JSON as the administrator gave it, already checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueSetLoad {
+    pub url: String,
+    pub json: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// A stored value-set load; `seq` counts loads (the highest is the value-set version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueSetRow {
+    pub seq: i64,
+    pub url: String,
+    pub json: String,
+    pub loaded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+}

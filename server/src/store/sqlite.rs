@@ -37,8 +37,11 @@ use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
-    AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore, ListStore,
-    NoteStore, RecordStore, SourceStore,
+    AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
+    ListStore, NoteStore, RecordStore, SourceStore,
+};
+use super::rows::{
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -73,6 +76,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "0004_notes",
         include_str!("../../../migrations/server-sqlite/0004_notes.sql"),
+    ),
+    (
+        5,
+        "0005_administration",
+        include_str!("../../../migrations/server-sqlite/0005_administration.sql"),
     ),
 ];
 
@@ -1767,6 +1775,294 @@ fn insert_pair(
     Ok(())
 }
 
+// ---------- administration ----------
+
+fn agreement_json(a: &Agreement) -> Result<String, StoreError> {
+    serde_json::to_string(a).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn agreement_from_json(json: &str) -> Result<Agreement, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("agreement: {e}")))
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn put_admin_credential(&self, row: AdminCredentialRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO admin_credentials (name, secret_hash, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET secret_hash = excluded.secret_hash,
+                   created_at = excluded.created_at",
+                params![row.name, row.secret_hash, ts(row.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn admin_credential(&self, name: &str) -> Result<Option<AdminCredentialRow>, StoreError> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT name, secret_hash, created_at FROM admin_credentials WHERE name = ?1",
+                    [&name],
+                    |r| {
+                        Ok(AdminCredentialRow {
+                            name: r.get(0)?,
+                            secret_hash: r.get(1)?,
+                            created_at: from_ts(r.get(2)?),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT id, name FROM services ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ServiceRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn all_agreements(&self) -> Result<Vec<Agreement>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT json FROM agreements ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for json in rows {
+                out.push(agreement_from_json(&json?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn agreement(&self, id: &str) -> Result<Option<Agreement>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let json: Option<String> = conn
+                .query_row("SELECT json FROM agreements WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            json.as_deref().map(agreement_from_json).transpose()
+        })
+        .await
+    }
+
+    async fn write_agreement(
+        &self,
+        write: AgreementWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let a = &write.agreement;
+            let stored: Option<String> = tx
+                .query_row("SELECT json FROM agreements WHERE id = ?1", [&a.id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let stored_version = stored
+                .as_deref()
+                .map(agreement_from_json)
+                .transpose()?
+                .map(|s| s.version);
+            if stored_version != write.expected_version {
+                return Err(StoreError::Stale(format!(
+                    "agreement {} is at version {stored_version:?}, not {:?}",
+                    a.id, write.expected_version
+                )));
+            }
+            let json = agreement_json(a)?;
+            tx.execute(
+                "INSERT INTO agreements (id, service_id, json, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET service_id = excluded.service_id,
+                   json = excluded.json, updated_at = excluded.updated_at",
+                params![a.id, a.service, json, ts(write.at)],
+            )?;
+            tx.execute(
+                "INSERT INTO agreement_versions (id, version, json, changed_at, actor, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    a.id,
+                    a.version,
+                    json,
+                    ts(write.at),
+                    write.actor,
+                    write.reason
+                ],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn agreement_versions(&self, id: &str) -> Result<Vec<AgreementVersionRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT json, changed_at, actor, reason FROM agreement_versions WHERE id = ?1
+                 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([&id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (json, at, actor, reason) = row?;
+                out.push(AgreementVersionRow {
+                    agreement: agreement_from_json(&json)?,
+                    changed_at: from_ts(at),
+                    actor,
+                    reason,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_value_set(
+        &self,
+        load: ValueSetLoad,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO value_sets (url, json, loaded_at, actor, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![load.url, load.json, ts(load.at), load.actor, load.reason],
+            )?;
+            let seq = tx.last_insert_rowid();
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn value_sets(&self) -> Result<Vec<ValueSetRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, url, json, loaded_at, actor, reason FROM value_sets ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ValueSetRow {
+                    seq: r.get(0)?,
+                    url: r.get(1)?,
+                    json: r.get(2)?,
+                    loaded_at: from_ts(r.get(3)?),
+                    actor: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn value_set_version(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM value_sets", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientRow>, StoreError> {
+        let nhs = nhs_number.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {PATIENT_COLUMNS} WHERE p.nhs_number = ?1"),
+                    [&nhs],
+                    patient_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn write_user_role(
+        &self,
+        user_id: &str,
+        role: &str,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let (id, role) = (user_id.to_string(), role.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE users SET role = ?2 WHERE id = ?1",
+                params![id, role],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_dissent(
+        &self,
+        patient_id: &str,
+        dissent: bool,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let id = patient_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE patients SET dissent = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, dissent, ts(audit.at)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("patient {id}")));
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1795,10 +2091,10 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3, 4, 5]);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3, 4, 5]);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1831,14 +2127,14 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 99,
-                    known: 4
+                    known: 5
                 }
             ),
             "{e:?}"
         );
         let text = e.to_string();
         assert!(
-            text.contains("version 99") && text.contains("version 4"),
+            text.contains("version 99") && text.contains("version 5"),
             "{text}"
         );
     }

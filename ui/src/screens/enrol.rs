@@ -8,9 +8,6 @@ use leptos::task::spawn_local;
 
 use crate::{Ctx, focus};
 
-/// Minimum PIN or passphrase length.
-pub const MIN_PIN_LEN: usize = 6;
-
 /// One message per field that needs fixing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldErrors {
@@ -83,15 +80,8 @@ pub fn validate_enrol(form: &EnrolForm, pin_confirm: &str) -> FieldErrors {
         errors.totp = Some("The code is 6 digits, from your authenticator app.".into());
     }
     let pin = &form.pin;
-    let chars: Vec<char> = pin.chars().collect();
-    if chars.is_empty() {
-        errors.pin = Some("Choose a PIN or passphrase for this device.".into());
-    } else if chars.len() < MIN_PIN_LEN {
-        errors.pin = Some(format!("Use at least {MIN_PIN_LEN} digits or characters."));
-    } else if chars.iter().all(|c| *c == chars[0]) || is_digit_run(&chars) {
-        errors.pin =
-            Some("That PIN is too easy to guess: avoid repeated or consecutive digits.".into());
-    }
+    // The one PIN rule, shared with the device library and the command line.
+    errors.pin = doorstep_ipc::pin::pin_problem(pin);
     if errors.pin.is_none() {
         if pin_confirm.is_empty() {
             errors.pin_confirm = Some("Enter the same PIN again.".into());
@@ -100,18 +90,6 @@ pub fn validate_enrol(form: &EnrolForm, pin_confirm: &str) -> FieldErrors {
         }
     }
     errors
-}
-
-/// `123456`, `987654`: runs of consecutive digits.
-fn is_digit_run(chars: &[char]) -> bool {
-    let digits: Option<Vec<i32>> = chars
-        .iter()
-        .map(|c| c.to_digit(10).map(|d| d as i32))
-        .collect();
-    let Some(d) = digits else {
-        return false;
-    };
-    d.windows(2).all(|w| w[1] - w[0] == 1) || d.windows(2).all(|w| w[0] - w[1] == 1)
 }
 
 fn server_error_text(e: &IpcError) -> String {
@@ -384,7 +362,7 @@ mod tests {
             username: "nurse.ahmed".into(),
             password: "correct horse".into(),
             totp: "123456".into(),
-            pin: "4071 9283".into(),
+            pin: "4071 92836".into(),
         }
     }
 

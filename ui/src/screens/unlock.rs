@@ -1,4 +1,8 @@
 //! Unlock: the PIN opens the encrypted cache on this device. Works with no signal.
+//!
+//! After too many wrong PINs the shell answers `OnlineSignInRequired`: the screen then asks
+//! for the password and the authenticator code as well, and unlocking needs the server
+//! (the device keeps its cache and outbox). After a wipe it says so and offers enrolment.
 
 use doorstep_ipc::{IpcError, IpcErrorKind};
 use leptos::ev::SubmitEvent;
@@ -10,7 +14,9 @@ use crate::{Ctx, Screen, focus};
 fn unlock_error_text(e: &IpcError) -> String {
     match e.kind {
         // The shell's message carries the attempts left.
-        IpcErrorKind::WrongPin => e.message.clone(),
+        IpcErrorKind::WrongPin | IpcErrorKind::OnlineSignInRequired | IpcErrorKind::Wiped => {
+            e.message.clone()
+        }
         IpcErrorKind::SignInFailed | IpcErrorKind::Offline => e.message.clone(),
         _ => format!("Could not unlock: {}", e.message),
     }
@@ -27,6 +33,10 @@ pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
         })
     };
     let pin = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let totp = RwSignal::new(String::new());
+    // Set once the shell says an online sign-in is needed; stays for this screen.
+    let online = RwSignal::new(false);
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<IpcError>);
     let missing = RwSignal::new(false);
@@ -47,15 +57,32 @@ pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
         missing.set(false);
         busy.set(true);
         error.set(None);
+        let with_sign_in = online.get_untracked();
+        let (pw, code) = (password.get_untracked(), totp.get_untracked());
         spawn_local(async move {
-            let answer = ctx.backend.unlock(&entered).await;
+            let answer = if with_sign_in {
+                ctx.backend.unlock_online(&entered, &pw, &code).await
+            } else {
+                ctx.backend.unlock(&entered).await
+            };
             busy.set(false);
             match answer {
                 Ok(state) => ctx.apply_state(state),
                 Err(e) => {
                     pin.set(String::new());
+                    totp.set(String::new());
+                    let first = if e.kind == IpcErrorKind::OnlineSignInRequired {
+                        online.set(true);
+                        if with_sign_in {
+                            "#unlock-pin"
+                        } else {
+                            "#unlock-password"
+                        }
+                    } else {
+                        "#unlock-pin"
+                    };
                     error.set(Some(e));
-                    request_animation_frame(|| focus("#unlock-pin"));
+                    request_animation_frame(move || focus(first));
                 }
             }
         });
@@ -102,6 +129,24 @@ pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
                         }}
                     </div>
                 </div>
+                {move || online.get().then(|| view! {
+                    <div class="field">
+                        <label for="unlock-password">"Password"</label>
+                        <input id="unlock-password" name="unlock-password" type="password"
+                            autocomplete="current-password"
+                            prop:value=move || password.get()
+                            on:input=move |ev| password.set(event_target_value(&ev))
+                            disabled=move || busy.get() />
+                    </div>
+                    <div class="field">
+                        <label for="unlock-totp">"Authenticator code"</label>
+                        <input id="unlock-totp" name="unlock-totp" type="text" inputmode="numeric"
+                            autocomplete="one-time-code"
+                            prop:value=move || totp.get()
+                            on:input=move |ev| totp.set(event_target_value(&ev))
+                            disabled=move || busy.get() />
+                    </div>
+                })}
                 <div class="actions">
                     <button
                         id="unlock-submit"
@@ -109,7 +154,11 @@ pub fn UnlockScreen(username: String, server_url: String) -> impl IntoView {
                         type="submit"
                         disabled=move || busy.get()
                     >
-                        {move || if busy.get() { "Unlocking…" } else { "Unlock" }}
+                        {move || match (busy.get(), online.get()) {
+                            (true, _) => "Unlocking…",
+                            (false, true) => "Sign in and unlock",
+                            (false, false) => "Unlock",
+                        }}
                     </button>
                     <button
                         id="unlock-sign-in"

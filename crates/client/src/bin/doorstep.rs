@@ -5,6 +5,7 @@
 //! ```text
 //! doorstep enrol --server URL --ca FILE --user U --password P --totp CODE --data-dir DIR
 //! doorstep sync
+//! doorstep sign-in --totp CODE          (after too many wrong PINs; password prompted)
 //! doorstep list [--search TEXT]
 //! doorstep show NHS_NUMBER [--json]
 //! doorstep status
@@ -98,6 +99,21 @@ enum Command {
         /// Label for administrators (default: "Doorstep on <hostname>").
         #[arg(long, value_name = "NAME", default_value = "")]
         device_name: String,
+    },
+    /// After too many wrong PINs: sign in online with password and authenticator code, then
+    /// give the PIN (the device keeps its records and the notes waiting to be sent).
+    SignIn {
+        /// Password (or DOORSTEP_PASSWORD; prompted for when absent).
+        #[arg(
+            long,
+            value_name = "P",
+            env = "DOORSTEP_PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+        /// Six-digit code from the authenticator.
+        #[arg(long, value_name = "CODE")]
+        totp: String,
     },
     /// Pull every change waiting on the server.
     Sync {
@@ -261,6 +277,19 @@ async fn run(cli: Cli) -> Result<()> {
                 device.device_file().server_url
             );
             outln!("Next: doorstep --data-dir {} sync", dir.display());
+        }
+        Command::SignIn { password, totp } => {
+            let file = doorstep_client::DeviceFile::read(&dir)?;
+            let password = match password {
+                Some(p) => p,
+                None => rpassword::prompt_password(format!("Password for {}: ", file.username))
+                    .context("reading the password")?,
+            };
+            let device = Device::unlock_after_sign_in(&dir, &pin()?, &password, &totp).await?;
+            outln!(
+                "Signed in again as {}: the PIN opens this device again.",
+                device.user().display_name
+            );
         }
         Command::Sync { json } => {
             let device = unlock(&dir)?;
