@@ -1,19 +1,31 @@
-//! The demo federation: synthetic practices and patients, three services with their sharing
-//! agreements, lists, and three users. For the demo and tests only.
+//! The demo federation: synthetic practices and patients, five services with their sharing
+//! agreements side by side, lists, and five users. For the demo and tests only.
 //!
 //! [`seed`] generates the standard federation (3 practices x 100 patients, about 100 resources
 //! each, dated today) with `doorstep_record::synthetic`, imports it through the normal import
 //! path, and sets up:
 //!
-//! | service                        | role      | sections                                            | list |
-//! |--------------------------------|-----------|-----------------------------------------------------|------|
-//! | Riverside District Nursing     | nurse     | all; documents and encounters of the last 2 years   | caseload of ~60 (until discharged) |
-//! | Riverside Extended Hours Hub   | gp        | all                                                 | ~20 appointments today and tomorrow (+24 h) |
-//! | Northern Ambulance Service     | paramedic | summary, problems, medications, allergies, alerts, observations | ~5 incidents (+24 h) |
+//! | service                        | role       | sections                                            | filters | list | user |
+//! |--------------------------------|------------|-----------------------------------------------------|---------|------|------|
+//! | Riverside District Nursing     | nurse      | all; documents and encounters of the last 2 years   | RCGP sets | caseload of ~60 (until discharged) | `nurse.demo` |
+//! | Riverside Extended Hours Hub   | gp         | all (comprehensive)                                 | RCGP sets | ~20 appointments today and tomorrow (+24 h) | `gp.demo` |
+//! | Northern Ambulance Service     | paramedic  | summary, problems, medications, allergies, alerts, observations; encounters of the last 90 days, documents (discharge summaries, letters) of the last year | RCGP sets | ~5 incidents (+24 h) | `para.demo` |
+//! | Riverside Out-of-Hours GP      | gp         | summary, problems, medications, allergies, alerts, observations; encounters and documents of the last year | RCGP sets | ~5 calls of the night (+24 h) | `ooh.demo` |
+//! | Riverside Community Podiatry   | podiatrist | summary, problems, medications, allergies, alerts, observations, procedures; encounters of the last year | RCGP sets; include only [`PODIATRY_CODES`] (diabetes, arthritis, circulation, feet and legs) | ~6 clinic appointments today and tomorrow (+24 h) | `podiatrist.demo` |
 //!
-//! Users `nurse.demo`, `gp.demo` and `para.demo` get random passwords (stored as Argon2id
-//! hashes) and TOTP secrets; both are written in clear to `DIR/demo-users.json` (owner-only)
-//! so the demo and tests can sign in. That file exists for the demo only.
+//! Each agreement covers every practice of the federation and states its purpose and legal
+//! basis (UK GDPR Article 6(1)(e) and 9(2)(h), direct care). Every agreement withholds the RCGP
+//! exclusion sets and items confidential at source; the podiatry agreement's include-only code
+//! list also withholds (and counts) everything outside feet, legs, diabetes, arthritis and
+//! circulation, so the podiatrist's records show the withheld notice.
+//!
+//! The users get random passwords (stored as Argon2id hashes) and TOTP secrets; both are
+//! written in clear to `DIR/demo-users.json` (owner-only) so the demo and tests can sign in.
+//! That file exists for the demo only.
+//!
+//! [`DemoSpec::leak_markers`] (off in the demo) adds to every patient the leak-probe items of
+//! [`doorstep_record::synthetic::add_leak_markers`]: sensitive items in every form the filter
+//! must catch, each with a unique marker string (tests only).
 //!
 //! Seeding is not repeatable into the same directory: a directory that already holds
 //! `demo-users.json` or patients is refused with [`DemoError::AlreadySeeded`] (use a fresh
@@ -28,7 +40,7 @@ use doorstep_protocol::ListKind;
 use doorstep_record::Section;
 use doorstep_record::agreement::{Agreement, SectionShare, sensitive};
 use doorstep_record::fhir::Resource;
-use doorstep_record::synthetic::{Federation, FederationSpec, generate};
+use doorstep_record::synthetic::{Federation, FederationSpec, add_leak_markers, generate};
 use serde::{Deserialize, Serialize};
 
 use crate::cursor::write_private;
@@ -45,9 +57,29 @@ pub const DEMO_USERS_FILE: &str = "demo-users.json";
 pub const NURSING_SERVICE: &str = "riverside-dn";
 pub const HUB_SERVICE: &str = "riverside-hub";
 pub const AMBULANCE_SERVICE: &str = "northern-ambulance";
+pub const OOH_SERVICE: &str = "riverside-ooh";
+pub const PODIATRY_SERVICE: &str = "riverside-podiatry";
 pub const CASELOAD_LIST: &str = "riverside-dn-caseload";
 pub const APPOINTMENT_LIST: &str = "riverside-hub-appointments";
 pub const INCIDENT_LIST: &str = "northern-ambulance-incidents";
+pub const OOH_CALL_LIST: &str = "riverside-ooh-calls";
+pub const PODIATRY_CLINIC_LIST: &str = "riverside-podiatry-clinic";
+
+/// The podiatry agreement's include-only SNOMED CT codes: feet and legs, diabetes, arthritis
+/// and circulation. Exact ids (no subsumption), so the concepts the records use are named.
+pub const PODIATRY_CODES: &[(&str, &str)] = &[
+    ("73211009", "Diabetes mellitus"),
+    ("44054006", "Type 2 diabetes mellitus"),
+    ("46635009", "Type 1 diabetes mellitus"),
+    (
+        "999791000000106",
+        "Haemoglobin A1c level - IFCC standardised",
+    ),
+    ("69896004", "Rheumatoid arthritis"),
+    ("396275006", "Osteoarthritis"),
+    ("399957001", "Peripheral arterial disease"),
+    ("402863000", "Venous ulcer of lower limb"),
+];
 
 /// One demo sign-in, as written to `demo-users.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,11 +114,18 @@ pub struct DemoSpec {
     pub incidents: usize,
     /// Patients (on no list) who opted out of sharing.
     pub dissenting: usize,
+    /// Out-of-hours calls of the last hours.
+    pub ooh_calls: usize,
+    /// Podiatry clinic appointments, half today and half tomorrow.
+    pub podiatry: usize,
+    /// Add the leak probe's marked sensitive items to every patient (tests only; see
+    /// [`doorstep_record::synthetic::add_leak_markers`]).
+    pub leak_markers: bool,
 }
 
 impl DemoSpec {
     /// The demo: 3 practices x 100 patients of ~100 resources; caseload 60, 20 appointments,
-    /// 5 incidents.
+    /// 5 incidents, 5 out-of-hours calls, 6 podiatry appointments.
     pub fn standard(seed: u64, today: NaiveDate) -> DemoSpec {
         DemoSpec {
             federation: FederationSpec {
@@ -100,6 +139,9 @@ impl DemoSpec {
             appointments: 20,
             incidents: 5,
             dissenting: 3,
+            ooh_calls: 5,
+            podiatry: 6,
+            leak_markers: false,
         }
     }
 
@@ -117,6 +159,9 @@ impl DemoSpec {
             appointments: 4,
             incidents: 2,
             dissenting: 1,
+            ooh_calls: 3,
+            podiatry: 4,
+            leak_markers: false,
         }
     }
 }
@@ -191,7 +236,10 @@ pub async fn seed_async(
     if !store.patients().await?.is_empty() {
         return Err(DemoError::AlreadySeeded(data_dir.to_path_buf()));
     }
-    let federation = generate(&spec.federation);
+    let mut federation = generate(&spec.federation);
+    if spec.leak_markers {
+        add_leak_markers(&mut federation, spec.federation.today);
+    }
     let summary = seed_store(store.as_ref(), &federation, spec, Utc::now()).await?;
     let json = serde_json::to_vec_pretty(&summary.users)
         .map_err(|e| DemoError::Internal(e.to_string()))?;
@@ -249,6 +297,23 @@ const APPOINTMENT_REASONS: &[&str] = &[
     "Shortness of breath on exertion",
 ];
 
+const OOH_REASONS: &[&str] = &[
+    "Fever and confusion overnight",
+    "Vomiting since the evening",
+    "Breathless lying flat",
+    "Catheter blocked",
+    "Pain not controlled, palliative",
+];
+
+const PODIATRY_REASONS: &[&str] = &[
+    "Annual diabetic foot check",
+    "Nail care, high-risk foot",
+    "Callus on the ball of the foot",
+    "Heel pain on walking",
+    "Foot ulcer review",
+    "Insoles review, arthritic feet",
+];
+
 const INCIDENT_REASONS: &[&str] = &[
     "Fall at home",
     "Breathing difficulty",
@@ -257,7 +322,22 @@ const INCIDENT_REASONS: &[&str] = &[
     "Collapse in the street",
 ];
 
-/// Agreements of the three demo services, covering every practice of the federation.
+/// Direct care: what every demo agreement relies on.
+const DIRECT_CARE: &str = "UK GDPR Article 6(1)(e) (public task) and Article 9(2)(h) (health care): \
+     direct care; the common law duty of confidentiality met by implied consent";
+
+fn shares(sections: &[(Section, Option<u32>)]) -> Vec<SectionShare> {
+    sections
+        .iter()
+        .map(|&(section, lookback_days)| SectionShare {
+            section,
+            lookback_days,
+        })
+        .collect()
+}
+
+/// Agreements of the five demo services, side by side, covering every practice of the
+/// federation (see the table in the module doc).
 pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
     let all = |lookback: &dyn Fn(Section) -> Option<u32>| -> Vec<SectionShare> {
         Section::ALL
@@ -268,6 +348,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             })
             .collect()
     };
+    use Section::*;
     vec![
         Agreement {
             id: "riverside-dn-2026".into(),
@@ -276,7 +357,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             practices: practices.to_vec(),
             roles: vec!["nurse".into()],
             sections: all(&|s| match s {
-                Section::Documents | Section::Encounters => Some(730),
+                Documents | Encounters => Some(730),
                 _ => None,
             }),
             include_codes: None,
@@ -284,6 +365,11 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             max_offline_hours: 72,
             idle_lock_minutes: 5,
             retention_days: 7,
+            purpose: "Direct care of housebound patients on the district nursing caseload: \
+                      visits, wound care, medicines and end-of-life care"
+                .into(),
+            legal_basis: DIRECT_CARE.into(),
+            emergency_access: true,
             ..Agreement::default()
         },
         Agreement {
@@ -298,6 +384,11 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             max_offline_hours: 24,
             idle_lock_minutes: 5,
             retention_days: 2,
+            purpose: "Direct care in evening and weekend GP appointments booked by the \
+                      patient's own practice: the comprehensive record a registered GP would see"
+                .into(),
+            legal_basis: DIRECT_CARE.into(),
+            emergency_access: true,
             ..Agreement::default()
         },
         Agreement {
@@ -306,28 +397,111 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             service: AMBULANCE_SERVICE.into(),
             practices: practices.to_vec(),
             roles: vec!["paramedic".into()],
-            sections: [
-                Section::Summary,
-                Section::Problems,
-                Section::Medications,
-                Section::Allergies,
-                Section::Alerts,
-                Section::Observations,
-            ]
-            .into_iter()
-            .map(|section| SectionShare {
-                section,
-                lookback_days: None,
-            })
-            .collect(),
+            sections: shares(&[
+                (Summary, None),
+                (Problems, None),
+                (Medications, None),
+                (Allergies, None),
+                (Alerts, None),
+                (Observations, None),
+                (Encounters, Some(90)),
+                (Documents, Some(365)),
+            ]),
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 12,
             idle_lock_minutes: 5,
             retention_days: 1,
+            purpose: "Emergency care by ambulance crews dispatched to the patient: what is \
+                      needed at the scene (medicines, allergies, alerts, recent care and \
+                      discharge summaries)"
+                .into(),
+            legal_basis: DIRECT_CARE.into(),
+            emergency_access: true,
+            ..Agreement::default()
+        },
+        Agreement {
+            id: "riverside-ooh-2026".into(),
+            name: "Riverside practices and the out-of-hours GP service".into(),
+            service: OOH_SERVICE.into(),
+            practices: practices.to_vec(),
+            roles: vec!["gp".into()],
+            sections: shares(&[
+                (Summary, None),
+                (Problems, None),
+                (Medications, None),
+                (Allergies, None),
+                (Alerts, None),
+                (Observations, Some(365)),
+                (Encounters, Some(365)),
+                (Documents, Some(365)),
+            ]),
+            include_codes: None,
+            exclude_codes: vec![],
+            max_offline_hours: 12,
+            idle_lock_minutes: 5,
+            retention_days: 1,
+            purpose: "Urgent care by out-of-hours GPs answering calls and visiting at night: \
+                      the summary, current problems and medicines, and the last year's care"
+                .into(),
+            legal_basis: DIRECT_CARE.into(),
+            emergency_access: true,
+            ..Agreement::default()
+        },
+        Agreement {
+            id: "riverside-podiatry-2026".into(),
+            name: "Riverside practices and community podiatry".into(),
+            service: PODIATRY_SERVICE.into(),
+            practices: practices.to_vec(),
+            roles: vec!["podiatrist".into()],
+            sections: shares(&[
+                (Summary, None),
+                (Problems, None),
+                (Medications, None),
+                (Allergies, None),
+                (Alerts, None),
+                (Observations, None),
+                (Procedures, None),
+                (Encounters, Some(365)),
+            ]),
+            include_codes: Some(PODIATRY_CODES.iter().map(|(c, _)| (*c).into()).collect()),
+            exclude_codes: vec![],
+            max_offline_hours: 24,
+            idle_lock_minutes: 5,
+            retention_days: 2,
+            purpose: "Foot care of patients booked into community podiatry clinics: only what \
+                      bears on the feet and legs (diabetes, arthritis, circulation)"
+                .into(),
+            legal_basis: DIRECT_CARE.into(),
+            emergency_access: false,
             ..Agreement::default()
         },
     ]
+}
+
+/// Patients with a condition the podiatry agreement includes (diabetes, arthritis, legs).
+fn patients_with_podiatry_codes(federation: &Federation) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (patient, bundle) in federation.patients.iter().zip(&federation.bundles) {
+        let Some(entries) = bundle["entry"].as_array() else {
+            continue;
+        };
+        let relevant = entries.iter().any(|entry| {
+            let r = &entry["resource"];
+            r["resourceType"] == "Condition"
+                && r["code"]["coding"].as_array().is_some_and(|codings| {
+                    codings.iter().any(|c| {
+                        c["code"]
+                            .as_str()
+                            .is_some_and(|code| PODIATRY_CODES.iter().any(|(p, _)| *p == code))
+                    })
+                })
+        });
+        if relevant {
+            out.insert(patient.patient_id.clone());
+        }
+    }
+    out
 }
 
 /// Patients with at least one item in an RCGP exclusion set.
@@ -357,7 +531,12 @@ pub async fn seed_store(
     spec: &DemoSpec,
     now: DateTime<Utc>,
 ) -> Result<DemoSummary, DemoError> {
-    let need = spec.caseload + spec.appointments + spec.incidents + spec.dissenting;
+    let need = spec.caseload
+        + spec.appointments
+        + spec.incidents
+        + spec.dissenting
+        + spec.ooh_calls
+        + spec.podiatry;
     if federation.patients.len() < need {
         return Err(DemoError::TooFewPatients {
             have: federation.patients.len(),
@@ -389,6 +568,8 @@ pub async fn seed_store(
         (NURSING_SERVICE, "Riverside District Nursing"),
         (HUB_SERVICE, "Riverside Extended Hours Hub"),
         (AMBULANCE_SERVICE, "Northern Ambulance Service"),
+        (OOH_SERVICE, "Riverside Out-of-Hours GP"),
+        (PODIATRY_SERVICE, "Riverside Community Podiatry"),
     ];
     for (id, name) in services {
         store
@@ -439,6 +620,24 @@ pub async fn seed_store(
             ListKind::BreakGlass,
             AMBULANCE_SERVICE,
         ),
+        (
+            OOH_CALL_LIST,
+            "Riverside out-of-hours calls",
+            ListKind::Incident,
+            OOH_SERVICE,
+        ),
+        (
+            "riverside-ooh-break-glass",
+            "Break-glass (out-of-hours)",
+            ListKind::BreakGlass,
+            OOH_SERVICE,
+        ),
+        (
+            PODIATRY_CLINIC_LIST,
+            "Riverside podiatry clinic",
+            ListKind::Appointment,
+            PODIATRY_SERVICE,
+        ),
     ];
     for (id, name, kind, service) in lists {
         store
@@ -477,6 +676,24 @@ pub async fn seed_store(
     let appointments: Vec<String> = rest.drain(..spec.appointments).collect();
     let incidents: Vec<String> = rest.drain(..spec.incidents).collect();
     let dissenting: Vec<String> = rest.drain(..spec.dissenting).collect();
+    // Drawn after the lists above, so adding these services changed none of theirs.
+    let ooh_calls: Vec<String> = rest.drain(..spec.ooh_calls).collect();
+    // Podiatry patients with something the agreement shares (diabetes, arthritis, legs) first,
+    // so the podiatrist sees items beside the withheld notice.
+    let podiatry_ids = patients_with_podiatry_codes(federation);
+    let mut podiatry: Vec<String> = rest
+        .iter()
+        .filter(|p| podiatry_ids.contains(*p))
+        .take(spec.podiatry)
+        .cloned()
+        .collect();
+    let others: Vec<String> = rest
+        .iter()
+        .filter(|p| !podiatry.contains(p))
+        .take(spec.podiatry - podiatry.len())
+        .cloned()
+        .collect();
+    podiatry.extend(others);
 
     let today = spec.federation.today;
     let at = |date: NaiveDate, h: u32, m: u32| {
@@ -538,6 +755,43 @@ pub async fn seed_store(
         )
         .await?;
     }
+    for (i, pid) in ooh_calls.iter().enumerate() {
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: OOH_CALL_LIST.into(),
+                patient_id: pid.clone(),
+                reason: OOH_REASONS[i % OOH_REASONS.len()].into(),
+                starts_at: now - Duration::minutes(25 * (i as i64 + 1)),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
+    }
+    let first_clinic_day = podiatry.len().div_ceil(2);
+    for (i, pid) in podiatry.iter().enumerate() {
+        let (date, slot) = if i < first_clinic_day {
+            (today, i)
+        } else {
+            (today + Duration::days(1), i - first_clinic_day)
+        };
+        let minutes = 9 * 60 + 30 * slot as u32;
+        lists::add_entry(
+            store,
+            NewListEntry {
+                list_id: PODIATRY_CLINIC_LIST.into(),
+                patient_id: pid.clone(),
+                reason: PODIATRY_REASONS[i % PODIATRY_REASONS.len()].into(),
+                starts_at: at(date, (minutes / 60) % 24, minutes % 60),
+                ends_at: None,
+                user_id: None,
+            },
+            now,
+        )
+        .await?;
+    }
     for pid in &dissenting {
         store.set_dissent(pid, true).await?;
     }
@@ -563,6 +817,20 @@ pub async fn seed_store(
             "paramedic",
             AMBULANCE_SERVICE,
             services[2].1,
+        ),
+        (
+            "ooh.demo",
+            "Dr Gethin Pryce",
+            "gp",
+            OOH_SERVICE,
+            services[3].1,
+        ),
+        (
+            "podiatrist.demo",
+            "Priya Nowak",
+            "podiatrist",
+            PODIATRY_SERVICE,
+            services[4].1,
         ),
     ];
     let mut users = Vec::new();
@@ -623,4 +891,65 @@ pub async fn seed_store(
 pub fn read_demo_users(data_dir: &Path) -> std::io::Result<Vec<DemoUser>> {
     let text = std::fs::read_to_string(data_dir.join(DEMO_USERS_FILE))?;
     serde_json::from_str(&text).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorstep_record::synthetic::generate;
+
+    #[test]
+    fn five_agreements_side_by_side_each_with_purpose_and_legal_basis() {
+        let practices = vec!["A81001".to_string(), "B81008".to_string()];
+        let agreements = demo_agreements(&practices);
+        let services: BTreeSet<&str> = agreements.iter().map(|a| a.service.as_str()).collect();
+        assert_eq!(
+            services,
+            BTreeSet::from([
+                NURSING_SERVICE,
+                HUB_SERVICE,
+                AMBULANCE_SERVICE,
+                OOH_SERVICE,
+                PODIATRY_SERVICE
+            ])
+        );
+        for a in &agreements {
+            assert!(!a.purpose.trim().is_empty(), "{} states its purpose", a.id);
+            assert!(
+                !a.legal_basis.trim().is_empty(),
+                "{} states its basis",
+                a.id
+            );
+            assert_eq!(a.practices, practices);
+            assert!(!a.sections.is_empty());
+        }
+        let podiatry = agreements
+            .iter()
+            .find(|a| a.service == PODIATRY_SERVICE)
+            .unwrap();
+        assert_eq!(podiatry.roles, vec!["podiatrist".to_string()]);
+        assert!(podiatry.include_codes.is_some());
+        let ambulance = agreements
+            .iter()
+            .find(|a| a.service == AMBULANCE_SERVICE)
+            .unwrap();
+        assert!(
+            ambulance
+                .sections
+                .iter()
+                .any(|s| s.section == Section::Documents && s.lookback_days.is_some())
+        );
+    }
+
+    #[test]
+    fn the_generator_emits_podiatry_codes_so_the_podiatrist_sees_something() {
+        let spec = DemoSpec::small(7, NaiveDate::from_ymd_opt(2026, 1, 15).unwrap());
+        let federation = generate(&spec.federation);
+        let with_codes = patients_with_podiatry_codes(&federation);
+        assert!(
+            with_codes.len() >= spec.podiatry,
+            "{} patients with a podiatry code",
+            with_codes.len()
+        );
+    }
 }

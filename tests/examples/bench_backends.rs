@@ -41,6 +41,9 @@ fn big_spec(caseload: usize, per_patient: usize) -> DemoSpec {
         appointments: 0,
         incidents: 0,
         dissenting: 0,
+        ooh_calls: 0,
+        podiatry: 0,
+        leak_markers: false,
     }
 }
 

@@ -40,6 +40,9 @@ async fn main() {
         appointments: 0,
         incidents: 0,
         dissenting: 0,
+        ooh_calls: 0,
+        podiatry: 0,
+        leak_markers: false,
     };
     let t = Instant::now();
     seed_with(server_dir.path(), &spec).expect("seed");

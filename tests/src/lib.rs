@@ -45,12 +45,28 @@ impl DemoFederation {
     /// As [`DemoFederation::start`], with `configure` changing the server's configuration
     /// (feed retention, body limits) before it starts.
     pub async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        Self::start_seeded(None, configure).await
+    }
+
+    /// As [`DemoFederation::start`], with a federation of the shape `spec` (a small one, one
+    /// with the leak probe's markers) instead of the standard demo.
+    pub async fn start_spec(spec: doorstep_server::demo::DemoSpec) -> Self {
+        Self::start_seeded(Some(spec), |_| {}).await
+    }
+
+    async fn start_seeded(
+        spec: Option<doorstep_server::demo::DemoSpec>,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let dir = data_dir.path().to_path_buf();
         tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || doorstep_server::demo::seed(&dir, 7)
+            move || match spec {
+                None => doorstep_server::demo::seed(&dir, 7),
+                Some(spec) => doorstep_server::demo::seed_with(&dir, &spec),
+            }
         })
         .await
         .expect("seed task")

@@ -426,6 +426,304 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The podiatrist (issue 8): her agreement shares only what bears on the feet and legs
+/// (diabetes, arthritis, circulation), so her patients' records hold withheld items. Signed in
+/// through the window as `podiatrist.demo`, a clinic patient's record shows the withheld notice
+/// on exactly the sections the reference device counts withheld items in (with their counts),
+/// none on the others, the summary says how many items are withheld and where; her practice has
+/// marked her demographics confidential, so the banner says her address is withheld; and all of
+/// that again offline from the cache after the server is gone (screenshots 12 and 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(app) = prerequisites() else {
+        return;
+    };
+    let demo = DemoFederation::start().await;
+    let podiatrist = demo.user("podiatrist.demo");
+    assert_eq!(podiatrist.role, "podiatrist");
+
+    // The reference device says what the window must show.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Device::enrol(
+        reference_dir.path(),
+        demo.enrol_params(&podiatrist, 0, PIN, "reference"),
+    )
+    .await
+    .expect("reference enrol");
+    reference.sync().await.expect("reference sync");
+    let today = chrono::Local::now().date_naive();
+    let rows = reference.list(None, today).expect("reference list");
+    assert!(!rows.is_empty(), "the podiatry clinic list is empty");
+    // A patient with a shared problem (diabetes, arthritis, legs) beside withheld items.
+    let target = rows
+        .iter()
+        .find(|row| {
+            reference
+                .record(&row.patient_id, today)
+                .ok()
+                .flatten()
+                .is_some_and(|record| {
+                    record.withheld.iter().any(|w| w.count > 0)
+                        && !record.view.problems.active.is_empty()
+                })
+        })
+        .cloned()
+        .expect("a clinic patient with a shared problem and withheld items");
+
+    // Her practice's system marks her demographics confidential (meta.security R): she reaches
+    // the device without address and phone, and the banner must say the address is withheld.
+    make_patient_confidential(&demo, &target.patient_id).await;
+    reference
+        .sync()
+        .await
+        .expect("reference sync after the change");
+    let record = reference
+        .record(&target.patient_id, today)
+        .unwrap()
+        .expect("her record after the change");
+    assert!(
+        record.view.patient.address_withheld,
+        "the device knows her address was withheld"
+    );
+    drop(reference);
+
+    let app_dir = tempfile::tempdir().unwrap();
+    let driver = TauriDriver::start();
+    let client = connect(
+        &driver,
+        &app,
+        &[
+            "--data-dir",
+            app_dir.path().to_str().unwrap(),
+            "--server",
+            &demo.server.base_url,
+            "--ca",
+            demo.server.ca_pem_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let result = podiatrist_steps(&client, &demo, &podiatrist, rows.len(), &target, &record).await;
+    if result.is_err() {
+        shot(&client, &artifacts_dir(), "failure-podiatrist").await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    result.unwrap();
+}
+
+/// Imports, as the patient's practice's own system (`POST /api/v1/import`), her Patient marked
+/// confidential at source (meta.security R), with the Organization it names.
+async fn make_patient_confidential(demo: &DemoFederation, patient_id: &str) {
+    let store = demo.store().await;
+    let row = store
+        .patient_resources(patient_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.resource_type == "Patient")
+        .expect("her Patient resource");
+    let mut patient: serde_json::Value = serde_json::from_str(&row.json).unwrap();
+    patient["meta"]["security"] = json!([{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+        "code": "R",
+    }]);
+    let mut resources = vec![patient.clone()];
+    if let Some(org) = patient["generalPractitioner"][0]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Organization/"))
+    {
+        let org = store
+            .feed_snapshot()
+            .await
+            .unwrap()
+            .resource("Organization", org)
+            .await
+            .unwrap()
+            .expect("her practice's Organization");
+        resources.push(serde_json::from_str(&org.json).unwrap());
+    }
+    let ods = store
+        .patient(patient_id)
+        .await
+        .unwrap()
+        .expect("her patient row")
+        .practice_ods;
+    let secret = demo.practice_secret(&ods).await;
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": resources.iter().map(|r| json!({"resource": r})).collect::<Vec<_>>(),
+    });
+    let answer = demo
+        .https_client()
+        .post(format!("{}/api/v1/import", demo.server.base_url))
+        .header("content-type", "application/fhir+json")
+        .basic_auth(&ods, Some(&secret))
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    assert!(
+        status.is_success(),
+        "the practice's import: {status} {}",
+        answer.text().await.unwrap_or_default()
+    );
+}
+
+async fn podiatrist_steps(
+    client: &Client,
+    demo: &DemoFederation,
+    user: &doorstep_e2e::DemoUser,
+    list_len: usize,
+    target: &doorstep_ipc::ListRow,
+    record: &doorstep_ipc::PatientRecord,
+) -> Result<(), String> {
+    let artifacts = artifacts_dir();
+    wait_for(client, "#enrol-server").await?;
+    fill(client, "#enrol-user", &user.username).await?;
+    fill(client, "#enrol-password", &user.password).await?;
+    fill(client, "#enrol-totp", &totp_for(&user.totp_secret, 30)).await?;
+    fill(client, "#enrol-pin", PIN).await?;
+    fill(client, "#enrol-pin-confirm", PIN).await?;
+    click(client, "#enrol-submit").await?;
+    wait_for_rows(client, list_len, Duration::from_secs(90)).await?;
+
+    let row_css = format!(".patient-row[data-nhs='{}']", target.nhs_number);
+    let row_css = row_css.as_str();
+    let artifacts = artifacts.as_path();
+    let total: u32 = record.withheld.iter().map(|w| w.count).sum();
+    let check = |offline: bool| async move {
+        wait_for(client, row_css).await?.click().await.map_err(e)?;
+        let banner = wait_for(client, "#banner").await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !banner
+            .text()
+            .await
+            .map_err(e)?
+            .contains(&target.nhs_number_display)
+        {
+            if Instant::now() > deadline {
+                return Err("the banner does not show the clinic patient".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let address = wait_for(client, "#banner-address")
+            .await?
+            .text()
+            .await
+            .map_err(e)?;
+        if !address.starts_with("Withheld") {
+            return Err(format!(
+                "the banner does not say the address is withheld: {address:?}"
+            ));
+        }
+        // The summary: how many items are withheld, and in which sections.
+        click(client, ".tab[data-section='summary']").await?;
+        wait_for(client, "#section-panel[data-section='summary']").await?;
+        let notice = wait_for(client, "#withheld-notice")
+            .await?
+            .text()
+            .await
+            .map_err(e)?;
+        let items = if total == 1 { "item" } else { "items" };
+        if !notice.starts_with(&format!("{total} {items} in this record (")) {
+            return Err(format!(
+                "the summary's notice does not say {total} withheld: {notice:?}"
+            ));
+        }
+        shot(
+            client,
+            artifacts,
+            if offline {
+                "13-podiatrist-withheld-offline"
+            } else {
+                "12-podiatrist-withheld"
+            },
+        )
+        .await;
+        // Every section: the notice where the device counts withheld items, with the count;
+        // none elsewhere.
+        for section in [
+            "problems",
+            "medications",
+            "allergies",
+            "encounters",
+            "observations",
+            "immunisations",
+            "procedures",
+            "documents",
+            "alerts",
+        ] {
+            let count: u32 = record
+                .withheld
+                .iter()
+                .filter(|w| w.section == section)
+                .map(|w| w.count)
+                .sum();
+            click(client, &format!(".tab[data-section='{section}']")).await?;
+            wait_for(client, &format!("#section-panel[data-section='{section}']")).await?;
+            let shown = match client.find(Locator::Css("#withheld-notice")).await {
+                Ok(el) => Some(el.text().await.map_err(e)?),
+                Err(_) => None,
+            };
+            match (count, shown) {
+                (0, None) => {}
+                (0, Some(text)) => {
+                    return Err(format!(
+                        "{section}: a notice with nothing withheld: {text:?}"
+                    ));
+                }
+                (n, Some(text)) if text.starts_with(&format!("{n} item")) => {}
+                (n, other) => {
+                    return Err(format!(
+                        "{section}: {n} withheld, the window shows {other:?}"
+                    ));
+                }
+            }
+            if section == "problems" && count > 0 {
+                shot(
+                    client,
+                    artifacts,
+                    if offline {
+                        "13b-podiatrist-problems-offline"
+                    } else {
+                        "12b-podiatrist-problems"
+                    },
+                )
+                .await;
+            }
+        }
+        click(client, ".tab[data-section='summary']").await?;
+        send_to_focus(client, &Key::Escape.to_string()).await?;
+        wait_for(client, "#search").await?;
+        Ok::<(), String>(())
+    };
+    check(false).await?;
+
+    // Offline: the server is gone; the same notices from the cache.
+    demo.stop_server().await;
+    click(client, "#sync-now").await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = wait_for(client, "#sync-status")
+            .await?
+            .text()
+            .await
+            .map_err(e)?
+            .to_lowercase();
+        if status.contains("offline") || status.contains("unreachable") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("sync status does not say offline: {status:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    check(true).await
+}
+
 /// Waits, pressing nothing, until the note's state is `state` (the notes list reloads when a
 /// background sync changed the data).
 async fn wait_for_note_state(

@@ -2116,5 +2116,8 @@ fn nhs_number_for(seed: u64, index: usize) -> NhsNumber {
         .expect("every block of ten stems holds at least eight valid NHS numbers")
 }
 
+mod leak;
+pub use leak::{LeakForm, LeakItem, LeakManifest, LeakPatient, add_leak_markers};
+
 #[cfg(test)]
 mod tests;

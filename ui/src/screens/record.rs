@@ -366,11 +366,16 @@ pub(crate) fn Banner(
         (None, Some(o)) => o.clone(),
         (None, None) => "not recorded".to_owned(),
     };
-    let address = if patient.address_display.trim().is_empty() {
+    // A patient confidential at source reaches the device without address and phone: say so,
+    // rather than "not recorded", so nobody goes looking for an address that was never lost.
+    let address = if patient.address_withheld {
+        "Withheld: the patient's details are confidential".to_owned()
+    } else if patient.address_display.trim().is_empty() {
         "not recorded".to_owned()
     } else {
         patient.address_display.clone()
     };
+    let address_withheld = patient.address_withheld;
     let gender = patient
         .gender
         .as_deref()
@@ -413,7 +418,9 @@ pub(crate) fn Banner(
                     </div>
                     <div>
                         <dt>"Address"</dt>
-                        <dd id="banner-address">{address}</dd>
+                        <dd id="banner-address" class:withheld=address_withheld data-withheld=address_withheld.to_string()>
+                            {address}
+                        </dd>
                     </div>
                 </dl>
                 {(!list_reason.trim().is_empty())
