@@ -242,7 +242,7 @@ async fn sigkill_mid_push_and_mid_apply_loses_and_duplicates_nothing() {
     // A federation whose nurse has a caseload big enough that a rebuild is several pages.
     let server_dir = tempfile::tempdir().unwrap();
     let mut spec = DemoSpec::small(13, Utc::now().date_naive());
-    spec.federation.patients_per_practice = 12;
+    spec.federation.patients_per_practice = 14;
     spec.federation.resources_per_patient = 60;
     spec.caseload = 24;
     let sp = server_dir.path().to_path_buf();
