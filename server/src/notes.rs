@@ -55,7 +55,6 @@ use doorstep_protocol::{
     AckResponse, AckStatus, FirstOutcome, ListKind, NoteBody, PUSH_KIND_NOTE, PUSH_MAX_ITEMS,
     PushItem, PushOutcome, PushRequest, PushResponse, PushResult,
 };
-use doorstep_record::agreement::covers;
 use doorstep_record::fhir::{Resource, ResourceType};
 use doorstep_record::news2::Vitals;
 use doorstep_record::writeback::{
@@ -168,7 +167,8 @@ pub async fn push(
 /// offline (the longest `max_offline_hours` of the user's agreements): a note written on the
 /// visit, or while the device still held the record offline, is still delivered to the
 /// practice rather than refused for a list change the author could not have seen (hazard H5).
-/// The same coverage and dissent rules as [`pull::candidates`] apply.
+/// The same coverage and dissent rules as [`pull::candidates`] apply
+/// ([`pull::covered_patients`]).
 async fn add_recently_ended(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
@@ -185,31 +185,17 @@ async fn add_recently_ended(
         return Ok(());
     }
     let since = now - chrono::Duration::hours(i64::from(hours));
-    // Entries not ended at `since`: those active now, and those that ended since.
-    let mut ended: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
-    for entry in snap
+    // Entries not ended at `since` are those active now and those that ended since.
+    let ended = snap
         .scope_entries(&scope.service_id, &scope.user_id, since)
         .await?
-    {
-        let ended_by_now = entry.ends_at.is_some_and(|end| end <= now);
-        if ended_by_now && !candidates.contains_key(&entry.patient_id) {
-            ended
-                .entry(entry.patient_id.clone())
-                .or_default()
-                .push(entry);
-        }
-    }
-    if ended.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = ended.keys().cloned().collect();
-    for patient in snap.patients(&ids).await? {
-        let entries = ended.remove(&patient.id).unwrap_or_default();
-        let broke_glass = entries.iter().any(|e| e.kind == ListKind::BreakGlass);
-        let covered = covers(&scope.agreements, &patient.practice_ods, &scope.role);
-        if covered && (!patient.dissent || broke_glass) {
-            candidates.insert(patient.id.clone(), (patient, entries));
-        }
+        .into_iter()
+        .filter(|e| {
+            e.ends_at.is_some_and(|end| end <= now) && !candidates.contains_key(&e.patient_id)
+        })
+        .collect::<Vec<_>>();
+    if !ended.is_empty() {
+        candidates.extend(pull::covered_patients(snap, scope, ended).await?);
     }
     Ok(())
 }

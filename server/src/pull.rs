@@ -338,17 +338,27 @@ pub async fn candidates(
     scope: &UserScope,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>, StoreError> {
-    let mut by_patient: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
-    for entry in snap
+    let entries = snap
         .scope_entries(&scope.service_id, &scope.user_id, now)
         .await?
-    {
-        if entry.is_active(now) {
-            by_patient
-                .entry(entry.patient_id.clone())
-                .or_default()
-                .push(entry);
-        }
+        .into_iter()
+        .filter(|e| e.is_active(now));
+    covered_patients(snap, scope, entries).await
+}
+
+/// The patients of `entries` that an agreement covers for the user and who have not
+/// dissented (unless a break-glass entry brought them), each with its entries.
+pub async fn covered_patients(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    entries: impl IntoIterator<Item = ListEntryRow>,
+) -> Result<BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>, StoreError> {
+    let mut by_patient: BTreeMap<String, Vec<ListEntryRow>> = BTreeMap::new();
+    for entry in entries {
+        by_patient
+            .entry(entry.patient_id.clone())
+            .or_default()
+            .push(entry);
     }
     let ids: Vec<String> = by_patient.keys().cloned().collect();
     let mut out = BTreeMap::new();

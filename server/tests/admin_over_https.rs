@@ -7,8 +7,9 @@
 //! patient at the next pull; with its only agreement retired the nurse gets nothing and the
 //! refusal is audited.
 
+use doorstep_testkit::totp_code;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
@@ -22,18 +23,6 @@ use doorstep_server::demo::{self, DemoSpec, DemoUser};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::{audit, auth, store};
 use serde_json::{Value, json};
-use totp_rs::{Rfc6238, Secret, TOTP};
-
-fn totp_now(secret_b32: &str) -> String {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let bytes = Secret::Encoded(secret_b32.to_string()).to_bytes().unwrap();
-    TOTP::from_rfc6238(Rfc6238::with_defaults(bytes).unwrap())
-        .unwrap()
-        .generate(unix)
-}
 
 fn client(ca_pem: &Path) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
@@ -58,7 +47,7 @@ async fn enrol(http: &reqwest::Client, base: &str, user: &DemoUser) -> String {
         .json(&EnrolRequest {
             username: user.username.clone(),
             password: user.password.clone(),
-            totp: totp_now(&user.totp_secret),
+            totp: totp_code(&user.totp_secret, 0),
             device_name: "Test tablet".into(),
         })
         .send()

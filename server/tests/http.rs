@@ -4,6 +4,7 @@
 //! tokens, and check that no RCGP-excluded item ever reaches the device. The walk runs on both
 //! backends: the embedded SQLite file and a real throwaway PostgreSQL cluster (doorstep-testkit).
 
+use doorstep_testkit::totp_code_at;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -21,14 +22,6 @@ use doorstep_server::demo::{self, CASELOAD_LIST, DemoSpec, DemoUser};
 use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, StartError, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl};
-use totp_rs::{Rfc6238, Secret, TOTP};
-
-fn totp_at(secret_b32: &str, unix: u64) -> String {
-    let bytes = Secret::Encoded(secret_b32.to_string()).to_bytes().unwrap();
-    TOTP::from_rfc6238(Rfc6238::with_defaults(bytes).unwrap())
-        .unwrap()
-        .generate(unix)
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -220,7 +213,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
         &base,
         nurse,
         "not the password",
-        &totp_at(&nurse.totp_secret, now),
+        &totp_code_at(&nurse.totp_secret, now),
     )
     .await;
     assert_eq!(wrong.status(), 401);
@@ -233,7 +226,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
         &base,
         nurse,
         &nurse.password,
-        &totp_at(&nurse.totp_secret, now),
+        &totp_code_at(&nurse.totp_secret, now),
     )
     .await;
     assert_eq!(ok.status(), 200);
@@ -246,7 +239,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
         &base,
         nurse,
         &nurse.password,
-        &totp_at(&nurse.totp_secret, now),
+        &totp_code_at(&nurse.totp_secret, now),
     )
     .await;
     assert_eq!(replay.status(), 401);
@@ -407,7 +400,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
     assert!(page.changes.is_empty());
 
     // ---- another device's cursor is refused (410 cursor_invalid) ----
-    let next_step = totp_at(&nurse.totp_secret, unix_now() + 30);
+    let next_step = totp_code_at(&nurse.totp_secret, unix_now() + 30);
     let second: EnrolResponse = enrol(&http, &base, nurse, &nurse.password, &next_step)
         .await
         .json()
@@ -466,7 +459,7 @@ async fn enrol_and_pull_over_https(dir: &Path, database: DatabaseUrl) {
         &base,
         para,
         &para.password,
-        &totp_at(&para.totp_secret, unix_now()),
+        &totp_code_at(&para.totp_secret, unix_now()),
     )
     .await;
     assert_eq!(r.status(), 429);
@@ -546,7 +539,7 @@ async fn standard_demo_timings() {
         &server.base_url,
         nurse,
         &nurse.password,
-        &totp_at(&nurse.totp_secret, unix_now()),
+        &totp_code_at(&nurse.totp_secret, unix_now()),
     )
     .await
     .json()

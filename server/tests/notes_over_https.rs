@@ -4,8 +4,9 @@
 //! acknowledges, the acknowledgement reaches the nurse's device, and the notes are seen by a
 //! service whose agreement shares notes and not by one whose agreement does not.
 
+use doorstep_testkit::totp_code;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
@@ -23,18 +24,6 @@ use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::{auth, store};
 use serde_json::{Value, json};
-use totp_rs::{Rfc6238, Secret, TOTP};
-
-fn totp_now(secret_b32: &str) -> String {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let bytes = Secret::Encoded(secret_b32.to_string()).to_bytes().unwrap();
-    TOTP::from_rfc6238(Rfc6238::with_defaults(bytes).unwrap())
-        .unwrap()
-        .generate(unix)
-}
 
 fn client(ca_pem: &Path) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
@@ -51,7 +40,7 @@ async fn enrol(http: &reqwest::Client, base: &str, user: &DemoUser) -> String {
         .json(&EnrolRequest {
             username: user.username.clone(),
             password: user.password.clone(),
-            totp: totp_now(&user.totp_secret),
+            totp: totp_code(&user.totp_secret, 0),
             device_name: "Test tablet".into(),
         })
         .send()

@@ -126,21 +126,8 @@ async fn bench(label: &str, data_dir: &Path, database: &DatabaseUrl, notes: usiz
 /// with its key, as the device opens it).
 fn requeue_everything(device: Device) -> Device {
     let dir = device.dir().to_path_buf();
-    let file = device.device_file().clone();
-    let key = file
-        .vault
-        .as_ref()
-        .expect("a wrapped cache key")
-        .unwrap("135790", &file.device_id)
-        .unwrap()
-        .expect("the PIN opens it");
     drop(device);
-    let conn = rusqlite::Connection::open(dir.join("cache.db")).unwrap();
-    conn.execute_batch(&format!(
-        "PRAGMA key = \"x'{}'\";",
-        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
-    .unwrap();
+    let conn = doorstep_testkit::device::open_cache(&dir, "135790");
     conn.execute(
         "UPDATE outbox SET state = 'waiting', accepted_at = NULL",
         [],

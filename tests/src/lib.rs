@@ -179,18 +179,8 @@ impl DemoFederation {
     }
 }
 
-/// The TOTP code for `secret` (base32) at now + `offset_secs`: SHA-1, 6 digits, 30 s.
-pub fn totp_for(secret: &str, offset_secs: u64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_string())
-        .to_bytes()
-        .expect("base32 TOTP secret");
-    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    totp.generate(now + offset_secs)
-}
+/// The TOTP code for `secret` (base32) at now + `offset_secs` (the test kit's).
+pub use doorstep_testkit::totp_code as totp_for;
 
 /// What the independent FHIR R4 check (fhir.resources 6.4.0 in `DOORSTEP_FHIR_PYTHON`, set by
 /// `cargo xtask test`) says of a Bundle: `Ok` with its summary, or `Err` with what it refused.

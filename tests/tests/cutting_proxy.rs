@@ -20,6 +20,7 @@
 //! and each connection's plan follow from it (the n-th connection gets the n-th plan). What
 //! timing still decides is where exactly a cut falls relative to the server's work.
 
+use doorstep_testkit::device::{cache_view, compositions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use doorstep_client::{ClientError, Device, DeviceFile, NoteInput, today};
 use doorstep_e2e::DemoFederation;
 use doorstep_ipc::NoteState;
-use doorstep_server::store::{self, DatabaseUrl, DeliveryState, NoteOutcome, Store};
+use doorstep_server::store::{self, DatabaseUrl, DeliveryState, NoteOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -332,21 +333,8 @@ fn repoint(device: Device, url: &str) -> Device {
 /// its next sync starts by refreshing its tokens, through the proxy.
 fn expire_access_token(device: Device) -> Device {
     let dir = device.dir().to_path_buf();
-    let file = device.device_file().clone();
     drop(device);
-    let key = file
-        .vault
-        .as_ref()
-        .expect("a wrapped cache key")
-        .unwrap(PIN, &file.device_id)
-        .unwrap()
-        .expect("the PIN opens it");
-    let conn = rusqlite::Connection::open(dir.join("cache.db")).unwrap();
-    conn.execute_batch(&format!(
-        "PRAGMA key = \"x'{}'\";",
-        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
-    .unwrap();
+    let conn = doorstep_testkit::device::open_cache(&dir, PIN);
     let n = conn
         .execute(
             "UPDATE meta SET value = '2000-01-01T00:00:00Z' WHERE key = 'access_expires_at'",
@@ -356,39 +344,6 @@ fn expire_access_token(device: Device) -> Device {
     assert_eq!(n, 1);
     drop(conn);
     Device::unlock(&dir, PIN).expect("unlock")
-}
-
-/// What the device's cache shows: the list and, for each patient, the record (without its
-/// "as of", which is the time of the pull).
-fn cache_view(device: &Device) -> BTreeMap<String, serde_json::Value> {
-    let today = today();
-    let mut view = BTreeMap::new();
-    for row in device.list(None, today).unwrap() {
-        let record = device.record(&row.patient_id, today).unwrap().unwrap();
-        view.insert(
-            row.patient_id.clone(),
-            serde_json::json!({
-                "row": row,
-                "record": record.view,
-                "withheld": record.withheld,
-                "list_reason": record.list_reason,
-            }),
-        );
-    }
-    view
-}
-
-/// The ids of the Composition resources the server holds for these patients.
-async fn compositions(store: &dyn Store, patients: &[String]) -> BTreeMap<String, usize> {
-    let mut ids = BTreeMap::new();
-    for p in patients {
-        for r in store.patient_resources(p).await.unwrap() {
-            if r.resource_type == "Composition" && !r.deleted {
-                *ids.entry(r.id).or_insert(0) += 1;
-            }
-        }
-    }
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

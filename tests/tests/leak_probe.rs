@@ -142,13 +142,8 @@ fn read_dir_files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
 }
 
 /// Every table of the decrypted cache, every value as text.
-fn dump_cache(dir: &Path, key: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let conn = rusqlite::Connection::open(dir.join("cache.db")).unwrap();
-    conn.execute_batch(&format!(
-        "PRAGMA key = \"x'{}'\";",
-        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
-    .unwrap();
+fn dump_cache(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let conn = doorstep_testkit::device::open_cache(dir, PIN);
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .unwrap()
@@ -269,18 +264,10 @@ async fn sync_device(
     for id in &on_device {
         device.record(id, today).unwrap().expect("the record opens");
     }
-    let file = device.device_file().clone();
     drop(device);
     let mut parts = Vec::new();
     read_dir_files(dir, &mut parts);
-    let key = file
-        .vault
-        .as_ref()
-        .expect("a wrapped cache key")
-        .unwrap(PIN, &file.device_id)
-        .unwrap()
-        .expect("the PIN opens it");
-    parts.extend(dump_cache(dir, &key[..]));
+    parts.extend(dump_cache(dir));
     (parts, on_device)
 }
 

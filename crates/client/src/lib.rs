@@ -283,12 +283,7 @@ impl Device {
                 "The authenticator code has 6 digits.".into(),
             ));
         }
-        let ca_pem = match file.ca_path(dir) {
-            Some(path) => Some(std::fs::read(&path)?),
-            None => None,
-        };
-        let api = Api::new(&file.server_url, ca_pem.as_deref())?;
-        let tokens = api
+        let tokens = api_for(dir, &file)?
             .reauth(&doorstep_protocol::ReauthRequest {
                 device_id: file.device_id.clone(),
                 username: file.username.clone(),
@@ -446,16 +441,7 @@ impl Device {
             }
             None => return Err(ClientError::Internal("the cache has no user".into())),
         };
-        let ca_pem = match file.ca_path(dir) {
-            Some(path) => Some(std::fs::read(&path).map_err(|e| {
-                ClientError::Internal(format!(
-                    "The pinned CA {} could not be read ({e}). Enrol this device again.",
-                    path.display()
-                ))
-            })?),
-            None => None,
-        };
-        let api = Api::new(&file.server_url, ca_pem.as_deref())?;
+        let api = api_for(dir, &file)?;
         Ok(Device {
             dir: dir.to_owned(),
             file,
@@ -878,6 +864,20 @@ fn restrict_to_owner(dir: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// The API client of an enrolled device: its server, trusting only its pinned CA if it has one.
+fn api_for(dir: &Path, file: &DeviceFile) -> Result<Api> {
+    let ca_pem = match file.ca_path(dir) {
+        Some(path) => Some(std::fs::read(&path).map_err(|e| {
+            ClientError::Internal(format!(
+                "The pinned CA {} could not be read ({e}). Enrol this device again.",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Api::new(&file.server_url, ca_pem.as_deref())
 }
 
 /// Delete the cache and its WAL files: what a wipe after too many wrong PINs leaves is

@@ -2,11 +2,12 @@
 //! and the built binary run as a child process for enrol, sync, list, show and status, the way
 //! a support person or a script would.
 
+use doorstep_testkit::totp_code;
 use std::path::Path;
 use std::process::Output;
 
 use chrono::Utc;
-use doorstep_server::demo::{DemoSpec, DemoUser, read_demo_users, seed_with};
+use doorstep_server::demo::{DemoSpec, read_demo_users, seed_with};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 
 const PIN: &str = "135790";
@@ -29,15 +30,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn totp_now(user: &DemoUser) -> String {
-    let secret = totp_rs::Secret::Encoded(user.totp_secret.clone())
-        .to_bytes()
-        .expect("base32 secret");
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret)
-        .generate_current()
-        .expect("clock")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +89,7 @@ async fn enrol_sync_list_show_status() {
             "--password",
             &nurse.password,
             "--totp",
-            &totp_now(&nurse),
+            &totp_code(&nurse.totp_secret, 0),
             "--data-dir",
             &dir.to_string_lossy(),
         ],
@@ -276,7 +268,7 @@ async fn a_note_goes_to_the_practice_and_its_filing_comes_back() {
             "--password",
             &nurse.password,
             "--totp",
-            &totp_now(&nurse),
+            &totp_code(&nurse.totp_secret, 0),
         ],
     )
     .await;

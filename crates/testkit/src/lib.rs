@@ -8,10 +8,18 @@
 //!   creates it) through `runuser`. The binaries come from `DOORSTEP_PG_BIN`, else the newest
 //!   `/usr/lib/postgresql/*/bin`, else `PATH`.
 //! * [`free_port`].
+//! * [`totp`]: the demo users' authenticator codes.
+//! * [`device`]: what a device's cache shows ([`device::cache_view`], for convergence checks),
+//!   its cache opened with the PIN's key, and the Compositions the server holds.
 //!
 //! Nothing here is mocked: a test that asks for PostgreSQL gets the real server. When it is not
 //! installed, [`PgCluster::start`] answers why; a suite then skips with that message, except
 //! under `cargo xtask test` (`DOORSTEP_E2E_REQUIRED=1`), where a missing PostgreSQL fails.
+
+pub mod device;
+pub mod totp;
+
+pub use totp::{totp_code, totp_code_at};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
