@@ -7,31 +7,19 @@
 //! patient at the next pull; with its only agreement retired the nurse gets nothing and the
 //! refusal is audited.
 
-use doorstep_testkit::totp_code;
+use doorstep_testkit::http::{enrol_for_token, https_client};
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
-use doorstep_protocol::{
-    ApiError, Change, EnrolRequest, EnrolResponse, PullPage, ResyncReason, ResyncRequired,
-};
+use doorstep_protocol::{ApiError, Change, PullPage, ResyncReason, ResyncRequired};
 use doorstep_record::Section;
 use doorstep_record::agreement::Agreement;
 use doorstep_record::fhir::Resource;
-use doorstep_server::demo::{self, DemoSpec, DemoUser};
+use doorstep_server::demo::{self, DemoSpec};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::{audit, auth, store};
 use serde_json::{Value, json};
-
-fn client(ca_pem: &Path) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 fn basic(id: &str, secret: &str) -> String {
     let raw = format!("{id}:{secret}");
@@ -39,24 +27,6 @@ fn basic(id: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     )
-}
-
-async fn enrol(http: &reqwest::Client, base: &str, user: &DemoUser) -> String {
-    let answer: EnrolResponse = http
-        .post(format!("{base}/api/v1/auth/enrol"))
-        .json(&EnrolRequest {
-            username: user.username.clone(),
-            password: user.password.clone(),
-            totp: totp_code(&user.totp_secret, 0),
-            device_name: "Test tablet".into(),
-        })
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer.tokens.access_token
 }
 
 /// One pull: the page, or the 410's reason.
@@ -222,8 +192,15 @@ async fn administration(dir: &Path, database: store::DatabaseUrl, two_nodes: boo
     };
     let base = node_a.base_url.clone();
     let base_b = node_b.as_ref().map_or(base.clone(), |n| n.base_url.clone());
-    let http = client(&node_a.ca_pem_path);
-    let nurse = enrol(&http, &base, &nurse_user).await;
+    let http = https_client(&node_a.ca_pem_path);
+    let nurse = enrol_for_token(
+        &http,
+        &base,
+        &nurse_user.username,
+        &nurse_user.password,
+        &nurse_user.totp_secret,
+    )
+    .await;
     let (changes, cursor) = pull_all(&http, &base, &nurse, None).await;
     let mut copy = Copy::new();
     apply(&mut copy, &changes);

@@ -4,53 +4,21 @@
 //! acknowledges, the acknowledgement reaches the nurse's device, and the notes are seen by a
 //! service whose agreement shares notes and not by one whose agreement does not.
 
-use doorstep_testkit::totp_code;
-use std::path::Path;
-use std::time::Duration;
+use doorstep_testkit::http::{enrol_for_token, https_client};
 
 use base64::Engine;
 use chrono::Utc;
 use doorstep_protocol::{
-    Ack, AckRequest, AckResponse, AckStatus, ApiError, Change, EnrolRequest, EnrolResponse,
-    FirstOutcome, NoteBody, NoteProblem, PUSH_KIND_NOTE, PUSH_MAX_ITEMS, PullPage, PushItem,
-    PushOutcome, PushRequest, PushResponse,
+    Ack, AckRequest, AckResponse, AckStatus, ApiError, Change, FirstOutcome, NoteBody, NoteProblem,
+    PUSH_KIND_NOTE, PUSH_MAX_ITEMS, PullPage, PushItem, PushOutcome, PushRequest, PushResponse,
 };
 use doorstep_record::fhir::Resource;
 use doorstep_record::writeback::{DeliveryState, note_delivery};
-use doorstep_server::demo::{
-    self, APPOINTMENT_LIST, CASELOAD_LIST, DemoSpec, DemoUser, INCIDENT_LIST,
-};
+use doorstep_server::demo::{self, APPOINTMENT_LIST, CASELOAD_LIST, DemoSpec, INCIDENT_LIST};
 use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::{auth, store};
 use serde_json::{Value, json};
-
-fn client(ca_pem: &Path) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn enrol(http: &reqwest::Client, base: &str, user: &DemoUser) -> String {
-    let answer: EnrolResponse = http
-        .post(format!("{base}/api/v1/auth/enrol"))
-        .json(&EnrolRequest {
-            username: user.username.clone(),
-            password: user.password.clone(),
-            totp: totp_code(&user.totp_secret, 0),
-            device_name: "Test tablet".into(),
-        })
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer.tokens.access_token
-}
 
 /// Pull until caught up; answers every change and the last cursor.
 async fn pull_all(
@@ -274,8 +242,11 @@ async fn note_to_the_practice_and_back(dir: &std::path::Path, database: store::D
     .await
     .unwrap();
     let base = server.base_url.clone();
-    let http = client(&server.ca_pem_path);
-    let nurse = enrol(&http, &base, &user("nurse.demo")).await;
+    let http = https_client(&server.ca_pem_path);
+    let nurse = {
+        let u = user("nurse.demo");
+        enrol_for_token(&http, &base, &u.username, &u.password, &u.totp_secret).await
+    };
     let (_, mut cursor) = pull_all(&http, &base, &nurse, None).await;
 
     // ---- push: one note accepted, one refused (not on her list), one of an unknown kind ----
@@ -669,11 +640,17 @@ async fn note_to_the_practice_and_back(dir: &std::path::Path, database: store::D
 
     // ---- other services: the hub (its agreement shares notes) sees the note; the
     // ambulance (summary, problems, ... but not notes) sees the patient without it ----
-    let gp = enrol(&http, &base, &user("gp.demo")).await;
+    let gp = {
+        let u = user("gp.demo");
+        enrol_for_token(&http, &base, &u.username, &u.password, &u.totp_secret).await
+    };
     let (changes, _) = pull_all(&http, &base, &gp, None).await;
     let comp = composition(&changes, &note_id).expect("the hub sees the note");
     assert_eq!(note_delivery(&comp).unwrap().state, DeliveryState::Filed);
-    let para = enrol(&http, &base, &user("para.demo")).await;
+    let para = {
+        let u = user("para.demo");
+        enrol_for_token(&http, &base, &u.username, &u.password, &u.totp_secret).await
+    };
     let (changes, _) = pull_all(&http, &base, &para, None).await;
     let seen = resources(&changes);
     assert!(

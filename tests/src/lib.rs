@@ -170,12 +170,7 @@ impl DemoFederation {
 
     /// An HTTPS client that trusts only this federation's CA, as a practice's system would.
     pub fn https_client(&self) -> reqwest::Client {
-        let pem = std::fs::read(&self.server.ca_pem_path).expect("the federation's CA");
-        reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("a PEM certificate")])
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("an HTTPS client")
+        doorstep_testkit::http::https_client(&self.server.ca_pem_path)
     }
 }
 

@@ -9,6 +9,7 @@
 //!   `/usr/lib/postgresql/*/bin`, else `PATH`.
 //! * [`free_port`].
 //! * [`totp`]: the demo users' authenticator codes.
+//! * [`http`]: an HTTPS client trusting only the federation's CA, and enrolment for a token.
 //! * [`device`]: what a device's cache shows ([`device::cache_view`], for convergence checks),
 //!   its cache opened with the PIN's key, and the Compositions the server holds.
 //!
@@ -17,6 +18,7 @@
 //! under `cargo xtask test` (`DOORSTEP_E2E_REQUIRED=1`), where a missing PostgreSQL fails.
 
 pub mod device;
+pub mod http;
 pub mod totp;
 
 pub use totp::{totp_code, totp_code_at};
