@@ -125,7 +125,14 @@ pub async fn push(
     let candidates = {
         let snap = store.feed_snapshot().await?;
         let mut candidates = pull::candidates(snap.as_ref(), &scope, now).await?;
-        add_recently_ended(snap.as_ref(), &scope, now, &mut candidates).await?;
+        // Only a push that names someone off the list pays for the look back.
+        if request
+            .items
+            .iter()
+            .any(|i| !candidates.contains_key(&i.patient_id))
+        {
+            add_recently_ended(snap.as_ref(), &scope, now, &mut candidates).await?;
+        }
         candidates
         // The read snapshot ends here, before anything is written.
     };

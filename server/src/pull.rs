@@ -630,9 +630,15 @@ async fn resource_change(
     {
         let resource = parse_row(&row)?;
         if decide(&resource, patient, scope, today) == Decision::Visible {
+            // Only a confidential Patient is copied to be redacted; the rest go as parsed.
+            let resource = if sensitive::needs_redaction(&resource) {
+                sensitive::redact_for_sharing(&resource).json
+            } else {
+                resource.json
+            };
             return Ok(Change::Upsert {
                 patient_id: patient.id.clone(),
-                resource: sensitive::redact_for_sharing(&resource).json,
+                resource,
             });
         }
     }

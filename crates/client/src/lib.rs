@@ -342,12 +342,6 @@ impl Device {
     ) -> Result<(DeviceFile, Connection)> {
         let mut file = DeviceFile::read(dir)?;
         let cache_path = dir.join(files::CACHE_FILE);
-        if !cache_path.exists() {
-            return Err(ClientError::Internal(format!(
-                "The cache {} is missing. Enrol this device again.",
-                cache_path.display()
-            )));
-        }
         let attempts_key = match &file.attempts_key {
             Some(k) => k.clone(),
             None => {
@@ -361,8 +355,15 @@ impl Device {
         };
         let failures = vault::read_failures(dir, &attempts_key, &file.device_id);
         if failures >= vault::WIPE_AFTER {
+            // Wiped already (or the wipe was cut short): say so, whatever is left.
             wipe_cache(dir)?;
             return Err(ClientError::CacheWiped);
+        }
+        if !cache_path.exists() {
+            return Err(ClientError::Internal(format!(
+                "The cache {} is missing. Enrol this device again.",
+                cache_path.display()
+            )));
         }
         if failures >= vault::ONLINE_SIGN_IN_AFTER && !signed_in_online {
             return Err(ClientError::OnlineSignInRequired {
@@ -519,8 +520,8 @@ impl Device {
         }
     }
 
-    /// Send the outbox now, without pulling (a sync pushes first anyway): for the benchmark
-    /// and a "send my notes" action. The outcome is recorded for the status as in a sync.
+    /// Send the outbox now, without pulling (a sync pushes first anyway). The outcome is
+    /// recorded for the status as in a sync.
     pub async fn push(&self) -> Result<PushReport> {
         let _one_at_a_time = self.sync_lock.lock().await;
         self.push_recorded().await
