@@ -27,6 +27,10 @@
 //!    body site, ...), systems normalised (SNOMED in any spelling, dm+d, Read v2 and CTV3
 //!    through the shipped map). An item with no SNOMED id (text only, local codes only)
 //!    never passes an include-only filter: least data, it is withheld and counted.
+//!    **Except allergies and alerts** (sections `allergies` and `alerts`): an include-only
+//!    list never withholds them, since a podiatrist who cannot see a penicillin allergy or a
+//!    violence alert is less safe, not better governed (hazard H3). Exclude lists, the
+//!    exclusion sets and confidentiality still withhold them like anything else.
 //!
 //! The exclusion sets are a parameter so that a server holding loaded sets passes them;
 //! [`ExclusionSets::shipped_ref`] is the floor.
@@ -176,13 +180,16 @@ impl Agreement {
         self.sections.iter().find(|s| s.section == section)
     }
 
-    /// `codes` are the item's SNOMED ids; the agreement's lists are compared trimmed.
-    fn passes_code_filters(&self, codes: &BTreeSet<String>) -> bool {
+    /// `codes` are the item's SNOMED ids; the agreement's lists are compared trimmed. An
+    /// include-only list narrows what a service sees of the record, never its safety items
+    /// (`safety_item`: allergies and alerts), which pass it whatever their codes.
+    fn passes_code_filters(&self, codes: &BTreeSet<String>, safety_item: bool) -> bool {
         if self.exclude_codes.iter().any(|c| codes.contains(c.trim())) {
             return false;
         }
         match &self.include_codes {
             None => true,
+            Some(_) if safety_item => true,
             Some(include) => include.iter().any(|c| codes.contains(c.trim())),
         }
     }
@@ -274,7 +281,11 @@ pub fn evaluate(
         return Decision::Withheld(section);
     }
     let codes = sets.snomed_ids(&found);
-    if admitting.iter().any(|a| a.passes_code_filters(&codes)) {
+    let safety_item = matches!(section, Section::Allergies | Section::Alerts);
+    if admitting
+        .iter()
+        .any(|a| a.passes_code_filters(&codes, safety_item))
+    {
         Decision::Visible
     } else {
         Decision::Withheld(section)
@@ -423,6 +434,54 @@ mod tests {
         assert_eq!(
             evaluate(&c, "A81001", "nurse", &a, sets(), today()),
             Decision::Withheld(Section::Problems)
+        );
+    }
+
+    /// Hazard H3: the podiatry agreement's include-only list (diabetes, feet, circulation)
+    /// withheld a penicillin allergy and a violence alert, leaving "+2 withheld" in the
+    /// banner. Allergies and alerts pass an include-only list; exclude lists and the RCGP
+    /// sets still withhold them.
+    #[test]
+    fn include_only_never_withholds_allergies_or_alerts() {
+        let mut a = agreement(&[
+            (Section::Problems, None),
+            (Section::Allergies, None),
+            (Section::Alerts, None),
+        ]);
+        a.include_codes = Some(vec!["44054006".into()]);
+        let penicillin = Resource::from_json(json!({"resourceType": "AllergyIntolerance",
+            "id": "al1", "patient": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SNOMED, "code": "91936005",
+                "display": "Allergy to penicillin"}]}}))
+        .unwrap();
+        let text_only = Resource::from_json(json!({"resourceType": "AllergyIntolerance",
+            "id": "al2", "patient": {"reference": "Patient/p1"},
+            "code": {"text": "Elastoplast"}}))
+        .unwrap();
+        let violence = Resource::from_json(json!({"resourceType": "Flag", "id": "f1",
+            "status": "active", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SNOMED, "code": "225915006",
+                "display": "Potentially violent"}]}}))
+        .unwrap();
+        let copd = condition("13645005", "2020-01-01", "active");
+        let agreements = [a.clone()];
+        for item in [&penicillin, &text_only, &violence] {
+            assert_eq!(
+                evaluate(item, "A81001", "nurse", &agreements, sets(), today()),
+                Decision::Visible,
+                "{}",
+                item.json
+            );
+        }
+        assert_eq!(
+            evaluate(&copd, "A81001", "nurse", &agreements, sets(), today()),
+            Decision::Withheld(Section::Problems)
+        );
+        // An exclude list still applies to them.
+        a.exclude_codes = vec!["91936005".into()];
+        assert_eq!(
+            evaluate(&penicillin, "A81001", "nurse", &[a], sets(), today()),
+            Decision::Withheld(Section::Allergies)
         );
     }
 

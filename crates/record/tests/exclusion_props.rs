@@ -68,6 +68,8 @@ enum Kind {
     Procedure,
     Medication,
     Encounter,
+    Allergy,
+    Alert,
 }
 
 impl Kind {
@@ -78,7 +80,14 @@ impl Kind {
             Kind::Procedure => Section::Procedures,
             Kind::Medication => Section::Medications,
             Kind::Encounter => Section::Encounters,
+            Kind::Allergy => Section::Allergies,
+            Kind::Alert => Section::Alerts,
         }
+    }
+
+    /// Allergies and alerts: an include-only list never withholds them (hazard H3).
+    fn safety_item(self) -> bool {
+        matches!(self, Kind::Allergy | Kind::Alert)
     }
 
     /// The elements a code can be placed in, for this kind.
@@ -103,6 +112,8 @@ impl Kind {
                 Category,
             ],
             Kind::Encounter => &[EncounterType, ReasonCode, DiagnosisContained, Extension],
+            Kind::Allergy => &[MainCode, ReactionManifestation, Extension],
+            Kind::Alert => &[MainCode, Category, Extension],
         }
     }
 }
@@ -122,6 +133,7 @@ enum Place {
     EncounterType,
     DiagnosisContained,
     Extension,
+    ReactionManifestation,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,9 +227,16 @@ fn build(spec: &Spec, id: usize) -> Resource {
         Kind::Encounter => {
             json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}})
         }
+        Kind::Allergy => json!({"resourceType": "AllergyIntolerance"}),
+        Kind::Alert => json!({"resourceType": "Flag", "status": "active"}),
     };
     v["id"] = json!(format!("r{id}"));
-    v["subject"] = json!({"reference": "Patient/p1"});
+    let subject = if spec.kind == Kind::Allergy {
+        "patient"
+    } else {
+        "subject"
+    };
+    v[subject] = json!({"reference": "Patient/p1"});
     for (n, &(code, place, spelling)) in spec.placed.iter().enumerate() {
         let c = coding(code, spelling);
         match spec.place(place) {
@@ -267,6 +286,11 @@ fn build(spec: &Spec, id: usize) -> Resource {
                     json!({"condition": {"reference": format!("#dx{n}")}}),
                 );
             }
+            Place::ReactionManifestation => push(
+                &mut v,
+                "reaction",
+                json!({"manifestation": [concept(c)]}),
+            ),
             Place::Extension => push(
                 &mut v,
                 "extension",
@@ -343,6 +367,8 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             Just(Kind::Procedure),
             Just(Kind::Medication),
             Just(Kind::Encounter),
+            Just(Kind::Allergy),
+            Just(Kind::Alert),
         ],
         prop::collection::vec((code_strategy(), 0usize..8, spelling_strategy()), 0..4),
         prop::option::weighted(0.2, any::<bool>()),
@@ -359,7 +385,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             |(kind, placed, main_text, note, narrative, confidential)| Spec {
                 kind,
                 placed,
-                main_text: main_text.filter(|_| matches!(kind, Kind::Condition | Kind::Procedure)),
+                main_text: main_text.filter(|_| matches!(kind, Kind::Condition | Kind::Procedure | Kind::Allergy)),
                 note,
                 narrative,
                 confidential,
@@ -367,18 +393,20 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         )
 }
 
-const SECTIONS: [Section; 5] = [
+const SECTIONS: [Section; 7] = [
     Section::Problems,
     Section::Observations,
     Section::Procedures,
     Section::Medications,
     Section::Encounters,
+    Section::Allergies,
+    Section::Alerts,
 ];
 
 fn agreement_strategy() -> impl Strategy<Value = Agreement> {
     let ids = || prop::sample::subsequence(&ORDINARY[..], 0..=3);
     (
-        prop::sample::subsequence(&SECTIONS[..], 1..=5),
+        prop::sample::subsequence(&SECTIONS[..], 1..=7),
         prop::option::weighted(0.4, ids()),
         ids(),
         0u32..1000,
@@ -436,9 +464,10 @@ fn oracle(spec: &Spec, agreements: &[Agreement]) -> Decision {
     let ids = spec.snomed_ids();
     let passes = |a: &&Agreement| {
         !a.exclude_codes.iter().any(|c| ids.contains(c.as_str()))
-            && a.include_codes
-                .as_ref()
-                .is_none_or(|inc| inc.iter().any(|c| ids.contains(c.as_str())))
+            && (spec.kind.safety_item()
+                || a.include_codes
+                    .as_ref()
+                    .is_none_or(|inc| inc.iter().any(|c| ids.contains(c.as_str()))))
     };
     if admitting.iter().any(passes) {
         Decision::Visible
