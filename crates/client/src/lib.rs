@@ -810,8 +810,9 @@ impl Device {
     }
 
     /// The list, searched by name, NHS number, postcode or date of birth when `search` is set.
+    /// A patient whose every entry has ended is not listed, even before a sync purges them.
     pub fn list(&self, search: Option<&str>, today: NaiveDate) -> Result<Vec<ListRow>> {
-        self.with_conn(|c| queries::list(c, search, today))
+        self.with_conn(|c| queries::list(c, search, today, Utc::now()))
     }
 
     /// One patient's record; `None` when the patient is not (or no longer) on the device.

@@ -73,10 +73,15 @@ fn postcode_display(p: &str) -> String {
 }
 
 /// The list, optionally searched, sorted today first, then by time, then by name.
+///
+/// A patient whose every list entry has ended by `now` is not listed, even offline before the
+/// next sync purges them (least data: the appointment is over, the clinician no longer needs
+/// them on the list).
 pub(crate) fn list(
     conn: &Connection,
     search: Option<&str>,
     today: NaiveDate,
+    now: DateTime<Utc>,
 ) -> Result<Vec<ListRow>> {
     let query = SearchQuery::parse(search.unwrap_or(""));
     let mut conditions: Vec<String> = Vec::new();
@@ -146,6 +151,8 @@ pub(crate) fn list(
     struct Building {
         row: ListRow,
         entries: Vec<Entry>,
+        /// Entries read that had ended by `now`.
+        ended: usize,
         sort_name: String,
     }
     // No ORDER BY: the rows are sorted below anyway, and without it SQLite scans the table in
@@ -187,6 +194,7 @@ pub(crate) fn list(
                             .collect(),
                     },
                     entries: Vec::new(),
+                    ended: 0,
                     sort_name: r.get(12)?,
                 });
                 out.len() - 1
@@ -203,12 +211,17 @@ pub(crate) fn list(
                     .as_deref()
                     .and_then(parse_timestamp),
             };
-            out[at].entries.push(entry);
+            if entry.ends_at.is_some_and(|end| end <= now) {
+                out[at].ended += 1;
+            } else {
+                out[at].entries.push(entry);
+            }
         }
     }
 
     let mut list: Vec<(ListRow, bool, String)> = out
         .into_iter()
+        .filter(|b| !(b.entries.is_empty() && b.ended > 0))
         .map(|mut b| {
             let mut timed = false;
             if let Some(e) = primary_entry(&b.entries, today) {

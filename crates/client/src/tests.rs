@@ -333,7 +333,7 @@ fn patient_added_replaces_what_was_there() {
         2,
         "only the Patient and Organization of the new snapshot"
     );
-    let rows = queries::list(&conn, Some("sian"), day(2026, 1, 15)).unwrap();
+    let rows = queries::list(&conn, Some("sian"), day(2026, 1, 15), Utc::now()).unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].alerts.is_empty(), "badges follow the new snapshot");
     assert_eq!(rows[0].reason, "Review");
@@ -507,11 +507,11 @@ fn search_by_name_nhs_number_postcode_and_birth_date() {
     .unwrap();
     let today = day(2026, 1, 15);
     let search = |q: &str| {
-        let mut n = names(&queries::list(&conn, Some(q), today).unwrap());
+        let mut n = names(&queries::list(&conn, Some(q), today, Utc::now()).unwrap());
         n.sort();
         n
     };
-    let sian_name = queries::list(&conn, Some("sian"), today).unwrap()[0]
+    let sian_name = queries::list(&conn, Some("sian"), today, Utc::now()).unwrap()[0]
         .name
         .clone();
     assert!(sian_name.contains("Siân"), "{sian_name}");
@@ -593,7 +593,7 @@ fn list_rows_carry_badges_age_and_sort_today_first() {
         ),
     )
     .unwrap();
-    let rows = queries::list(&conn, None, today).unwrap();
+    let rows = queries::list(&conn, None, today, Utc::now()).unwrap();
     let order: Vec<&str> = rows.iter().map(|r| r.patient_id.as_str()).collect();
     assert_eq!(
         order,
@@ -629,7 +629,7 @@ fn list_rows_carry_badges_age_and_sort_today_first() {
         ),
     )
     .unwrap();
-    let rows = queries::list(&conn, Some("sian"), today).unwrap();
+    let rows = queries::list(&conn, Some("sian"), today, Utc::now()).unwrap();
     assert_eq!(rows[0].alerts, ["Allergies"]);
 }
 
@@ -1145,7 +1145,7 @@ fn search_over_ten_thousand_patients_is_fast() {
     eprintln!("10,000 patients applied in {:?}", started.elapsed());
     let today = day(2026, 1, 15);
     // Warm the page cache once, as the list screen does.
-    let all = queries::list(&conn, None, today).unwrap();
+    let all = queries::list(&conn, None, today, Utc::now()).unwrap();
     assert_eq!(all.len(), 10_000);
     for q in [
         "sian",
@@ -1157,13 +1157,13 @@ fn search_over_ten_thousand_patients_is_fast() {
         "zz",
     ] {
         let started = Instant::now();
-        let rows = queries::list(&conn, Some(q), today).unwrap();
+        let rows = queries::list(&conn, Some(q), today, Utc::now()).unwrap();
         let took = started.elapsed();
         eprintln!("search {q:>12}: {:>5} rows in {took:?}", rows.len());
         assert!(took.as_millis() < 250, "search {q} took {took:?}");
     }
     let started = Instant::now();
-    let rows = queries::list(&conn, Some("sian evans"), today).unwrap();
+    let rows = queries::list(&conn, Some("sian evans"), today, Utc::now()).unwrap();
     let took = started.elapsed();
     eprintln!("search   sian evans: {:>5} rows in {took:?}", rows.len());
     assert!(!rows.is_empty());
@@ -1604,7 +1604,7 @@ fn applying_a_synthetic_caseload() {
     assert!(resource_count >= 100 * 80, "{resource_count}");
     assert_eq!(queries::patient_count(&conn).unwrap(), 100);
 
-    let rows = queries::list(&conn, None, spec.today).unwrap();
+    let rows = queries::list(&conn, None, spec.today, noon(spec.today)).unwrap();
     let started = Instant::now();
     for row in &rows {
         let rec = queries::record(&conn, &row.patient_id, spec.today)
@@ -1626,14 +1626,14 @@ fn applying_a_synthetic_caseload() {
     let r = &rows[0];
     let family = r.name.split(',').next().unwrap();
     assert!(
-        queries::list(&conn, Some(family), spec.today)
+        queries::list(&conn, Some(family), spec.today, noon(spec.today))
             .unwrap()
             .iter()
             .any(|x| x.patient_id == r.patient_id)
     );
     if let Some(pc) = &r.postcode {
         assert!(
-            queries::list(&conn, Some(pc), spec.today)
+            queries::list(&conn, Some(pc), spec.today, noon(spec.today))
                 .unwrap()
                 .iter()
                 .any(|x| x.patient_id == r.patient_id)
@@ -1642,7 +1642,7 @@ fn applying_a_synthetic_caseload() {
     if let Some(b) = r.birth_date {
         let q = b.format("%d/%m/%Y").to_string();
         assert!(
-            queries::list(&conn, Some(&q), spec.today)
+            queries::list(&conn, Some(&q), spec.today, noon(spec.today))
                 .unwrap()
                 .iter()
                 .any(|x| x.patient_id == r.patient_id)
@@ -1884,4 +1884,73 @@ async fn a_draft_survives_a_lock_and_goes_with_its_note() {
             "{name} holds the draft in clear"
         );
     }
+}
+
+/// Noon UTC on `d`: a `now` inside the day the generator writes its list entries for.
+fn noon(d: NaiveDate) -> chrono::DateTime<Utc> {
+    d.and_hms_opt(12, 0, 0).unwrap().and_utc()
+}
+
+/// Least data: an appointment that ended an hour ago, with the device offline since before it
+/// ended (no sync has purged the patient yet), is no longer on the list; the patient with a
+/// current entry and the caseload patient are.
+#[test]
+fn an_entry_that_has_ended_is_not_listed_even_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 1, 15, 15, 0, 0).unwrap();
+    let appointment = |starts: chrono::DateTime<Utc>, ends: chrono::DateTime<Utc>| ListEntry {
+        kind: ListKind::Appointment,
+        list_name: "Hub session".into(),
+        reason: "Review".into(),
+        starts_at: starts,
+        ends_at: Some(ends),
+    };
+    apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![
+                added(
+                    &john(),
+                    vec![],
+                    vec![appointment(
+                        now - Duration::hours(25),
+                        now - Duration::hours(1),
+                    )],
+                ),
+                Change::ListChanged {
+                    patient_id: "p-zoe".into(),
+                    entries: vec![appointment(
+                        now - Duration::hours(2),
+                        now + Duration::hours(22),
+                    )],
+                },
+            ],
+        ),
+    )
+    .unwrap();
+    let ids = |rows: Vec<doorstep_ipc::ListRow>| {
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.patient_id).collect();
+        ids.sort();
+        ids
+    };
+    let today = now.date_naive();
+    assert_eq!(
+        ids(queries::list(&conn, None, today, now).unwrap()),
+        ["p-sian", "p-zoe"]
+    );
+    assert!(
+        queries::list(&conn, Some("john"), today, now)
+            .unwrap()
+            .is_empty(),
+        "search does not find him either"
+    );
+    // Two hours earlier his appointment was still running.
+    assert_eq!(
+        ids(queries::list(&conn, None, today, now - Duration::hours(2)).unwrap()),
+        ["p-john", "p-sian", "p-zoe"]
+    );
 }

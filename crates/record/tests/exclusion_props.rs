@@ -286,11 +286,9 @@ fn build(spec: &Spec, id: usize) -> Resource {
                     json!({"condition": {"reference": format!("#dx{n}")}}),
                 );
             }
-            Place::ReactionManifestation => push(
-                &mut v,
-                "reaction",
-                json!({"manifestation": [concept(c)]}),
-            ),
+            Place::ReactionManifestation => {
+                push(&mut v, "reaction", json!({"manifestation": [concept(c)]}))
+            }
             Place::Extension => push(
                 &mut v,
                 "extension",
@@ -385,7 +383,8 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             |(kind, placed, main_text, note, narrative, confidential)| Spec {
                 kind,
                 placed,
-                main_text: main_text.filter(|_| matches!(kind, Kind::Condition | Kind::Procedure | Kind::Allergy)),
+                main_text: main_text
+                    .filter(|_| matches!(kind, Kind::Condition | Kind::Procedure | Kind::Allergy)),
                 note,
                 narrative,
                 confidential,
