@@ -18,7 +18,9 @@ use doorstep_protocol::{
     Change, ListEntry, ListKind, PatientHeader, PullPage, ResyncReason, WithheldCount,
 };
 use doorstep_record::Section;
-use doorstep_record::agreement::{Agreement, Decision, SectionShare, covers, evaluate, sensitive};
+use doorstep_record::agreement::{
+    Agreement, Decision, ListScope, SectionShare, covers, evaluate, sensitive,
+};
 use doorstep_record::coding::{LOINC, NHS_NUMBER_SYSTEM, ODS_SYSTEM, SNOMED};
 use doorstep_record::fhir::Resource;
 use doorstep_record::nhs::NhsNumber;
@@ -413,6 +415,8 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
                 name: id.into(),
                 kind,
                 service_id: service.into(),
+                owner_user_id: None,
+                team: None,
             })
             .await
             .unwrap();
@@ -902,6 +906,126 @@ where
             section: "problems".into(),
             count: 2
         }]
+    );
+}
+
+/// Least data (issue 8): a user receives only the lists that are theirs. Seven lists of the
+/// district nursing service, one patient on each: the nurse's own session, a teammate's, the
+/// north team's caseload, the south team's caseload, a south nurse's session, the service's
+/// shared caseload, and the hub's list (another service). Who gets which patient is written
+/// out by hand below, not computed with the rule under test.
+async fn each_user_receives_only_their_own_lists_or_their_teams<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    let mut rng = Rng(17);
+    let mut w = world(open().await, &mut rng, 10).await;
+    // Clear the world's random entries: only the lists below put anyone on a device.
+    for p in &w.patients {
+        for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
+            w.store.end_list_entry(list, &p.id, w.now).await.unwrap();
+        }
+    }
+    w.now += Duration::seconds(1);
+    let south_id = w
+        .store
+        .create_user(
+            NewUser {
+                username: "south".into(),
+                display_name: "south".into(),
+                role: "nurse".into(),
+                service_id: "dn".into(),
+                password_hash: "unused".into(),
+                totp_secret: "unused".into(),
+            },
+            w.now,
+        )
+        .await
+        .unwrap();
+    let (nurse_id, other_id) = (w.user.id.clone(), w.other_user_id.clone());
+    w.store.set_team(&nurse_id, Some("north")).await.unwrap();
+    w.store.set_team(&other_id, Some("north")).await.unwrap();
+    w.store.set_team(&south_id, Some("south")).await.unwrap();
+    assert_eq!(
+        w.store.team_of(&nurse_id).await.unwrap().as_deref(),
+        Some("north")
+    );
+    // (list, owner, team, service, patient); p4 is at a practice no agreement covers.
+    let lists: [(&str, Option<&str>, Option<&str>, &str, &str); 7] = [
+        ("nurse-own", Some(&nurse_id), None, "dn", "p0"),
+        ("other-own", Some(&other_id), None, "dn", "p1"),
+        ("north-caseload", None, Some("north"), "dn", "p2"),
+        ("south-caseload", None, Some("south"), "dn", "p3"),
+        ("south-own", Some(&south_id), None, "dn", "p5"),
+        (CASELOAD, None, None, "dn", "p6"),
+        (OTHER_LIST, None, None, "hub", "p7"),
+    ];
+    for (id, owner, team, service, patient) in lists {
+        let kind = if id == OTHER_LIST {
+            ListKind::Appointment
+        } else {
+            ListKind::Caseload
+        };
+        w.store
+            .create_list(ListRow {
+                id: id.into(),
+                name: id.into(),
+                kind,
+                service_id: service.into(),
+                owner_user_id: owner.map(str::to_owned),
+                team: team.map(str::to_owned),
+            })
+            .await
+            .unwrap();
+        w.add_entry_on(id, patient).await;
+    }
+    let on_list = async |w: &World, user_id: &str| {
+        let user = w.store.user_by_id(user_id).await.unwrap().unwrap();
+        let scope = user_scope(w.store.as_ref(), &user).await.unwrap();
+        let snap = w.store.feed_snapshot().await.unwrap();
+        pull::candidates(snap.as_ref(), &scope, w.now)
+            .await
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>()
+    };
+    // The agreement says nothing of teams: own lists and the service's shared list only.
+    assert_eq!(on_list(&w, &nurse_id).await, ["p0", "p6"]);
+    assert_eq!(on_list(&w, &other_id).await, ["p1", "p6"]);
+    assert_eq!(on_list(&w, &south_id).await, ["p5", "p6"]);
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(
+        device.patients.keys().collect::<Vec<_>>(),
+        ["p0", "p6"],
+        "the pull sends the nurse her own list and the shared one"
+    );
+
+    // The agreement shares lists team-wide.
+    let mut a = w.store.agreement("dn-agreement").await.unwrap().unwrap();
+    a.lists = ListScope::Team;
+    w.store.put_agreement(&a, w.now).await.unwrap();
+    assert_eq!(on_list(&w, &nurse_id).await, ["p0", "p1", "p2", "p6"]);
+    assert_eq!(on_list(&w, &other_id).await, ["p0", "p1", "p2", "p6"]);
+    assert_eq!(on_list(&w, &south_id).await, ["p3", "p5", "p6"]);
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(
+        device.patients.keys().collect::<Vec<_>>(),
+        ["p0", "p1", "p2", "p6"]
+    );
+
+    // The teammate leaves the team: her session no longer reaches the nurse, and the team's
+    // caseload no longer reaches her.
+    w.store.set_team(&other_id, None).await.unwrap();
+    assert_eq!(on_list(&w, &nurse_id).await, ["p0", "p2", "p6"]);
+    assert_eq!(on_list(&w, &other_id).await, ["p1", "p6"]);
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(
+        device.patients.keys().collect::<Vec<_>>(),
+        ["p0", "p2", "p6"],
+        "at the next pull the teammate's patient leaves the device"
     );
 }
 
@@ -1679,6 +1803,13 @@ macro_rules! convergence_suite {
             async fn policy_changes_reach_the_device_as_exactly_the_new_view() {
                 let Some(backend) = $start() else { return };
                 super::policy_changes_reach_the_device_as_exactly_the_new_view(|| backend.fresh())
+                    .await
+            }
+
+            #[tokio::test]
+            async fn each_user_receives_only_their_own_lists_or_their_teams() {
+                let Some(backend) = $start() else { return };
+                super::each_user_receives_only_their_own_lists_or_their_teams(|| backend.fresh())
                     .await
             }
 

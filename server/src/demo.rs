@@ -38,7 +38,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use doorstep_protocol::ListKind;
 use doorstep_record::Section;
-use doorstep_record::agreement::{Agreement, SectionShare, sensitive};
+use doorstep_record::agreement::{Agreement, ListScope, SectionShare, sensitive};
 use doorstep_record::fhir::Resource;
 use doorstep_record::synthetic::{Federation, FederationSpec, add_leak_markers, generate};
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,9 @@ pub const APPOINTMENT_LIST: &str = "riverside-hub-appointments";
 pub const INCIDENT_LIST: &str = "northern-ambulance-incidents";
 pub const OOH_CALL_LIST: &str = "riverside-ooh-calls";
 pub const PODIATRY_CLINIC_LIST: &str = "riverside-podiatry-clinic";
+/// The district nursing team whose caseload the nurse works from (the DN agreement shares
+/// lists team-wide).
+pub const NURSING_TEAM: &str = "riverside-north";
 
 /// The podiatry agreement's include-only SNOMED CT codes: feet and legs, diabetes, arthritis
 /// and circulation. Exact ids (no subsumption), so the concepts the records use are named.
@@ -370,6 +373,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
                 .into(),
             legal_basis: DIRECT_CARE.into(),
             emergency_access: true,
+            lists: ListScope::Team,
             ..Agreement::default()
         },
         Agreement {
@@ -639,13 +643,15 @@ pub async fn seed_store(
             PODIATRY_SERVICE,
         ),
     ];
-    for (id, name, kind, service) in lists {
+    for &(id, name, kind, service) in &lists {
         store
             .create_list(ListRow {
                 id: id.into(),
                 name: name.into(),
                 kind,
                 service_id: service.into(),
+                owner_user_id: None,
+                team: None,
             })
             .await?;
     }
@@ -834,6 +840,7 @@ pub async fn seed_store(
         ),
     ];
     let mut users = Vec::new();
+    let mut user_ids = std::collections::BTreeMap::new();
     for (username, display_name, role, service_id, service_name) in people {
         let password = auth::random_password();
         let totp_secret = auth::new_totp_secret();
@@ -843,7 +850,7 @@ pub async fn seed_store(
                 .await
                 .map_err(|e| DemoError::Internal(e.to_string()))??
         };
-        store
+        let id = store
             .create_user(
                 NewUser {
                     username: username.into(),
@@ -856,6 +863,7 @@ pub async fn seed_store(
                 now,
             )
             .await?;
+        user_ids.insert(username, id);
         users.push(DemoUser {
             username: username.into(),
             password,
@@ -864,6 +872,34 @@ pub async fn seed_store(
             service: service_name.into(),
             totp_secret,
         });
+    }
+    // Least data: each list is its clinician's, and the caseload the nursing team's (the DN
+    // agreement shares lists team-wide); a second user of a service would not receive them.
+    store
+        .set_team(&user_ids["nurse.demo"], Some(NURSING_TEAM))
+        .await?;
+    let owners: [(&str, Option<&str>, Option<&str>); 5] = [
+        (CASELOAD_LIST, None, Some(NURSING_TEAM)),
+        (APPOINTMENT_LIST, Some("gp.demo"), None),
+        (INCIDENT_LIST, Some("para.demo"), None),
+        (OOH_CALL_LIST, Some("ooh.demo"), None),
+        (PODIATRY_CLINIC_LIST, Some("podiatrist.demo"), None),
+    ];
+    for (list_id, owner, team) in owners {
+        let &(id, name, kind, service) = lists
+            .iter()
+            .find(|l| l.0 == list_id)
+            .expect("every owned list is created above");
+        store
+            .create_list(ListRow {
+                id: id.into(),
+                name: name.into(),
+                kind,
+                service_id: service.into(),
+                owner_user_id: owner.map(|u| user_ids[u].clone()),
+                team: team.map(str::to_owned),
+            })
+            .await?;
     }
     audit::append(
         store,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! run, demo, api  ->  notes  ->  pull, import, lists, auth, admin  ->  audit  ->  store
-//!                     pull -> cursor;  tls -> cursor (file writing)
+//!                     pull -> cursor, lists;  tls -> cursor (file writing)
 //! ```
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cursor.rs", &[]),
     ("audit.rs", &["store"]),
     ("lists.rs", &["store"]),
-    ("pull.rs", &["cursor", "store"]),
+    ("pull.rs", &["cursor", "lists", "store"]),
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
     ("admin.rs", &["audit", "store"]),

@@ -14,15 +14,48 @@
 //!   entries end [`TIMED_ENTRY_HOURS`] after they start; caseload entries run until
 //!   discharged ([`crate::store::ListStore::end_list_entry`]).
 //!
+//! # Whose lists reach a user ([`reaches`])
+//!
+//! Least data: a user receives only the lists that are theirs. A list of the user's service
+//! belongs to one user (a GP's session, a nurse's own caseload), to one team (a team's
+//! caseload), or to neither (a list the whole service works from). An entry reaches a user when
+//! - it is on a break-glass list and names the user (they broke the glass);
+//! - its list belongs to the user;
+//! - its list belongs to neither a user nor a team;
+//! - its list belongs to the user's team (the list's own team, or its owner's), and an
+//!   agreement in force for the user says [`ListScope::Team`]. Under [`ListScope::Own`] (the
+//!   default) a teammate's session or the team's caseload does not reach the user.
+//!
+//! The store hands over every entry of the service's lists
+//! ([`crate::store::FeedSnapshot::scope_entries`]); `crate::pull::entries_reaching` keeps those
+//! that reach the user. The pull's candidates, its list
+//! changes for entries that ended, and the late-note rule all read through it, so the device
+//! and the notes it may push agree on one list.
+//!
 //! # Invariants
 //!
-//! A list's kind never changes once created (re-creating a list only renames it), so the kind
-//! read here is still the kind when the entry is inserted.
+//! A list's kind never changes once created (re-creating a list only renames it and sets its
+//! owner), so the kind read here is still the kind when the entry is inserted.
 
 use chrono::{DateTime, Utc};
 use doorstep_protocol::ListKind;
+use doorstep_record::agreement::ListScope;
 
-use crate::store::{ListEntryWrite, ListStore, StoreError};
+use crate::store::{ListEntryRow, ListEntryWrite, ListStore, StoreError};
+
+/// Whether `entry` (of a list of the user's service, or a break-glass list) reaches user
+/// `user_id`, in `team`, whose agreements give lists `scope` (see the module doc).
+pub fn reaches(entry: &ListEntryRow, user_id: &str, team: Option<&str>, scope: ListScope) -> bool {
+    if entry.kind == ListKind::BreakGlass {
+        return entry.user_id.as_deref() == Some(user_id);
+    }
+    match (&entry.list_owner, &entry.list_team) {
+        (None, None) => true,
+        (Some(owner), _) if owner == user_id => true,
+        (_, Some(list_team)) => scope == ListScope::Team && team == Some(list_team.as_str()),
+        (Some(_), None) => false,
+    }
+}
 
 /// Hours an appointment, incident or break-glass entry keeps a patient on the list.
 pub const TIMED_ENTRY_HOURS: i64 = 24;
@@ -111,6 +144,8 @@ mod tests {
                     name: id.into(),
                     kind,
                     service_id: "dn".into(),
+                    owner_user_id: None,
+                    team: None,
                 })
                 .await
                 .unwrap();

@@ -193,8 +193,7 @@ async fn add_recently_ended(
     }
     let since = now - chrono::Duration::hours(i64::from(hours));
     // Entries not ended at `since` are those active now and those that ended since.
-    let ended = snap
-        .scope_entries(&scope.service_id, &scope.user_id, since)
+    let ended = pull::entries_reaching(snap, scope, since)
         .await?
         .into_iter()
         .filter(|e| {
@@ -1113,6 +1112,8 @@ mod tests {
             starts_at: Utc::now(),
             ends_at: None,
             user_id: None,
+            list_owner: None,
+            list_team: None,
         }
     }
 

@@ -81,14 +81,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
 use doorstep_record::Section;
 use doorstep_record::agreement::{
-    Agreement, Decision, ExclusionSets, covers, evaluate_for_service, sensitive,
+    Agreement, Decision, ExclusionSets, ListScope, covers, evaluate_for_service, sensitive,
 };
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
+use crate::lists;
 use crate::store::{
-    FeedOp, FeedSnapshot, FeedStore, IdentityStore, ListEntryRow, PatientRow, ResourceRow,
-    StoreError, UserRow,
+    FeedOp, FeedSnapshot, FeedStore, ListEntryRow, PatientRow, ResourceRow, Store, StoreError,
+    UserRow,
 };
 
 /// Feed rows read per query while scanning.
@@ -112,9 +113,19 @@ pub struct UserScope {
     /// The value-set version `sets` are current to (0: the shipped floor only); part of
     /// the access epoch, so a load makes devices rebuild.
     pub sets_version: i64,
+    /// The user's team, if any (`crate::lists::reaches`).
+    pub team: Option<String>,
+    /// Whose lists reach the user: [`ListScope::Team`] when an agreement in force for the
+    /// user says so, else [`ListScope::Own`].
+    pub lists: ListScope,
 }
 
 impl UserScope {
+    /// Whether `entry` reaches this user ([`lists::reaches`]).
+    pub fn reaches(&self, entry: &ListEntryRow) -> bool {
+        lists::reaches(entry, &self.user_id, self.team.as_deref(), self.lists)
+    }
+
     /// The scope with the server's exclusion sets, current to value-set `version`.
     pub fn with_sets(self, (version, sets): (i64, Arc<ExclusionSets>)) -> UserScope {
         UserScope {
@@ -127,16 +138,13 @@ impl UserScope {
 
 /// The user's scope today: role, service, and the service's agreements naming the role that
 /// are in force ([`Agreement::in_force`]); the shipped exclusion sets.
-pub async fn user_scope(
-    store: &dyn IdentityStore,
-    user: &UserRow,
-) -> Result<UserScope, StoreError> {
+pub async fn user_scope(store: &dyn Store, user: &UserRow) -> Result<UserScope, StoreError> {
     user_scope_on(store, user, Utc::now().date_naive()).await
 }
 
 /// [`user_scope`] on day `today`.
 pub async fn user_scope_on(
-    store: &dyn IdentityStore,
+    store: &dyn Store,
     user: &UserRow,
     today: NaiveDate,
 ) -> Result<UserScope, StoreError> {
@@ -147,6 +155,11 @@ pub async fn user_scope_on(
         .filter(|a| a.roles.iter().any(|r| r == &user.role) && a.in_force(today))
         .collect();
     agreements.sort_by(|a, b| a.id.cmp(&b.id));
+    let lists = if agreements.iter().any(|a| a.lists == ListScope::Team) {
+        ListScope::Team
+    } else {
+        ListScope::Own
+    };
     Ok(UserScope {
         user_id: user.id.clone(),
         role: user.role.clone(),
@@ -154,6 +167,8 @@ pub async fn user_scope_on(
         agreements,
         sets: shipped_sets(),
         sets_version: 0,
+        team: store.team_of(&user.id).await?,
+        lists,
     })
 }
 
@@ -332,14 +347,27 @@ fn wire_entries(entries: &[ListEntryRow]) -> Vec<doorstep_protocol::ListEntry> {
     sorted.into_iter().map(ListEntryRow::to_wire).collect()
 }
 
+/// The entries of lists that reach the user ([`lists::reaches`]) and had not ended at `at`.
+pub async fn entries_reaching(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    at: DateTime<Utc>,
+) -> Result<Vec<ListEntryRow>, StoreError> {
+    Ok(snap
+        .scope_entries(&scope.service_id, &scope.user_id, at)
+        .await?
+        .into_iter()
+        .filter(|e| scope.reaches(e))
+        .collect())
+}
+
 /// The patients this user may have on a device now (`C`), with their active entries.
 pub async fn candidates(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>, StoreError> {
-    let entries = snap
-        .scope_entries(&scope.service_id, &scope.user_id, now)
+    let entries = entries_reaching(snap, scope, now)
         .await?
         .into_iter()
         .filter(|e| e.is_active(now));
@@ -431,6 +459,9 @@ pub async fn build_page(
         for pid in snap
             .entries_ended_between(&scope.service_id, &scope.user_id, c.issued, now)
             .await?
+            .into_iter()
+            .filter(|e| scope.reaches(e))
+            .map(|e| e.patient_id)
         {
             if let Some((_, entries)) = eligible.get(&pid)
                 && held.contains(&pid)

@@ -178,6 +178,10 @@ pub trait ListStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<usize, StoreError>;
     async fn list_entries(&self, list_id: &str) -> Result<Vec<ListEntryRow>, StoreError>;
+    /// Put the user in `team` (`None`: in none), replacing any team they were in.
+    async fn set_team(&self, user_id: &str, team: Option<&str>) -> Result<(), StoreError>;
+    /// The user's team, `None` when in none.
+    async fn team_of(&self, user_id: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Reads of one consistent snapshot of the store (one read transaction, held until the
@@ -198,22 +202,23 @@ pub trait FeedSnapshot: Send + Sync {
         limit: usize,
     ) -> Result<Vec<FeedRow>, StoreError>;
     /// List entries not ended at `now` of the service's lists (other than break-glass lists)
-    /// and break-glass entries of the user.
+    /// and break-glass entries of the user: every list of the service, whoever owns it (which
+    /// of them reach the user is `crate::lists::reaches`'s to decide).
     async fn scope_entries(
         &self,
         service_id: &str,
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<ListEntryRow>, StoreError>;
-    /// Patient ids with an entry (chosen as in [`FeedSnapshot::scope_entries`]) whose end
-    /// time is in `(after, upto]`, sorted.
+    /// Entries (chosen as in [`FeedSnapshot::scope_entries`]) whose end time is in
+    /// `(after, upto]`, sorted by patient id.
     async fn entries_ended_between(
         &self,
         service_id: &str,
         user_id: &str,
         after: DateTime<Utc>,
         upto: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<ListEntryRow>, StoreError>;
     /// The patients with these ids (unknown ids are left out).
     async fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError>;
     async fn resource(

@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_administration",
         include_str!("../../../migrations/server-postgres/0003_administration.sql"),
     ),
+    (
+        4,
+        "0004_list_owners",
+        include_str!("../../../migrations/server-postgres/0004_list_owners.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("doorstep" + 1).
@@ -310,8 +315,12 @@ fn resource_from(r: &Row) -> Result<ResourceRow, StoreError> {
 }
 
 const ENTRY_COLUMNS: &str =
-    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id
-     FROM list_entries e JOIN lists l ON l.id = e.list_id";
+    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id,
+     l.owner_user_id, COALESCE(l.team, tm.team)
+     FROM list_entries e JOIN lists l ON l.id = e.list_id
+     LEFT JOIN team_members tm ON tm.user_id = l.owner_user_id";
+
+const LIST_COLUMNS: &str = "id, name, kind, service_id, owner_user_id, team FROM lists";
 
 fn entry_from(r: &Row) -> Result<ListEntryRow, StoreError> {
     Ok(ListEntryRow {
@@ -324,6 +333,8 @@ fn entry_from(r: &Row) -> Result<ListEntryRow, StoreError> {
         starts_at: r.try_get(6)?,
         ends_at: r.try_get(7)?,
         user_id: r.try_get(8)?,
+        list_owner: r.try_get(9)?,
+        list_team: r.try_get(10)?,
     })
 }
 
@@ -881,24 +892,22 @@ impl FeedSnapshot for PgSnapshot {
         user_id: &str,
         after: DateTime<Utc>,
         upto: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<ListEntryRow>, StoreError> {
         let c = self.client()?;
         let stmt = c
-            .prepare_cached(
-                "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS}
                  WHERE e.ends_at > $1 AND e.ends_at <= $2
                    AND ((l.kind <> 'break_glass' AND l.service_id = $3)
                         OR (l.kind = 'break_glass' AND e.user_id = $4))
-                 ORDER BY e.patient_id",
-            )
+                 ORDER BY e.patient_id, e.id"
+            ))
             .await?;
-        let rows = c
-            .query(&stmt, &[&secs(after), &secs(upto), &service_id, &user_id])
-            .await?;
-        Ok(rows
+        c.query(&stmt, &[&secs(after), &secs(upto), &service_id, &user_id])
+            .await?
             .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?)
+            .map(entry_from)
+            .collect()
     }
 
     async fn patients(&self, ids: &[String]) -> Result<Vec<PatientRow>, StoreError> {
@@ -1404,13 +1413,17 @@ impl ListStore for PostgresStore {
     async fn create_list(&self, list: ListRow) -> Result<(), StoreError> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO lists (id, name, kind, service_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            "INSERT INTO lists (id, name, kind, service_id, owner_user_id, team)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                 owner_user_id = excluded.owner_user_id, team = excluded.team",
             &[
                 &list.id,
                 &list.name,
                 &list_kind_as_str(list.kind),
                 &list.service_id,
+                &list.owner_user_id,
+                &list.team,
             ],
         )
         .await?;
@@ -1419,26 +1432,50 @@ impl ListStore for PostgresStore {
 
     async fn lists(&self) -> Result<Vec<ListRow>, StoreError> {
         let c = self.client().await?;
-        c.query(
-            "SELECT id, name, kind, service_id FROM lists ORDER BY id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(list_from)
-        .collect()
+        c.query(&format!("SELECT {LIST_COLUMNS} ORDER BY id"), &[])
+            .await?
+            .iter()
+            .map(list_from)
+            .collect()
     }
 
     async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError> {
         let c = self.client().await?;
-        c.query_opt(
-            "SELECT id, name, kind, service_id FROM lists WHERE id = $1",
-            &[&id],
+        c.query_opt(&format!("SELECT {LIST_COLUMNS} WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(list_from)
+            .transpose()
+    }
+
+    async fn set_team(&self, user_id: &str, team: Option<&str>) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        match team {
+            Some(team) => {
+                c.execute(
+                    "INSERT INTO team_members (user_id, team) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET team = excluded.team",
+                    &[&user_id, &team],
+                )
+                .await?
+            }
+            None => {
+                c.execute("DELETE FROM team_members WHERE user_id = $1", &[&user_id])
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn team_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT team FROM team_members WHERE user_id = $1",
+            &[&user_id],
         )
         .await?
-        .as_ref()
-        .map(list_from)
-        .transpose()
+        .map(|r| r.try_get(0))
+        .transpose()?)
     }
 
     async fn insert_list_entry(
@@ -1514,6 +1551,8 @@ fn list_from(r: &Row) -> Result<ListRow, StoreError> {
         name: r.try_get(1)?,
         kind: list_kind_from_str(r.try_get(2)?)?,
         service_id: r.try_get(3)?,
+        owner_user_id: r.try_get(4)?,
+        team: r.try_get(5)?,
     })
 }
 
@@ -2194,7 +2233,7 @@ mod tests {
         cluster
             .psql_in(
                 &url,
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (7, 'x', now())",
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', now())",
             )
             .unwrap();
         let e = open(&url).await.unwrap_err();
@@ -2202,9 +2241,9 @@ mod tests {
             matches!(
                 e,
                 StoreError::SchemaTooNew {
-                    database: 7,
-                    known: 3
-                }
+                    database: 99,
+                    known
+                } if known == MIGRATIONS.len() as i64
             ),
             "{e:?}"
         );

@@ -219,13 +219,19 @@ pub struct TokenPair {
     pub refresh_expires_at: DateTime<Utc>,
 }
 
-/// A list (caseload, appointment session, incidents, break-glass) owned by a service.
+/// A list (caseload, appointment session, incidents, break-glass) owned by a service, and
+/// within it by one user or one team, or by neither (the whole service's). Which lists reach
+/// a user is `crate::lists::reaches`'s to decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListRow {
     pub id: String,
     pub name: String,
     pub kind: ListKind,
     pub service_id: String,
+    /// The user whose list it is (their session, their caseload).
+    pub owner_user_id: Option<String>,
+    /// The team whose list it is (a team's caseload).
+    pub team: Option<String>,
 }
 
 /// A list entry to insert, exactly as given (its end already decided: `None` runs until
@@ -253,6 +259,10 @@ pub struct ListEntryRow {
     pub starts_at: DateTime<Utc>,
     pub ends_at: Option<DateTime<Utc>>,
     pub user_id: Option<String>,
+    /// The user whose list the entry is on ([`ListRow::owner_user_id`]).
+    pub list_owner: Option<String>,
+    /// The team whose list it is: the list's own team, else its owner's.
+    pub list_team: Option<String>,
 }
 
 impl ListEntryRow {

@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_administration",
         include_str!("../../../migrations/server-sqlite/0005_administration.sql"),
     ),
+    (
+        6,
+        "0006_list_owners",
+        include_str!("../../../migrations/server-sqlite/0006_list_owners.sql"),
+    ),
 ];
 
 const READER_POOL: usize = 4;
@@ -295,8 +300,45 @@ fn resource_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
 }
 
 const ENTRY_COLUMNS: &str =
-    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id
-     FROM list_entries e JOIN lists l ON l.id = e.list_id";
+    "e.id, e.list_id, l.name, l.kind, e.patient_id, e.reason, e.starts_at, e.ends_at, e.user_id,
+     l.owner_user_id, COALESCE(l.team, tm.team)
+     FROM list_entries e JOIN lists l ON l.id = e.list_id
+     LEFT JOIN team_members tm ON tm.user_id = l.owner_user_id";
+
+const LIST_COLUMNS: &str = "id, name, kind, service_id, owner_user_id, team FROM lists";
+
+type ListColumns = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn list_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<ListColumns> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn list_from(
+    (id, name, kind, service_id, owner_user_id, team): ListColumns,
+) -> Result<ListRow, StoreError> {
+    Ok(ListRow {
+        id,
+        name,
+        kind: list_kind_from_str(&kind)?,
+        service_id,
+        owner_user_id,
+        team,
+    })
+}
 
 fn entry_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ListEntryRow, String)> {
     let ends: Option<i64> = r.get(7)?;
@@ -311,6 +353,8 @@ fn entry_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ListEntryRow, String)>
             starts_at: from_ts(r.get(6)?),
             ends_at: ends.map(from_ts),
             user_id: r.get(8)?,
+            list_owner: r.get(9)?,
+            list_team: r.get(10)?,
         },
         r.get(3)?,
     ))
@@ -712,18 +756,20 @@ impl FeedSnapshot for SqliteSnapshot {
         user_id: &str,
         after: DateTime<Utc>,
         upto: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<ListEntryRow>, StoreError> {
         let (service, user) = (service_id.to_string(), user_id.to_string());
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT e.patient_id FROM list_entries e JOIN lists l ON l.id = e.list_id
-                 WHERE e.ends_at > ?1 AND e.ends_at <= ?2
-                   AND ((l.kind <> 'break_glass' AND l.service_id = ?3)
-                        OR (l.kind = 'break_glass' AND e.user_id = ?4))
-                 ORDER BY e.patient_id",
-            )?;
-            let rows = stmt.query_map(params![ts(after), ts(upto), service, user], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            entries_query(
+                conn,
+                &format!(
+                    "SELECT {ENTRY_COLUMNS}
+                     WHERE e.ends_at > ?1 AND e.ends_at <= ?2
+                       AND ((l.kind <> 'break_glass' AND l.service_id = ?3)
+                            OR (l.kind = 'break_glass' AND e.user_id = ?4))
+                     ORDER BY e.patient_id, e.id"
+                ),
+                params![ts(after), ts(upto), service, user],
+            )
         })
         .await
     }
@@ -1233,13 +1279,17 @@ impl ListStore for SqliteStore {
     async fn create_list(&self, list: ListRow) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO lists (id, name, kind, service_id) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                "INSERT INTO lists (id, name, kind, service_id, owner_user_id, team)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                     owner_user_id = excluded.owner_user_id, team = excluded.team",
                 params![
                     list.id,
                     list.name,
                     list_kind_as_str(list.kind),
-                    list.service_id
+                    list.service_id,
+                    list.owner_user_id,
+                    list.team
                 ],
             )?;
             Ok(())
@@ -1249,27 +1299,9 @@ impl ListStore for SqliteStore {
 
     async fn lists(&self) -> Result<Vec<ListRow>, StoreError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT id, name, kind, service_id FROM lists ORDER BY id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get(3)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, name, kind, service_id) = row?;
-                out.push(ListRow {
-                    id,
-                    name,
-                    kind: list_kind_from_str(&kind)?,
-                    service_id,
-                });
-            }
-            Ok(out)
+            let mut stmt = conn.prepare(&format!("SELECT {LIST_COLUMNS} ORDER BY id"))?;
+            let rows = stmt.query_map([], list_columns)?;
+            rows.map(|row| list_from(row?)).collect()
         })
         .await
     }
@@ -1277,22 +1309,44 @@ impl ListStore for SqliteStore {
     async fn list(&self, id: &str) -> Result<Option<ListRow>, StoreError> {
         let id = id.to_string();
         self.read(move |conn| {
-            let row: Option<(String, String, String, String)> = conn
-                .query_row(
-                    "SELECT id, name, kind, service_id FROM lists WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            row.map(|(id, name, kind, service_id)| {
-                Ok(ListRow {
-                    id,
-                    name,
-                    kind: list_kind_from_str(&kind)?,
-                    service_id,
-                })
-            })
+            conn.query_row(
+                &format!("SELECT {LIST_COLUMNS} WHERE id = ?1"),
+                [id],
+                list_columns,
+            )
+            .optional()?
+            .map(list_from)
             .transpose()
+        })
+        .await
+    }
+
+    async fn set_team(&self, user_id: &str, team: Option<&str>) -> Result<(), StoreError> {
+        let (user, team) = (user_id.to_string(), team.map(str::to_owned));
+        self.write(move |conn| {
+            match team {
+                Some(team) => conn.execute(
+                    "INSERT INTO team_members (user_id, team) VALUES (?1, ?2)
+                     ON CONFLICT (user_id) DO UPDATE SET team = excluded.team",
+                    params![user, team],
+                )?,
+                None => conn.execute("DELETE FROM team_members WHERE user_id = ?1", [user])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn team_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let user = user_id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT team FROM team_members WHERE user_id = ?1",
+                    [user],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })
         .await
     }
@@ -2091,10 +2145,11 @@ mod tests {
     fn opening_twice_applies_migrations_once_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let a = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(a.applied_migrations().unwrap(), vec![1, 2, 3, 4, 5]);
+        let every: Vec<i64> = MIGRATIONS.iter().map(|(v, _, _)| *v).collect();
+        assert_eq!(a.applied_migrations().unwrap(), every);
         drop(a);
         let b = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(b.applied_migrations().unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(b.applied_migrations().unwrap(), every);
         let conn = b.inner.writer.lock().unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -2127,14 +2182,14 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     database: 99,
-                    known: 5
-                }
+                    known
+                } if known == MIGRATIONS.len() as i64
             ),
             "{e:?}"
         );
         let text = e.to_string();
         assert!(
-            text.contains("version 99") && text.contains("version 5"),
+            text.contains("version 99") && text.contains(&format!("version {}", MIGRATIONS.len())),
             "{text}"
         );
     }
