@@ -26,9 +26,11 @@ use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::{self, AccessFailure};
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
 use crate::auth::{self, AuthFailure};
+use crate::breakglass::{self, BreakGlassFailure};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
 use crate::notes::{self, AckFailure, PushFailure};
@@ -65,6 +67,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/agreements/{id}/retire"),
     ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent"),
     ("POST", "/api/v1/admin/valuesets"),
+    ("POST", "/api/v1/break-glass/search"),
+    ("POST", "/api/v1/break-glass"),
+    ("GET", "/api/v1/admin/audit/patients/{nhs_number}"),
+    ("GET", "/api/v1/admin/alerts"),
+    ("POST", "/api/v1/admin/alerts/{id}/ack"),
 ];
 
 /// Largest administration body (an agreement, a value set).
@@ -143,6 +150,11 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/admin/valuesets") => {
             post(admin_value_set).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
         }
+        ("POST", "/api/v1/break-glass/search") => post(break_glass_search),
+        ("POST", "/api/v1/break-glass") => post(break_glass),
+        ("GET", "/api/v1/admin/audit/patients/{nhs_number}") => get(admin_access_report),
+        ("GET", "/api/v1/admin/alerts") => get(admin_alerts),
+        ("POST", "/api/v1/admin/alerts/{id}/ack") => post(admin_ack_alert),
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
     }
 }
@@ -544,6 +556,25 @@ async fn pull(
         },
     )
     .await?;
+    // Who accessed a patient is an indexed read: one event a patient the page carried.
+    let sent: Vec<AuditEvent> = page
+        .carried
+        .iter()
+        .map(|c| AuditEvent {
+            at: now,
+            actor: format!("user:{}", who.user.username),
+            action: "record_sent".into(),
+            patient_id: Some(c.patient_id.clone()),
+            detail: serde_json::json!({
+                "device_id": who.device.id,
+                "service_id": who.user.service_id,
+                "agreements": c.agreements,
+                "break_glass": c.break_glass,
+                "changes": c.changes,
+            }),
+        })
+        .collect();
+    state.store.append_audit_events(sent, audit::seal).await?;
     if no_agreement {
         // Not an error for the device (it holds nothing, as it should), but a refusal the
         // privacy officer can see.
@@ -811,6 +842,165 @@ async fn admin_dissent(
     )
     .await?;
     Ok(Json(serde_json::json!({ "dissent": body.dissent })).into_response())
+}
+
+// ---------- break-glass and accountability ----------
+
+impl From<BreakGlassFailure> for Failure {
+    fn from(f: BreakGlassFailure) -> Failure {
+        let message = f.to_string();
+        match f {
+            BreakGlassFailure::NotAllowed(_) => Failure::api(
+                StatusCode::FORBIDDEN,
+                "emergency_access_not_allowed",
+                message,
+            ),
+            BreakGlassFailure::Invalid(_) => {
+                Failure::api(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+            BreakGlassFailure::NotFound(_) => {
+                Failure::api(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            BreakGlassFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccessFailure> for Failure {
+    fn from(f: AccessFailure) -> Failure {
+        let message = f.to_string();
+        match f {
+            AccessFailure::Invalid(_) => {
+                Failure::api(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+            AccessFailure::NotFound => Failure::api(StatusCode::NOT_FOUND, "not_found", message),
+            AccessFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A clinician searches for a patient not on their list, giving the reason first.
+async fn break_glass_search(
+    State(state): State<AppState>,
+    who: Authenticated,
+    body: Result<
+        Json<doorstep_protocol::BreakGlassSearch>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Response, Failure> {
+    let query = json_body(body)?;
+    let scope = user_scope(state.store.as_ref(), &who.user).await?;
+    let matches =
+        breakglass::search(state.store.as_ref(), &who.user, &scope, &query, Utc::now()).await?;
+    Ok(Json(doorstep_protocol::BreakGlassMatches { matches }).into_response())
+}
+
+/// A clinician breaks the glass for one patient: on their list for 24 hours, in the open.
+async fn break_glass(
+    State(state): State<AppState>,
+    who: Authenticated,
+    body: Result<
+        Json<doorstep_protocol::BreakGlassRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Response, Failure> {
+    let request = json_body(body)?;
+    let scope = user_scope(state.store.as_ref(), &who.user).await?;
+    let granted = breakglass::grant(
+        state.store.as_ref(),
+        &who.user,
+        &scope,
+        &request.patient_id,
+        request.reason,
+        request.reason_text.as_deref(),
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(granted).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AccessReportParams {
+    from: Option<NaiveDate>,
+    /// `json` (the default) or `html` (the page for the patient).
+    format: Option<String>,
+}
+
+/// A privacy officer's who-accessed report for one patient.
+async fn admin_access_report(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(nhs_number): Path<String>,
+    params: Result<Query<AccessReportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(params) =
+        params.map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let report = access::patient_report(state.store.as_ref(), &nhs_number, params.from).await?;
+    audit::append(
+        state.store.as_ref(),
+        AuditEvent {
+            at: Utc::now(),
+            actor: format!("admin:{}", who.0),
+            action: "access_report".into(),
+            patient_id: Some(report.patient_id.clone()),
+            detail: serde_json::json!({ "from": params.from, "accesses": report.accesses.len() }),
+        },
+    )
+    .await?;
+    match params.format.as_deref() {
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some("html") => Ok((
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            access::to_html(&report, Utc::now()),
+        )
+            .into_response()),
+        Some(other) => Err(Failure::api(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("format: {other:?} is not one of json, html"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertParams {
+    /// Acknowledged alerts too.
+    #[serde(default)]
+    all: bool,
+}
+
+async fn admin_alerts(
+    State(state): State<AppState>,
+    _who: Administrator,
+    params: Result<Query<AlertParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(params) =
+        params.map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let alerts = breakglass::alert_reports(state.store.as_ref(), !params.all).await?;
+    Ok(Json(alerts).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AckAlert {
+    note: String,
+}
+
+async fn admin_ack_alert(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(id): Path<i64>,
+    body: Result<Json<AckAlert>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    breakglass::ack(
+        state.store.as_ref(),
+        id,
+        &format!("admin:{}", who.0),
+        &body.note,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "acknowledged": id })).into_response())
 }
 
 /// A practice's system sets dissent for one of its own patients (HTTP Basic, as the import).

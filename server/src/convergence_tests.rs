@@ -1029,6 +1029,89 @@ where
     );
 }
 
+/// Break-glass: the patient reaches the device at the next pull and leaves it at the first
+/// pull after the 24 hours end; a user whose agreement forbids emergency access is refused
+/// and the refusal audited.
+async fn break_glass_lasts_24_hours_then_the_patient_is_purged<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    use crate::breakglass::{self, BreakGlassFailure};
+    use doorstep_protocol::BreakGlassReason;
+    let mut rng = Rng(23);
+    let mut w = world(open().await, &mut rng, 10).await;
+    for p in &w.patients {
+        for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
+            w.store.end_list_entry(list, &p.id, w.now).await.unwrap();
+        }
+    }
+    w.now += Duration::seconds(1);
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert!(device.patients.is_empty());
+
+    // The world's agreement does not allow emergency access: refused, audited.
+    let scope = w.scope().await;
+    let e = breakglass::grant(
+        w.store.as_ref(),
+        &w.user,
+        &scope,
+        "p0",
+        BreakGlassReason::EmergencyTreatment,
+        None,
+        w.now,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, BreakGlassFailure::NotAllowed(_)), "{e}");
+    assert!(
+        w.store
+            .audit_rows()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.event.action == "break_glass_refused")
+    );
+
+    let mut a = w.store.agreement("dn-agreement").await.unwrap().unwrap();
+    a.emergency_access = true;
+    w.store.put_agreement(&a, w.now).await.unwrap();
+    let scope = w.scope().await;
+    let granted = breakglass::grant(
+        w.store.as_ref(),
+        &w.user,
+        &scope,
+        "p0",
+        BreakGlassReason::PatientConsented,
+        None,
+        w.now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.ends_at, w.now + Duration::hours(24));
+    // The agreement changed (a new access epoch): the device rebuilds.
+    let mut device = Device::default();
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(device.patients.keys().collect::<Vec<_>>(), ["p0"]);
+    assert_converged(&device, &w.expected().await, "under break-glass");
+
+    w.now += Duration::hours(23);
+    w.sync(&mut device, 64 * 1024).await;
+    assert_eq!(
+        device.patients.keys().collect::<Vec<_>>(),
+        ["p0"],
+        "still within 24 hours"
+    );
+    w.now += Duration::hours(1) + Duration::seconds(1);
+    w.sync(&mut device, 64 * 1024).await;
+    assert!(
+        device.patients.is_empty(),
+        "the first pull after the access ends purges the patient"
+    );
+    assert_converged(&device, &w.expected().await, "after break-glass");
+}
+
 impl World {
     async fn add_entry_on(&self, list: &str, patient: &str) {
         lists::add_entry(
@@ -1810,6 +1893,13 @@ macro_rules! convergence_suite {
             async fn each_user_receives_only_their_own_lists_or_their_teams() {
                 let Some(backend) = $start() else { return };
                 super::each_user_receives_only_their_own_lists_or_their_teams(|| backend.fresh())
+                    .await
+            }
+
+            #[tokio::test]
+            async fn break_glass_lasts_24_hours_then_the_patient_is_purged() {
+                let Some(backend) = $start() else { return };
+                super::break_glass_lasts_24_hours_then_the_patient_is_purged(|| backend.fresh())
                     .await
             }
 

@@ -3,8 +3,10 @@
 //! `store::tests`.
 //!
 //! ```text
-//! run, demo, api  ->  notes  ->  pull, import, lists, auth, admin  ->  audit  ->  store
-//!                     pull -> cursor, lists;  tls -> cursor (file writing)
+//! run, demo, api  ->  notes, breakglass  ->  pull, import, lists, auth, admin, access
+//!                 ->  audit  ->  store
+//!                     pull -> cursor, lists;  tls, checkpoint -> cursor (file writing);
+//!                     checkpoint -> audit;  run -> checkpoint
 //! ```
 
 use std::path::PathBuf;
@@ -20,24 +22,39 @@ fn manifest_dir() -> PathBuf {
 const ALLOWED: &[(&str, &[&str])] = &[
     ("cursor.rs", &[]),
     ("audit.rs", &["store"]),
+    ("checkpoint.rs", &["audit", "cursor", "store"]),
     ("lists.rs", &["store"]),
+    ("access.rs", &["store"]),
     ("pull.rs", &["cursor", "lists", "store"]),
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
     ("admin.rs", &["audit", "store"]),
     ("notes.rs", &["audit", "import", "pull", "store"]),
+    ("breakglass.rs", &["audit", "lists", "pull", "store"]),
     ("tls.rs", &["cursor"]),
     (
         "api.rs",
         &[
-            "admin", "audit", "auth", "cursor", "import", "notes", "pull", "store",
+            "access",
+            "admin",
+            "audit",
+            "auth",
+            "breakglass",
+            "cursor",
+            "import",
+            "notes",
+            "pull",
+            "store",
         ],
     ),
     (
         "demo.rs",
         &["audit", "auth", "cursor", "import", "lists", "store"],
     ),
-    ("run.rs", &["admin", "api", "cursor", "store", "tls"]),
+    (
+        "run.rs",
+        &["admin", "api", "checkpoint", "cursor", "store", "tls"],
+    ),
 ];
 
 /// The modules a source names as `crate::NAME` or in `use crate::{NAME, ...}`, outside

@@ -45,10 +45,13 @@
 //! - An import is whole or nothing; a rejected bundle's error names the entry and the element.
 //! - Plain HTTP only on loopback, and only when asked for.
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod breakglass;
+pub mod checkpoint;
 pub mod cursor;
 pub mod demo;
 pub mod import;

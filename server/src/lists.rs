@@ -57,6 +57,9 @@ pub fn reaches(entry: &ListEntryRow, user_id: &str, team: Option<&str>, scope: L
     }
 }
 
+/// How a break-glass entry's reason begins (the reason given follows).
+pub const BREAK_GLASS_REASON_PREFIX: &str = "Break-glass: ";
+
 /// Hours an appointment, incident or break-glass entry keeps a patient on the list.
 pub const TIMED_ENTRY_HOURS: i64 = 24;
 

@@ -4,7 +4,10 @@
 //! doorstep-server seed --demo --data-dir DIR [--seed N] [--database URL]
 //! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http] [--database URL]
 //! doorstep-server import (--data-dir DIR | --database URL) FILE [--practice ODS]
-//! doorstep-server verify-audit (--data-dir DIR | --database URL)
+//! doorstep-server audit verify (--data-dir DIR [--database URL] | --database URL)
+//! doorstep-server audit patient NHS_NUMBER [--from YYYY-MM-DD] [--json | --html FILE]
+//! doorstep-server audit checkpoint --data-dir DIR      (sign the chain's head now)
+//! doorstep-server alerts list [--all] [--json] | ack ID --note TEXT
 //! doorstep-server admin add NAME                       (an administrator's credential, shown once)
 //! doorstep-server agreement list | show ID | compare [ID...] [--json]
 //! doorstep-server agreement create FILE --reason TEXT
@@ -39,7 +42,7 @@ use clap::{Parser, Subcommand};
 use doorstep_server::import::{self, ImportFailure};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl};
-use doorstep_server::{admin, audit, demo, tls};
+use doorstep_server::{access, admin, audit, breakglass, checkpoint, demo, tls};
 
 #[derive(Parser)]
 #[command(
@@ -158,12 +161,75 @@ enum Command {
         #[command(subcommand)]
         command: ValuesetCommand,
     },
-    /// Verify the hash chain of the audit log.
+    /// The audit log: verify it, report who accessed a patient, sign a checkpoint.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Break-glass alerts for the privacy officer.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// The old name of `audit verify`.
+    #[command(hide = true)]
     VerifyAudit {
-        #[arg(long, env = "DOORSTEP_DATA_DIR")]
-        data_dir: Option<PathBuf>,
         #[command(flatten)]
-        database: DatabaseArg,
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and the latest signed checkpoint (in the database and in the
+    /// data directory's checkpoint file, with the node's audit public key): names the first
+    /// bad event, and a cut tail.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Who accessed a patient's record: when, who, from which device, in which service,
+    /// under which agreement or break-glass reason, online or offline.
+    Patient {
+        nhs_number: String,
+        /// From this day (UTC).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// The report as JSON.
+        #[arg(long, conflicts_with = "html")]
+        json: bool,
+        /// Write the report worded for the patient (a subject access request) to FILE as an
+        /// HTML page (print it to PDF from a browser).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Sign a checkpoint of the chain's head now (the server does so every minute).
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// The open alerts (all with --all), newest first.
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Acknowledge an alert, saying what was checked.
+    Ack {
+        id: i64,
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -571,14 +637,159 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }),
-        Command::VerifyAudit { data_dir, database } => runtime.block_on(async move {
-            let database = database.resolve(data_dir.as_deref())?;
-            let store = store::open(&database).await?;
-            let rows = store.audit_rows().await?;
-            let n = audit::verify(&rows)?;
-            eprintln!("the audit log is intact: {n} events");
+        Command::VerifyAudit { store } => runtime.block_on(audit_verify(store)),
+        Command::Audit { command } => runtime.block_on(audit_command(command)),
+        Command::Alerts { command } => runtime.block_on(alerts_command(command)),
+    }
+}
+
+async fn audit_verify(store: StoreArgs) -> anyhow::Result<()> {
+    let db = store.open().await?;
+    let rows = db.audit_rows().await?;
+    let in_database = db.latest_audit_checkpoint().await?;
+    let (in_file, public_key) = match &store.data_dir {
+        Some(dir) => (
+            checkpoint::read_checkpoint_file(dir)?,
+            checkpoint::read_public_key(dir)?,
+        ),
+        None => (None, None),
+    };
+    if store.data_dir.is_none() {
+        eprintln!(
+            "warning: no --data-dir, so the signed checkpoints cannot be checked (the audit \
+             public key and checkpoint file live in the server's data directory)"
+        );
+    }
+    let checked = if public_key.is_some() || in_file.is_some() {
+        checkpoint::verify_log(
+            &rows,
+            in_database.as_ref(),
+            in_file.as_ref(),
+            public_key.as_deref(),
+        )?
+    } else {
+        checkpoint::Verified {
+            events: audit::verify(&rows)?,
+            checkpoint: None,
+        }
+    };
+    match checked.checkpoint {
+        Some((seq, after)) => eprintln!(
+            "the audit log is intact: {} events; the signed checkpoint at event {seq} holds \
+             ({after} events since)",
+            checked.events
+        ),
+        None => eprintln!(
+            "the audit log is intact: {} events (no signed checkpoint checked)",
+            checked.events
+        ),
+    }
+    Ok(())
+}
+
+async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { store } => audit_verify(store).await,
+        AuditCommand::Patient {
+            nhs_number,
+            from,
+            json,
+            html,
+            store,
+        } => {
+            let db = store.open().await?;
+            let report = access::patient_report(db.as_ref(), &nhs_number, from).await?;
+            audit::append(
+                db.as_ref(),
+                doorstep_server::store::AuditEvent {
+                    at: chrono::Utc::now(),
+                    actor: cli_change(String::new()).actor,
+                    action: "access_report".into(),
+                    patient_id: Some(report.patient_id.clone()),
+                    detail: serde_json::json!({ "from": from, "accesses": report.accesses.len() }),
+                },
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Some(path) = html {
+                std::fs::write(&path, access::to_html(&report, chrono::Utc::now()))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "wrote the report for the patient ({} accesses) to {}",
+                    report.accesses.len(),
+                    path.display()
+                );
+            } else {
+                print!("{}", access::to_text(&report));
+            }
             Ok(())
-        }),
+        }
+        AuditCommand::Checkpoint { store } => {
+            let Some(dir) = store.data_dir.clone() else {
+                bail!("give --data-dir DIR: the audit key lives in the server's data directory");
+            };
+            let db = store.open().await?;
+            let key = checkpoint::AuditKey::load_or_create(&dir)?;
+            match checkpoint::write_checkpoint(db.as_ref(), &key, chrono::Utc::now()).await? {
+                Some(cp) => eprintln!("signed the audit chain at event {}", cp.seq),
+                None => eprintln!("nothing new to sign"),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn alerts_command(command: AlertsCommand) -> anyhow::Result<()> {
+    match command {
+        AlertsCommand::List { all, json, store } => {
+            let db = store.open().await?;
+            let alerts = breakglass::alert_reports(db.as_ref(), !all).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&alerts)?);
+                return Ok(());
+            }
+            if alerts.is_empty() {
+                println!("no {}alerts", if all { "" } else { "open " });
+            }
+            for a in alerts {
+                println!(
+                    "alert {}: {} broke the glass for patient {} (NHS {}) at {}, until {}; why: {}; {} opened under it{}",
+                    a.id,
+                    a.who,
+                    a.patient_id,
+                    a.nhs_number,
+                    a.at.format("%Y-%m-%d %H:%M:%S"),
+                    a.ends_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_default(),
+                    a.why,
+                    a.opened.len(),
+                    a.acknowledged
+                        .map(|k| format!(
+                            "; acknowledged by {} at {}: {}",
+                            k.by,
+                            k.at.format("%Y-%m-%d %H:%M"),
+                            k.note
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Ack { id, note, store } => {
+            let db = store.open().await?;
+            breakglass::ack(
+                db.as_ref(),
+                id,
+                &cli_change(String::new()).actor,
+                &note,
+                chrono::Utc::now(),
+            )
+            .await?;
+            eprintln!("alert {id} acknowledged");
+            Ok(())
+        }
     }
 }
 

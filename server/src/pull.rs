@@ -207,6 +207,69 @@ pub struct PageResult {
     /// Patients sent in full on this page (for the audit log).
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Every patient whose record data this page carried (a snapshot or a changed resource),
+    /// with what gave the user access: one audit event each (`record_sent`).
+    pub carried: Vec<Carried>,
+}
+
+/// A patient a page carried record data of, and under what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    pub patient_id: String,
+    /// The ids of the user's agreements covering the patient's practice.
+    pub agreements: Vec<String>,
+    /// The reason given, when a break-glass entry brought the patient.
+    pub break_glass: Option<String>,
+    /// Changes of the page about the patient.
+    pub changes: usize,
+}
+
+/// The patients `changes` carried record data of (see [`Carried`]).
+fn carried(
+    changes: &[Change],
+    eligible: &BTreeMap<String, (PatientRow, Vec<ListEntryRow>)>,
+    scope: &UserScope,
+) -> Vec<Carried> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for change in changes {
+        let id = match change {
+            Change::PatientAdded { patient, .. } => patient.patient_id.as_str(),
+            Change::Upsert { patient_id, .. } => patient_id.as_str(),
+            _ => continue,
+        };
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(id, changes)| {
+            let (agreements, break_glass) = match eligible.get(id) {
+                Some((patient, entries)) => (
+                    scope
+                        .agreements
+                        .iter()
+                        .filter(|a| a.applies(&patient.practice_ods, &scope.role))
+                        .map(|a| a.id.clone())
+                        .collect(),
+                    entries
+                        .iter()
+                        .find(|e| e.kind == ListKind::BreakGlass)
+                        .map(|e| {
+                            e.reason
+                                .strip_prefix(lists::BREAK_GLASS_REASON_PREFIX)
+                                .unwrap_or(&e.reason)
+                                .to_string()
+                        }),
+                ),
+                None => (Vec::new(), None),
+            };
+            Carried {
+                patient_id: id.to_string(),
+                agreements,
+                break_glass,
+                changes,
+            }
+        })
+        .collect()
 }
 
 /// One page for `request`: built over one snapshot of `store`, then the membership sets the
@@ -638,6 +701,7 @@ pub async fn build_page(
         (cursor.set_hash.clone(), held_ids),
         (cursor.stale_hash.clone(), stale_ids),
     ];
+    let carried = carried(&changes, &eligible, scope);
     Ok(PullOutcome::Page(Box::new(PageResult {
         changes,
         cursor,
@@ -645,6 +709,7 @@ pub async fn build_page(
         sets,
         added,
         removed,
+        carried,
     })))
 }
 

@@ -1,6 +1,8 @@
 //! Starting and stopping the server: what `doorstep-server serve` and tests call.
 //!
-//! [`start`] also runs the feed pruning schedule ([`ServeConfig::feed_retention`]).
+//! [`start`] also runs the feed pruning schedule ([`ServeConfig::feed_retention`]) and signs
+//! a checkpoint of the audit chain's head every [`ServeConfig::checkpoint_every`] (with the
+//! node's audit key in the data directory, [`crate::checkpoint`]), and once more at shutdown.
 //!
 //! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
 //! directory), reads the federation's cursor key from the store (the first node to start
@@ -19,6 +21,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::admin::ServerSets;
 use crate::api::{self, AppState};
+use crate::checkpoint::{self, AuditKey, CheckpointError};
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
@@ -52,6 +55,8 @@ pub struct ServeConfig {
     pub feed_retention: chrono::Duration,
     /// How often the feed is pruned (and once at start).
     pub prune_every: Duration,
+    /// How often the audit chain's head is signed (when it moved).
+    pub checkpoint_every: Duration,
 }
 
 /// Default [`ServeConfig::feed_retention`].
@@ -69,6 +74,7 @@ impl ServeConfig {
             import_max_bytes: api::DEFAULT_IMPORT_MAX_BYTES,
             feed_retention: chrono::Duration::days(DEFAULT_FEED_RETENTION_DAYS),
             prune_every: Duration::from_secs(3600),
+            checkpoint_every: Duration::from_secs(60),
         }
     }
 }
@@ -94,6 +100,8 @@ pub enum StartError {
     },
     #[error("cursor key: {0}")]
     CursorKey(#[from] CursorKeyError),
+    #[error("{0}")]
+    AuditKey(#[from] CheckpointError),
 }
 
 /// A server running on a tokio task.
@@ -108,6 +116,9 @@ pub struct RunningServer {
     handle: Handle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     pruning: tokio::task::JoinHandle<()>,
+    checkpoints: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+    audit_key: Arc<AuditKey>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -123,11 +134,19 @@ impl RunningServer {
     /// Stop accepting connections, let requests in flight finish (up to 5 s), and wait.
     pub async fn shutdown(self) {
         self.pruning.abort();
+        self.checkpoints.abort();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         match self.task.await {
             Ok(Ok(())) => tracing::info!("server stopped"),
             Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
             Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+        // The last events served are signed too.
+        if let Err(e) =
+            checkpoint::write_checkpoint(self.store.as_ref(), &self.audit_key, chrono::Utc::now())
+                .await
+        {
+            tracing::warn!(error = %e, "signing the audit checkpoint at shutdown failed");
         }
     }
 
@@ -135,6 +154,7 @@ impl RunningServer {
     pub async fn wait(self) -> std::io::Result<()> {
         let served = self.task.await.map_err(std::io::Error::other);
         self.pruning.abort();
+        self.checkpoints.abort();
         served?
     }
 }
@@ -177,6 +197,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         .unwrap_or_else(|| DatabaseUrl::in_data_dir(&data_dir));
     let store: Arc<dyn Store> = store::open(&database).await?;
     let cursor_key = shared_cursor_key(store.as_ref(), &data_dir).await?;
+    let audit_key = Arc::new(AuditKey::load_or_create(&data_dir)?);
 
     let (rustls, ca_pem_path) = match &config.tls {
         TlsMode::InsecureLoopback => (None, PathBuf::new()),
@@ -225,8 +246,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         config.feed_retention,
         config.prune_every,
     ));
+    let checkpoints = tokio::spawn(checkpoint_on_schedule(
+        store.clone(),
+        audit_key.clone(),
+        config.checkpoint_every,
+    ));
     let app = api::router(AppState {
-        store,
+        store: store.clone(),
         cursor_key,
         page_bytes: config.page_bytes,
         import_max_bytes: config.import_max_bytes,
@@ -264,7 +290,25 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         handle,
         task,
         pruning,
+        checkpoints,
+        store,
+        audit_key,
     })
+}
+
+/// Signs the audit chain's head every `every` (when it moved since the last checkpoint). A
+/// failure is logged and tried again at the next turn.
+async fn checkpoint_on_schedule(store: Arc<dyn Store>, key: Arc<AuditKey>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match checkpoint::write_checkpoint(store.as_ref(), &key, chrono::Utc::now()).await {
+            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "signed an audit checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "signing an audit checkpoint failed"),
+        }
+    }
 }
 
 /// Prunes the change feed of rows older than `retention`, now and every `every`. Each node

@@ -394,6 +394,72 @@ pub struct ApiError {
     pub message: String,
 }
 
+// ---------- break-glass ----------
+
+/// Why a clinician breaks the glass (`POST /api/v1/break-glass/search` and
+/// `POST /api/v1/break-glass`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakGlassReason {
+    EmergencyTreatment,
+    PatientUnconscious,
+    PatientConsented,
+    /// With the clinician's own words in `reason_text`.
+    Other,
+}
+
+/// Find a patient who is not on the user's list: by NHS number, or by family name and date of
+/// birth (both exact). A reason is required before anything is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassSearch {
+    #[serde(default)]
+    pub nhs_number: Option<String>,
+    #[serde(default)]
+    pub family: Option<String>,
+    #[serde(default)]
+    pub birth_date: Option<NaiveDate>,
+    pub reason: BreakGlassReason,
+    #[serde(default)]
+    pub reason_text: Option<String>,
+}
+
+/// One patient a break-glass search found: enough to tell them apart, nothing of the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassMatch {
+    pub patient_id: String,
+    pub name: String,
+    pub birth_date: Option<NaiveDate>,
+    pub nhs_number: String,
+    pub practice_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassMatches {
+    pub matches: Vec<BreakGlassMatch>,
+}
+
+/// Bring `patient_id` onto the user's list for [`BREAK_GLASS_HOURS`], with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRequest {
+    pub patient_id: String,
+    pub reason: BreakGlassReason,
+    #[serde(default)]
+    pub reason_text: Option<String>,
+}
+
+/// The access granted: the patient reaches the device at its next sync and leaves it at the
+/// first sync after `ends_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassGranted {
+    pub patient_id: String,
+    pub ends_at: DateTime<Utc>,
+    /// The privacy officer's alert raised for it.
+    pub alert_id: i64,
+}
+
+/// How long a break-glass access lasts.
+pub const BREAK_GLASS_HOURS: i64 = 24;
+
 #[cfg(test)]
 mod tests {
     use super::*;

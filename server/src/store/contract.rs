@@ -15,8 +15,9 @@
 //! | [`SourceStore`]   | the credentials member practices' source systems import with    |
 //! | [`NoteStore`]     | pushed notes (stored once by client id) and their delivery state |
 //! | [`AdminStore`]    | administrators, agreement versions, loaded value sets, dissent   |
+//! | [`AlertStore`]    | break-glass accesses and the alerts they raise                  |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the nine
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the ten
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -54,7 +55,8 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
+    BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
@@ -267,6 +269,52 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<AuditRow, StoreError>;
     /// Every stored row, in seq order.
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError>;
+    /// Append `events` in order in one transaction, as [`AuditStore::append_audit_event`]
+    /// does one (a pull page's one event a patient).
+    async fn append_audit_events(
+        &self,
+        events: Vec<AuditEvent>,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError>;
+    /// The events naming `patient_id`, at or after `from` when given, in seq order (indexed).
+    async fn audit_rows_for_patient(
+        &self,
+        patient_id: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+    /// Store a signed checkpoint (append-only; one a seq: a second for the same seq is
+    /// ignored).
+    async fn put_audit_checkpoint(&self, row: AuditCheckpointRow) -> Result<(), StoreError>;
+    /// The checkpoint with the highest seq, `None` when none was written.
+    async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError>;
+}
+
+/// Break-glass accesses and the alerts they raise for the privacy officer. What may be
+/// written is decided in `crate::breakglass`.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// In one transaction: insert `write.entry` (with its list feed row), the alert, and
+    /// `seal(tip, write.audit)`. Answers the entry's and the alert's ids.
+    async fn insert_break_glass(
+        &self,
+        write: BreakGlassWrite,
+        seal: AuditSealer,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, i64), StoreError>;
+    /// Alerts, newest first; only those not yet acknowledged when `open_only`.
+    async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError>;
+    async fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError>;
+    /// Acknowledge alert `id` if it is still open, with `audit` sealed in the same
+    /// transaction. Answers false (writing nothing) when it is unknown or already acknowledged.
+    async fn ack_alert(
+        &self,
+        id: i64,
+        by: &str,
+        note: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Secrets every server node of the federation must share, kept in the database so that no
@@ -357,6 +405,11 @@ pub trait AdminStore: Send + Sync {
         &self,
         nhs_number: &str,
     ) -> Result<Option<PatientRow>, StoreError>;
+    /// The patients born on `date` (indexed), by id.
+    async fn patients_born_on(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<PatientRow>, StoreError>;
     /// In one transaction: set the user's role and append `seal(tip, audit)`. Fails with
     /// `NotFound` when there is no such user.
     async fn write_user_role(
@@ -388,6 +441,7 @@ pub trait Store:
     + SourceStore
     + NoteStore
     + AdminStore
+    + AlertStore
 {
 }
 
@@ -401,6 +455,7 @@ impl<T> Store for T where
         + SourceStore
         + NoteStore
         + AdminStore
+        + AlertStore
         + ?Sized
 {
 }

@@ -38,8 +38,8 @@ pub mod url;
 use std::sync::Arc;
 
 pub use contract::{
-    AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
-    ListStore, NoteStore, RecordStore, SourceStore, Store,
+    AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore, Store,
 };
 // Callers name rows as `store::PatientRow`; the rows module is where they live.
 pub use rows::*;

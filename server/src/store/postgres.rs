@@ -68,11 +68,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
-    AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
-    ListStore, NoteStore, RecordStore, SourceStore,
+    AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
+    BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -103,6 +104,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "0004_list_owners",
         include_str!("../../../migrations/server-postgres/0004_list_owners.sql"),
+    ),
+    (
+        5,
+        "0005_audit_access",
+        include_str!("../../../migrations/server-postgres/0005_audit_access.sql"),
     ),
 ];
 
@@ -1661,30 +1667,240 @@ impl AuditStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT seq, at, actor, action, patient_id, detail, prev_hash, hash
-                 FROM audit ORDER BY seq",
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"),
                 &[],
             )
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let seq: i64 = r.try_get(0)?;
-            let detail: String = r.try_get(5)?;
-            out.push(AuditRow {
-                seq,
-                event: AuditEvent {
-                    at: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    patient_id: r.try_get(4)?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
-                },
-                prev_hash: r.try_get(6)?,
-                hash: r.try_get(7)?,
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn append_audit_events(
+        &self,
+        events: Vec<AuditEvent>,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_audit(&tx).await?;
+        let mut tip = audit_tip(&tx).await?;
+        for event in events {
+            let row = seal(tip.as_ref(), event);
+            append_audit_row_tx(&tx, &row).await?;
+            tip = Some(AuditTip {
+                seq: row.seq,
+                hash: row.hash,
             });
         }
-        Ok(out)
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_rows_for_patient(
+        &self,
+        patient_id: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let c = self.client().await?;
+        let from = from.map(secs);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit
+                     WHERE patient_id = $1 AND ($2::timestamptz IS NULL OR at >= $2)
+                     ORDER BY seq"
+                ),
+                &[&patient_id, &from],
+            )
+            .await?;
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn put_audit_checkpoint(&self, row: AuditCheckpointRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+            &[
+                &row.seq,
+                &row.hash,
+                &secs(row.at),
+                &row.key_id,
+                &row.signature,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints
+             ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .map(|r| {
+            Ok(AuditCheckpointRow {
+                seq: r.try_get(0)?,
+                hash: r.try_get(1)?,
+                at: r.try_get(2)?,
+                key_id: r.try_get(3)?,
+                signature: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, actor, action, patient_id, detail, prev_hash, hash";
+
+fn audit_from(r: &Row) -> Result<AuditRow, StoreError> {
+    let seq: i64 = r.try_get(0)?;
+    let detail: String = r.try_get(5)?;
+    Ok(AuditRow {
+        seq,
+        event: AuditEvent {
+            at: r.try_get(1)?,
+            actor: r.try_get(2)?,
+            action: r.try_get(3)?,
+            patient_id: r.try_get(4)?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
+        },
+        prev_hash: r.try_get(6)?,
+        hash: r.try_get(7)?,
+    })
+}
+
+const ALERT_COLUMNS: &str =
+    "id, at, user_id, patient_id, reason, detail, entry_id, acked_at, acked_by, ack_note
+     FROM alerts";
+
+fn alert_from(r: &Row) -> Result<AlertRow, StoreError> {
+    let id: i64 = r.try_get(0)?;
+    let detail: String = r.try_get(5)?;
+    Ok(AlertRow {
+        id,
+        at: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        patient_id: r.try_get(3)?,
+        reason: r.try_get(4)?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("alert {id}: {e}")))?,
+        entry_id: r.try_get(6)?,
+        acked_at: r.try_get(7)?,
+        acked_by: r.try_get(8)?,
+        ack_note: r.try_get(9)?,
+    })
+}
+
+#[async_trait]
+impl AlertStore for PostgresStore {
+    async fn insert_break_glass(
+        &self,
+        write: BreakGlassWrite,
+        seal: AuditSealer,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, i64), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The feed lock first, then the audit lock (the order every transaction takes them).
+        lock_feed(&tx).await?;
+        let entry = &write.entry;
+        let entry_id: i64 = tx
+            .query_one(
+                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
+                   user_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &entry.list_id,
+                    &entry.patient_id,
+                    &entry.reason,
+                    &secs(entry.starts_at),
+                    &entry.ends_at.map(secs),
+                    &entry.user_id,
+                    &secs(now),
+                ],
+            )
+            .await?
+            .try_get(0)?;
+        append_feed(&tx, &entry.patient_id, None, FeedOp::List, now).await?;
+        let alert_id: i64 = tx
+            .query_one(
+                "INSERT INTO alerts (at, user_id, patient_id, reason, detail, entry_id)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &secs(now),
+                    &entry.user_id.clone().unwrap_or_default(),
+                    &entry.patient_id,
+                    &write.reason,
+                    &write.detail.to_string(),
+                    &entry_id,
+                ],
+            )
+            .await?
+            .try_get(0)?;
+        lock_audit(&tx).await?;
+        let mut audit = write.audit;
+        audit.detail["alert_id"] = serde_json::json!(alert_id);
+        audit.detail["entry_id"] = serde_json::json!(entry_id);
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok((entry_id, alert_id))
+    }
+
+    async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {ALERT_COLUMNS} WHERE (NOT $1 OR acked_at IS NULL) ORDER BY id DESC"),
+            &[&open_only],
+        )
+        .await?
+        .iter()
+        .map(alert_from)
+        .collect()
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {ALERT_COLUMNS} WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(alert_from)
+            .transpose()
+    }
+
+    async fn ack_alert(
+        &self,
+        id: i64,
+        by: &str,
+        note: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_audit(&tx).await?;
+        let n = tx
+            .execute(
+                "UPDATE alerts SET acked_at = $2, acked_by = $3, ack_note = $4
+                 WHERE id = $1 AND acked_at IS NULL",
+                &[&id, &secs(at), &by, &note],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
@@ -2130,6 +2346,21 @@ impl AdminStore for PostgresStore {
         .as_ref()
         .map(patient_from)
         .transpose()
+    }
+
+    async fn patients_born_on(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<PatientRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {PATIENT_COLUMNS} WHERE p.birth_date = $1 ORDER BY p.id"),
+            &[&date],
+        )
+        .await?
+        .iter()
+        .map(patient_from)
+        .collect()
     }
 
     async fn write_user_role(

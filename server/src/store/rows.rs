@@ -303,6 +303,44 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// A signed checkpoint of the audit chain's head (`crate::checkpoint` signs and checks it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditCheckpointRow {
+    pub seq: i64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+    /// Hex SHA-256 of the public key that signed it.
+    pub key_id: String,
+    /// Hex Ed25519 signature.
+    pub signature: String,
+}
+
+/// A break-glass access to write in one transaction: the list entry (on the service's
+/// break-glass list, naming the user), the alert for the privacy officer, and the audit event.
+#[derive(Debug, Clone)]
+pub struct BreakGlassWrite {
+    pub entry: ListEntryWrite,
+    pub reason: String,
+    /// What the alert says beyond the reason (JSON).
+    pub detail: serde_json::Value,
+    pub audit: AuditEvent,
+}
+
+/// A break-glass alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub user_id: String,
+    pub patient_id: String,
+    pub reason: String,
+    pub detail: serde_json::Value,
+    pub entry_id: i64,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub acked_by: Option<String>,
+    pub ack_note: Option<String>,
+}
+
 /// Where the audit chain ends: the last stored event's seq and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditTip {

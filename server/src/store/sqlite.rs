@@ -37,11 +37,12 @@ use doorstep_record::agreement::Agreement;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
-    AdminStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore, KeyStore,
-    ListStore, NoteStore, RecordStore, SourceStore,
+    AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
+    BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -86,6 +87,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "0006_list_owners",
         include_str!("../../../migrations/server-sqlite/0006_list_owners.sql"),
+    ),
+    (
+        7,
+        "0007_audit_access",
+        include_str!("../../../migrations/server-sqlite/0007_audit_access.sql"),
     ),
 ];
 
@@ -1574,40 +1580,269 @@ impl AuditStore for SqliteStore {
 
     async fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT seq, at, actor, action, patient_id, detail, prev_hash, hash
-                 FROM audit ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, at, actor, action, patient_id, detail, prev_hash, hash) = row?;
-                out.push(AuditRow {
-                    seq,
-                    event: AuditEvent {
-                        at: from_ts(at),
-                        actor,
-                        action,
-                        patient_id,
-                        detail: serde_json::from_str(&detail)
-                            .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
-                    },
-                    prev_hash,
-                    hash,
+            audit_query(
+                conn,
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"),
+                [],
+            )
+        })
+        .await
+    }
+
+    async fn append_audit_events(
+        &self,
+        events: Vec<AuditEvent>,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut tip = audit_tip(&tx)?;
+            for event in events {
+                let row = seal(tip.as_ref(), event);
+                append_audit_row_tx(&tx, &row)?;
+                tip = Some(AuditTip {
+                    seq: row.seq,
+                    hash: row.hash,
                 });
             }
-            Ok(out)
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_rows_for_patient(
+        &self,
+        patient_id: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let (patient, from) = (patient_id.to_string(), from.map(ts).unwrap_or(i64::MIN));
+        self.read(move |conn| {
+            audit_query(
+                conn,
+                &format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE patient_id = ?1 AND at >= ?2
+                     ORDER BY seq"
+                ),
+                params![patient, from],
+            )
+        })
+        .await
+    }
+
+    async fn put_audit_checkpoint(&self, row: AuditCheckpointRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (seq) DO NOTHING",
+                params![row.seq, row.hash, ts(row.at), row.key_id, row.signature],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints
+                     ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(AuditCheckpointRow {
+                            seq: r.get(0)?,
+                            hash: r.get(1)?,
+                            at: from_ts(r.get(2)?),
+                            key_id: r.get(3)?,
+                            signature: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, actor, action, patient_id, detail, prev_hash, hash";
+
+fn audit_query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, at, actor, action, patient_id, detail, prev_hash, hash) = row?;
+        out.push(AuditRow {
+            seq,
+            event: AuditEvent {
+                at: from_ts(at),
+                actor,
+                action,
+                patient_id,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| StoreError::Corrupt(format!("audit {seq}: {e}")))?,
+            },
+            prev_hash,
+            hash,
+        });
+    }
+    Ok(out)
+}
+
+const ALERT_COLUMNS: &str =
+    "id, at, user_id, patient_id, reason, detail, entry_id, acked_at, acked_by, ack_note
+     FROM alerts";
+
+fn alert_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AlertRow, String)> {
+    let acked: Option<i64> = r.get(7)?;
+    Ok((
+        AlertRow {
+            id: r.get(0)?,
+            at: from_ts(r.get(1)?),
+            user_id: r.get(2)?,
+            patient_id: r.get(3)?,
+            reason: r.get(4)?,
+            detail: serde_json::Value::Null,
+            entry_id: r.get(6)?,
+            acked_at: acked.map(from_ts),
+            acked_by: r.get(8)?,
+            ack_note: r.get(9)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+fn alerts_query(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<AlertRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, alert_from)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut alert, detail) = row?;
+        alert.detail = serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("alert {}: {e}", alert.id)))?;
+        out.push(alert);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl AlertStore for SqliteStore {
+    async fn insert_break_glass(
+        &self,
+        write: BreakGlassWrite,
+        seal: AuditSealer,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, i64), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let entry = &write.entry;
+            tx.execute(
+                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
+                   user_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.list_id,
+                    entry.patient_id,
+                    entry.reason,
+                    ts(entry.starts_at),
+                    entry.ends_at.map(ts),
+                    entry.user_id,
+                    ts(now)
+                ],
+            )?;
+            let entry_id = tx.last_insert_rowid();
+            append_feed(&tx, &entry.patient_id, None, FeedOp::List, ts(now))?;
+            tx.execute(
+                "INSERT INTO alerts (at, user_id, patient_id, reason, detail, entry_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    ts(now),
+                    entry.user_id.clone().unwrap_or_default(),
+                    entry.patient_id,
+                    write.reason,
+                    write.detail.to_string(),
+                    entry_id
+                ],
+            )?;
+            let alert_id = tx.last_insert_rowid();
+            let mut audit = write.audit;
+            audit.detail["alert_id"] = serde_json::json!(alert_id);
+            audit.detail["entry_id"] = serde_json::json!(entry_id);
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok((entry_id, alert_id))
+        })
+        .await
+    }
+
+    async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError> {
+        self.read(move |conn| {
+            alerts_query(
+                conn,
+                &format!(
+                    "SELECT {ALERT_COLUMNS} WHERE (?1 = 0 OR acked_at IS NULL) ORDER BY id DESC"
+                ),
+                [open_only as i64],
+            )
+        })
+        .await
+    }
+
+    async fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        self.read(move |conn| {
+            Ok(alerts_query(conn, &format!("SELECT {ALERT_COLUMNS} WHERE id = ?1"), [id])?.pop())
+        })
+        .await
+    }
+
+    async fn ack_alert(
+        &self,
+        id: i64,
+        by: &str,
+        note: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<bool, StoreError> {
+        let (by, note) = (by.to_string(), note.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE alerts SET acked_at = ?2, acked_by = ?3, ack_note = ?4
+                 WHERE id = ?1 AND acked_at IS NULL",
+                params![id, ts(at), by, note],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -2062,6 +2297,18 @@ impl AdminStore for SqliteStore {
                     patient_from,
                 )
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn patients_born_on(&self, date: NaiveDate) -> Result<Vec<PatientRow>, StoreError> {
+        let date = date.format("%Y-%m-%d").to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PATIENT_COLUMNS} WHERE p.birth_date = ?1 ORDER BY p.id"
+            ))?;
+            let rows = stmt.query_map([date], patient_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
