@@ -23,6 +23,14 @@ CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE OR DELETE ON audit_chec
 CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 
+-- Record and section views made on devices, stored once by the id the device made (a resend
+-- of the outbox item is a duplicate); the view itself is an audit event.
+CREATE TABLE device_views (
+    id text PRIMARY KEY,
+    device_id text NOT NULL REFERENCES devices (id),
+    received_at timestamptz NOT NULL
+);
+
 -- Break-glass alerts for the privacy officer.
 CREATE TABLE alerts (
     id bigserial PRIMARY KEY,

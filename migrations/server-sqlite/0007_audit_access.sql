@@ -27,6 +27,14 @@ BEGIN
     SELECT RAISE(ABORT, 'audit checkpoints are append-only');
 END;
 
+-- Record and section views made on devices, stored once by the id the device made (a resend
+-- of the outbox item is a duplicate); the view itself is an audit event.
+CREATE TABLE device_views (
+    id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL REFERENCES devices (id),
+    received_at INTEGER NOT NULL
+);
+
 -- Break-glass alerts for the privacy officer.
 CREATE TABLE alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -29,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "store"]),
     ("admin.rs", &["audit", "store"]),
-    ("notes.rs", &["audit", "import", "pull", "store"]),
+    ("notes.rs", &["audit", "import", "lists", "pull", "store"]),
     ("breakglass.rs", &["audit", "lists", "pull", "store"]),
     ("tls.rs", &["cursor"]),
     (

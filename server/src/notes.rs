@@ -52,8 +52,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use doorstep_protocol::{
-    AckResponse, AckStatus, FirstOutcome, ListKind, NoteBody, PUSH_KIND_NOTE, PUSH_MAX_ITEMS,
-    PushItem, PushOutcome, PushRequest, PushResponse, PushResult,
+    AckResponse, AckStatus, FirstOutcome, ListKind, NoteBody, PUSH_KIND_NOTE,
+    PUSH_KIND_RECORD_VIEW, PUSH_MAX_ITEMS, PushItem, PushOutcome, PushRequest, PushResponse,
+    PushResult, RecordViewBody,
 };
 use doorstep_record::fhir::{Resource, ResourceType};
 use doorstep_record::news2::Vitals;
@@ -276,6 +277,9 @@ impl Author<'_> {
                 reason: "id: an outbox item's id is a UUID made on the device".into(),
             });
         }
+        if item.kind == PUSH_KIND_RECORD_VIEW {
+            return self.record_view(store, item, now).await;
+        }
         let checked = match self.check(store, item).await? {
             Ok(checked) => checked,
             Err(reason) => return self.reject(store, item, reason, now).await,
@@ -312,6 +316,70 @@ impl Author<'_> {
                 self.write_back(store, &row, &checked).await?;
                 Ok(PushOutcome::Accepted { accepted_at: now })
             }
+        }
+    }
+
+    /// A record or section view made on the device: stored once by its id (a resend is a
+    /// duplicate), audited in the same transaction as `record_viewed` naming the patient, with the device's time and
+    /// whether it was offline, so it appears in the patient's access report.
+    async fn record_view(
+        &self,
+        store: &dyn Store,
+        item: &PushItem,
+        now: DateTime<Utc>,
+    ) -> Result<PushOutcome, StoreError> {
+        let body: RecordViewBody = match serde_json::from_value(item.body.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .reject(store, item, format!("body: not a record view: {e}"), now)
+                    .await;
+            }
+        };
+        if body.section.is_empty() || body.section.len() > 40 {
+            return self
+                .reject(store, item, "body.section: 1 to 40 characters".into(), now)
+                .await;
+        }
+        if store.patient(&item.patient_id).await?.is_none() {
+            return self
+                .reject(store, item, "patient_id: no such patient".into(), now)
+                .await;
+        }
+        let break_glass = self
+            .candidates
+            .get(&item.patient_id)
+            .and_then(|(_, entries)| entries.iter().find(|e| e.kind == ListKind::BreakGlass))
+            .map(|e| {
+                e.reason
+                    .strip_prefix(crate::lists::BREAK_GLASS_REASON_PREFIX)
+                    .unwrap_or(&e.reason)
+                    .to_string()
+            });
+        let event = AuditEvent {
+            at: now,
+            actor: format!("device:{}", self.device.id),
+            action: "record_viewed".into(),
+            patient_id: Some(item.patient_id.clone()),
+            detail: json!({
+                "item_id": item.id,
+                "user": self.user.username,
+                "service_id": self.user.service_id,
+                "device_id": self.device.id,
+                "section": body.section,
+                "viewed_at": body.viewed_at,
+                "offline": body.offline,
+                "break_glass": break_glass,
+            }),
+        };
+        match store
+            .append_device_view(&item.id, &self.device.id, event, audit::seal)
+            .await?
+        {
+            Some(first) => Ok(PushOutcome::Duplicate {
+                first: FirstOutcome::Accepted { accepted_at: first },
+            }),
+            None => Ok(PushOutcome::Accepted { accepted_at: now }),
         }
     }
 

@@ -17,4 +17,5 @@ pub const COMMANDS: &[&str] = &[
     "notes",
     "save_draft",
     "draft",
+    "record_viewed",
 ];

@@ -159,6 +159,19 @@ pub async fn patient_record(shell: State<'_, Shell>, patient_id: String) -> Answ
         })
 }
 
+/// The clinician opened the record (`summary`) or one of its sections: an outbox item the
+/// server audits after the next push, with this device's time and whether it was offline.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn record_viewed(
+    shell: State<'_, Shell>,
+    patient_id: String,
+    section: String,
+) -> Answer<()> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.record_viewed(&patient_id, &section)).await
+}
+
 #[tauri::command(rename_all = "snake_case")]
 pub async fn sync_now(shell: State<'_, Shell>) -> Answer<SyncStatus> {
     shell.touch();

@@ -105,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             commands::notes,
             commands::save_draft,
             commands::draft,
+            commands::record_viewed,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;
@@ -145,6 +146,7 @@ mod tests {
                 ipc::NOTES,
                 ipc::SAVE_DRAFT,
                 ipc::DRAFT,
+                ipc::RECORD_VIEWED,
             ]
         );
     }

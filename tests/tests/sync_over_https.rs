@@ -309,3 +309,105 @@ async fn five_wrong_pins_then_an_online_sign_in_keeps_the_cache_and_the_outbox()
     // The PIN alone opens it again: the count was reset.
     Device::unlock(dir.path(), PIN).expect("unlock with the PIN");
 }
+
+/// A record opened on the device while the server is out of reach is audited with the
+/// device's own time and "offline" once the device syncs again, and appears in the patient's
+/// access report (issue 10); a view made online says so too. Record views do not count as
+/// notes waiting, and leave the outbox once accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_opened_offline_is_in_the_access_report_after_the_next_sync() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let device_dir = tempfile::tempdir().unwrap();
+    let device = Device::enrol(
+        device_dir.path(),
+        demo.enrol_params(&nurse, 0, PIN, "e2e laptop"),
+    )
+    .await
+    .expect("enrol");
+    device.sync().await.expect("initial sync");
+    let rows = device.list(None, today()).unwrap();
+    let patient = rows[0].clone();
+
+    device
+        .record_viewed(&patient.patient_id, "summary")
+        .expect("an online view");
+    let report = device.sync().await.expect("the online view goes up");
+    assert_eq!(
+        report.pushed.accepted,
+        1,
+        "{:?}",
+        device.status().unwrap().last_push_error
+    );
+
+    demo.stop_server().await;
+    assert!(device.sync().await.is_err(), "the server is gone");
+    let offline_at = Utc::now();
+    device
+        .record_viewed(&patient.patient_id, "medications")
+        .expect("an offline view");
+    assert_eq!(
+        device.status().unwrap().waiting,
+        0,
+        "record views are not notes waiting"
+    );
+    assert!(matches!(
+        device.record_viewed(&patient.patient_id, "Medications; DROP"),
+        Err(ClientError::Invalid(_))
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    demo.restart_server().await;
+    let report = device.sync().await.expect("sync after signal returns");
+    assert_eq!(
+        (report.pushed.accepted, report.pushed.waiting),
+        (1, 0),
+        "the offline view goes up: {:?}",
+        device.status().unwrap().last_push_error
+    );
+    let store = demo.store().await;
+    let report = doorstep_server::access::patient_report(store.as_ref(), &patient.nhs_number, None)
+        .await
+        .expect("the access report");
+    let views: Vec<_> = report
+        .accesses
+        .iter()
+        .filter(|a| a.action == "record_viewed")
+        .collect();
+    assert_eq!(views.len(), 2, "{:#?}", report.accesses);
+    let online = views.iter().find(|a| a.what.contains("(summary)")).unwrap();
+    assert_eq!(online.offline, Some(false));
+    let offline = views
+        .iter()
+        .find(|a| a.what.contains("(medications)"))
+        .unwrap();
+    assert_eq!(offline.offline, Some(true));
+    assert!(offline.what.ends_with("offline"), "{}", offline.what);
+    assert!(
+        (offline.at - offline_at).num_seconds().abs() <= 1,
+        "the view keeps the device's time: {} vs {offline_at}",
+        offline.at
+    );
+    assert!(
+        offline.recorded_at > offline.at,
+        "and says when the server learnt of it"
+    );
+    assert_eq!(
+        offline.device_id.as_deref(),
+        Some(device.device_file().device_id.as_str())
+    );
+    assert!(offline.who.contains("Nia Evans"), "{}", offline.who);
+    // Sent once: a second sync sends nothing more.
+    device.sync().await.expect("another sync");
+    let again = doorstep_server::access::patient_report(store.as_ref(), &patient.nhs_number, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .accesses
+            .iter()
+            .filter(|a| a.action == "record_viewed")
+            .count(),
+        2
+    );
+}

@@ -52,6 +52,12 @@ struct RecordArgs<'a> {
 }
 
 #[derive(Serialize)]
+struct ViewedArgs<'a> {
+    patient_id: &'a str,
+    section: &'a str,
+}
+
+#[derive(Serialize)]
 struct WriteNoteArgs<'a> {
     patient_id: &'a str,
     note: &'a NoteForm,
@@ -107,6 +113,17 @@ impl Backend {
 
     pub async fn patient_record(&self, patient_id: &str) -> Result<PatientRecord, IpcError> {
         call(commands::PATIENT_RECORD, &RecordArgs { patient_id }).await
+    }
+
+    pub async fn record_viewed(&self, patient_id: &str, section: &str) -> Result<(), IpcError> {
+        call(
+            commands::RECORD_VIEWED,
+            &ViewedArgs {
+                patient_id,
+                section,
+            },
+        )
+        .await
     }
 
     pub async fn sync_now(&self) -> Result<SyncStatus, IpcError> {

@@ -636,6 +636,46 @@ impl Device {
         .ok_or_else(|| ClientError::Internal("the note just written is not in the outbox".into()))
     }
 
+    /// The clinician opened `section` of the patient's record (`summary` when opening the
+    /// record): an outbox item that goes up at the next push, with this device's time and
+    /// whether the server was out of reach, for the patient's access report.
+    pub fn record_viewed(&self, patient_id: &str, section: &str) -> Result<()> {
+        if section.is_empty()
+            || section.len() > 40
+            || !section.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(ClientError::Invalid(format!(
+                "A section is a lower-case name such as summary or medications, not {section:?}."
+            )));
+        }
+        let now = Utc::now();
+        let id = uuid::Uuid::new_v4().to_string();
+        self.with_conn(|c| {
+            if queries::patient_exists(c, patient_id)?.is_none() {
+                return Err(ClientError::NotFound(
+                    "This patient is not on this device's list.".into(),
+                ));
+            }
+            let offline = cache::get_meta(c, meta::SERVER_REACHABLE)?.as_deref() != Some("true");
+            let body = serde_json::to_value(doorstep_protocol::RecordViewBody {
+                section: section.to_owned(),
+                viewed_at: now,
+                offline,
+            })
+            .map_err(|e| ClientError::Internal(format!("a record view as JSON: {e}")))?;
+            outbox::add_view(
+                c,
+                outbox::NewItem {
+                    id: &id,
+                    kind: doorstep_protocol::PUSH_KIND_RECORD_VIEW,
+                    patient_id,
+                    body: &body,
+                    created_at: now,
+                },
+            )
+        })
+    }
+
     /// The notes written on this device, newest first (one patient's when given).
     pub fn notes(&self, patient_id: Option<&str>) -> Result<Vec<NoteSummary>> {
         self.with_conn(|c| outbox::notes(c, patient_id))

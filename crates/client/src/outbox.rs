@@ -1,5 +1,6 @@
-//! The outbox: what the device wrote and must send (signed notes; later record-view events),
-//! and the drafts of notes being written.
+//! The outbox: what the device wrote and must send (signed notes, and the record and section
+//! views made here, online or offline, for the patient's access report), and the drafts of
+//! notes being written.
 //!
 //! Rules:
 //! - The outbox lives in its own tables of `cache.db` (encrypted with the rest), which a
@@ -12,6 +13,8 @@
 //!   or `rejected` (with the reason, kept for its author). A resend that the server answers
 //!   `duplicate` takes the first answer.
 //! - Applying the answers of one push is one transaction.
+//! - A record view, once the server has accepted it, has nothing left to say on the device:
+//!   it is deleted in that transaction. Only notes count as "waiting" for the clinician.
 
 use chrono::{DateTime, Utc};
 use doorstep_ipc::{NoteState, NoteSummary};
@@ -52,6 +55,22 @@ pub(crate) fn add(conn: &mut Connection, item: NewItem<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Store a record view (nothing else changes: the patient's draft stays).
+pub(crate) fn add_view(conn: &Connection, item: NewItem<'_>) -> Result<()> {
+    conn.execute(
+        "INSERT INTO outbox (id, kind, patient_id, body, created_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
+        params![
+            item.id,
+            item.kind,
+            item.patient_id,
+            item.body.to_string(),
+            timestamp(item.created_at)
+        ],
+    )?;
+    Ok(())
+}
+
 /// Items not yet answered for, oldest first, at most `limit`.
 pub(crate) fn waiting(conn: &Connection, limit: usize) -> Result<Vec<PushItem>> {
     let mut stmt = conn.prepare_cached(
@@ -84,10 +103,10 @@ pub(crate) fn waiting(conn: &Connection, limit: usize) -> Result<Vec<PushItem>> 
     Ok(items)
 }
 
-/// How many items wait to be sent.
+/// How many notes wait to be sent (record views are not the clinician's to wait for).
 pub(crate) fn waiting_count(conn: &Connection) -> Result<u32> {
     Ok(conn.query_row(
-        "SELECT count(*) FROM outbox WHERE state = 'waiting'",
+        "SELECT count(*) FROM outbox WHERE state = 'waiting' AND kind = 'note'",
         [],
         |r| r.get(0),
     )?)
@@ -141,6 +160,12 @@ pub(crate) fn apply_results(conn: &mut Connection, results: &[PushResult]) -> Re
                 params![result.id, reason],
             )?,
         };
+        if accepted_at.is_some() {
+            tx.execute(
+                "DELETE FROM outbox WHERE id = ?1 AND kind = ?2 AND state = 'accepted'",
+                params![result.id, doorstep_protocol::PUSH_KIND_RECORD_VIEW],
+            )?;
+        }
         if changed > 0 {
             if accepted_at.is_some() {
                 answered.accepted += 1;

@@ -47,6 +47,9 @@ pub mod commands {
     pub const SAVE_DRAFT: &str = "save_draft";
     /// `{ patient_id: String } -> Option<String>`
     pub const DRAFT: &str = "draft";
+    /// `{ patient_id: String, section: String } -> ()` (the clinician opened the record or one
+    /// of its sections: audited on the server after the next push, offline views included)
+    pub const RECORD_VIEWED: &str = "record_viewed";
 }
 
 /// What the note composer signs.

@@ -232,6 +232,20 @@ pub const PUSH_MAX_ITEMS: usize = 100;
 
 /// Kind of a [`PushItem`] that carries a consultation note ([`NoteBody`]).
 pub const PUSH_KIND_NOTE: &str = "note";
+/// An outbox item saying the clinician opened a record, or one of its sections, on the device
+/// (body: [`RecordViewBody`]); the server audits it as `record_viewed` with the device's time.
+pub const PUSH_KIND_RECORD_VIEW: &str = "record_view";
+
+/// A record or section view made on the device, perhaps offline, sent up through the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordViewBody {
+    /// The section opened (`summary` when the record was opened).
+    pub section: String,
+    /// When, by the device's clock.
+    pub viewed_at: DateTime<Utc>,
+    /// Whether the device could not reach the server at the time.
+    pub offline: bool,
+}
 
 /// Body of `POST /api/v1/sync/push`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

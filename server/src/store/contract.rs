@@ -287,6 +287,16 @@ pub trait AuditStore: Send + Sync {
     async fn put_audit_checkpoint(&self, row: AuditCheckpointRow) -> Result<(), StoreError>;
     /// The checkpoint with the highest seq, `None` when none was written.
     async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError>;
+    /// A view made on a device, pushed as outbox item `id`: in one transaction, when no item
+    /// of that id was stored, store it and append `seal(tip, event)` and answer `None`;
+    /// else write nothing and answer when the first arrived.
+    async fn append_device_view(
+        &self,
+        id: &str,
+        device_id: &str,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// Break-glass accesses and the alerts they raise for the privacy officer. What may be

@@ -1735,6 +1735,36 @@ impl AuditStore for PostgresStore {
         Ok(())
     }
 
+    async fn append_device_view(
+        &self,
+        id: &str,
+        device_id: &str,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_audit(&tx).await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO device_views (id, device_id, received_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &device_id, &secs(event.at)],
+            )
+            .await?;
+        if inserted == 0 {
+            let first: DateTime<Utc> = tx
+                .query_one("SELECT received_at FROM device_views WHERE id = $1", &[&id])
+                .await?
+                .try_get(0)?;
+            return Ok(Some(first));
+        }
+        let row = seal(audit_tip(&tx).await?.as_ref(), event);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
     async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError> {
         let c = self.client().await?;
         c.query_opt(

@@ -1645,6 +1645,38 @@ impl AuditStore for SqliteStore {
         .await
     }
 
+    async fn append_device_view(
+        &self,
+        id: &str,
+        device_id: &str,
+        event: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let (id, device) = (id.to_string(), device_id.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let first: Option<i64> = tx
+                .query_row(
+                    "SELECT received_at FROM device_views WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(at) = first {
+                return Ok(Some(from_ts(at)));
+            }
+            tx.execute(
+                "INSERT INTO device_views (id, device_id, received_at) VALUES (?1, ?2, ?3)",
+                params![id, device, ts(event.at)],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), event);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(None)
+        })
+        .await
+    }
+
     async fn latest_audit_checkpoint(&self) -> Result<Option<AuditCheckpointRow>, StoreError> {
         self.read(|conn| {
             Ok(conn

@@ -169,6 +169,25 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
         });
     });
 
+    // Every section the clinician opens is audited (offline too, through the outbox): once
+    // per opening, not again when a sync refreshes the record on screen.
+    let logged = StoredValue::new(None::<Tab>);
+    let viewed_id = StoredValue::new(compose_for.get_value());
+    Effect::new(move |_| {
+        let t = tab.get();
+        let ready = record.with(|r| matches!(r, Load::Ready(_)));
+        if !ready || logged.get_value() == Some(t) {
+            return;
+        }
+        logged.set_value(Some(t));
+        let id = viewed_id.get_value();
+        spawn_local(async move {
+            if let Err(e) = ctx.backend.record_viewed(&id, t.key()).await {
+                ctx.note_error(&e);
+            }
+        });
+    });
+
     // Escape returns to the list from anywhere on this screen.
     let esc = window_event_listener(ev::keydown, move |e| {
         if e.key() == "Escape" && !e.default_prevented() {
