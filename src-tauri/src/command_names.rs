@@ -18,4 +18,6 @@ pub const COMMANDS: &[&str] = &[
     "save_draft",
     "draft",
     "record_viewed",
+    "break_glass_search",
+    "break_glass",
 ];

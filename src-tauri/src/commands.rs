@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use doorstep_client::{Device, DeviceFile, EnrolParams, is_enrolled};
 use doorstep_ipc::{
-    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord,
-    SyncStatus,
+    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, EnrolForm, IpcError, IpcErrorKind,
+    ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus,
 };
 use tauri::State;
 
@@ -170,6 +170,34 @@ pub async fn record_viewed(
     shell.touch();
     let device = shell.device()?;
     blocking(move || device.record_viewed(&patient_id, &section)).await
+}
+
+/// Find a patient who is not on the list, for emergency access (online only; the reason
+/// first).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn break_glass_search(
+    shell: State<'_, Shell>,
+    form: BreakGlassForm,
+) -> Answer<Vec<BreakGlassMatch>> {
+    shell.touch();
+    let device = shell.device()?;
+    Ok(device.break_glass_search(&form).await?)
+}
+
+/// Break the glass for a patient found by [`break_glass_search`]: the server raises an alert
+/// for the privacy officer, and the device syncs the record down.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn break_glass(
+    shell: State<'_, Shell>,
+    patient_id: String,
+    reason: String,
+    reason_text: Option<String>,
+) -> Answer<BreakGlassGrant> {
+    shell.touch();
+    let device = shell.device()?;
+    Ok(device
+        .break_glass(&patient_id, &reason, reason_text.as_deref())
+        .await?)
 }
 
 #[tauri::command(rename_all = "snake_case")]

@@ -106,6 +106,8 @@ fn main() -> anyhow::Result<()> {
             commands::save_draft,
             commands::draft,
             commands::record_viewed,
+            commands::break_glass_search,
+            commands::break_glass,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;
@@ -147,6 +149,8 @@ mod tests {
                 ipc::SAVE_DRAFT,
                 ipc::DRAFT,
                 ipc::RECORD_VIEWED,
+                ipc::BREAK_GLASS_SEARCH,
+                ipc::BREAK_GLASS,
             ]
         );
     }

@@ -512,6 +512,170 @@ async fn podiatrist_sees_the_withheld_notice_online_and_offline() {
     result.unwrap();
 }
 
+/// Break-glass in the real window (issue 10): the nurse cannot search before choosing a
+/// reason; with one, the NHS number of a patient who is not on her list finds exactly that
+/// patient; opening it brings the record down marked as emergency access, with when it ends;
+/// the patient's access report then lists the break-glass, the record sent and the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nurse_breaks_the_glass_for_a_patient_not_on_her_list() {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(app) = prerequisites() else {
+        return;
+    };
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let store = demo.store().await;
+    let now = chrono::Utc::now();
+    let on_list: std::collections::BTreeSet<String> = store
+        .list_entries(doorstep_server::demo::CASELOAD_LIST)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.is_active(now))
+        .map(|e| e.patient_id)
+        .collect();
+    let dn = store.agreement("riverside-dn-2026").await.unwrap().unwrap();
+    let target = store
+        .patients()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| !on_list.contains(&p.id) && !p.dissent && dn.practices.contains(&p.practice_ods))
+        .expect("a patient of a DN practice who is not on the caseload");
+
+    let app_dir = tempfile::tempdir().unwrap();
+    let driver = TauriDriver::start();
+    let client = connect(
+        &driver,
+        &app,
+        &[
+            "--data-dir",
+            app_dir.path().to_str().unwrap(),
+            "--server",
+            &demo.server.base_url,
+            "--ca",
+            demo.server.ca_pem_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let result = break_glass_steps(&client, &nurse, on_list.len(), &target).await;
+    if result.is_err() {
+        shot(&client, &artifacts_dir(), "failure-break-glass").await;
+    }
+    // Sync now pushed the record view: wait for the server to have it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report =
+            doorstep_server::access::patient_report(store.as_ref(), &target.nhs_number, None)
+                .await
+                .expect("the access report");
+        if result.is_err()
+            || report.accesses.iter().any(|a| a.action == "record_viewed")
+            || Instant::now() > deadline
+        {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = client.close().await;
+    drop(driver);
+    result.unwrap();
+    let actions: Vec<&str> = report.accesses.iter().map(|a| a.action.as_str()).collect();
+    for action in ["break_glass", "record_sent", "record_viewed"] {
+        assert!(actions.contains(&action), "{action} missing: {actions:?}");
+    }
+    let text = doorstep_server::access::to_text(&report);
+    eprintln!("{text}");
+    let artifacts = artifacts_dir();
+    std::fs::write(artifacts.join("16-access-report.txt"), &text).unwrap();
+    std::fs::write(
+        artifacts.join("16-access-report.html"),
+        doorstep_server::access::to_html(&report, chrono::Utc::now()),
+    )
+    .unwrap();
+    assert!(
+        text.contains("break-glass: patient unconscious: found collapsed"),
+        "{text}"
+    );
+}
+
+async fn break_glass_steps(
+    client: &Client,
+    user: &doorstep_e2e::DemoUser,
+    list_len: usize,
+    target: &doorstep_server::store::PatientRow,
+) -> Result<(), String> {
+    let artifacts = artifacts_dir();
+    wait_for(client, "#enrol-server").await?;
+    fill(client, "#enrol-user", &user.username).await?;
+    fill(client, "#enrol-password", &user.password).await?;
+    fill(client, "#enrol-totp", &totp_for(&user.totp_secret, 30)).await?;
+    fill(client, "#enrol-pin", PIN).await?;
+    fill(client, "#enrol-pin-confirm", PIN).await?;
+    click(client, "#enrol-submit").await?;
+    wait_for_rows(client, list_len, Duration::from_secs(90)).await?;
+
+    click(client, "#break-glass").await?;
+    wait_for(client, "#bg-reason").await?;
+    // Nothing can be searched before a reason is chosen.
+    let disabled = client
+        .execute(
+            "return document.querySelector('.bg-find').disabled;",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    if disabled != json!(true) {
+        return Err(format!("the search is open before a reason: {disabled}"));
+    }
+    shot(client, &artifacts, "14-break-glass-reason-first").await;
+    wait_for(client, "#bg-reason")
+        .await?
+        .select_by_value("patient_unconscious")
+        .await
+        .map_err(e)?;
+    fill(client, "#bg-reason-text", "found collapsed at home").await?;
+    fill(client, "#bg-nhs", &target.nhs_number).await?;
+    click(client, "#bg-search").await?;
+    let found_css = format!(".bg-match[data-patient='{}']", target.id);
+    wait_for(client, &found_css).await?;
+    let matches = client
+        .find_all(Locator::Css(".bg-match"))
+        .await
+        .map_err(e)?;
+    if matches.len() != 1 {
+        return Err(format!("{} matches for one NHS number", matches.len()));
+    }
+    client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+            vec![json!(found_css)],
+        )
+        .await
+        .map_err(e)?;
+    shot(client, &artifacts, "15-break-glass-found").await;
+    click(client, &format!("{found_css} .bg-open")).await?;
+    let banner = wait_for(client, "#break-glass-banner").await?;
+    let words = banner.text().await.map_err(e)?;
+    if !words.starts_with("EMERGENCY ACCESS (break-glass)") || !words.contains("It ends") {
+        return Err(format!(
+            "the record is not marked as emergency access: {words:?}"
+        ));
+    }
+    let nhs = wait_for(client, "#banner-nhs")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
+    if nhs.replace(' ', "") != target.nhs_number {
+        return Err(format!("the banner shows {nhs}, not the patient chosen"));
+    }
+    shot(client, &artifacts, "16-break-glass-record").await;
+    // The view goes up with the next sync.
+    click(client, "#sync-now").await?;
+    Ok(())
+}
+
 /// Imports, as the patient's practice's own system (`POST /api/v1/import`), her Patient marked
 /// confidential at source (meta.security R), with the Organization it names.
 async fn make_patient_confidential(demo: &DemoFederation, patient_id: &str) {

@@ -6,8 +6,8 @@
 //! contract with the shell lives in exactly one file on each side.
 
 use doorstep_ipc::{
-    AppState, EnrolForm, IpcError, IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord,
-    SyncStatus, commands,
+    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, EnrolForm, IpcError, IpcErrorKind,
+    ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,6 +49,18 @@ struct ListArgs<'a> {
 #[derive(Serialize)]
 struct RecordArgs<'a> {
     patient_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct BreakGlassSearchArgs<'a> {
+    form: &'a BreakGlassForm,
+}
+
+#[derive(Serialize)]
+struct BreakGlassArgs<'a> {
+    patient_id: &'a str,
+    reason: &'a str,
+    reason_text: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +133,30 @@ impl Backend {
             &ViewedArgs {
                 patient_id,
                 section,
+            },
+        )
+        .await
+    }
+
+    pub async fn break_glass_search(
+        &self,
+        form: &BreakGlassForm,
+    ) -> Result<Vec<BreakGlassMatch>, IpcError> {
+        call(commands::BREAK_GLASS_SEARCH, &BreakGlassSearchArgs { form }).await
+    }
+
+    pub async fn break_glass(
+        &self,
+        patient_id: &str,
+        reason: &str,
+        reason_text: Option<&str>,
+    ) -> Result<BreakGlassGrant, IpcError> {
+        call(
+            commands::BREAK_GLASS,
+            &BreakGlassArgs {
+                patient_id,
+                reason,
+                reason_text,
             },
         )
         .await

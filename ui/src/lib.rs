@@ -26,7 +26,9 @@ use leptos::task::spawn_local;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::Backend;
-use crate::screens::{ComposerScreen, EnrolScreen, ListScreen, RecordScreen, UnlockScreen};
+use crate::screens::{
+    BreakGlassScreen, ComposerScreen, EnrolScreen, ListScreen, RecordScreen, UnlockScreen,
+};
 use crate::sync_bar::SyncBar;
 
 /// What the main area shows.
@@ -54,13 +56,15 @@ pub enum Screen {
     Compose {
         patient_id: String,
     },
+    /// Emergency access to a patient not on the list.
+    BreakGlass,
 }
 
 impl Screen {
     pub fn is_unlocked(&self) -> bool {
         matches!(
             self,
-            Screen::List | Screen::Record { .. } | Screen::Compose { .. }
+            Screen::List | Screen::Record { .. } | Screen::Compose { .. } | Screen::BreakGlass
         )
     }
 }
@@ -311,6 +315,7 @@ fn Main() -> impl IntoView {
         Screen::Compose { patient_id } => {
             view! { <ComposerScreen patient_id=patient_id /> }.into_any()
         }
+        Screen::BreakGlass => view! { <BreakGlassScreen /> }.into_any(),
     }
 }
 

@@ -109,9 +109,10 @@ pub fn SyncBar() -> impl IntoView {
                     }
                         .into_any()
                 }
-                Screen::List | Screen::Record { .. } | Screen::Compose { .. } => {
-                    view! { <UnlockedStatus /> }.into_any()
-                }
+                Screen::List
+                | Screen::Record { .. }
+                | Screen::Compose { .. }
+                | Screen::BreakGlass => view! { <UnlockedStatus /> }.into_any(),
             }}
         </footer>
     }

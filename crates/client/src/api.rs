@@ -238,6 +238,40 @@ impl Api {
         read_json(resp).await.map(Pushed::Answered)
     }
 
+    /// `POST` a break-glass request (`path`: `/break-glass/search` or `/break-glass`). The
+    /// server's refusals (no emergency access, a wrong field, no such patient) come back as
+    /// [`ClientError::Invalid`] in the server's words; `Ok(None)`: the access token expired.
+    pub(crate) async fn break_glass<Req: serde::Serialize, Resp: DeserializeOwned>(
+        &self,
+        access_token: &str,
+        path: &str,
+        req: &Req,
+    ) -> Result<Option<Resp>> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(access_token)
+            .json(req)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return read_json(resp).await.map(Some);
+        }
+        let err = api_error(resp).await;
+        match (status, err.code.as_str()) {
+            (StatusCode::UNAUTHORIZED, "token_expired") => Ok(None),
+            (_, "emergency_access_not_allowed" | "invalid" | "not_found" | "bad_request") => {
+                Err(ClientError::Invalid(err.message))
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
+                Err(ClientError::SignInFailed(err.message))
+            }
+            _ => Err(ClientError::Server(format!("{status}: {}", err.message))),
+        }
+    }
+
     /// `GET /healthz` with a short timeout: is the server there?
     pub async fn probe(&self) -> bool {
         match self

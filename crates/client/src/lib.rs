@@ -29,6 +29,7 @@
 //! no names, NHS numbers or tokens.
 
 mod api;
+pub mod breakglass;
 mod cache;
 mod error;
 pub mod files;

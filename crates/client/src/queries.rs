@@ -307,6 +307,11 @@ pub(crate) fn record(
     let list_reason = primary_entry(&entries, today)
         .map(|e| e.reason.clone())
         .unwrap_or_default();
+    let break_glass_until = entries
+        .iter()
+        .filter(|e| e.kind == "break_glass")
+        .filter_map(|e| e.ends_at)
+        .max();
 
     // The cache matches the server as of the last completed sync, and the patient's own rows
     // as of the page that last changed them: the later of the two.
@@ -322,6 +327,7 @@ pub(crate) fn record(
         as_of,
         withheld,
         list_reason,
+        break_glass_until,
     }))
 }
 

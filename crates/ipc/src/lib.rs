@@ -50,6 +50,11 @@ pub mod commands {
     /// `{ patient_id: String, section: String } -> ()` (the clinician opened the record or one
     /// of its sections: audited on the server after the next push, offline views included)
     pub const RECORD_VIEWED: &str = "record_viewed";
+    /// `{ form: BreakGlassForm } -> Vec<BreakGlassMatch>` (online only; the reason first)
+    pub const BREAK_GLASS_SEARCH: &str = "break_glass_search";
+    /// `{ patient_id: String, reason: String, reason_text: Option<String> } -> BreakGlassGrant`
+    /// (online only: raises an alert for the privacy officer, then syncs the patient down)
+    pub const BREAK_GLASS: &str = "break_glass";
 }
 
 /// What the note composer signs.
@@ -183,6 +188,45 @@ pub struct PatientRecord {
     pub as_of: DateTime<Utc>,
     pub withheld: Vec<Withheld>,
     pub list_reason: String,
+    /// When the patient is on the device through break-glass: when that access ends (the
+    /// record is marked as emergency access until then).
+    #[serde(default)]
+    pub break_glass_until: Option<DateTime<Utc>>,
+}
+
+/// A break-glass search from the window: an NHS number, or a family name and a date of birth,
+/// and the reason first (`emergency_treatment`, `patient_unconscious`, `patient_consented`,
+/// `other` with `reason_text`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassForm {
+    #[serde(default)]
+    pub nhs_number: Option<String>,
+    #[serde(default)]
+    pub family: Option<String>,
+    /// `YYYY-MM-DD` or `DD/MM/YYYY`.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub reason_text: Option<String>,
+}
+
+/// A patient a break-glass search found (nothing of their record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassMatch {
+    pub patient_id: String,
+    pub name: String,
+    pub birth_date: Option<NaiveDate>,
+    /// `999 123 4567`.
+    pub nhs_number_display: String,
+    pub practice_name: String,
+}
+
+/// Break-glass granted: the patient is on this device (synced) until `ends_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassGrant {
+    pub patient_id: String,
+    pub ends_at: DateTime<Utc>,
 }
 
 /// The sync state shown on every screen.

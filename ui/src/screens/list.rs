@@ -368,6 +368,16 @@ pub fn ListScreen() -> impl IntoView {
             </div>
             <div class="list-body">
                 <ListState rows=rows />
+                <p class="list-break-glass">
+                    <button
+                        type="button"
+                        class="button secondary"
+                        id="break-glass"
+                        on:click=move |_| ctx.screen.set(Screen::BreakGlass)
+                    >
+                        "Emergency access: a patient not on my list"
+                    </button>
+                </p>
                 <PatientGroup title=Signal::stored("Today") id="group-today" rows=today />
                 <PatientGroup title=others_title id="group-other" rows=later />
             </div>

@@ -1,11 +1,13 @@
 //! One component per screen of DESIGN.md section 8 delivered so far.
 
+mod break_glass;
 mod composer;
 mod enrol;
 mod list;
 mod record;
 mod unlock;
 
+pub use break_glass::BreakGlassScreen;
 pub use composer::ComposerScreen;
 pub use enrol::{EnrolScreen, FieldErrors, validate_enrol};
 pub use list::ListScreen;

@@ -273,6 +273,7 @@ fn Record(record: PatientRecord, tab: RwSignal<Tab>) -> impl IntoView {
         as_of,
         withheld,
         list_reason,
+        break_glass_until,
     } = record;
     let allergies_withheld = withheld_for(Tab::Allergies, &withheld);
     let view = StoredValue::new(view);
@@ -300,6 +301,16 @@ fn Record(record: PatientRecord, tab: RwSignal<Tab>) -> impl IntoView {
         <div class="record-head">
             {view.with_value(|v| {
                 view! {
+                    {break_glass_until.map(|until| view! {
+                        <p class="break-glass-banner" id="break-glass-banner" role="alert">
+                            <strong>"EMERGENCY ACCESS (break-glass)"</strong>
+                            {format!(
+                                ": this patient is not on your list. The access is recorded and \
+                                 your privacy officer was alerted. It ends {}.",
+                                format::instant(until)
+                            )}
+                        </p>
+                    })}
                     <Banner
                         list_reason=list_reason.clone()
                         patient=v.patient.clone()
