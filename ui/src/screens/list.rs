@@ -368,6 +368,9 @@ pub fn ListScreen() -> impl IntoView {
             </div>
             <div class="list-body">
                 <ListState rows=rows />
+                <PatientGroup title=Signal::stored("Today") id="group-today" rows=today />
+                <PatientGroup title=others_title id="group-other" rows=later />
+                // After the rows, so Tab from the search box reaches the patients first.
                 <p class="list-break-glass">
                     <button
                         type="button"
@@ -378,8 +381,6 @@ pub fn ListScreen() -> impl IntoView {
                         "Emergency access: a patient not on my list"
                     </button>
                 </p>
-                <PatientGroup title=Signal::stored("Today") id="group-today" rows=today />
-                <PatientGroup title=others_title id="group-other" rows=later />
             </div>
         </section>
     }
