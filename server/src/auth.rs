@@ -11,11 +11,13 @@
 //!   again, as often as it asks (its answers were lost in dropped connections, or it stopped
 //!   before saving one), every pair issued since being revoked. Presented under another device's id, a refresh
 //!   token revokes its own device's tokens.
-//! - These rules are decided here, for every backend. The store's writes are conditional on
-//!   what was read (the failure count, the refresh token still unused) and answer `Stale`
-//!   when another request got there first; the rule is then applied again to fresh reads, so
-//!   two requests (or two server nodes) never both exchange one refresh token or lose a
-//!   failure from the count.
+//! - These rules are decided here, for every backend. A sign-in attempt is counted before its
+//!   password is checked, in one conditional write that also checks the lock
+//!   ([`Store::claim_sign_in_attempt`]), so parallel wrong guesses get no more tries than
+//!   serial ones; a right password and code reset the count. The refresh token's exchange is
+//!   conditional on the token still being unused and answers `Stale` when another request
+//!   got there first; the rule is then applied again to fresh reads, so two requests (or two
+//!   server nodes) never both exchange one refresh token.
 //! - Unknown users cost the same Argon2 work as known ones, so timing does not tell them apart.
 //! - A member practice's source system imports with its own credential: client id = the
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
@@ -42,8 +44,8 @@ use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
 use crate::store::{
-    AdminCredentialRow, AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind,
-    TokenPair, UserRow,
+    AdminCredentialRow, AuditEvent, DeviceRow, SignInClaim, SourceCredentialRow, Store, StoreError,
+    TokenKind, TokenPair, UserRow,
 };
 
 /// Lifetime of an access token.
@@ -265,15 +267,22 @@ async fn check_credentials(
         audit_sign_in(store, now, username, false, "unknown user").await?;
         return Err(AuthFailure::BadCredentials);
     };
-    if let Some(until) = user.locked_until
-        && until > now
+    // The attempt is counted before the password is looked at, in one conditional write:
+    // parallel wrong guesses each take one of the MAX_FAILURES places, none gets past a lock.
+    let last_chance = match store
+        .claim_sign_in_attempt(&user.id, now, MAX_FAILURES, now + LOCKOUT)
+        .await?
     {
-        audit_sign_in(store, now, &user.username, false, "locked out").await?;
-        return Err(AuthFailure::LockedOut(until));
-    }
+        SignInClaim::Locked(until) => {
+            audit_sign_in(store, now, &user.username, false, "locked out").await?;
+            return Err(AuthFailure::LockedOut(until));
+        }
+        SignInClaim::Counted { locked_until } => locked_until,
+    };
     let password_ok = argon2_verify(user.password_hash.clone(), password.to_owned()).await?;
     let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
     let accepted = match (password_ok && !user.disabled, step) {
+        // Resets the count (and the lock this attempt may have set).
         (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
             Ok(()) => true,
             Err(StoreError::Conflict(_)) => false,
@@ -282,9 +291,8 @@ async fn check_credentials(
         _ => false,
     };
     if !accepted {
-        let locked = count_failure(store, &user, now).await?;
         audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
-        return Err(match locked {
+        return Err(match last_chance {
             Some(until) => AuthFailure::LockedOut(until),
             None => AuthFailure::BadCredentials,
         });
@@ -335,41 +343,6 @@ pub async fn reauthenticate(
     .await?;
     tracing::info!(user = %user.username, device_id = %device.id, "signed in again on a device");
     Ok(tokens)
-}
-
-/// Count a failed sign-in of `user`; the [`MAX_FAILURES`]th in a row locks the account for
-/// [`LOCKOUT`] and starts the count again. Answers the lock time when this failure locked it.
-async fn count_failure(
-    store: &dyn Store,
-    user: &UserRow,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, AuthFailure> {
-    let mut seen = user.failed_attempts;
-    for _ in 0..RACE_ATTEMPTS {
-        let failed = seen + 1;
-        let (failures, locked) = if failed >= MAX_FAILURES {
-            (0, Some(now + LOCKOUT))
-        } else {
-            (failed, None)
-        };
-        match store
-            .set_sign_in_failures(&user.id, seen, failures, locked)
-            .await
-        {
-            Ok(()) => return Ok(locked),
-            Err(StoreError::Stale(_)) => {
-                seen = store
-                    .user_by_id(&user.id)
-                    .await?
-                    .ok_or(AuthFailure::BadCredentials)?
-                    .failed_attempts;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(AuthFailure::Internal(
-        "the failed sign-in count kept changing".into(),
-    ))
 }
 
 /// What presenting a refresh token came to.
@@ -745,7 +718,7 @@ mod tests {
                     role: "nurse".into(),
                     service_id: "dn".into(),
                     password_hash: "unused".into(),
-                    totp_secret: "unused".into(),
+                    totp_secret: new_totp_secret(),
                 },
                 Utc::now(),
             )
@@ -755,27 +728,64 @@ mod tests {
         (store, user, dir)
     }
 
+    /// Regression: the lock was checked on a read and the failure counted after the
+    /// Argon2 work, so parallel wrong guesses all got checked (20 at once, 20 guesses).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_failures_are_all_counted_and_lock_once() {
+    async fn a_raced_lockout_gives_no_more_guesses_than_serial_ones() {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
-        let tasks: Vec<_> = (0..MAX_FAILURES)
+        let tasks: Vec<_> = (0..20)
             .map(|_| {
-                let (store, user) = (Arc::clone(&store), user.clone());
-                tokio::spawn(async move { count_failure(store.as_ref(), &user, now).await })
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    check_credentials(store.as_ref(), "nurse", "guess", "000000", now).await
+                })
             })
             .collect();
-        let mut locks = 0;
+        let (mut bad, mut locked) = (0, 0);
         for task in tasks {
-            locks += usize::from(task.await.unwrap().unwrap().is_some());
+            match task.await.unwrap() {
+                Err(AuthFailure::BadCredentials) => bad += 1,
+                Err(AuthFailure::LockedOut(until)) => {
+                    assert_eq!(until.timestamp(), (now + LOCKOUT).timestamp());
+                    locked += 1
+                }
+                other => panic!("{other:?}"),
+            }
         }
-        assert_eq!(locks, 1, "the fifth failure, whichever it was, locks");
+        assert_eq!((bad, locked), (MAX_FAILURES - 1, 20 - (MAX_FAILURES - 1)));
+        let checked = store
+            .audit_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.detail["why"] == "bad credentials")
+            .count();
+        assert_eq!(
+            checked, MAX_FAILURES as usize,
+            "only five guesses were checked"
+        );
         let stored = store.user_by_id(&user.id).await.unwrap().unwrap();
         assert_eq!(stored.failed_attempts, 0);
         assert_eq!(
             stored.locked_until.map(|t| t.timestamp()),
             Some((now + LOCKOUT).timestamp())
         );
+        // After the lock the count starts again: five more guesses, not one.
+        let later = now + LOCKOUT + Duration::seconds(1);
+        for n in 1..MAX_FAILURES {
+            assert!(
+                matches!(
+                    check_credentials(store.as_ref(), "nurse", "guess", "000000", later).await,
+                    Err(AuthFailure::BadCredentials)
+                ),
+                "guess {n} after the lock"
+            );
+        }
+        assert!(matches!(
+            check_credentials(store.as_ref(), "nurse", "guess", "000000", later).await,
+            Err(AuthFailure::LockedOut(_))
+        ));
     }
 
     /// Presents `refresh` for `device` at `at`.

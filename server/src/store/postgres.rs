@@ -78,8 +78,8 @@ use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow, list_kind_as_str, list_kind_from_str,
+    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -1168,32 +1168,42 @@ impl IdentityStore for PostgresStore {
             .transpose()
     }
 
-    async fn set_sign_in_failures(
+    async fn claim_sign_in_attempt(
         &self,
         user_id: &str,
-        expected: u32,
-        failures: u32,
-        locked_until: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_until: DateTime<Utc>,
+    ) -> Result<SignInClaim, StoreError> {
         let c = self.client().await?;
-        let expected = i32::try_from(expected).unwrap_or(i32::MAX);
-        let failures = i32::try_from(failures).unwrap_or(i32::MAX);
-        // One conditional UPDATE: under READ COMMITTED the WHERE is checked again on the
-        // newest version of the row, so two nodes counting at once cannot both succeed.
-        let n = c
-            .execute(
-                "UPDATE users SET failed_attempts = $3,
-                   locked_until = COALESCE($4, locked_until)
-                 WHERE id = $1 AND failed_attempts = $2",
-                &[&user_id, &expected, &failures, &locked_until.map(secs)],
+        let max = i32::try_from(max_failures).unwrap_or(i32::MAX);
+        // One conditional UPDATE: under READ COMMITTED a concurrent attempt waits for the
+        // row lock and re-checks the WHERE on the newest row, so no two attempts read the
+        // same count and the lock cannot be passed by racing it.
+        let counted = c
+            .query_opt(
+                "UPDATE users SET
+                   failed_attempts = CASE WHEN failed_attempts + 1 >= $3 THEN 0
+                                          ELSE failed_attempts + 1 END,
+                   locked_until = CASE WHEN failed_attempts + 1 >= $3 THEN $4::timestamptz
+                                       ELSE NULL END
+                 WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
+                 RETURNING locked_until",
+                &[&user_id, &secs(now), &max, &secs(lock_until)],
             )
             .await?;
-        if n == 0 {
-            return Err(StoreError::Stale(
-                "the failed sign-in count moved, or the user is gone".into(),
-            ));
+        if let Some(row) = counted {
+            return Ok(SignInClaim::Counted {
+                locked_until: row.get::<_, Option<DateTime<Utc>>>(0),
+            });
         }
-        Ok(())
+        let locked = c
+            .query_opt("SELECT locked_until FROM users WHERE id = $1", &[&user_id])
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {user_id}")))?;
+        Ok(SignInClaim::Locked(
+            locked.get::<_, Option<DateTime<Utc>>>(0).unwrap_or(now),
+        ))
     }
 
     async fn record_sign_in_success(

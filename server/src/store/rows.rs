@@ -165,6 +165,18 @@ pub struct UserRow {
     pub disabled: bool,
 }
 
+/// What counting a sign-in attempt came to
+/// ([`super::contract::IdentityStore::claim_sign_in_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInClaim {
+    /// The attempt is counted and may be checked; `locked_until` is set when this attempt
+    /// was the last one allowed (it locked the account; a right password unlocks it again).
+    Counted { locked_until: Option<DateTime<Utc>> },
+    /// The account is locked until then: nothing was counted, the attempt is refused
+    /// unchecked.
+    Locked(DateTime<Utc>),
+}
+
 /// The credential of a member practice's source system (its imports over HTTPS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceCredentialRow {

@@ -47,8 +47,8 @@ use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow, list_kind_as_str, list_kind_from_str,
+    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 use super::url::SQLITE_FILE;
 
@@ -1017,26 +1017,43 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn set_sign_in_failures(
+    async fn claim_sign_in_attempt(
         &self,
         user_id: &str,
-        expected: u32,
-        failures: u32,
-        locked_until: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_until: DateTime<Utc>,
+    ) -> Result<SignInClaim, StoreError> {
         let id = user_id.to_string();
         self.write(move |conn| {
-            let n = conn.execute(
-                "UPDATE users SET failed_attempts = ?3, locked_until = COALESCE(?4, locked_until)
-                 WHERE id = ?1 AND failed_attempts = ?2",
-                params![id, expected, failures, locked_until.map(ts)],
-            )?;
-            if n == 0 {
-                return Err(StoreError::Stale(
-                    "the failed sign-in count moved, or the user is gone".into(),
-                ));
+            // One statement: SQLite applies it under the write lock, and the SET reads the
+            // row as it was, so the check and the count cannot be split by another attempt.
+            let counted = conn
+                .query_row(
+                    "UPDATE users SET
+                       failed_attempts = CASE WHEN failed_attempts + 1 >= ?3 THEN 0
+                                              ELSE failed_attempts + 1 END,
+                       locked_until = CASE WHEN failed_attempts + 1 >= ?3 THEN ?4 ELSE NULL END
+                     WHERE id = ?1 AND (locked_until IS NULL OR locked_until <= ?2)
+                     RETURNING locked_until",
+                    params![id, ts(now), max_failures, ts(lock_until)],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?;
+            if let Some(locked) = counted {
+                return Ok(SignInClaim::Counted {
+                    locked_until: locked.map(from_ts),
+                });
             }
-            Ok(())
+            let locked = conn
+                .query_row(
+                    "SELECT locked_until FROM users WHERE id = ?1",
+                    params![id],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            Ok(SignInClaim::Locked(locked.map(from_ts).unwrap_or(now)))
         })
         .await
     }
