@@ -31,6 +31,7 @@ use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
+use crate::limits::{Limited, SignInLimits, retry_after_secs};
 use crate::notes::{self, AckFailure, PushFailure};
 use crate::pull::{self, PullOutcome, PullRequest, user_scope};
 use crate::store::{AuditEvent, DeviceRow, Store, StoreError, UserRow};
@@ -87,13 +88,25 @@ pub struct AppState {
     /// This node's copy of the server's exclusion sets (checked against the stored
     /// value-set version at every pull).
     pub sets: Arc<ServerSets>,
+    /// This node's sign-in rate limits and Argon2 gate.
+    pub sign_in: Arc<SignInLimits>,
 }
 
 /// Build the router from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for (method, path) in ROUTES {
-        router = router.route(path, handler(method, path));
+        let mut route = handler(method, path);
+        // The password routes. A refresh carries a 256-bit token and costs one SHA-256, so
+        // it is not guessable and needs no quota (a device retrying through a cutting network
+        // must not be turned away).
+        if matches!(*path, "/api/v1/auth/enrol" | "/api/v1/auth/reauth") {
+            route = route.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                limit_by_address,
+            ));
+        }
+        router = router.route(path, route);
     }
     router
         // Fast gzip: pages are large and mostly repetitive JSON, so level 1 already shrinks
@@ -155,10 +168,31 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
+/// Counts an auth request against its source address before anything else is done with it.
+async fn limit_by_address(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    match state.sign_in.check_address(peer) {
+        Ok(()) => next.run(request).await,
+        Err(limited) => {
+            tracing::info!(peer = ?peer.map(|p| p.ip()), "sign-in rate limit: address");
+            Failure::from(limited).into_response()
+        }
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub enum Failure {
     Api(StatusCode, ApiError),
+    /// An error answer with `Retry-After` (seconds).
+    Retry(StatusCode, ApiError, u64),
     Resync(ResyncReason),
 }
 
@@ -174,6 +208,25 @@ impl Failure {
     }
 }
 
+impl From<Limited> for Failure {
+    fn from(l: Limited) -> Failure {
+        let message = l.to_string();
+        let api = |code: &str| ApiError {
+            code: code.into(),
+            message,
+        };
+        match l {
+            Limited::TooMany(wait) => Failure::Retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                api("rate_limited"),
+                retry_after_secs(wait),
+            ),
+            Limited::Busy => Failure::Retry(StatusCode::SERVICE_UNAVAILABLE, api("busy"), 1),
+            Limited::UsernameTooLong => Failure::Api(StatusCode::BAD_REQUEST, api("bad_request")),
+        }
+    }
+}
+
 impl From<AuthFailure> for Failure {
     fn from(f: AuthFailure) -> Failure {
         let message = f.to_string();
@@ -181,9 +234,15 @@ impl From<AuthFailure> for Failure {
             AuthFailure::BadCredentials => {
                 Failure::api(StatusCode::UNAUTHORIZED, "bad_credentials", message)
             }
-            AuthFailure::LockedOut(_) => {
-                Failure::api(StatusCode::TOO_MANY_REQUESTS, "locked_out", message)
-            }
+            AuthFailure::LockedOut(until) => Failure::Retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiError {
+                    code: "locked_out".into(),
+                    message,
+                },
+                (until - Utc::now()).num_seconds().max(1) as u64,
+            ),
+            AuthFailure::Limited(l) => l.into(),
             AuthFailure::Unauthorized => {
                 Failure::api(StatusCode::UNAUTHORIZED, "unauthorized", message)
             }
@@ -222,6 +281,12 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Api(status, body) => (status, Json(body)).into_response(),
+            Failure::Retry(status, body, secs) => (
+                status,
+                [(header::RETRY_AFTER, secs.to_string())],
+                Json(body),
+            )
+                .into_response(),
             Failure::Resync(reason) => {
                 let message = match reason {
                     ResyncReason::CursorExpired => {
@@ -454,7 +519,14 @@ async fn enrol(
     body: Result<Json<EnrolRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::enrol(state.store.as_ref(), &request, Utc::now()).await?;
+    state.sign_in.check_username(&request.username)?;
+    let answer = auth::enrol(
+        state.store.as_ref(),
+        state.sign_in.gate(),
+        &request,
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(answer).into_response())
 }
 
@@ -463,7 +535,14 @@ async fn reauth(
     body: Result<Json<ReauthRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::reauthenticate(state.store.as_ref(), &request, Utc::now()).await?;
+    state.sign_in.check_username(&request.username)?;
+    let answer = auth::reauthenticate(
+        state.store.as_ref(),
+        state.sign_in.gate(),
+        &request,
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(answer).into_response())
 }
 
@@ -921,6 +1000,7 @@ mod tests {
             page_bytes: DEFAULT_PAGE_BYTES,
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
+            sign_in: Arc::new(SignInLimits::new(Default::default())),
         });
         (app, dir)
     }

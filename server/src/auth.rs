@@ -43,6 +43,7 @@ use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
+use crate::limits::{self, Argon2Gate, Limited};
 use crate::store::{
     AdminCredentialRow, AuditEvent, DeviceRow, SignInClaim, SourceCredentialRow, Store, StoreError,
     TokenKind, TokenPair, UserRow,
@@ -80,6 +81,10 @@ pub enum AuthFailure {
     DeviceRevoked,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Turned away before the credentials were checked (too long a username, no place for
+    /// the password check).
+    #[error(transparent)]
+    Limited(#[from] Limited),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -117,6 +122,12 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| hash_password("decoy password").expect("hashing works"))
+}
+
+/// A TOTP secret to check an unknown user's code against.
+fn decoy_totp_secret() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(new_totp_secret)
 }
 
 /// A new random TOTP secret (160 bits), base32.
@@ -205,15 +216,27 @@ fn issue(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
     )
 }
 
-async fn argon2_verify(phc: String, password: String) -> Result<bool, AuthFailure> {
+/// Verify on the blocking pool, once the gate gives a place (else [`Limited::Busy`]).
+async fn argon2_verify(
+    gate: &Argon2Gate,
+    phc: String,
+    password: String,
+) -> Result<bool, AuthFailure> {
+    let _place = gate.enter().await?;
     tokio::task::spawn_blocking(move || verify_password(&phc, &password))
         .await
         .map_err(|e| AuthFailure::Internal(e.to_string()))
 }
 
+/// Make the decoy hash now, so the first unknown username costs what a known one does.
+pub fn warm_up() {
+    decoy_hash();
+}
+
 /// Sign in with password and TOTP, register the device, issue its first tokens.
 pub async fn enrol(
     store: &dyn Store,
+    gate: &Argon2Gate,
     request: &EnrolRequest,
     now: DateTime<Utc>,
 ) -> Result<EnrolResponse, AuthFailure> {
@@ -225,6 +248,7 @@ pub async fn enrol(
     }
     let user = check_credentials(
         store,
+        gate,
         &request.username,
         &request.password,
         &request.totp,
@@ -254,16 +278,24 @@ pub async fn enrol(
 }
 
 /// Password and TOTP of `username`, with the lockout rules: the user when both are right.
-/// An unknown user costs the same Argon2 work and gets the same answer as a wrong password.
+/// An unknown (or disabled) user costs the same Argon2 work and gets the same answer as a
+/// wrong password. A username longer than [`limits::MAX_USERNAME_CHARS`] is refused first.
 async fn check_credentials(
     store: &dyn Store,
+    gate: &Argon2Gate,
     username: &str,
     password: &str,
     totp: &str,
     now: DateTime<Utc>,
 ) -> Result<UserRow, AuthFailure> {
-    let Some(user) = store.user_by_username(username.trim()).await? else {
-        argon2_verify(decoy_hash().to_string(), password.to_owned()).await?;
+    let username = username.trim();
+    if username.chars().count() > limits::MAX_USERNAME_CHARS {
+        return Err(Limited::UsernameTooLong.into());
+    }
+    let Some(user) = store.user_by_username(username).await? else {
+        argon2_verify(gate, decoy_hash().to_string(), password.to_owned()).await?;
+        // The TOTP check a known user gets, on a decoy secret.
+        totp_step_of(decoy_totp_secret(), totp, now.timestamp().max(0) as u64)?;
         audit_sign_in(store, now, username, false, "unknown user").await?;
         return Err(AuthFailure::BadCredentials);
     };
@@ -279,7 +311,7 @@ async fn check_credentials(
         }
         SignInClaim::Counted { locked_until } => locked_until,
     };
-    let password_ok = argon2_verify(user.password_hash.clone(), password.to_owned()).await?;
+    let password_ok = argon2_verify(gate, user.password_hash.clone(), password.to_owned()).await?;
     let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
     let accepted = match (password_ok && !user.disabled, step) {
         // Resets the count (and the lock this attempt may have set).
@@ -305,11 +337,13 @@ async fn check_credentials(
 /// user may do it, and not on a revoked device.
 pub async fn reauthenticate(
     store: &dyn Store,
+    gate: &Argon2Gate,
     request: &ReauthRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
     let user = check_credentials(
         store,
+        gate,
         &request.username,
         &request.password,
         &request.totp,
@@ -433,7 +467,7 @@ async fn audit_sign_in(
     ok: bool,
     why: &str,
 ) -> Result<(), AuthFailure> {
-    tracing::warn!(user = %username, why, "sign-in refused");
+    tracing::warn!(user = %limits::loggable(username), why, "sign-in refused");
     audit::append(
         store,
         AuditEvent {
@@ -733,12 +767,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_raced_lockout_gives_no_more_guesses_than_serial_ones() {
         let (store, user, _dir) = store_with_user().await;
+        let gate = Argon2Gate::new(4, std::time::Duration::from_secs(30));
         let now = Utc::now();
         let tasks: Vec<_> = (0..20)
             .map(|_| {
-                let store = Arc::clone(&store);
+                let (store, gate) = (Arc::clone(&store), gate.clone());
                 tokio::spawn(async move {
-                    check_credentials(store.as_ref(), "nurse", "guess", "000000", now).await
+                    check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", now).await
                 })
             })
             .collect();
@@ -776,14 +811,15 @@ mod tests {
         for n in 1..MAX_FAILURES {
             assert!(
                 matches!(
-                    check_credentials(store.as_ref(), "nurse", "guess", "000000", later).await,
+                    check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", later)
+                        .await,
                     Err(AuthFailure::BadCredentials)
                 ),
                 "guess {n} after the lock"
             );
         }
         assert!(matches!(
-            check_credentials(store.as_ref(), "nurse", "guess", "000000", later).await,
+            check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", later).await,
             Err(AuthFailure::LockedOut(_))
         ));
     }

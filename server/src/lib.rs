@@ -22,6 +22,7 @@
 //!   the record as FHIR), the registered practice's inbox and its acknowledgements.
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
+//! - [`limits`]: sign-in rate limits per address and per username, and the Argon2 gate.
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
@@ -52,6 +53,7 @@ pub mod auth;
 pub mod cursor;
 pub mod demo;
 pub mod import;
+pub mod limits;
 pub mod lists;
 pub mod notes;
 pub mod pull;

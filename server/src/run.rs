@@ -20,6 +20,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::admin::ServerSets;
 use crate::api::{self, AppState};
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
+use crate::limits::{SignInLimitConfig, SignInLimits};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
 
@@ -52,6 +53,8 @@ pub struct ServeConfig {
     pub feed_retention: chrono::Duration,
     /// How often the feed is pruned (and once at start).
     pub prune_every: Duration,
+    /// Sign-in rate limits and the Argon2 gate ([`crate::limits`]).
+    pub sign_in_limits: SignInLimitConfig,
 }
 
 /// Default [`ServeConfig::feed_retention`].
@@ -69,6 +72,7 @@ impl ServeConfig {
             import_max_bytes: api::DEFAULT_IMPORT_MAX_BYTES,
             feed_retention: chrono::Duration::days(DEFAULT_FEED_RETENTION_DAYS),
             prune_every: Duration::from_secs(3600),
+            sign_in_limits: SignInLimitConfig::default(),
         }
     }
 }
@@ -231,9 +235,14 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         page_bytes: config.page_bytes,
         import_max_bytes: config.import_max_bytes,
         sets: Arc::new(ServerSets::new()),
+        sign_in: Arc::new(SignInLimits::new(config.sign_in_limits)),
     });
+    tokio::task::spawn_blocking(crate::auth::warm_up)
+        .await
+        .map_err(|e| StoreError::Backend(format!("warming up: {e}")))?;
     let handle = Handle::new();
-    let service = app.into_make_service();
+    // The peer address reaches the handlers: sign-ins are rate-limited by it.
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match rustls {
         Some(server_config) => {
             let server =

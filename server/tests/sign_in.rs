@@ -1,12 +1,16 @@
 //! Sign-in hardening over real HTTPS, on SQLite and on PostgreSQL: parallel wrong guesses
-//! get no more tries than serial ones (the lockout cannot be raced).
+//! get no more tries than serial ones (the lockout cannot be raced); too many sign-ins from
+//! one address or for one username get 429 with Retry-After; an unknown username gets the
+//! same answer, after the same work, as a wrong password.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use doorstep_protocol::{ApiError, EnrolRequest};
 use doorstep_server::demo::{self, DemoSpec, DemoUser};
+use doorstep_server::limits::{Rate, SignInLimitConfig};
 use doorstep_server::run::{RunningServer, ServeConfig, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl, Store};
 use doorstep_testkit::http::https_client;
@@ -98,6 +102,18 @@ where
     test(dir, database).await;
 }
 
+fn roomy() -> SignInLimitConfig {
+    let wide = Rate {
+        burst: 1000,
+        every: Duration::from_millis(1),
+    };
+    SignInLimitConfig {
+        per_address: wide,
+        per_username: wide,
+        ..SignInLimitConfig::default()
+    }
+}
+
 // ---------- a raced lockout ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +133,8 @@ async fn a_raced_lockout_gives_no_extra_guesses_on_postgres() {
 /// credentials", the fifth locks, the other fifteen are refused unchecked; then the right
 /// password and code are refused too, while the lock lasts.
 async fn raced_lockout(dir: &Path, database: DatabaseUrl) {
-    let fed = Arc::new(Federation::start(dir, database, |_| {}).await);
+    // Quotas wide enough that only the lockout answers.
+    let fed = Arc::new(Federation::start(dir, database, |c| c.sign_in_limits = roomy()).await);
     let nurse = fed.user("nurse.demo").clone();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -167,5 +184,104 @@ async fn raced_lockout(dir: &Path, database: DatabaseUrl) {
     assert_eq!(
         response.json::<ApiError>().await.unwrap().code,
         "locked_out"
+    );
+}
+
+// ---------- rate limits ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_sign_ins_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = DatabaseUrl::in_data_dir(dir.path());
+    let fed = Federation::start(dir.path(), database, |c| {
+        c.sign_in_limits = SignInLimitConfig {
+            per_address: Rate {
+                burst: 4,
+                every: Duration::from_secs(600),
+            },
+            per_username: Rate {
+                burst: 2,
+                every: Duration::from_secs(600),
+            },
+            ..SignInLimitConfig::default()
+        }
+    })
+    .await;
+    let limited = |response: reqwest::Response| async move {
+        let retry: u64 = response
+            .headers()
+            .get("retry-after")
+            .expect("a Retry-After header")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (retry, response.json::<ApiError>().await.unwrap().code)
+    };
+    // Per username: the third try for the nurse, however spelt, is turned away unchecked.
+    for name in ["nurse.demo", " nurse.demo "] {
+        assert_eq!(fed.enrol(name, "wrong", "000000").await.0, 401);
+    }
+    let (status, response) = fed.enrol("NURSE.DEMO", "wrong", "000000").await;
+    assert_eq!(status, 429);
+    let (retry, code) = limited(response).await;
+    assert_eq!(code, "rate_limited");
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    // Per address: the fourth request from here is still answered, the fifth is not.
+    assert_eq!(fed.enrol("gp.demo", "wrong", "000000").await.0, 401);
+    let (status, response) = fed.enrol("paramedic.demo", "wrong", "000000").await;
+    assert_eq!(status, 429);
+    assert_eq!(limited(response).await.1, "rate_limited");
+    // Only the two checked tries for the nurse counted towards the lockout.
+    let nurse = fed
+        .store
+        .user_by_username("nurse.demo")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nurse.failed_attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_gets_the_answer_and_the_work_of_a_wrong_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = DatabaseUrl::in_data_dir(dir.path());
+    let fed = Federation::start(dir.path(), database, |c| c.sign_in_limits = roomy()).await;
+    let answer = |name: &'static str| {
+        let fed = &fed;
+        async move {
+            let started = Instant::now();
+            let (status, response) = fed.enrol(name, "not the password", "123456").await;
+            let body = response.bytes().await.unwrap().to_vec();
+            (status, body, started.elapsed())
+        }
+    };
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    // Three of each, interleaved (the lockout is at five).
+    for _ in 0..3 {
+        known.push(answer("nurse.demo").await);
+        unknown.push(answer("nobody.at.all").await);
+    }
+    let (status, body, _) = &known[0];
+    assert_eq!(*status, 401);
+    for (s, b, _) in known.iter().chain(&unknown) {
+        assert_eq!((s, b), (status, body), "every refusal is the same bytes");
+    }
+    let fastest = |v: &[(u16, Vec<u8>, Duration)]| v.iter().map(|a| a.2).min().unwrap();
+    let (k, u) = (fastest(&known), fastest(&unknown));
+    // Without the decoy an unknown name is answered after one index lookup, tens of times
+    // faster than an Argon2 check; with it, the two are alike.
+    assert!(u * 3 >= k, "unknown {u:?} vs known {k:?}");
+    // A name too long to be anyone's is refused, saying why.
+    let (status, response) = fed.enrol(&"x".repeat(65), "pw", "000000").await;
+    assert_eq!(status, 400);
+    assert!(
+        response
+            .json::<ApiError>()
+            .await
+            .unwrap()
+            .message
+            .contains("at most 64 characters")
     );
 }
