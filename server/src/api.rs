@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
-use crate::auth::{self, AuthFailure};
+use crate::auth::{self, AuthFailure, TokenLifetimes};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
 use crate::limits::{Limited, SignInLimits, retry_after_secs};
@@ -90,6 +90,7 @@ pub struct AppState {
     pub sets: Arc<ServerSets>,
     /// This node's sign-in rate limits and Argon2 gate.
     pub sign_in: Arc<SignInLimits>,
+    pub token_lifetimes: TokenLifetimes,
 }
 
 /// Build the router from [`ROUTES`].
@@ -251,6 +252,9 @@ impl From<AuthFailure> for Failure {
             }
             AuthFailure::DeviceRevoked => {
                 Failure::api(StatusCode::FORBIDDEN, "device_revoked", message)
+            }
+            AuthFailure::AccountDisabled => {
+                Failure::api(StatusCode::FORBIDDEN, "account_disabled", message)
             }
             AuthFailure::BadRequest(m) => Failure::api(StatusCode::BAD_REQUEST, "bad_request", m),
             AuthFailure::Store(e) => e.into(),
@@ -523,6 +527,7 @@ async fn enrol(
     let answer = auth::enrol(
         state.store.as_ref(),
         state.sign_in.gate(),
+        &state.token_lifetimes,
         &request,
         Utc::now(),
     )
@@ -539,6 +544,7 @@ async fn reauth(
     let answer = auth::reauthenticate(
         state.store.as_ref(),
         state.sign_in.gate(),
+        &state.token_lifetimes,
         &request,
         Utc::now(),
     )
@@ -551,7 +557,13 @@ async fn refresh(
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::refresh(state.store.as_ref(), &request, Utc::now()).await?;
+    let answer = auth::refresh(
+        state.store.as_ref(),
+        &state.token_lifetimes,
+        &request,
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(answer).into_response())
 }
 
@@ -1001,6 +1013,7 @@ mod tests {
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
             sign_in: Arc::new(SignInLimits::new(Default::default())),
+            token_lifetimes: TokenLifetimes::default(),
         });
         (app, dir)
     }

@@ -4,7 +4,14 @@
 //!   clock skew either way). A code is accepted once: the step used is remembered, so a replayed
 //!   code fails. Five failures lock the account for 15 minutes.
 //! - A successful enrolment registers a device and issues an access token (15 minutes) and a
-//!   device-bound refresh token (30 days). Only SHA-256 hashes of tokens are stored.
+//!   device-bound refresh token. A refresh token unused for [`REFRESH_IDLE`] expires (the
+//!   sliding lifetime), and refreshing never carries a sign-in past [`SESSION_TTL`] (the
+//!   absolute lifetime: the stored expiry of a refresh token is its sign-in's end, handed on
+//!   at rotation). Both are [`TokenLifetimes`], set per server. Only SHA-256 hashes of tokens
+//!   are stored.
+//! - A refresh is audited; it ends the access token it replaces, and is refused for a
+//!   revoked device (`DeviceRevoked`) or a disabled user (`AccountDisabled`, as is every
+//!   bearer request of theirs).
 //! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
 //!   every token of the device (someone else holds a copy), with one exception: the same
 //!   device presenting it again within [`REFRESH_RETRY_GRACE`] of its exchange is answered
@@ -51,8 +58,29 @@ use crate::store::{
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::minutes(15);
-/// Lifetime of a refresh token.
-pub const REFRESH_TTL: Duration = Duration::days(30);
+/// How long a refresh token may go unused before it expires (the sliding lifetime).
+pub const REFRESH_IDLE: Duration = Duration::days(7);
+/// How long a sign-in lasts, however often its tokens are refreshed (the absolute lifetime):
+/// then the user signs in again with password and code.
+pub const SESSION_TTL: Duration = Duration::days(30);
+
+/// How long tokens live (defaults: [`ACCESS_TTL`], [`REFRESH_IDLE`], [`SESSION_TTL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    pub access: Duration,
+    pub refresh_idle: Duration,
+    pub session: Duration,
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        TokenLifetimes {
+            access: ACCESS_TTL,
+            refresh_idle: REFRESH_IDLE,
+            session: SESSION_TTL,
+        }
+    }
+}
 /// Failed sign-ins in a row that lock an account.
 pub const MAX_FAILURES: u32 = 5;
 /// How long a locked account stays locked.
@@ -79,6 +107,8 @@ pub enum AuthFailure {
     TokenExpired,
     #[error("this device has been revoked")]
     DeviceRevoked,
+    #[error("this account is disabled: ask the federation's administrator")]
+    AccountDisabled,
     #[error("bad request: {0}")]
     BadRequest(String),
     /// Turned away before the credentials were checked (too long a username, no place for
@@ -196,15 +226,21 @@ fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
 }
 
-/// Make a new token pair: the tokens for the device, the hashes for the store.
-fn issue(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
+/// Make a new token pair of a sign-in that ends at `session_ends`: the tokens for the
+/// device, the hashes for the store. The refresh token's stored expiry is the session's end
+/// (carried from token to token at rotation); its idle limit is counted from its issue.
+fn issue(
+    now: DateTime<Utc>,
+    lifetimes: &TokenLifetimes,
+    session_ends: DateTime<Utc>,
+) -> (TokenResponse, TokenPair) {
     let access = new_token("dsa_");
     let refresh = new_token("dsr_");
     let pair = TokenPair {
         access_hash: token_hash(&access),
-        access_expires_at: now + ACCESS_TTL,
+        access_expires_at: (now + lifetimes.access).min(session_ends),
         refresh_hash: token_hash(&refresh),
-        refresh_expires_at: now + REFRESH_TTL,
+        refresh_expires_at: session_ends,
     };
     (
         TokenResponse {
@@ -237,6 +273,7 @@ pub fn warm_up() {
 pub async fn enrol(
     store: &dyn Store,
     gate: &Argon2Gate,
+    lifetimes: &TokenLifetimes,
     request: &EnrolRequest,
     now: DateTime<Utc>,
 ) -> Result<EnrolResponse, AuthFailure> {
@@ -256,7 +293,7 @@ pub async fn enrol(
     )
     .await?;
     let device_id = store.create_device(&user.id, device_name, now).await?;
-    let (tokens, pair) = issue(now);
+    let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device_id, pair, now).await?;
     audit::append(
         store,
@@ -338,6 +375,7 @@ async fn check_credentials(
 pub async fn reauthenticate(
     store: &dyn Store,
     gate: &Argon2Gate,
+    lifetimes: &TokenLifetimes,
     request: &ReauthRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
@@ -362,7 +400,7 @@ pub async fn reauthenticate(
         return Err(AuthFailure::DeviceRevoked);
     }
     store.revoke_device_tokens(&device.id, now).await?;
-    let (tokens, pair) = issue(now);
+    let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device.id, pair, now).await?;
     audit::append(
         store,
@@ -380,28 +418,33 @@ pub async fn reauthenticate(
 }
 
 /// What presenting a refresh token came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum RotateOutcome {
     /// The old refresh token was valid; the new pair is stored.
-    Rotated,
+    Rotated(TokenResponse, UserRow),
     /// The device presented again, within [`REFRESH_RETRY_GRACE`], the refresh token it had
     /// just exchanged: the pairs issued since are revoked and the new one stored.
-    Retried,
+    Retried(TokenResponse, UserRow),
     /// No such refresh token for this device.
     Unknown,
     /// The refresh token had already been used: all the device's tokens are now revoked.
     Reused,
+    /// Unused for longer than the idle lifetime, or its sign-in's absolute lifetime is over.
     Expired,
     DeviceRevoked,
+    /// The device's user is disabled (or gone).
+    AccountDisabled,
 }
 
-/// Exchange the device's refresh token `old_hash` for `pair`, applying the rules in order:
-/// unknown token, revoked (or unknown) device, reuse (revoke the device's tokens), expiry.
+/// Exchange the device's refresh token `old_hash` for a new pair of the same sign-in,
+/// applying the rules in order: unknown token, another device's token, revoked (or unknown)
+/// device, disabled user, retry within the grace, reuse (revoke the device's tokens), expiry
+/// (idle or absolute).
 async fn rotate(
     store: &dyn Store,
+    lifetimes: &TokenLifetimes,
     device_id: &str,
     old_hash: &str,
-    pair: &TokenPair,
     now: DateTime<Utc>,
 ) -> Result<RotateOutcome, AuthFailure> {
     for _ in 0..RACE_ATTEMPTS {
@@ -417,13 +460,26 @@ async fn rotate(
             store.revoke_device_tokens(&token.device_id, now).await?;
             return Ok(RotateOutcome::Reused);
         }
-        let device_live = store
+        let Some(device) = store
             .device(device_id)
             .await?
-            .is_some_and(|d| d.revoked_at.is_none());
-        if !device_live {
+            .filter(|d| d.revoked_at.is_none())
+        else {
             return Ok(RotateOutcome::DeviceRevoked);
+        };
+        let Some(user) = store
+            .user_by_id(&device.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+        else {
+            return Ok(RotateOutcome::AccountDisabled);
+        };
+        // The sign-in's end, carried from token to token: refreshing never extends it.
+        let session_ends = token.expires_at;
+        if session_ends <= now {
+            return Ok(RotateOutcome::Expired);
         }
+        let (tokens, pair) = issue(now, lifetimes, session_ends);
         let retry = token
             .used_at
             .is_some_and(|used| now - used <= REFRESH_RETRY_GRACE);
@@ -434,22 +490,19 @@ async fn rotate(
             // pair. Any number of times within the grace (a cutting network can lose several
             // answers in a row); after it, the token is reuse.
             store.revoke_device_tokens(device_id, now).await?;
-            store.store_tokens(device_id, pair.clone(), now).await?;
-            return Ok(RotateOutcome::Retried);
+            store.store_tokens(device_id, pair, now).await?;
+            return Ok(RotateOutcome::Retried(tokens, user));
         }
         if token.used_at.is_some() || token.revoked_at.is_some() {
             // A rotated refresh token came back: someone holds a copy. Revoke the family.
             store.revoke_device_tokens(device_id, now).await?;
             return Ok(RotateOutcome::Reused);
         }
-        if token.expires_at <= now {
+        if now - token.issued_at > lifetimes.refresh_idle {
             return Ok(RotateOutcome::Expired);
         }
-        match store
-            .exchange_refresh(device_id, old_hash, pair.clone(), now)
-            .await
-        {
-            Ok(()) => return Ok(RotateOutcome::Rotated),
+        match store.exchange_refresh(device_id, old_hash, pair, now).await {
+            Ok(()) => return Ok(RotateOutcome::Rotated(tokens, user)),
             // Exchanged or revoked since it was read: decide again on what it is now.
             Err(StoreError::Stale(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -491,54 +544,56 @@ pub fn user_info(user: &UserRow) -> UserInfo {
     }
 }
 
-/// Exchange a refresh token for a new pair (rotation).
+/// Exchange a refresh token for a new pair (rotation), audited. The device's earlier access
+/// token stops working; the new pair ends with the sign-in ([`TokenLifetimes::session`]).
 pub async fn refresh(
     store: &dyn Store,
+    lifetimes: &TokenLifetimes,
     request: &RefreshRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
-    let (tokens, pair) = issue(now);
     let outcome = rotate(
         store,
+        lifetimes,
         &request.device_id,
         &token_hash(&request.refresh_token),
-        &pair,
         now,
     )
     .await?;
+    let device_event = |action: &str| AuditEvent {
+        at: now,
+        actor: format!("device:{}", request.device_id),
+        action: action.into(),
+        patient_id: None,
+        detail: serde_json::json!({}),
+    };
+    let user_event = |action: &str, user: &UserRow| AuditEvent {
+        at: now,
+        actor: format!("user:{}", user.username),
+        action: action.into(),
+        patient_id: None,
+        detail: serde_json::json!({ "device_id": request.device_id }),
+    };
     match outcome {
-        RotateOutcome::Rotated => Ok(tokens),
-        RotateOutcome::Retried => {
+        RotateOutcome::Rotated(tokens, user) => {
+            audit::append(store, user_event("refresh", &user)).await?;
+            Ok(tokens)
+        }
+        RotateOutcome::Retried(tokens, user) => {
             tracing::info!(device_id = %request.device_id, "refresh retried within the grace");
-            audit::append(
-                store,
-                AuditEvent {
-                    at: now,
-                    actor: format!("device:{}", request.device_id),
-                    action: "refresh_retried".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({}),
-                },
-            )
-            .await?;
+            audit::append(store, user_event("refresh_retried", &user)).await?;
             Ok(tokens)
         }
         RotateOutcome::DeviceRevoked => Err(AuthFailure::DeviceRevoked),
+        RotateOutcome::AccountDisabled => {
+            audit::append(store, device_event("refresh_refused_disabled")).await?;
+            Err(AuthFailure::AccountDisabled)
+        }
         RotateOutcome::Expired => Err(AuthFailure::TokenExpired),
         RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
         RotateOutcome::Reused => {
             tracing::warn!(device_id = %request.device_id, "refresh token reused: device tokens revoked");
-            audit::append(
-                store,
-                AuditEvent {
-                    at: now,
-                    actor: format!("device:{}", request.device_id),
-                    action: "refresh_reused".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({}),
-                },
-            )
-            .await?;
+            audit::append(store, device_event("refresh_reused")).await?;
             Err(AuthFailure::Unauthorized)
         }
     }
@@ -571,8 +626,10 @@ pub async fn authenticate(
     let user = store
         .user_by_id(&device.user_id)
         .await?
-        .filter(|u| !u.disabled)
         .ok_or(AuthFailure::Unauthorized)?;
+    if user.disabled {
+        return Err(AuthFailure::AccountDisabled);
+    }
     Ok((device, user))
 }
 
@@ -824,6 +881,99 @@ mod tests {
         ));
     }
 
+    /// The first pair of a sign-in at `now`, with the default lifetimes.
+    fn first_pair(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
+        issue(now, &TokenLifetimes::default(), now + SESSION_TTL)
+    }
+
+    /// A device of the nurse's with its first pair, signed in at `now`.
+    async fn signed_in(
+        store: &dyn Store,
+        user: &UserRow,
+        now: DateTime<Utc>,
+    ) -> (String, TokenResponse) {
+        let device = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let (tokens, pair) = first_pair(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        (device, tokens)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_unused_past_its_idle_life_is_expired() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, tokens) = signed_in(store.as_ref(), &user, now).await;
+        let late = now + REFRESH_IDLE + Duration::seconds(1);
+        assert!(matches!(
+            present(store.as_ref(), &device, &tokens.refresh_token, late).await,
+            Err(AuthFailure::TokenExpired)
+        ));
+        // Within it, the same token still works.
+        let in_time = now + REFRESH_IDLE - Duration::seconds(1);
+        present(store.as_ref(), &device, &tokens.refresh_token, in_time)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refreshing_never_extends_a_sign_in_past_its_absolute_life() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, mut tokens) = signed_in(store.as_ref(), &user, now).await;
+        // Refreshed every six days, inside the idle life, the sign-in still ends at 30 days.
+        let mut at = now;
+        while at + Duration::days(6) < now + SESSION_TTL {
+            at += Duration::days(6);
+            tokens = present(store.as_ref(), &device, &tokens.refresh_token, at)
+                .await
+                .unwrap();
+            assert!(tokens.access_expires_at <= now + SESSION_TTL);
+        }
+        let after = now + SESSION_TTL + Duration::seconds(1);
+        assert!(matches!(
+            present(store.as_ref(), &device, &tokens.refresh_token, after).await,
+            Err(AuthFailure::TokenExpired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_previous_access_token_stops_working_at_rotation_and_refreshes_are_audited() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, first) = signed_in(store.as_ref(), &user, now).await;
+        assert!(works(store.as_ref(), &first, now).await);
+        let next = present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
+            .unwrap();
+        assert!(works(store.as_ref(), &next, now).await);
+        assert!(
+            !works(store.as_ref(), &first, now).await,
+            "the old access token still worked after rotation"
+        );
+        let refreshes: Vec<_> = store
+            .audit_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.action == "refresh")
+            .collect();
+        assert_eq!(refreshes.len(), 1);
+        assert_eq!(refreshes[0].event.actor, "user:nurse");
+        assert_eq!(refreshes[0].event.detail["device_id"], device.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_forged_refresh_token_is_refused() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, _) = signed_in(store.as_ref(), &user, now).await;
+        let forged = new_token("dsr_");
+        assert!(matches!(
+            present(store.as_ref(), &device, &forged, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+    }
+
     /// Presents `refresh` for `device` at `at`.
     async fn present(
         store: &dyn Store,
@@ -835,7 +985,7 @@ mod tests {
             device_id: device.to_string(),
             refresh_token: refresh_token.to_string(),
         };
-        super::refresh(store, &request, at).await
+        super::refresh(store, &TokenLifetimes::default(), &request, at).await
     }
 
     async fn works(store: &dyn Store, tokens: &TokenResponse, at: DateTime<Utc>) -> bool {
@@ -847,7 +997,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let tasks: Vec<_> = (0..2)
             .map(|_| {
@@ -889,7 +1039,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let lost = present(store.as_ref(), &device, &first.refresh_token, now)
             .await
@@ -928,7 +1078,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let mut answers = vec![
             present(store.as_ref(), &device, &first.refresh_token, now)
@@ -962,7 +1112,7 @@ mod tests {
         // The device goes on normally with its last answer when it got it: here it did not,
         // so it must sign in again; a device that kept its answer refreshes as usual.
         let device = store.create_device(&user.id, "tablet", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let kept = present(store.as_ref(), &device, &first.refresh_token, now)
             .await
@@ -979,7 +1129,7 @@ mod tests {
         let now = Utc::now();
         let owner = store.create_device(&user.id, "laptop", now).await.unwrap();
         let other = store.create_device(&user.id, "stolen?", now).await.unwrap();
-        let (tokens, pair) = issue(now);
+        let (tokens, pair) = first_pair(now);
         store.store_tokens(&owner, pair, now).await.unwrap();
         assert!(matches!(
             present(store.as_ref(), &other, &tokens.refresh_token, now).await,
@@ -1027,8 +1177,8 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_hashed() {
-        let (a, pair) = issue(Utc::now());
-        let (b, _) = issue(Utc::now());
+        let (a, pair) = first_pair(Utc::now());
+        let (b, _) = first_pair(Utc::now());
         assert_ne!(a.access_token, b.access_token);
         assert_eq!(pair.access_hash, token_hash(&a.access_token));
         assert_ne!(pair.access_hash, a.access_token);

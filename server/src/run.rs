@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub prune_every: Duration,
     /// Sign-in rate limits and the Argon2 gate ([`crate::limits`]).
     pub sign_in_limits: SignInLimitConfig,
+    /// How long access tokens, idle refresh tokens and sign-ins last.
+    pub token_lifetimes: crate::auth::TokenLifetimes,
 }
 
 /// Default [`ServeConfig::feed_retention`].
@@ -73,6 +75,7 @@ impl ServeConfig {
             feed_retention: chrono::Duration::days(DEFAULT_FEED_RETENTION_DAYS),
             prune_every: Duration::from_secs(3600),
             sign_in_limits: SignInLimitConfig::default(),
+            token_lifetimes: crate::auth::TokenLifetimes::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         import_max_bytes: config.import_max_bytes,
         sets: Arc::new(ServerSets::new()),
         sign_in: Arc::new(SignInLimits::new(config.sign_in_limits)),
+        token_lifetimes: config.token_lifetimes,
     });
     tokio::task::spawn_blocking(crate::auth::warm_up)
         .await

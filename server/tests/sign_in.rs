@@ -1,14 +1,15 @@
 //! Sign-in hardening over real HTTPS, on SQLite and on PostgreSQL: parallel wrong guesses
 //! get no more tries than serial ones (the lockout cannot be raced); too many sign-ins from
 //! one address or for one username get 429 with Retry-After; an unknown username gets the
-//! same answer, after the same work, as a wrong password.
+//! same answer, after the same work, as a wrong password; forged, expired, replayed and
+//! revoked tokens are refused, and a refresh ends the access token it replaces.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use doorstep_protocol::{ApiError, EnrolRequest};
+use doorstep_protocol::{ApiError, EnrolRequest, EnrolResponse, RefreshRequest, TokenResponse};
 use doorstep_server::demo::{self, DemoSpec, DemoUser};
 use doorstep_server::limits::{Rate, SignInLimitConfig};
 use doorstep_server::run::{RunningServer, ServeConfig, TlsMode, start};
@@ -284,4 +285,152 @@ async fn an_unknown_user_gets_the_answer_and_the_work_of_a_wrong_password() {
             .message
             .contains("at most 64 characters")
     );
+}
+
+// ---------- tokens ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_replayed_and_revoked_tokens_are_refused_on_sqlite() {
+    on_sqlite(|dir, db| async move { tokens_refused(dir.path(), db).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_replayed_and_revoked_tokens_are_refused_on_postgres() {
+    on_postgres("tokens on PostgreSQL", |dir, db| async move {
+        tokens_refused(dir.path(), db).await
+    })
+    .await;
+}
+
+impl Federation {
+    async fn enrolled(&self, name: &str, offset_secs: u64) -> EnrolResponse {
+        let user = self.user(name).clone();
+        let (status, response) = self
+            .enrol(
+                &user.username,
+                &user.password,
+                &doorstep_testkit::totp_code(&user.totp_secret, offset_secs),
+            )
+            .await;
+        assert_eq!(status, 200);
+        response.json().await.unwrap()
+    }
+
+    async fn refresh(&self, device_id: &str, refresh_token: &str) -> (u16, reqwest::Response) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/auth/refresh", self.server.base_url))
+            .json(&RefreshRequest {
+                device_id: device_id.to_owned(),
+                refresh_token: refresh_token.to_owned(),
+            })
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response)
+    }
+
+    /// The status and error code of a pull with `access_token`.
+    async fn pull_status(&self, access_token: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/sync/pull", self.server.base_url))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let code = if status == 200 {
+            String::new()
+        } else {
+            response.json::<ApiError>().await.unwrap().code
+        };
+        (status, code)
+    }
+}
+
+async fn code_of(response: reqwest::Response) -> String {
+    response.json::<ApiError>().await.unwrap().code
+}
+
+async fn tokens_refused(dir: &Path, database: DatabaseUrl) {
+    let fed = Federation::start(dir, database, |c| {
+        // A refresh token unused for 2 s expires: the idle life, made short to test it.
+        c.token_lifetimes.refresh_idle = chrono::Duration::seconds(2);
+    })
+    .await;
+    let enrolled = fed.enrolled("nurse.demo", 0).await;
+    let device = enrolled.device_id.clone();
+    assert_eq!(fed.pull_status(&enrolled.tokens.access_token).await.0, 200);
+
+    // Forged: a well-formed token nobody issued, as a refresh and as an access token.
+    let forged = format!("dsr_{}", "A".repeat(43));
+    let (status, response) = fed.refresh(&device, &forged).await;
+    assert_eq!(
+        (status, code_of(response).await.as_str()),
+        (401, "unauthorized")
+    );
+    assert_eq!(
+        fed.pull_status(&format!("dsa_{}", "A".repeat(43))).await,
+        (401, "unauthorized".to_string())
+    );
+
+    // Rotation: the new pair works, the access token it replaces does not.
+    let (status, response) = fed.refresh(&device, &enrolled.tokens.refresh_token).await;
+    assert_eq!(status, 200);
+    let rotated: TokenResponse = response.json().await.unwrap();
+    assert_eq!(fed.pull_status(&rotated.access_token).await.0, 200);
+    assert_eq!(fed.pull_status(&enrolled.tokens.access_token).await.0, 401);
+
+    // Replayed under another device's id: refused, and the owner's tokens are revoked.
+    let other = fed.enrolled("nurse.demo", 30).await;
+    let (status, _) = fed.refresh(&other.device_id, &rotated.refresh_token).await;
+    assert_eq!(status, 401);
+    assert_eq!(fed.pull_status(&rotated.access_token).await.0, 401);
+    let (status, _) = fed.refresh(&device, &rotated.refresh_token).await;
+    assert_eq!(
+        status, 401,
+        "a refresh token revoked as loose stays refused"
+    );
+
+    // Expired: unused past the idle life.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, response) = fed
+        .refresh(&other.device_id, &other.tokens.refresh_token)
+        .await;
+    assert_eq!(
+        (status, code_of(response).await.as_str()),
+        (401, "token_expired")
+    );
+
+    // Revoked device: 403 device_revoked, for its refresh and its access token alike.
+    let third = fed.enrolled("gp.demo", 0).await;
+    fed.store
+        .revoke_device(&third.device_id, Utc::now())
+        .await
+        .unwrap();
+    let (status, response) = fed
+        .refresh(&third.device_id, &third.tokens.refresh_token)
+        .await;
+    assert_eq!(
+        (status, code_of(response).await.as_str()),
+        (403, "device_revoked")
+    );
+    assert_eq!(
+        fed.pull_status(&third.tokens.access_token).await,
+        (403, "device_revoked".to_string())
+    );
+
+    // Every successful refresh is audited, with its user and device.
+    let refreshes: Vec<_> = fed
+        .store
+        .audit_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "refresh")
+        .collect();
+    assert_eq!(refreshes.len(), 1);
+    assert_eq!(refreshes[0].event.actor, "user:nurse.demo");
+    assert_eq!(refreshes[0].event.detail["device_id"], device.as_str());
 }

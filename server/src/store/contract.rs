@@ -142,7 +142,8 @@ pub trait IdentityStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
-    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, store
+    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, revoke
+    /// the device's earlier access tokens (the one it held stops working at rotation), store
     /// `pair`, and note the device was seen. When that token is no longer unused and
     /// unrevoked (exchanged or revoked since it was read), write nothing and answer
     /// [`StoreError::Stale`].

@@ -1303,7 +1303,7 @@ impl IdentityStore for PostgresStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
-                "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                "SELECT hash, device_id, kind, issued_at, expires_at, used_at, revoked_at
                  FROM tokens WHERE hash = $1",
             )
             .await?;
@@ -1314,9 +1314,10 @@ impl IdentityStore for PostgresStore {
                     hash: r.try_get(0)?,
                     device_id: r.try_get(1)?,
                     kind: token_kind(r.try_get(2)?),
-                    expires_at: r.try_get(3)?,
-                    used_at: r.try_get(4)?,
-                    revoked_at: r.try_get(5)?,
+                    issued_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    used_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
                 })
             })
             .transpose()
@@ -1346,6 +1347,12 @@ impl IdentityStore for PostgresStore {
                 "the refresh token was exchanged or revoked since it was read".into(),
             ));
         }
+        tx.execute(
+            "UPDATE tokens SET revoked_at = $2
+             WHERE device_id = $1 AND kind = 'access' AND revoked_at IS NULL",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
         insert_pair(&tx, device_id, &pair, now).await?;
         tx.execute(
             "UPDATE devices SET last_seen_at = $2 WHERE id = $1",

@@ -217,6 +217,7 @@ pub struct TokenRow {
     pub hash: String,
     pub device_id: String,
     pub kind: TokenKind,
+    pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,

@@ -1161,37 +1161,28 @@ impl IdentityStore for SqliteStore {
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let hash = hash.to_string();
         self.read(move |conn| {
-            let row: Option<(String, String, String, i64, Option<i64>, Option<i64>)> = conn
+            Ok(conn
                 .query_row(
-                    "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                    "SELECT hash, device_id, kind, issued_at, expires_at, used_at, revoked_at
                      FROM tokens WHERE hash = ?1",
                     [hash],
                     |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
+                        Ok(TokenRow {
+                            hash: r.get(0)?,
+                            device_id: r.get(1)?,
+                            kind: if r.get::<_, String>(2)? == "refresh" {
+                                TokenKind::Refresh
+                            } else {
+                                TokenKind::Access
+                            },
+                            issued_at: from_ts(r.get(3)?),
+                            expires_at: from_ts(r.get(4)?),
+                            used_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
+                            revoked_at: r.get::<_, Option<i64>>(6)?.map(from_ts),
+                        })
                     },
                 )
-                .optional()?;
-            Ok(
-                row.map(|(hash, device_id, kind, expires, used, revoked)| TokenRow {
-                    hash,
-                    device_id,
-                    kind: if kind == "refresh" {
-                        TokenKind::Refresh
-                    } else {
-                        TokenKind::Access
-                    },
-                    expires_at: from_ts(expires),
-                    used_at: used.map(from_ts),
-                    revoked_at: revoked.map(from_ts),
-                }),
-            )
+                .optional()?)
         })
         .await
     }
@@ -1217,6 +1208,11 @@ impl IdentityStore for SqliteStore {
                     "the refresh token was exchanged or revoked since it was read".into(),
                 ));
             }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2
+                 WHERE device_id = ?1 AND kind = 'access' AND revoked_at IS NULL",
+                params![device, ts(now)],
+            )?;
             insert_pair(&tx, &device, &pair, now)?;
             tx.execute(
                 "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
