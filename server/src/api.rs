@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
-use crate::auth::{self, AuthFailure, TokenLifetimes};
+use crate::auth::{self, AuthFailure};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
 use crate::limits::{Limited, SignInLimits, retry_after_secs};
@@ -88,9 +88,10 @@ pub struct AppState {
     /// This node's copy of the server's exclusion sets (checked against the stored
     /// value-set version at every pull).
     pub sets: Arc<ServerSets>,
-    /// This node's sign-in rate limits and Argon2 gate.
-    pub sign_in: Arc<SignInLimits>,
-    pub token_lifetimes: TokenLifetimes,
+    /// This node's sign-in rate limits.
+    pub limits: Arc<SignInLimits>,
+    /// What sign-ins are checked with (Argon2 gate, token lifetimes, TOTP key).
+    pub sign_in: Arc<auth::SignIn>,
 }
 
 /// Build the router from [`ROUTES`].
@@ -179,7 +180,7 @@ async fn limit_by_address(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    match state.sign_in.check_address(peer) {
+    match state.limits.check_address(peer) {
         Ok(()) => next.run(request).await,
         Err(limited) => {
             tracing::info!(peer = ?peer.map(|p| p.ip()), "sign-in rate limit: address");
@@ -523,15 +524,8 @@ async fn enrol(
     body: Result<Json<EnrolRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    state.sign_in.check_username(&request.username)?;
-    let answer = auth::enrol(
-        state.store.as_ref(),
-        state.sign_in.gate(),
-        &state.token_lifetimes,
-        &request,
-        Utc::now(),
-    )
-    .await?;
+    state.limits.check_username(&request.username)?;
+    let answer = auth::enrol(state.store.as_ref(), &state.sign_in, &request, Utc::now()).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -540,15 +534,9 @@ async fn reauth(
     body: Result<Json<ReauthRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    state.sign_in.check_username(&request.username)?;
-    let answer = auth::reauthenticate(
-        state.store.as_ref(),
-        state.sign_in.gate(),
-        &state.token_lifetimes,
-        &request,
-        Utc::now(),
-    )
-    .await?;
+    state.limits.check_username(&request.username)?;
+    let answer =
+        auth::reauthenticate(state.store.as_ref(), &state.sign_in, &request, Utc::now()).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -559,7 +547,7 @@ async fn refresh(
     let request = json_body(body)?;
     let answer = auth::refresh(
         state.store.as_ref(),
-        &state.token_lifetimes,
+        &state.sign_in.lifetimes,
         &request,
         Utc::now(),
     )
@@ -1012,8 +1000,12 @@ mod tests {
             page_bytes: DEFAULT_PAGE_BYTES,
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
-            sign_in: Arc::new(SignInLimits::new(Default::default())),
-            token_lifetimes: TokenLifetimes::default(),
+            limits: Arc::new(SignInLimits::new(Default::default())),
+            sign_in: Arc::new(auth::SignIn {
+                gate: crate::limits::Argon2Gate::of(&Default::default()),
+                lifetimes: Default::default(),
+                totp_key: Arc::new(crate::totp_key::TotpKey::from_bytes([2; 32], "test".into())),
+            }),
         });
         (app, dir)
     }

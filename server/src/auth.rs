@@ -36,7 +36,7 @@
 //!   tells an administrator from a valid credential of another kind (refused with 403 by the
 //!   API) and from no or a wrong credential (401).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -55,6 +55,7 @@ use crate::store::{
     AdminCredentialRow, AuditEvent, DeviceRow, SignInClaim, SourceCredentialRow, Store, StoreError,
     TokenKind, TokenPair, UserRow,
 };
+use crate::totp_key::TotpKey;
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::minutes(15);
@@ -70,6 +71,15 @@ pub struct TokenLifetimes {
     pub access: Duration,
     pub refresh_idle: Duration,
     pub session: Duration,
+}
+
+/// What a server checks sign-ins with: its Argon2 gate, its token lifetimes and the key its
+/// users' TOTP secrets are sealed under.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    pub gate: Argon2Gate,
+    pub lifetimes: TokenLifetimes,
+    pub totp_key: Arc<TotpKey>,
 }
 
 impl Default for TokenLifetimes {
@@ -272,8 +282,7 @@ pub fn warm_up() {
 /// Sign in with password and TOTP, register the device, issue its first tokens.
 pub async fn enrol(
     store: &dyn Store,
-    gate: &Argon2Gate,
-    lifetimes: &TokenLifetimes,
+    sign_in: &SignIn,
     request: &EnrolRequest,
     now: DateTime<Utc>,
 ) -> Result<EnrolResponse, AuthFailure> {
@@ -285,7 +294,7 @@ pub async fn enrol(
     }
     let user = check_credentials(
         store,
-        gate,
+        sign_in,
         &request.username,
         &request.password,
         &request.totp,
@@ -293,6 +302,7 @@ pub async fn enrol(
     )
     .await?;
     let device_id = store.create_device(&user.id, device_name, now).await?;
+    let lifetimes = &sign_in.lifetimes;
     let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device_id, pair, now).await?;
     audit::append(
@@ -319,7 +329,7 @@ pub async fn enrol(
 /// wrong password. A username longer than [`limits::MAX_USERNAME_CHARS`] is refused first.
 async fn check_credentials(
     store: &dyn Store,
-    gate: &Argon2Gate,
+    sign_in: &SignIn,
     username: &str,
     password: &str,
     totp: &str,
@@ -330,7 +340,7 @@ async fn check_credentials(
         return Err(Limited::UsernameTooLong.into());
     }
     let Some(user) = store.user_by_username(username).await? else {
-        argon2_verify(gate, decoy_hash().to_string(), password.to_owned()).await?;
+        argon2_verify(&sign_in.gate, decoy_hash().to_string(), password.to_owned()).await?;
         // The TOTP check a known user gets, on a decoy secret.
         totp_step_of(decoy_totp_secret(), totp, now.timestamp().max(0) as u64)?;
         audit_sign_in(store, now, username, false, "unknown user").await?;
@@ -348,8 +358,17 @@ async fn check_credentials(
         }
         SignInClaim::Counted { locked_until } => locked_until,
     };
-    let password_ok = argon2_verify(gate, user.password_hash.clone(), password.to_owned()).await?;
-    let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
+    let password_ok = argon2_verify(
+        &sign_in.gate,
+        user.password_hash.clone(),
+        password.to_owned(),
+    )
+    .await?;
+    let secret = sign_in
+        .totp_key
+        .open(&user.username, &user.totp_secret)
+        .map_err(|e| AuthFailure::Internal(format!("user {}: {e}", user.id)))?;
+    let step = totp_step_of(&secret, totp, now.timestamp().max(0) as u64)?;
     let accepted = match (password_ok && !user.disabled, step) {
         // Resets the count (and the lock this attempt may have set).
         (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
@@ -374,14 +393,13 @@ async fn check_credentials(
 /// user may do it, and not on a revoked device.
 pub async fn reauthenticate(
     store: &dyn Store,
-    gate: &Argon2Gate,
-    lifetimes: &TokenLifetimes,
+    sign_in: &SignIn,
     request: &ReauthRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
     let user = check_credentials(
         store,
-        gate,
+        sign_in,
         &request.username,
         &request.password,
         &request.totp,
@@ -400,6 +418,7 @@ pub async fn reauthenticate(
         return Err(AuthFailure::DeviceRevoked);
     }
     store.revoke_device_tokens(&device.id, now).await?;
+    let lifetimes = &sign_in.lifetimes;
     let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device.id, pair, now).await?;
     audit::append(
@@ -784,9 +803,15 @@ pub async fn authenticate_admin(
 mod tests {
     use super::*;
 
-    use std::sync::Arc;
-
     use crate::store::{self, DatabaseUrl, NewUser, ServiceRow};
+
+    fn test_sign_in() -> SignIn {
+        SignIn {
+            gate: Argon2Gate::new(4, std::time::Duration::from_secs(30)),
+            lifetimes: TokenLifetimes::default(),
+            totp_key: Arc::new(TotpKey::from_bytes([3; 32], "test".into())),
+        }
+    }
 
     /// A store with one user (and one device of theirs when asked).
     async fn store_with_user() -> (Arc<dyn Store>, UserRow, tempfile::TempDir) {
@@ -809,7 +834,7 @@ mod tests {
                     role: "nurse".into(),
                     service_id: "dn".into(),
                     password_hash: "unused".into(),
-                    totp_secret: new_totp_secret(),
+                    totp_secret: test_sign_in().totp_key.seal("nurse", &new_totp_secret()),
                 },
                 Utc::now(),
             )
@@ -824,7 +849,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_raced_lockout_gives_no_more_guesses_than_serial_ones() {
         let (store, user, _dir) = store_with_user().await;
-        let gate = Argon2Gate::new(4, std::time::Duration::from_secs(30));
+        let gate = test_sign_in();
         let now = Utc::now();
         let tasks: Vec<_> = (0..20)
             .map(|_| {

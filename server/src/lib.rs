@@ -23,6 +23,7 @@
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
 //! - [`limits`]: sign-in rate limits per address and per username, and the Argon2 gate.
+//! - [`totp_key`]: the key TOTP secrets are sealed under (a file, never in the database).
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
@@ -60,6 +61,7 @@ pub mod pull;
 pub mod run;
 pub mod store;
 pub mod tls;
+pub mod totp_key;
 
 #[cfg(test)]
 mod convergence_tests;

@@ -105,11 +105,10 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// This node's sign-in limiters and Argon2 gate (one per server, in the API's state).
+/// This node's sign-in limiters (one per server, in the API's state).
 pub struct SignInLimits {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_username: DefaultKeyedRateLimiter<String>,
-    gate: Argon2Gate,
     clock: DefaultClock,
 }
 
@@ -124,7 +123,6 @@ impl SignInLimits {
         SignInLimits {
             by_address: RateLimiter::keyed(config.per_address.quota()),
             by_username: RateLimiter::keyed(config.per_username.quota()),
-            gate: Argon2Gate::new(config.argon2_parallel, config.argon2_wait),
             clock: DefaultClock::default(),
         }
     }
@@ -143,11 +141,6 @@ impl SignInLimits {
             return Err(Limited::UsernameTooLong);
         }
         self.check(&self.by_username, name.to_lowercase())
-    }
-
-    /// The gate the password checks pass through.
-    pub fn gate(&self) -> &Argon2Gate {
-        &self.gate
     }
 
     fn check<K>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: K) -> Result<(), Limited>
@@ -171,6 +164,12 @@ pub struct Argon2Gate {
 }
 
 impl Argon2Gate {
+    /// The gate [`SignInLimitConfig::argon2_parallel`] and [`SignInLimitConfig::argon2_wait`]
+    /// describe.
+    pub fn of(config: &SignInLimitConfig) -> Argon2Gate {
+        Argon2Gate::new(config.argon2_parallel, config.argon2_wait)
+    }
+
     pub fn new(parallel: usize, wait: Duration) -> Argon2Gate {
         Argon2Gate {
             permits: Arc::new(Semaphore::new(parallel.max(1))),
@@ -265,13 +264,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_gate_refuses_quickly_when_full() {
-        let limits = SignInLimits::new(tight());
-        let held = limits.gate().enter().await.unwrap();
+        let gate = Argon2Gate::of(&tight());
+        let held = gate.enter().await.unwrap();
         let started = std::time::Instant::now();
-        assert_eq!(limits.gate().enter().await.err(), Some(Limited::Busy));
+        assert_eq!(gate.enter().await.err(), Some(Limited::Busy));
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(held);
-        let _place = limits.gate().enter().await.unwrap();
+        let _place = gate.enter().await.unwrap();
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
 //! directory), reads the federation's cursor key from the store (the first node to start
-//! stores one, adopting a legacy `DIR/cursor-key` file), loads (or makes) the TLS
+//! stores one, adopting a legacy `DIR/cursor-key` file), loads the TOTP sealing key from
+//! `DIR/totp-key` and seals any plaintext TOTP secret ([`crate::totp_key::adopt`]), loads (or makes) the TLS
 //! material, binds the listener (port 0 picks a free port) and serves on a tokio task until
 //! [`RunningServer::shutdown`]. Plain HTTP is refused unless [`TlsMode::InsecureLoopback`] is
 //! asked for *and* the address is a loopback one.
@@ -19,10 +20,12 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::admin::ServerSets;
 use crate::api::{self, AppState};
+use crate::auth::SignIn;
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
-use crate::limits::{SignInLimitConfig, SignInLimits};
+use crate::limits::{Argon2Gate, SignInLimitConfig, SignInLimits};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
+use crate::totp_key::{self, TotpKey, TotpKeyError};
 
 /// How the server speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +104,8 @@ pub enum StartError {
     },
     #[error("cursor key: {0}")]
     CursorKey(#[from] CursorKeyError),
+    #[error("{0}")]
+    TotpKey(#[from] TotpKeyError),
 }
 
 /// A server running on a tokio task.
@@ -184,6 +189,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         .unwrap_or_else(|| DatabaseUrl::in_data_dir(&data_dir));
     let store: Arc<dyn Store> = store::open(&database).await?;
     let cursor_key = shared_cursor_key(store.as_ref(), &data_dir).await?;
+    let totp_key = Arc::new(TotpKey::load_or_create(&data_dir)?);
+    totp_key::adopt(store.as_ref(), &totp_key).await?;
 
     let (rustls, ca_pem_path) = match &config.tls {
         TlsMode::InsecureLoopback => (None, PathBuf::new()),
@@ -238,8 +245,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         page_bytes: config.page_bytes,
         import_max_bytes: config.import_max_bytes,
         sets: Arc::new(ServerSets::new()),
-        sign_in: Arc::new(SignInLimits::new(config.sign_in_limits)),
-        token_lifetimes: config.token_lifetimes,
+        limits: Arc::new(SignInLimits::new(config.sign_in_limits)),
+        sign_in: Arc::new(SignIn {
+            gate: Argon2Gate::of(&config.sign_in_limits),
+            lifetimes: config.token_lifetimes,
+            totp_key,
+        }),
     });
     tokio::task::spawn_blocking(crate::auth::warm_up)
         .await

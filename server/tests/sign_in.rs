@@ -2,7 +2,8 @@
 //! get no more tries than serial ones (the lockout cannot be raced); too many sign-ins from
 //! one address or for one username get 429 with Retry-After; an unknown username gets the
 //! same answer, after the same work, as a wrong password; forged, expired, replayed and
-//! revoked tokens are refused, and a refresh ends the access token it replaces.
+//! revoked tokens are refused, and a refresh ends the access token it replaces; TOTP secrets
+//! are sealed at rest under a key file kept apart from the database.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,21 @@ impl Federation {
         database: DatabaseUrl,
         config: impl FnOnce(&mut ServeConfig),
     ) -> Self {
+        Self::start_with(dir, database, config, |_| async {}).await
+    }
+
+    /// As [`Federation::start`], with `before` changing the seeded store before the server
+    /// starts.
+    async fn start_with<B, Fut>(
+        dir: &Path,
+        database: DatabaseUrl,
+        config: impl FnOnce(&mut ServeConfig),
+        before: B,
+    ) -> Self
+    where
+        B: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data = dir.to_path_buf();
         let spec = DemoSpec::small(5, Utc::now().date_naive());
@@ -41,6 +57,7 @@ impl Federation {
                 .unwrap();
         }
         let users = demo::read_demo_users(&data).unwrap();
+        before(store::open(&database).await.unwrap()).await;
         let mut serve = ServeConfig {
             database: Some(database.clone()),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -433,4 +450,117 @@ async fn tokens_refused(dir: &Path, database: DatabaseUrl) {
     assert_eq!(refreshes.len(), 1);
     assert_eq!(refreshes[0].event.actor, "user:nurse.demo");
     assert_eq!(refreshes[0].event.detail["device_id"], device.as_str());
+}
+
+// ---------- TOTP secrets at rest ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_secrets_are_sealed_at_rest_on_sqlite() {
+    on_sqlite(|dir, db| async move { totp_sealed(dir.path(), db, true).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_secrets_are_sealed_at_rest_on_postgres() {
+    on_postgres("sealed TOTP on PostgreSQL", |dir, db| async move {
+        totp_sealed(dir.path(), db, false).await
+    })
+    .await;
+}
+
+/// A seeded federation stores no TOTP secret in the clear (rows, and for SQLite the file and
+/// its WAL); a user from before sealing (a plaintext secret) is sealed at start; sign-in
+/// works for both; a node with another key file refuses to start.
+async fn totp_sealed(dir: &Path, database: DatabaseUrl, file: bool) {
+    const LEGACY_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let legacy_password = "an old password";
+    let fed = Federation::start_with(
+        dir,
+        database.clone(),
+        |c| c.sign_in_limits = roomy(),
+        |store| async move {
+            let service = store
+                .user_by_username("nurse.demo")
+                .await
+                .unwrap()
+                .unwrap()
+                .service_id;
+            store
+                .create_user(
+                    store::NewUser {
+                        username: "legacy.nurse".into(),
+                        display_name: "Legacy Nurse".into(),
+                        role: "nurse".into(),
+                        service_id: service,
+                        password_hash: doorstep_server::auth::hash_password(legacy_password)
+                            .unwrap(),
+                        totp_secret: LEGACY_SECRET.into(),
+                    },
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    let mut secrets: Vec<String> = fed.users.iter().map(|u| u.totp_secret.clone()).collect();
+    secrets.push(LEGACY_SECRET.into());
+    for user in fed.store.users().await.unwrap() {
+        assert!(
+            user.totp_secret.starts_with("sealed1:"),
+            "{} is stored unsealed",
+            user.username
+        );
+        for secret in &secrets {
+            assert!(!user.totp_secret.contains(secret.as_str()));
+        }
+    }
+    if file {
+        for name in ["federation.db", "federation.db-wal"] {
+            let Ok(bytes) = std::fs::read(dir.join(name)) else {
+                continue;
+            };
+            for secret in &fed.users.iter().map(|u| &u.totp_secret).collect::<Vec<_>>() {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{name} holds a demo TOTP secret in the clear"
+                );
+            }
+        }
+    }
+    let key = dir.join("totp-key");
+    assert_eq!(std::fs::read(&key).unwrap().len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Sign-in works, for a seeded user and for the one sealed at start.
+    fed.enrolled("nurse.demo", 0).await;
+    let (status, _) = fed
+        .enrol(
+            "legacy.nurse",
+            legacy_password,
+            &doorstep_testkit::totp_code(LEGACY_SECRET, 0),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Another node with another key file is refused at start, naming the file.
+    let other = tempfile::tempdir().unwrap();
+    let refused = start(ServeConfig {
+        database: Some(database),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsMode::Dev,
+        ..ServeConfig::new(other.path())
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("is not the key this federation's TOTP secrets are sealed with"),
+        "{refused}"
+    );
 }

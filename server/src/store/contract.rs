@@ -109,6 +109,17 @@ pub trait IdentityStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
+    /// Every user, by username.
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError>;
+    /// Replace the user's stored TOTP secret by `new` if it is still `expected`; else write
+    /// nothing and answer [`StoreError::Stale`] (sealing a plaintext secret at start, two
+    /// nodes may try at once).
+    async fn replace_totp_secret(
+        &self,
+        user_id: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<(), StoreError>;
     /// Count one sign-in attempt of the user *before* its password is checked, in one
     /// conditional write, so parallel attempts get no more guesses than serial ones: unless
     /// the account is locked at `now` (then nothing is written and the lock is answered),

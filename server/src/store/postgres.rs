@@ -1168,6 +1168,36 @@ impl IdentityStore for PostgresStore {
             .transpose()
     }
 
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {USER_COLUMNS} ORDER BY u.username"), &[])
+            .await?
+            .iter()
+            .map(user_from)
+            .collect()
+    }
+
+    async fn replace_totp_secret(
+        &self,
+        user_id: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE users SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2",
+                &[&user_id, &expected, &new],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Stale(
+                "the TOTP secret changed since it was read, or the user is gone".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn claim_sign_in_attempt(
         &self,
         user_id: &str,

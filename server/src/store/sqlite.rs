@@ -1017,6 +1017,37 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} ORDER BY u.username"))?;
+            let rows = stmt.query_map([], user_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn replace_totp_secret(
+        &self,
+        user_id: &str,
+        expected: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
+        let (id, expected, new) = (user_id.to_string(), expected.to_string(), new.to_string());
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE users SET totp_secret = ?3 WHERE id = ?1 AND totp_secret = ?2",
+                params![id, expected, new],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Stale(
+                    "the TOTP secret changed since it was read, or the user is gone".into(),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn claim_sign_in_attempt(
         &self,
         user_id: &str,
