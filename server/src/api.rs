@@ -26,6 +26,7 @@ use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::accounts;
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
 use crate::auth::{self, AuthFailure};
@@ -66,6 +67,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/agreements/{id}/retire"),
     ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent"),
     ("POST", "/api/v1/admin/valuesets"),
+    ("GET", "/api/v1/admin/devices"),
+    ("POST", "/api/v1/admin/devices/{id}/revoke"),
+    ("POST", "/api/v1/admin/users"),
+    ("POST", "/api/v1/admin/users/{username}/disable"),
+    ("POST", "/api/v1/admin/users/{username}/enable"),
+    ("POST", "/api/v1/admin/users/{username}/unlock"),
+    ("POST", "/api/v1/admin/users/{username}/reset-totp"),
 ];
 
 /// Largest administration body (an agreement, a value set).
@@ -158,6 +166,13 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/admin/valuesets") => {
             post(admin_value_set).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
         }
+        ("GET", "/api/v1/admin/devices") => get(admin_devices),
+        ("POST", "/api/v1/admin/devices/{id}/revoke") => post(admin_revoke_device),
+        ("POST", "/api/v1/admin/users") => post(admin_add_user),
+        ("POST", "/api/v1/admin/users/{username}/disable") => post(admin_disable_user),
+        ("POST", "/api/v1/admin/users/{username}/enable") => post(admin_enable_user),
+        ("POST", "/api/v1/admin/users/{username}/unlock") => post(admin_unlock_user),
+        ("POST", "/api/v1/admin/users/{username}/reset-totp") => post(admin_reset_totp),
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
     }
 }
@@ -890,6 +905,131 @@ async fn admin_dissent(
     )
     .await?;
     Ok(Json(serde_json::json!({ "dissent": body.dissent })).into_response())
+}
+
+/// Why an account or device change is made.
+#[derive(Debug, Deserialize)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+/// A user to add, and why.
+#[derive(Debug, Deserialize)]
+struct NewUserBody {
+    username: String,
+    display_name: String,
+    role: String,
+    service: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn admin_devices(
+    State(state): State<AppState>,
+    _who: Administrator,
+) -> Result<Response, Failure> {
+    Ok(Json(accounts::devices(state.store.as_ref()).await?).into_response())
+}
+
+async fn admin_revoke_device(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::revoke_device(state.store.as_ref(), &id, &change, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "device_id": id, "revoked": true })).into_response())
+}
+
+async fn admin_add_user(
+    State(state): State<AppState>,
+    who: Administrator,
+    body: Result<Json<NewUserBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let change = admin_change(&who, body.reason);
+    let issued = accounts::add_user(
+        state.store.as_ref(),
+        &state.sign_in.totp_key,
+        accounts::NewAccount {
+            username: body.username,
+            display_name: body.display_name,
+            role: body.role,
+            service_id: body.service,
+        },
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+async fn admin_disable_user(
+    state: State<AppState>,
+    who: Administrator,
+    username: Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    admin_set_disabled(state, who, username, body, true).await
+}
+
+async fn admin_enable_user(
+    state: State<AppState>,
+    who: Administrator,
+    username: Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    admin_set_disabled(state, who, username, body, false).await
+}
+
+async fn admin_set_disabled(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+    disabled: bool,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::set_disabled(
+        state.store.as_ref(),
+        &username,
+        disabled,
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "user": username, "disabled": disabled })).into_response())
+}
+
+async fn admin_unlock_user(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::unlock(state.store.as_ref(), &username, &change, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "user": username, "unlocked": true })).into_response())
+}
+
+async fn admin_reset_totp(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    let secret = accounts::reset_totp(
+        state.store.as_ref(),
+        &state.sign_in.totp_key,
+        &username,
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "user": username, "totp_secret": secret })).into_response())
 }
 
 /// A practice's system sets dissent for one of its own patients (HTTP Basic, as the import).

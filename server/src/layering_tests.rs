@@ -6,6 +6,7 @@
 //! run, demo, api  ->  notes  ->  pull, import, lists, auth, admin  ->  audit  ->  store
 //!                     pull -> cursor;  tls -> cursor (file writing)
 //!                     auth -> limits, totp_key;  totp_key -> cursor (file writing), store
+//! api -> accounts -> admin, auth, limits, totp_key
 //! ```
 
 use std::path::PathBuf;
@@ -28,13 +29,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("import.rs", &["audit", "store"]),
     ("auth.rs", &["audit", "limits", "store", "totp_key"]),
     ("admin.rs", &["audit", "store"]),
+    (
+        "accounts.rs",
+        &["admin", "audit", "auth", "limits", "store", "totp_key"],
+    ),
     ("notes.rs", &["audit", "import", "pull", "store"]),
     ("tls.rs", &["cursor"]),
     (
         "api.rs",
         &[
-            "admin", "audit", "auth", "cursor", "import", "limits", "notes", "pull", "store",
-            "totp_key",
+            "accounts", "admin", "audit", "auth", "cursor", "import", "limits", "notes", "pull",
+            "store", "totp_key",
         ],
     ),
     (

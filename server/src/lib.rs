@@ -28,6 +28,8 @@
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
+//! - [`accounts`]: users and devices as administrators manage them (add, disable, enable,
+//!   unlock, reset TOTP; list and revoke devices), each audited with who and why.
 //! - [`audit`]: the hash chain of the append-only audit log, sealed here for every backend.
 //! - [`admin`]: administration (agreements created, updated, retired and compared; patient
 //!   dissent; exclusion value sets loaded), each change audited with who and why; the
@@ -47,6 +49,7 @@
 //! - An import is whole or nothing; a rejected bundle's error names the entry and the element.
 //! - Plain HTTP only on loopback, and only when asked for.
 
+pub mod accounts;
 pub mod admin;
 pub mod api;
 pub mod audit;

@@ -56,7 +56,8 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad,
+    ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
@@ -388,6 +389,35 @@ pub trait AdminStore: Send + Sync {
         audit: AuditEvent,
         seal: AuditSealer,
     ) -> Result<AuditRow, StoreError>;
+    /// Every device, oldest first.
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
+    /// In one transaction: revoke the device and its tokens, and append `seal(tip, audit)`.
+    /// `NotFound` when there is no such device not revoked yet.
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// In one transaction: apply `write` to the user's row and append `seal(tip, audit)`.
+    /// `NotFound` when the user is gone.
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// In one transaction: insert the user and append `seal(tip, audit)`. Answers the new
+    /// user's id; `Conflict` when the username is taken.
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError>;
 }
 
 /// The federation store: every area. Implemented for anything that implements them all.

@@ -72,7 +72,8 @@ use super::contract::{
     ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad,
+    ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -2163,6 +2164,139 @@ impl AdminStore for PostgresStore {
         append_audit_row_tx(&tx, &row).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, user_id, name, created_at, revoked_at FROM devices
+             ORDER BY created_at, id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DeviceRow {
+                id: r.try_get(0)?,
+                user_id: r.try_get(1)?,
+                name: r.try_get(2)?,
+                created_at: r.try_get(3)?,
+                revoked_at: r.try_get(4)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&device_id, &secs(now)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("active device {device_id}")));
+        }
+        tx.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = match &write {
+            AccountWrite::Disabled(disabled) => {
+                tx.execute(
+                    "UPDATE users SET disabled = $2 WHERE id = $1",
+                    &[&user_id, disabled],
+                )
+                .await?
+            }
+            AccountWrite::Unlock => {
+                tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1",
+                    &[&user_id],
+                )
+                .await?
+            }
+            AccountWrite::TotpSecret(secret) => {
+                tx.execute(
+                    "UPDATE users SET totp_secret = $2 WHERE id = $1",
+                    &[&user_id, secret],
+                )
+                .await?
+            }
+        };
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (username) DO NOTHING",
+                &[
+                    &id,
+                    &user.username,
+                    &user.display_name,
+                    &user.role,
+                    &user.service_id,
+                    &user.password_hash,
+                    &user.totp_secret,
+                    &secs(now),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "user {} already exists",
+                user.username
+            )));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn write_dissent(

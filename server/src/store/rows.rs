@@ -165,6 +165,18 @@ pub struct UserRow {
     pub disabled: bool,
 }
 
+/// One administrative change to a user's account (written with its audit event by
+/// [`super::contract::AdminStore::write_account`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountWrite {
+    /// Disable (`true`) or enable the account.
+    Disabled(bool),
+    /// Clear the failed sign-in count and any lock.
+    Unlock,
+    /// A new (sealed) TOTP secret.
+    TotpSecret(String),
+}
+
 /// What counting a sign-in attempt came to
 /// ([`super::contract::IdentityStore::claim_sign_in_attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

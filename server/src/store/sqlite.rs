@@ -41,7 +41,8 @@ use super::contract::{
     ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, ValueSetLoad,
+    ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -2077,6 +2078,133 @@ impl AdminStore for SqliteStore {
             append_audit_row_tx(&tx, &row)?;
             tx.commit()?;
             Ok(row)
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, user_id, name, created_at, revoked_at FROM devices
+                 ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DeviceRow {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: from_ts(r.get(3)?),
+                    revoked_at: r.get::<_, Option<i64>>(4)?.map(from_ts),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let id = device_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("active device {id}")));
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let id = user_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = match &write {
+                AccountWrite::Disabled(disabled) => tx.execute(
+                    "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                    params![id, disabled],
+                )?,
+                AccountWrite::Unlock => tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = ?1",
+                    params![id],
+                )?,
+                AccountWrite::TotpSecret(secret) => tx.execute(
+                    "UPDATE users SET totp_secret = ?2 WHERE id = ?1",
+                    params![id, secret],
+                )?,
+            };
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                [&user.username],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "user {} already exists",
+                    user.username
+                )));
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    user.username,
+                    user.display_name,
+                    user.role,
+                    user.service_id,
+                    user.password_hash,
+                    user.totp_secret,
+                    ts(now)
+                ],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(id)
         })
         .await
     }
