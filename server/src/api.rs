@@ -46,34 +46,95 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Every route the server answers: (method, path).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/api/v1/openapi.json"),
-    ("POST", "/api/v1/auth/enrol"),
-    ("POST", "/api/v1/auth/refresh"),
-    ("POST", "/api/v1/auth/reauth"),
-    ("GET", "/api/v1/sync/pull"),
-    ("POST", "/api/v1/sync/push"),
-    ("POST", "/api/v1/import"),
-    ("GET", "/api/v1/practice/inbox"),
-    ("POST", "/api/v1/practice/inbox/ack"),
-    ("PUT", "/api/v1/practice/patients/{nhs_number}/dissent"),
-    ("GET", "/api/v1/admin/agreements"),
-    ("POST", "/api/v1/admin/agreements"),
-    ("GET", "/api/v1/admin/agreements/compare"),
-    ("GET", "/api/v1/admin/agreements/{id}"),
-    ("PUT", "/api/v1/admin/agreements/{id}"),
-    ("POST", "/api/v1/admin/agreements/{id}/retire"),
-    ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent"),
-    ("POST", "/api/v1/admin/valuesets"),
-    ("GET", "/api/v1/admin/devices"),
-    ("POST", "/api/v1/admin/devices/{id}/revoke"),
-    ("POST", "/api/v1/admin/users"),
-    ("POST", "/api/v1/admin/users/{username}/disable"),
-    ("POST", "/api/v1/admin/users/{username}/enable"),
-    ("POST", "/api/v1/admin/users/{username}/unlock"),
-    ("POST", "/api/v1/admin/users/{username}/reset-totp"),
+/// Who may call a route. Three kinds of caller, never interchangeable (a valid credential of
+/// one kind is refused on another's routes, 403, or 401 where the route does not tell kinds
+/// apart), and the public routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Anyone: health, this API's document, and sign-in (its body carries the credentials).
+    Public,
+    /// A clinician's device: `Authorization: Bearer` access token ([`Authenticated`]).
+    Clinician,
+    /// A member practice's source system: HTTP Basic `ODS:SECRET`
+    /// ([`auth::authenticate_source`]).
+    Practice,
+    /// A federation administrator: HTTP Basic `NAME:SECRET` ([`Administrator`]).
+    Administrator,
+}
+
+/// Every route the server answers: (method, path, who may call it). A test calls each with
+/// every other kind of caller and with none, and expects 401 or 403.
+pub const ROUTES: &[(&str, &str, Caller)] = &[
+    ("GET", "/healthz", Caller::Public),
+    ("GET", "/api/v1/openapi.json", Caller::Public),
+    ("POST", "/api/v1/auth/enrol", Caller::Public),
+    ("POST", "/api/v1/auth/refresh", Caller::Public),
+    ("POST", "/api/v1/auth/reauth", Caller::Public),
+    ("GET", "/api/v1/sync/pull", Caller::Clinician),
+    ("POST", "/api/v1/sync/push", Caller::Clinician),
+    ("POST", "/api/v1/import", Caller::Practice),
+    ("GET", "/api/v1/practice/inbox", Caller::Practice),
+    ("POST", "/api/v1/practice/inbox/ack", Caller::Practice),
+    (
+        "PUT",
+        "/api/v1/practice/patients/{nhs_number}/dissent",
+        Caller::Practice,
+    ),
+    ("GET", "/api/v1/admin/agreements", Caller::Administrator),
+    ("POST", "/api/v1/admin/agreements", Caller::Administrator),
+    (
+        "GET",
+        "/api/v1/admin/agreements/compare",
+        Caller::Administrator,
+    ),
+    (
+        "GET",
+        "/api/v1/admin/agreements/{id}",
+        Caller::Administrator,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/agreements/{id}",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/agreements/{id}/retire",
+        Caller::Administrator,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/patients/{nhs_number}/dissent",
+        Caller::Administrator,
+    ),
+    ("POST", "/api/v1/admin/valuesets", Caller::Administrator),
+    ("GET", "/api/v1/admin/devices", Caller::Administrator),
+    (
+        "POST",
+        "/api/v1/admin/devices/{id}/revoke",
+        Caller::Administrator,
+    ),
+    ("POST", "/api/v1/admin/users", Caller::Administrator),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/disable",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/enable",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/unlock",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/reset-totp",
+        Caller::Administrator,
+    ),
 ];
 
 /// Largest administration body (an agreement, a value set).
@@ -105,7 +166,7 @@ pub struct AppState {
 /// Build the router from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for (method, path) in ROUTES {
+    for (method, path, _) in ROUTES {
         let mut route = handler(method, path);
         // The password routes. A refresh carries a 256-bit token and costs one SHA-256, so
         // it is not guessable and needs no quota (a device retrying through a cutting network
@@ -1168,11 +1229,34 @@ mod tests {
             .to_vec()
     }
 
+    /// The caller each route checks is the one its document names: no security for public
+    /// routes, `bearer`, `practiceSource` or `administrator` for the others.
+    #[test]
+    fn every_route_documents_the_caller_it_checks() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        for (method, path, caller) in ROUTES {
+            let security = &doc["paths"][path][method.to_lowercase()]["security"];
+            let named: Vec<&str> = security
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} documents no security"))
+                .iter()
+                .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
+                .collect();
+            let expected: &[&str] = match caller {
+                Caller::Public => &[],
+                Caller::Clinician => &["bearer"],
+                Caller::Practice => &["practiceSource"],
+                Caller::Administrator => &["administrator"],
+            };
+            assert_eq!(named, expected, "{method} {path}");
+        }
+    }
+
     #[tokio::test]
     async fn every_route_is_documented_and_every_documented_route_is_served() {
         let mut table: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
             .collect();
         table.sort();
         assert_eq!(documented_routes(), table);
