@@ -21,7 +21,7 @@ use crate::admin::{AdminFailure, Change, check_reason, check_role, invalid};
 use crate::audit;
 use crate::auth;
 use crate::limits::MAX_USERNAME_CHARS;
-use crate::store::{AccountWrite, AuditEvent, NewUser, Store, UserRow};
+use crate::store::{AccountWrite, AuditEvent, NewUser, Store, StoreError, UserRow};
 use crate::totp_key::TotpKey;
 
 /// A user to add.
@@ -132,10 +132,11 @@ pub async fn add_user(
     let totp_secret = auth::new_totp_secret();
     let hash = {
         let password = password.clone();
+        let failed = |e: String| StoreError::Backend(format!("hashing the password: {e}"));
         tokio::task::spawn_blocking(move || auth::hash_password(&password))
             .await
-            .map_err(|e| AdminFailure::Conflict(format!("hashing the password: {e}")))?
-            .map_err(|e| AdminFailure::Conflict(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?
     };
     let detail = serde_json::json!({
         "user": username,
@@ -158,7 +159,7 @@ pub async fn add_user(
         )
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::Conflict(m) => AdminFailure::Conflict(m),
+            StoreError::Conflict(m) => AdminFailure::Conflict(m),
             e => e.into(),
         })?;
     tracing::info!(actor = %change.actor, user = %username, "user added");
