@@ -70,14 +70,14 @@ fn join(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-fn invalid(field: &str, problem: impl Into<String>) -> AdminFailure {
+pub(crate) fn invalid(field: &str, problem: impl Into<String>) -> AdminFailure {
     AdminFailure::Invalid(vec![FieldError {
         field: field.into(),
         problem: problem.into(),
     }])
 }
 
-fn check_reason(change: &Change) -> Result<(), AdminFailure> {
+pub(crate) fn check_reason(change: &Change) -> Result<(), AdminFailure> {
     if change.reason.trim().is_empty() {
         return Err(invalid("reason", "required (say why this changes)"));
     }
@@ -304,16 +304,8 @@ pub async fn set_dissent(
     Ok(())
 }
 
-/// Give user `username` the role `role` (a role code: lowercase letters, digits, `-`, `_`).
-/// The role is part of the user's access epoch: their devices rebuild at their next pull.
-pub async fn set_user_role(
-    store: &dyn Store,
-    username: &str,
-    role: &str,
-    change: &Change,
-    now: DateTime<Utc>,
-) -> Result<(), AdminFailure> {
-    check_reason(change)?;
+/// A role code, trimmed: lowercase letters, digits, `-`, `_`.
+pub(crate) fn check_role(role: &str) -> Result<&str, AdminFailure> {
     let role = role.trim();
     if role.is_empty()
         || !role
@@ -325,6 +317,20 @@ pub async fn set_user_role(
             format!("{role:?} is not a role code (lowercase letters, digits, '-', '_')"),
         ));
     }
+    Ok(role)
+}
+
+/// Give user `username` the role `role` (a role code: lowercase letters, digits, `-`, `_`).
+/// The role is part of the user's access epoch: their devices rebuild at their next pull.
+pub async fn set_user_role(
+    store: &dyn Store,
+    username: &str,
+    role: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    check_reason(change)?;
+    let role = check_role(role)?;
     let user = store
         .user_by_username(username)
         .await?

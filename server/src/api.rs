@@ -27,12 +27,14 @@ use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::access::{self, AccessFailure};
+use crate::accounts;
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
 use crate::auth::{self, AuthFailure};
 use crate::breakglass::{self, BreakGlassFailure};
 use crate::cursor::{self, CursorKey};
 use crate::import::{self, ImportFailure};
+use crate::limits::{Limited, SignInLimits, retry_after_secs};
 use crate::notes::{self, AckFailure, PushFailure};
 use crate::pull::{self, PullOutcome, PullRequest, user_scope};
 use crate::store::{AuditEvent, DeviceRow, Store, StoreError, UserRow};
@@ -46,32 +48,108 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Every route the server answers: (method, path).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/api/v1/openapi.json"),
-    ("POST", "/api/v1/auth/enrol"),
-    ("POST", "/api/v1/auth/refresh"),
-    ("POST", "/api/v1/auth/reauth"),
-    ("GET", "/api/v1/sync/pull"),
-    ("POST", "/api/v1/sync/push"),
-    ("POST", "/api/v1/import"),
-    ("GET", "/api/v1/practice/inbox"),
-    ("POST", "/api/v1/practice/inbox/ack"),
-    ("PUT", "/api/v1/practice/patients/{nhs_number}/dissent"),
-    ("GET", "/api/v1/admin/agreements"),
-    ("POST", "/api/v1/admin/agreements"),
-    ("GET", "/api/v1/admin/agreements/compare"),
-    ("GET", "/api/v1/admin/agreements/{id}"),
-    ("PUT", "/api/v1/admin/agreements/{id}"),
-    ("POST", "/api/v1/admin/agreements/{id}/retire"),
-    ("PUT", "/api/v1/admin/patients/{nhs_number}/dissent"),
-    ("POST", "/api/v1/admin/valuesets"),
-    ("POST", "/api/v1/break-glass/search"),
-    ("POST", "/api/v1/break-glass"),
-    ("GET", "/api/v1/admin/audit/patients/{nhs_number}"),
-    ("GET", "/api/v1/admin/alerts"),
-    ("POST", "/api/v1/admin/alerts/{id}/ack"),
+/// Who may call a route. Three kinds of caller, never interchangeable (a valid credential of
+/// one kind is refused on another's routes, 403, or 401 where the route does not tell kinds
+/// apart), and the public routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Anyone: health, this API's document, and sign-in (its body carries the credentials).
+    Public,
+    /// A clinician's device: `Authorization: Bearer` access token ([`Authenticated`]).
+    Clinician,
+    /// A member practice's source system: HTTP Basic `ODS:SECRET`
+    /// ([`auth::authenticate_source`]).
+    Practice,
+    /// A federation administrator: HTTP Basic `NAME:SECRET` ([`Administrator`]).
+    Administrator,
+}
+
+/// Every route the server answers: (method, path, who may call it). A test calls each with
+/// every other kind of caller and with none, and expects 401 or 403.
+pub const ROUTES: &[(&str, &str, Caller)] = &[
+    ("GET", "/healthz", Caller::Public),
+    ("GET", "/api/v1/openapi.json", Caller::Public),
+    ("POST", "/api/v1/auth/enrol", Caller::Public),
+    ("POST", "/api/v1/auth/refresh", Caller::Public),
+    ("POST", "/api/v1/auth/reauth", Caller::Public),
+    ("GET", "/api/v1/sync/pull", Caller::Clinician),
+    ("POST", "/api/v1/sync/push", Caller::Clinician),
+    ("POST", "/api/v1/import", Caller::Practice),
+    ("GET", "/api/v1/practice/inbox", Caller::Practice),
+    ("POST", "/api/v1/practice/inbox/ack", Caller::Practice),
+    (
+        "PUT",
+        "/api/v1/practice/patients/{nhs_number}/dissent",
+        Caller::Practice,
+    ),
+    ("GET", "/api/v1/admin/agreements", Caller::Administrator),
+    ("POST", "/api/v1/admin/agreements", Caller::Administrator),
+    (
+        "GET",
+        "/api/v1/admin/agreements/compare",
+        Caller::Administrator,
+    ),
+    (
+        "GET",
+        "/api/v1/admin/agreements/{id}",
+        Caller::Administrator,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/agreements/{id}",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/agreements/{id}/retire",
+        Caller::Administrator,
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/patients/{nhs_number}/dissent",
+        Caller::Administrator,
+    ),
+    ("POST", "/api/v1/admin/valuesets", Caller::Administrator),
+    ("GET", "/api/v1/admin/devices", Caller::Administrator),
+    (
+        "POST",
+        "/api/v1/admin/devices/{id}/revoke",
+        Caller::Administrator,
+    ),
+    ("POST", "/api/v1/admin/users", Caller::Administrator),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/disable",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/enable",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/unlock",
+        Caller::Administrator,
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{username}/reset-totp",
+        Caller::Administrator,
+    ),
+    ("POST", "/api/v1/break-glass/search", Caller::Clinician),
+    ("POST", "/api/v1/break-glass", Caller::Clinician),
+    (
+        "GET",
+        "/api/v1/admin/audit/patients/{nhs_number}",
+        Caller::Administrator,
+    ),
+    ("GET", "/api/v1/admin/alerts", Caller::Administrator),
+    (
+        "POST",
+        "/api/v1/admin/alerts/{id}/ack",
+        Caller::Administrator,
+    ),
 ];
 
 /// Largest administration body (an agreement, a value set).
@@ -94,13 +172,27 @@ pub struct AppState {
     /// This node's copy of the server's exclusion sets (checked against the stored
     /// value-set version at every pull).
     pub sets: Arc<ServerSets>,
+    /// This node's sign-in rate limits.
+    pub limits: Arc<SignInLimits>,
+    /// What sign-ins are checked with (Argon2 gate, token lifetimes, TOTP key).
+    pub sign_in: Arc<auth::SignIn>,
 }
 
 /// Build the router from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for (method, path) in ROUTES {
-        router = router.route(path, handler(method, path));
+    for (method, path, _) in ROUTES {
+        let mut route = handler(method, path);
+        // The password routes. A refresh carries a 256-bit token and costs one SHA-256, so
+        // it is not guessable and needs no quota (a device retrying through a cutting network
+        // must not be turned away).
+        if matches!(*path, "/api/v1/auth/enrol" | "/api/v1/auth/reauth") {
+            route = route.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                limit_by_address,
+            ));
+        }
+        router = router.route(path, route);
     }
     router
         // Fast gzip: pages are large and mostly repetitive JSON, so level 1 already shrinks
@@ -150,6 +242,13 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/admin/valuesets") => {
             post(admin_value_set).layer(DefaultBodyLimit::max(ADMIN_MAX_BYTES))
         }
+        ("GET", "/api/v1/admin/devices") => get(admin_devices),
+        ("POST", "/api/v1/admin/devices/{id}/revoke") => post(admin_revoke_device),
+        ("POST", "/api/v1/admin/users") => post(admin_add_user),
+        ("POST", "/api/v1/admin/users/{username}/disable") => post(admin_disable_user),
+        ("POST", "/api/v1/admin/users/{username}/enable") => post(admin_enable_user),
+        ("POST", "/api/v1/admin/users/{username}/unlock") => post(admin_unlock_user),
+        ("POST", "/api/v1/admin/users/{username}/reset-totp") => post(admin_reset_totp),
         ("POST", "/api/v1/break-glass/search") => post(break_glass_search),
         ("POST", "/api/v1/break-glass") => post(break_glass),
         ("GET", "/api/v1/admin/audit/patients/{nhs_number}") => get(admin_access_report),
@@ -167,10 +266,31 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
+/// Counts an auth request against its source address before anything else is done with it.
+async fn limit_by_address(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    match state.limits.check_address(peer) {
+        Ok(()) => next.run(request).await,
+        Err(limited) => {
+            tracing::info!(peer = ?peer.map(|p| p.ip()), "sign-in rate limit: address");
+            Failure::from(limited).into_response()
+        }
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub enum Failure {
     Api(StatusCode, ApiError),
+    /// An error answer with `Retry-After` (seconds).
+    Retry(StatusCode, ApiError, u64),
     Resync(ResyncReason),
 }
 
@@ -186,6 +306,25 @@ impl Failure {
     }
 }
 
+impl From<Limited> for Failure {
+    fn from(l: Limited) -> Failure {
+        let message = l.to_string();
+        let api = |code: &str| ApiError {
+            code: code.into(),
+            message,
+        };
+        match l {
+            Limited::TooMany(wait) => Failure::Retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                api("rate_limited"),
+                retry_after_secs(wait),
+            ),
+            Limited::Busy => Failure::Retry(StatusCode::SERVICE_UNAVAILABLE, api("busy"), 1),
+            Limited::UsernameTooLong => Failure::Api(StatusCode::BAD_REQUEST, api("bad_request")),
+        }
+    }
+}
+
 impl From<AuthFailure> for Failure {
     fn from(f: AuthFailure) -> Failure {
         let message = f.to_string();
@@ -193,9 +332,15 @@ impl From<AuthFailure> for Failure {
             AuthFailure::BadCredentials => {
                 Failure::api(StatusCode::UNAUTHORIZED, "bad_credentials", message)
             }
-            AuthFailure::LockedOut(_) => {
-                Failure::api(StatusCode::TOO_MANY_REQUESTS, "locked_out", message)
-            }
+            AuthFailure::LockedOut(until) => Failure::Retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiError {
+                    code: "locked_out".into(),
+                    message,
+                },
+                (until - Utc::now()).num_seconds().max(1) as u64,
+            ),
+            AuthFailure::Limited(l) => l.into(),
             AuthFailure::Unauthorized => {
                 Failure::api(StatusCode::UNAUTHORIZED, "unauthorized", message)
             }
@@ -204,6 +349,9 @@ impl From<AuthFailure> for Failure {
             }
             AuthFailure::DeviceRevoked => {
                 Failure::api(StatusCode::FORBIDDEN, "device_revoked", message)
+            }
+            AuthFailure::AccountDisabled => {
+                Failure::api(StatusCode::FORBIDDEN, "account_disabled", message)
             }
             AuthFailure::BadRequest(m) => Failure::api(StatusCode::BAD_REQUEST, "bad_request", m),
             AuthFailure::Store(e) => e.into(),
@@ -234,6 +382,12 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Api(status, body) => (status, Json(body)).into_response(),
+            Failure::Retry(status, body, secs) => (
+                status,
+                [(header::RETRY_AFTER, secs.to_string())],
+                Json(body),
+            )
+                .into_response(),
             Failure::Resync(reason) => {
                 let message = match reason {
                     ResyncReason::CursorExpired => {
@@ -466,7 +620,8 @@ async fn enrol(
     body: Result<Json<EnrolRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::enrol(state.store.as_ref(), &request, Utc::now()).await?;
+    state.limits.check_username(&request.username)?;
+    let answer = auth::enrol(state.store.as_ref(), &state.sign_in, &request, Utc::now()).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -475,7 +630,9 @@ async fn reauth(
     body: Result<Json<ReauthRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::reauthenticate(state.store.as_ref(), &request, Utc::now()).await?;
+    state.limits.check_username(&request.username)?;
+    let answer =
+        auth::reauthenticate(state.store.as_ref(), &state.sign_in, &request, Utc::now()).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -484,7 +641,13 @@ async fn refresh(
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Failure> {
     let request = json_body(body)?;
-    let answer = auth::refresh(state.store.as_ref(), &request, Utc::now()).await?;
+    let answer = auth::refresh(
+        state.store.as_ref(),
+        &state.sign_in.lifetimes,
+        &request,
+        Utc::now(),
+    )
+    .await?;
     Ok(Json(answer).into_response())
 }
 
@@ -1003,6 +1166,131 @@ async fn admin_ack_alert(
     Ok(Json(serde_json::json!({ "acknowledged": id })).into_response())
 }
 
+/// Why an account or device change is made.
+#[derive(Debug, Deserialize)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+/// A user to add, and why.
+#[derive(Debug, Deserialize)]
+struct NewUserBody {
+    username: String,
+    display_name: String,
+    role: String,
+    service: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn admin_devices(
+    State(state): State<AppState>,
+    _who: Administrator,
+) -> Result<Response, Failure> {
+    Ok(Json(accounts::devices(state.store.as_ref()).await?).into_response())
+}
+
+async fn admin_revoke_device(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::revoke_device(state.store.as_ref(), &id, &change, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "device_id": id, "revoked": true })).into_response())
+}
+
+async fn admin_add_user(
+    State(state): State<AppState>,
+    who: Administrator,
+    body: Result<Json<NewUserBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    let change = admin_change(&who, body.reason);
+    let issued = accounts::add_user(
+        state.store.as_ref(),
+        &state.sign_in.totp_key,
+        accounts::NewAccount {
+            username: body.username,
+            display_name: body.display_name,
+            role: body.role,
+            service_id: body.service,
+        },
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+async fn admin_disable_user(
+    state: State<AppState>,
+    who: Administrator,
+    username: Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    admin_set_disabled(state, who, username, body, true).await
+}
+
+async fn admin_enable_user(
+    state: State<AppState>,
+    who: Administrator,
+    username: Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    admin_set_disabled(state, who, username, body, false).await
+}
+
+async fn admin_set_disabled(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+    disabled: bool,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::set_disabled(
+        state.store.as_ref(),
+        &username,
+        disabled,
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "user": username, "disabled": disabled })).into_response())
+}
+
+async fn admin_unlock_user(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    accounts::unlock(state.store.as_ref(), &username, &change, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "user": username, "unlocked": true })).into_response())
+}
+
+async fn admin_reset_totp(
+    State(state): State<AppState>,
+    who: Administrator,
+    Path(username): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let change = admin_change(&who, json_body(body)?.reason);
+    let secret = accounts::reset_totp(
+        state.store.as_ref(),
+        &state.sign_in.totp_key,
+        &username,
+        &change,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "user": username, "totp_secret": secret })).into_response())
+}
+
 /// A practice's system sets dissent for one of its own patients (HTTP Basic, as the import).
 async fn practice_dissent(
     State(state): State<AppState>,
@@ -1111,6 +1399,12 @@ mod tests {
             page_bytes: DEFAULT_PAGE_BYTES,
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
+            limits: Arc::new(SignInLimits::new(Default::default())),
+            sign_in: Arc::new(auth::SignIn {
+                gate: crate::limits::Argon2Gate::of(&Default::default()),
+                lifetimes: Default::default(),
+                totp_key: Arc::new(crate::totp_key::TotpKey::from_bytes([2; 32], "test".into())),
+            }),
         });
         (app, dir)
     }
@@ -1133,11 +1427,34 @@ mod tests {
             .to_vec()
     }
 
+    /// The caller each route checks is the one its document names: no security for public
+    /// routes, `bearer`, `practiceSource` or `administrator` for the others.
+    #[test]
+    fn every_route_documents_the_caller_it_checks() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        for (method, path, caller) in ROUTES {
+            let security = &doc["paths"][path][method.to_lowercase()]["security"];
+            let named: Vec<&str> = security
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} documents no security"))
+                .iter()
+                .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
+                .collect();
+            let expected: &[&str] = match caller {
+                Caller::Public => &[],
+                Caller::Clinician => &["bearer"],
+                Caller::Practice => &["practiceSource"],
+                Caller::Administrator => &["administrator"],
+            };
+            assert_eq!(named, expected, "{method} {path}");
+        }
+    }
+
     #[tokio::test]
     async fn every_route_is_documented_and_every_documented_route_is_served() {
         let mut table: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
             .collect();
         table.sort();
         assert_eq!(documented_routes(), table);

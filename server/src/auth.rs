@@ -4,18 +4,27 @@
 //!   clock skew either way). A code is accepted once: the step used is remembered, so a replayed
 //!   code fails. Five failures lock the account for 15 minutes.
 //! - A successful enrolment registers a device and issues an access token (15 minutes) and a
-//!   device-bound refresh token (30 days). Only SHA-256 hashes of tokens are stored.
+//!   device-bound refresh token. A refresh token unused for [`REFRESH_IDLE`] expires (the
+//!   sliding lifetime), and refreshing never carries a sign-in past [`SESSION_TTL`] (the
+//!   absolute lifetime: the stored expiry of a refresh token is its sign-in's end, handed on
+//!   at rotation). Both are [`TokenLifetimes`], set per server. Only SHA-256 hashes of tokens
+//!   are stored.
+//! - A refresh is audited; it ends the access token it replaces, and is refused for a
+//!   revoked device (`DeviceRevoked`) or a disabled user (`AccountDisabled`, as is every
+//!   bearer request of theirs).
 //! - Refreshing rotates the refresh token; presenting an already-rotated refresh token revokes
 //!   every token of the device (someone else holds a copy), with one exception: the same
 //!   device presenting it again within [`REFRESH_RETRY_GRACE`] of its exchange is answered
 //!   again, as often as it asks (its answers were lost in dropped connections, or it stopped
 //!   before saving one), every pair issued since being revoked. Presented under another device's id, a refresh
 //!   token revokes its own device's tokens.
-//! - These rules are decided here, for every backend. The store's writes are conditional on
-//!   what was read (the failure count, the refresh token still unused) and answer `Stale`
-//!   when another request got there first; the rule is then applied again to fresh reads, so
-//!   two requests (or two server nodes) never both exchange one refresh token or lose a
-//!   failure from the count.
+//! - These rules are decided here, for every backend. A sign-in attempt is counted before its
+//!   password is checked, in one conditional write that also checks the lock
+//!   ([`Store::claim_sign_in_attempt`]), so parallel wrong guesses get no more tries than
+//!   serial ones; a right password and code reset the count. The refresh token's exchange is
+//!   conditional on the token still being unused and answers `Stale` when another request
+//!   got there first; the rule is then applied again to fresh reads, so two requests (or two
+//!   server nodes) never both exchange one refresh token.
 //! - Unknown users cost the same Argon2 work as known ones, so timing does not tell them apart.
 //! - A member practice's source system imports with its own credential: client id = the
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
@@ -27,7 +36,7 @@
 //!   tells an administrator from a valid credential of another kind (refused with 403 by the
 //!   API) and from no or a wrong credential (401).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -41,15 +50,47 @@ use sha2::{Digest, Sha256};
 use totp_rs::{Rfc6238, Secret, TOTP};
 
 use crate::audit;
+use crate::limits::{self, Argon2Gate, Limited};
 use crate::store::{
-    AdminCredentialRow, AuditEvent, DeviceRow, SourceCredentialRow, Store, StoreError, TokenKind,
-    TokenPair, UserRow,
+    AdminCredentialRow, AuditEvent, DeviceRow, SignInClaim, SourceCredentialRow, Store, StoreError,
+    TokenKind, TokenPair, UserRow,
 };
+use crate::totp_key::TotpKey;
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::minutes(15);
-/// Lifetime of a refresh token.
-pub const REFRESH_TTL: Duration = Duration::days(30);
+/// How long a refresh token may go unused before it expires (the sliding lifetime).
+pub const REFRESH_IDLE: Duration = Duration::days(7);
+/// How long a sign-in lasts, however often its tokens are refreshed (the absolute lifetime):
+/// then the user signs in again with password and code.
+pub const SESSION_TTL: Duration = Duration::days(30);
+
+/// How long tokens live (defaults: [`ACCESS_TTL`], [`REFRESH_IDLE`], [`SESSION_TTL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    pub access: Duration,
+    pub refresh_idle: Duration,
+    pub session: Duration,
+}
+
+/// What a server checks sign-ins with: its Argon2 gate, its token lifetimes and the key its
+/// users' TOTP secrets are sealed under.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    pub gate: Argon2Gate,
+    pub lifetimes: TokenLifetimes,
+    pub totp_key: Arc<TotpKey>,
+}
+
+impl Default for TokenLifetimes {
+    fn default() -> Self {
+        TokenLifetimes {
+            access: ACCESS_TTL,
+            refresh_idle: REFRESH_IDLE,
+            session: SESSION_TTL,
+        }
+    }
+}
 /// Failed sign-ins in a row that lock an account.
 pub const MAX_FAILURES: u32 = 5;
 /// How long a locked account stays locked.
@@ -76,8 +117,14 @@ pub enum AuthFailure {
     TokenExpired,
     #[error("this device has been revoked")]
     DeviceRevoked,
+    #[error("this account is disabled: ask the federation's administrator")]
+    AccountDisabled,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Turned away before the credentials were checked (too long a username, no place for
+    /// the password check).
+    #[error(transparent)]
+    Limited(#[from] Limited),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -115,6 +162,12 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| hash_password("decoy password").expect("hashing works"))
+}
+
+/// A TOTP secret to check an unknown user's code against.
+fn decoy_totp_secret() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(new_totp_secret)
 }
 
 /// A new random TOTP secret (160 bits), base32.
@@ -183,15 +236,21 @@ fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
 }
 
-/// Make a new token pair: the tokens for the device, the hashes for the store.
-fn issue(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
+/// Make a new token pair of a sign-in that ends at `session_ends`: the tokens for the
+/// device, the hashes for the store. The refresh token's stored expiry is the session's end
+/// (carried from token to token at rotation); its idle limit is counted from its issue.
+fn issue(
+    now: DateTime<Utc>,
+    lifetimes: &TokenLifetimes,
+    session_ends: DateTime<Utc>,
+) -> (TokenResponse, TokenPair) {
     let access = new_token("dsa_");
     let refresh = new_token("dsr_");
     let pair = TokenPair {
         access_hash: token_hash(&access),
-        access_expires_at: now + ACCESS_TTL,
+        access_expires_at: (now + lifetimes.access).min(session_ends),
         refresh_hash: token_hash(&refresh),
-        refresh_expires_at: now + REFRESH_TTL,
+        refresh_expires_at: session_ends,
     };
     (
         TokenResponse {
@@ -203,15 +262,27 @@ fn issue(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
     )
 }
 
-async fn argon2_verify(phc: String, password: String) -> Result<bool, AuthFailure> {
+/// Verify on the blocking pool, once the gate gives a place (else [`Limited::Busy`]).
+async fn argon2_verify(
+    gate: &Argon2Gate,
+    phc: String,
+    password: String,
+) -> Result<bool, AuthFailure> {
+    let _place = gate.enter().await?;
     tokio::task::spawn_blocking(move || verify_password(&phc, &password))
         .await
         .map_err(|e| AuthFailure::Internal(e.to_string()))
 }
 
+/// Make the decoy hash now, so the first unknown username costs what a known one does.
+pub fn warm_up() {
+    decoy_hash();
+}
+
 /// Sign in with password and TOTP, register the device, issue its first tokens.
 pub async fn enrol(
     store: &dyn Store,
+    sign_in: &SignIn,
     request: &EnrolRequest,
     now: DateTime<Utc>,
 ) -> Result<EnrolResponse, AuthFailure> {
@@ -223,6 +294,7 @@ pub async fn enrol(
     }
     let user = check_credentials(
         store,
+        sign_in,
         &request.username,
         &request.password,
         &request.totp,
@@ -230,7 +302,8 @@ pub async fn enrol(
     )
     .await?;
     let device_id = store.create_device(&user.id, device_name, now).await?;
-    let (tokens, pair) = issue(now);
+    let lifetimes = &sign_in.lifetimes;
+    let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device_id, pair, now).await?;
     audit::append(
         store,
@@ -252,28 +325,52 @@ pub async fn enrol(
 }
 
 /// Password and TOTP of `username`, with the lockout rules: the user when both are right.
-/// An unknown user costs the same Argon2 work and gets the same answer as a wrong password.
+/// An unknown (or disabled) user costs the same Argon2 work and gets the same answer as a
+/// wrong password. A username longer than [`limits::MAX_USERNAME_CHARS`] is refused first.
 async fn check_credentials(
     store: &dyn Store,
+    sign_in: &SignIn,
     username: &str,
     password: &str,
     totp: &str,
     now: DateTime<Utc>,
 ) -> Result<UserRow, AuthFailure> {
-    let Some(user) = store.user_by_username(username.trim()).await? else {
-        argon2_verify(decoy_hash().to_string(), password.to_owned()).await?;
+    let username = username.trim();
+    if username.chars().count() > limits::MAX_USERNAME_CHARS {
+        return Err(Limited::UsernameTooLong.into());
+    }
+    let Some(user) = store.user_by_username(username).await? else {
+        argon2_verify(&sign_in.gate, decoy_hash().to_string(), password.to_owned()).await?;
+        // The TOTP check a known user gets, on a decoy secret.
+        totp_step_of(decoy_totp_secret(), totp, now.timestamp().max(0) as u64)?;
         audit_sign_in(store, now, username, false, "unknown user").await?;
         return Err(AuthFailure::BadCredentials);
     };
-    if let Some(until) = user.locked_until
-        && until > now
+    // The attempt is counted before the password is looked at, in one conditional write:
+    // parallel wrong guesses each take one of the MAX_FAILURES places, none gets past a lock.
+    let last_chance = match store
+        .claim_sign_in_attempt(&user.id, now, MAX_FAILURES, now + LOCKOUT)
+        .await?
     {
-        audit_sign_in(store, now, &user.username, false, "locked out").await?;
-        return Err(AuthFailure::LockedOut(until));
-    }
-    let password_ok = argon2_verify(user.password_hash.clone(), password.to_owned()).await?;
-    let step = totp_step_of(&user.totp_secret, totp, now.timestamp().max(0) as u64)?;
+        SignInClaim::Locked(until) => {
+            audit_sign_in(store, now, &user.username, false, "locked out").await?;
+            return Err(AuthFailure::LockedOut(until));
+        }
+        SignInClaim::Counted { locked_until } => locked_until,
+    };
+    let password_ok = argon2_verify(
+        &sign_in.gate,
+        user.password_hash.clone(),
+        password.to_owned(),
+    )
+    .await?;
+    let secret = sign_in
+        .totp_key
+        .open(&user.username, &user.totp_secret)
+        .map_err(|e| AuthFailure::Internal(format!("user {}: {e}", user.id)))?;
+    let step = totp_step_of(&secret, totp, now.timestamp().max(0) as u64)?;
     let accepted = match (password_ok && !user.disabled, step) {
+        // Resets the count (and the lock this attempt may have set).
         (true, Some(step)) => match store.record_sign_in_success(&user.id, step).await {
             Ok(()) => true,
             Err(StoreError::Conflict(_)) => false,
@@ -282,9 +379,8 @@ async fn check_credentials(
         _ => false,
     };
     if !accepted {
-        let locked = count_failure(store, &user, now).await?;
         audit_sign_in(store, now, &user.username, false, "bad credentials").await?;
-        return Err(match locked {
+        return Err(match last_chance {
             Some(until) => AuthFailure::LockedOut(until),
             None => AuthFailure::BadCredentials,
         });
@@ -297,11 +393,13 @@ async fn check_credentials(
 /// user may do it, and not on a revoked device.
 pub async fn reauthenticate(
     store: &dyn Store,
+    sign_in: &SignIn,
     request: &ReauthRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
     let user = check_credentials(
         store,
+        sign_in,
         &request.username,
         &request.password,
         &request.totp,
@@ -320,7 +418,8 @@ pub async fn reauthenticate(
         return Err(AuthFailure::DeviceRevoked);
     }
     store.revoke_device_tokens(&device.id, now).await?;
-    let (tokens, pair) = issue(now);
+    let lifetimes = &sign_in.lifetimes;
+    let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
     store.store_tokens(&device.id, pair, now).await?;
     audit::append(
         store,
@@ -337,64 +436,34 @@ pub async fn reauthenticate(
     Ok(tokens)
 }
 
-/// Count a failed sign-in of `user`; the [`MAX_FAILURES`]th in a row locks the account for
-/// [`LOCKOUT`] and starts the count again. Answers the lock time when this failure locked it.
-async fn count_failure(
-    store: &dyn Store,
-    user: &UserRow,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, AuthFailure> {
-    let mut seen = user.failed_attempts;
-    for _ in 0..RACE_ATTEMPTS {
-        let failed = seen + 1;
-        let (failures, locked) = if failed >= MAX_FAILURES {
-            (0, Some(now + LOCKOUT))
-        } else {
-            (failed, None)
-        };
-        match store
-            .set_sign_in_failures(&user.id, seen, failures, locked)
-            .await
-        {
-            Ok(()) => return Ok(locked),
-            Err(StoreError::Stale(_)) => {
-                seen = store
-                    .user_by_id(&user.id)
-                    .await?
-                    .ok_or(AuthFailure::BadCredentials)?
-                    .failed_attempts;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(AuthFailure::Internal(
-        "the failed sign-in count kept changing".into(),
-    ))
-}
-
 /// What presenting a refresh token came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum RotateOutcome {
     /// The old refresh token was valid; the new pair is stored.
-    Rotated,
+    Rotated(TokenResponse, UserRow),
     /// The device presented again, within [`REFRESH_RETRY_GRACE`], the refresh token it had
     /// just exchanged: the pairs issued since are revoked and the new one stored.
-    Retried,
+    Retried(TokenResponse, UserRow),
     /// No such refresh token for this device.
     Unknown,
     /// The refresh token had already been used: all the device's tokens are now revoked.
     Reused,
+    /// Unused for longer than the idle lifetime, or its sign-in's absolute lifetime is over.
     Expired,
     DeviceRevoked,
+    /// The device's user is disabled (or gone).
+    AccountDisabled,
 }
 
-/// Exchange the device's refresh token `old_hash` for `pair`, applying the rules in order:
-/// unknown token, revoked (or unknown) device, reuse (revoke the device's tokens), expiry.
+/// Exchange the device's refresh token `old_hash` for a new pair of the same sign-in,
+/// applying the rules in order: unknown token, another device's token, revoked (or unknown)
+/// device, disabled user, retry within the grace, reuse (revoke the device's tokens), expiry
+/// (idle or absolute).
 async fn rotate(
     store: &dyn Store,
+    lifetimes: &TokenLifetimes,
     device_id: &str,
     old_hash: &str,
-    pair: &TokenPair,
     now: DateTime<Utc>,
 ) -> Result<RotateOutcome, AuthFailure> {
     for _ in 0..RACE_ATTEMPTS {
@@ -410,13 +479,26 @@ async fn rotate(
             store.revoke_device_tokens(&token.device_id, now).await?;
             return Ok(RotateOutcome::Reused);
         }
-        let device_live = store
+        let Some(device) = store
             .device(device_id)
             .await?
-            .is_some_and(|d| d.revoked_at.is_none());
-        if !device_live {
+            .filter(|d| d.revoked_at.is_none())
+        else {
             return Ok(RotateOutcome::DeviceRevoked);
+        };
+        let Some(user) = store
+            .user_by_id(&device.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+        else {
+            return Ok(RotateOutcome::AccountDisabled);
+        };
+        // The sign-in's end, carried from token to token: refreshing never extends it.
+        let session_ends = token.expires_at;
+        if session_ends <= now {
+            return Ok(RotateOutcome::Expired);
         }
+        let (tokens, pair) = issue(now, lifetimes, session_ends);
         let retry = token
             .used_at
             .is_some_and(|used| now - used <= REFRESH_RETRY_GRACE);
@@ -427,22 +509,19 @@ async fn rotate(
             // pair. Any number of times within the grace (a cutting network can lose several
             // answers in a row); after it, the token is reuse.
             store.revoke_device_tokens(device_id, now).await?;
-            store.store_tokens(device_id, pair.clone(), now).await?;
-            return Ok(RotateOutcome::Retried);
+            store.store_tokens(device_id, pair, now).await?;
+            return Ok(RotateOutcome::Retried(tokens, user));
         }
         if token.used_at.is_some() || token.revoked_at.is_some() {
             // A rotated refresh token came back: someone holds a copy. Revoke the family.
             store.revoke_device_tokens(device_id, now).await?;
             return Ok(RotateOutcome::Reused);
         }
-        if token.expires_at <= now {
+        if now - token.issued_at > lifetimes.refresh_idle {
             return Ok(RotateOutcome::Expired);
         }
-        match store
-            .exchange_refresh(device_id, old_hash, pair.clone(), now)
-            .await
-        {
-            Ok(()) => return Ok(RotateOutcome::Rotated),
+        match store.exchange_refresh(device_id, old_hash, pair, now).await {
+            Ok(()) => return Ok(RotateOutcome::Rotated(tokens, user)),
             // Exchanged or revoked since it was read: decide again on what it is now.
             Err(StoreError::Stale(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -460,7 +539,7 @@ async fn audit_sign_in(
     ok: bool,
     why: &str,
 ) -> Result<(), AuthFailure> {
-    tracing::warn!(user = %username, why, "sign-in refused");
+    tracing::warn!(user = %limits::loggable(username), why, "sign-in refused");
     audit::append(
         store,
         AuditEvent {
@@ -484,54 +563,56 @@ pub fn user_info(user: &UserRow) -> UserInfo {
     }
 }
 
-/// Exchange a refresh token for a new pair (rotation).
+/// Exchange a refresh token for a new pair (rotation), audited. The device's earlier access
+/// token stops working; the new pair ends with the sign-in ([`TokenLifetimes::session`]).
 pub async fn refresh(
     store: &dyn Store,
+    lifetimes: &TokenLifetimes,
     request: &RefreshRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenResponse, AuthFailure> {
-    let (tokens, pair) = issue(now);
     let outcome = rotate(
         store,
+        lifetimes,
         &request.device_id,
         &token_hash(&request.refresh_token),
-        &pair,
         now,
     )
     .await?;
+    let device_event = |action: &str| AuditEvent {
+        at: now,
+        actor: format!("device:{}", request.device_id),
+        action: action.into(),
+        patient_id: None,
+        detail: serde_json::json!({}),
+    };
+    let user_event = |action: &str, user: &UserRow| AuditEvent {
+        at: now,
+        actor: format!("user:{}", user.username),
+        action: action.into(),
+        patient_id: None,
+        detail: serde_json::json!({ "device_id": request.device_id }),
+    };
     match outcome {
-        RotateOutcome::Rotated => Ok(tokens),
-        RotateOutcome::Retried => {
+        RotateOutcome::Rotated(tokens, user) => {
+            audit::append(store, user_event("refresh", &user)).await?;
+            Ok(tokens)
+        }
+        RotateOutcome::Retried(tokens, user) => {
             tracing::info!(device_id = %request.device_id, "refresh retried within the grace");
-            audit::append(
-                store,
-                AuditEvent {
-                    at: now,
-                    actor: format!("device:{}", request.device_id),
-                    action: "refresh_retried".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({}),
-                },
-            )
-            .await?;
+            audit::append(store, user_event("refresh_retried", &user)).await?;
             Ok(tokens)
         }
         RotateOutcome::DeviceRevoked => Err(AuthFailure::DeviceRevoked),
+        RotateOutcome::AccountDisabled => {
+            audit::append(store, device_event("refresh_refused_disabled")).await?;
+            Err(AuthFailure::AccountDisabled)
+        }
         RotateOutcome::Expired => Err(AuthFailure::TokenExpired),
         RotateOutcome::Unknown => Err(AuthFailure::Unauthorized),
         RotateOutcome::Reused => {
             tracing::warn!(device_id = %request.device_id, "refresh token reused: device tokens revoked");
-            audit::append(
-                store,
-                AuditEvent {
-                    at: now,
-                    actor: format!("device:{}", request.device_id),
-                    action: "refresh_reused".into(),
-                    patient_id: None,
-                    detail: serde_json::json!({}),
-                },
-            )
-            .await?;
+            audit::append(store, device_event("refresh_reused")).await?;
             Err(AuthFailure::Unauthorized)
         }
     }
@@ -564,8 +645,10 @@ pub async fn authenticate(
     let user = store
         .user_by_id(&device.user_id)
         .await?
-        .filter(|u| !u.disabled)
         .ok_or(AuthFailure::Unauthorized)?;
+    if user.disabled {
+        return Err(AuthFailure::AccountDisabled);
+    }
     Ok((device, user))
 }
 
@@ -720,9 +803,15 @@ pub async fn authenticate_admin(
 mod tests {
     use super::*;
 
-    use std::sync::Arc;
-
     use crate::store::{self, DatabaseUrl, NewUser, ServiceRow};
+
+    fn test_sign_in() -> SignIn {
+        SignIn {
+            gate: Argon2Gate::new(4, std::time::Duration::from_secs(30)),
+            lifetimes: TokenLifetimes::default(),
+            totp_key: Arc::new(TotpKey::from_bytes([3; 32], "test".into())),
+        }
+    }
 
     /// A store with one user (and one device of theirs when asked).
     async fn store_with_user() -> (Arc<dyn Store>, UserRow, tempfile::TempDir) {
@@ -745,7 +834,7 @@ mod tests {
                     role: "nurse".into(),
                     service_id: "dn".into(),
                     password_hash: "unused".into(),
-                    totp_secret: "unused".into(),
+                    totp_secret: test_sign_in().totp_key.seal("nurse", &new_totp_secret()),
                 },
                 Utc::now(),
             )
@@ -755,27 +844,159 @@ mod tests {
         (store, user, dir)
     }
 
+    /// Regression: the lock was checked on a read and the failure counted after the
+    /// Argon2 work, so parallel wrong guesses all got checked (20 at once, 20 guesses).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_failures_are_all_counted_and_lock_once() {
+    async fn a_raced_lockout_gives_no_more_guesses_than_serial_ones() {
         let (store, user, _dir) = store_with_user().await;
+        let gate = test_sign_in();
         let now = Utc::now();
-        let tasks: Vec<_> = (0..MAX_FAILURES)
+        let tasks: Vec<_> = (0..20)
             .map(|_| {
-                let (store, user) = (Arc::clone(&store), user.clone());
-                tokio::spawn(async move { count_failure(store.as_ref(), &user, now).await })
+                let (store, gate) = (Arc::clone(&store), gate.clone());
+                tokio::spawn(async move {
+                    check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", now).await
+                })
             })
             .collect();
-        let mut locks = 0;
+        let (mut bad, mut locked) = (0, 0);
         for task in tasks {
-            locks += usize::from(task.await.unwrap().unwrap().is_some());
+            match task.await.unwrap() {
+                Err(AuthFailure::BadCredentials) => bad += 1,
+                Err(AuthFailure::LockedOut(until)) => {
+                    assert_eq!(until.timestamp(), (now + LOCKOUT).timestamp());
+                    locked += 1
+                }
+                other => panic!("{other:?}"),
+            }
         }
-        assert_eq!(locks, 1, "the fifth failure, whichever it was, locks");
+        assert_eq!((bad, locked), (MAX_FAILURES - 1, 20 - (MAX_FAILURES - 1)));
+        let checked = store
+            .audit_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.detail["why"] == "bad credentials")
+            .count();
+        assert_eq!(
+            checked, MAX_FAILURES as usize,
+            "only five guesses were checked"
+        );
         let stored = store.user_by_id(&user.id).await.unwrap().unwrap();
         assert_eq!(stored.failed_attempts, 0);
         assert_eq!(
             stored.locked_until.map(|t| t.timestamp()),
             Some((now + LOCKOUT).timestamp())
         );
+        // After the lock the count starts again: five more guesses, not one.
+        let later = now + LOCKOUT + Duration::seconds(1);
+        for n in 1..MAX_FAILURES {
+            assert!(
+                matches!(
+                    check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", later)
+                        .await,
+                    Err(AuthFailure::BadCredentials)
+                ),
+                "guess {n} after the lock"
+            );
+        }
+        assert!(matches!(
+            check_credentials(store.as_ref(), &gate, "nurse", "guess", "000000", later).await,
+            Err(AuthFailure::LockedOut(_))
+        ));
+    }
+
+    /// The first pair of a sign-in at `now`, with the default lifetimes.
+    fn first_pair(now: DateTime<Utc>) -> (TokenResponse, TokenPair) {
+        issue(now, &TokenLifetimes::default(), now + SESSION_TTL)
+    }
+
+    /// A device of the nurse's with its first pair, signed in at `now`.
+    async fn signed_in(
+        store: &dyn Store,
+        user: &UserRow,
+        now: DateTime<Utc>,
+    ) -> (String, TokenResponse) {
+        let device = store.create_device(&user.id, "laptop", now).await.unwrap();
+        let (tokens, pair) = first_pair(now);
+        store.store_tokens(&device, pair, now).await.unwrap();
+        (device, tokens)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_unused_past_its_idle_life_is_expired() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, tokens) = signed_in(store.as_ref(), &user, now).await;
+        let late = now + REFRESH_IDLE + Duration::seconds(1);
+        assert!(matches!(
+            present(store.as_ref(), &device, &tokens.refresh_token, late).await,
+            Err(AuthFailure::TokenExpired)
+        ));
+        // Within it, the same token still works.
+        let in_time = now + REFRESH_IDLE - Duration::seconds(1);
+        present(store.as_ref(), &device, &tokens.refresh_token, in_time)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refreshing_never_extends_a_sign_in_past_its_absolute_life() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, mut tokens) = signed_in(store.as_ref(), &user, now).await;
+        // Refreshed every six days, inside the idle life, the sign-in still ends at 30 days.
+        let mut at = now;
+        while at + Duration::days(6) < now + SESSION_TTL {
+            at += Duration::days(6);
+            tokens = present(store.as_ref(), &device, &tokens.refresh_token, at)
+                .await
+                .unwrap();
+            assert!(tokens.access_expires_at <= now + SESSION_TTL);
+        }
+        let after = now + SESSION_TTL + Duration::seconds(1);
+        assert!(matches!(
+            present(store.as_ref(), &device, &tokens.refresh_token, after).await,
+            Err(AuthFailure::TokenExpired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_previous_access_token_stops_working_at_rotation_and_refreshes_are_audited() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, first) = signed_in(store.as_ref(), &user, now).await;
+        assert!(works(store.as_ref(), &first, now).await);
+        let next = present(store.as_ref(), &device, &first.refresh_token, now)
+            .await
+            .unwrap();
+        assert!(works(store.as_ref(), &next, now).await);
+        assert!(
+            !works(store.as_ref(), &first, now).await,
+            "the old access token still worked after rotation"
+        );
+        let refreshes: Vec<_> = store
+            .audit_rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.action == "refresh")
+            .collect();
+        assert_eq!(refreshes.len(), 1);
+        assert_eq!(refreshes[0].event.actor, "user:nurse");
+        assert_eq!(refreshes[0].event.detail["device_id"], device.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_forged_refresh_token_is_refused() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let (device, _) = signed_in(store.as_ref(), &user, now).await;
+        let forged = new_token("dsr_");
+        assert!(matches!(
+            present(store.as_ref(), &device, &forged, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
     }
 
     /// Presents `refresh` for `device` at `at`.
@@ -789,7 +1010,7 @@ mod tests {
             device_id: device.to_string(),
             refresh_token: refresh_token.to_string(),
         };
-        super::refresh(store, &request, at).await
+        super::refresh(store, &TokenLifetimes::default(), &request, at).await
     }
 
     async fn works(store: &dyn Store, tokens: &TokenResponse, at: DateTime<Utc>) -> bool {
@@ -801,7 +1022,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let tasks: Vec<_> = (0..2)
             .map(|_| {
@@ -843,7 +1064,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let lost = present(store.as_ref(), &device, &first.refresh_token, now)
             .await
@@ -882,7 +1103,7 @@ mod tests {
         let (store, user, _dir) = store_with_user().await;
         let now = Utc::now();
         let device = store.create_device(&user.id, "laptop", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let mut answers = vec![
             present(store.as_ref(), &device, &first.refresh_token, now)
@@ -916,7 +1137,7 @@ mod tests {
         // The device goes on normally with its last answer when it got it: here it did not,
         // so it must sign in again; a device that kept its answer refreshes as usual.
         let device = store.create_device(&user.id, "tablet", now).await.unwrap();
-        let (first, pair) = issue(now);
+        let (first, pair) = first_pair(now);
         store.store_tokens(&device, pair, now).await.unwrap();
         let kept = present(store.as_ref(), &device, &first.refresh_token, now)
             .await
@@ -933,7 +1154,7 @@ mod tests {
         let now = Utc::now();
         let owner = store.create_device(&user.id, "laptop", now).await.unwrap();
         let other = store.create_device(&user.id, "stolen?", now).await.unwrap();
-        let (tokens, pair) = issue(now);
+        let (tokens, pair) = first_pair(now);
         store.store_tokens(&owner, pair, now).await.unwrap();
         assert!(matches!(
             present(store.as_ref(), &other, &tokens.refresh_token, now).await,
@@ -981,8 +1202,8 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_hashed() {
-        let (a, pair) = issue(Utc::now());
-        let (b, _) = issue(Utc::now());
+        let (a, pair) = first_pair(Utc::now());
+        let (b, _) = first_pair(Utc::now());
         assert_ne!(a.access_token, b.access_token);
         assert_eq!(pair.access_hash, token_hash(&a.access_token));
         assert_ne!(pair.access_hash, a.access_token);

@@ -49,6 +49,7 @@ use crate::lists::{self, NewListEntry};
 use crate::store::{
     self, AuditEvent, DatabaseUrl, ListRow, NewUser, PracticeRow, ServiceRow, Store, StoreError,
 };
+use crate::totp_key::{self, TotpKey};
 use crate::{audit, auth};
 
 /// File of the demo sign-ins in the data directory.
@@ -186,6 +187,8 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Auth(#[from] auth::AuthFailure),
+    #[error("{0}")]
+    TotpKey(#[from] crate::totp_key::TotpKeyError),
     #[error("the federation has too few patients ({have}) for the lists asked for ({need})")]
     TooFewPatients { have: usize, need: usize },
     #[error("seeding failed: {0}")]
@@ -243,7 +246,10 @@ pub async fn seed_async(
     if spec.leak_markers {
         add_leak_markers(&mut federation, spec.federation.today);
     }
-    let summary = seed_store(store.as_ref(), &federation, spec, Utc::now()).await?;
+    // The server that serves this directory seals and opens with the same key file.
+    let totp_key = TotpKey::load_or_create(data_dir)?;
+    totp_key::adopt(store.as_ref(), &totp_key).await?;
+    let summary = seed_store(store.as_ref(), &totp_key, &federation, spec, Utc::now()).await?;
     let json = serde_json::to_vec_pretty(&summary.users)
         .map_err(|e| DemoError::Internal(e.to_string()))?;
     write_private(&users_path, &json)?;
@@ -528,9 +534,11 @@ fn patients_with_excluded_items(federation: &Federation) -> BTreeSet<String> {
 }
 
 /// Import a generated federation into `store` and set up services, agreements, lists and
-/// users. Answers the users with their clear passwords (the caller writes them).
+/// users (their TOTP secrets sealed under `totp_key`). Answers the users with their clear
+/// passwords and secrets (the caller writes them).
 pub async fn seed_store(
     store: &dyn Store,
+    totp_key: &TotpKey,
     federation: &Federation,
     spec: &DemoSpec,
     now: DateTime<Utc>,
@@ -858,7 +866,7 @@ pub async fn seed_store(
                     role: role.into(),
                     service_id: service_id.into(),
                     password_hash: hash,
-                    totp_secret: totp_secret.clone(),
+                    totp_secret: totp_key.seal(username, &totp_secret),
                 },
                 now,
             )

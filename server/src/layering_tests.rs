@@ -7,6 +7,8 @@
 //!                 ->  audit  ->  store
 //!                     pull -> cursor, lists;  tls, checkpoint -> cursor (file writing);
 //!                     checkpoint -> audit;  run -> checkpoint
+//!                     auth -> limits, totp_key;  totp_key -> cursor (file writing), store
+//! api -> accounts -> admin, auth, limits, totp_key
 //! ```
 
 use std::path::PathBuf;
@@ -21,14 +23,20 @@ fn manifest_dir() -> PathBuf {
 /// Each module and the modules of the crate its code may name.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("cursor.rs", &[]),
+    ("limits.rs", &[]),
+    ("totp_key.rs", &["cursor", "store"]),
     ("audit.rs", &["store"]),
     ("checkpoint.rs", &["audit", "cursor", "store"]),
     ("lists.rs", &["store"]),
     ("access.rs", &["store"]),
     ("pull.rs", &["cursor", "lists", "store"]),
     ("import.rs", &["audit", "store"]),
-    ("auth.rs", &["audit", "store"]),
+    ("auth.rs", &["audit", "limits", "store", "totp_key"]),
     ("admin.rs", &["audit", "store"]),
+    (
+        "accounts.rs",
+        &["admin", "audit", "auth", "limits", "store", "totp_key"],
+    ),
     ("notes.rs", &["audit", "import", "lists", "pull", "store"]),
     ("breakglass.rs", &["audit", "lists", "pull", "store"]),
     ("tls.rs", &["cursor"]),
@@ -36,24 +44,39 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "api.rs",
         &[
             "access",
+            "accounts",
             "admin",
             "audit",
             "auth",
             "breakglass",
             "cursor",
             "import",
+            "limits",
             "notes",
             "pull",
             "store",
+            "totp_key",
         ],
     ),
     (
         "demo.rs",
-        &["audit", "auth", "cursor", "import", "lists", "store"],
+        &[
+            "audit", "auth", "cursor", "import", "lists", "store", "totp_key",
+        ],
     ),
     (
         "run.rs",
-        &["admin", "api", "checkpoint", "cursor", "store", "tls"],
+        &[
+            "admin",
+            "api",
+            "auth",
+            "checkpoint",
+            "cursor",
+            "limits",
+            "store",
+            "tls",
+            "totp_key",
+        ],
     ),
 ];
 

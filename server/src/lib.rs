@@ -22,10 +22,14 @@
 //!   the record as FHIR), the registered practice's inbox and its acknowledgements.
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
 //! - [`auth`]: Argon2id passwords, TOTP, device tokens (hashed, rotated, revocable), lockout.
+//! - [`limits`]: sign-in rate limits per address and per username, and the Argon2 gate.
+//! - [`totp_key`]: the key TOTP secrets are sealed under (a file, never in the database).
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
+//! - [`accounts`]: users and devices as administrators manage them (add, disable, enable,
+//!   unlock, reset TOTP; list and revoke devices), each audited with who and why.
 //! - [`audit`]: the hash chain of the append-only audit log, sealed here for every backend.
 //! - [`admin`]: administration (agreements created, updated, retired and compared; patient
 //!   dissent; exclusion value sets loaded), each change audited with who and why; the
@@ -46,6 +50,7 @@
 //! - Plain HTTP only on loopback, and only when asked for.
 
 pub mod access;
+pub mod accounts;
 pub mod admin;
 pub mod api;
 pub mod audit;
@@ -55,12 +60,14 @@ pub mod checkpoint;
 pub mod cursor;
 pub mod demo;
 pub mod import;
+pub mod limits;
 pub mod lists;
 pub mod notes;
 pub mod pull;
 pub mod run;
 pub mod store;
 pub mod tls;
+pub mod totp_key;
 
 #[cfg(test)]
 mod convergence_tests;

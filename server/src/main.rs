@@ -16,10 +16,16 @@
 //! doorstep-server patient dissent NHS_NUMBER on|off --reason TEXT
 //! doorstep-server valueset load FILE --reason TEXT
 //! doorstep-server user role USERNAME ROLE --reason TEXT
+//! doorstep-server user add USERNAME --name TEXT --role ROLE --service ID --reason TEXT
+//! doorstep-server user disable|enable|unlock|reset-totp USERNAME --reason TEXT
+//! doorstep-server device list
+//! doorstep-server device revoke ID --reason TEXT
 //! ```
 //!
 //! The administration commands take `--data-dir DIR` or `--database URL` like the others;
-//! their changes are audited as `cli:$USER` with the reason given.
+//! their changes are audited as `cli:$USER` with the reason given. `user add` and `user
+//! reset-totp` print a sign-in once and need `--data-dir DIR`: the TOTP secret is sealed with
+//! `DIR/totp-key`, the key file the server there uses.
 //!
 //! `--database URL` (or `DOORSTEP_DATABASE_URL`) names the store: `sqlite:PATH` for an
 //! SQLite file anywhere, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` for PostgreSQL (which
@@ -42,7 +48,9 @@ use clap::{Parser, Subcommand};
 use doorstep_server::import::{self, ImportFailure};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl};
-use doorstep_server::{access, admin, audit, breakglass, checkpoint, demo, tls};
+use doorstep_server::{
+    access, accounts, admin, audit, breakglass, checkpoint, demo, tls, totp_key,
+};
 
 #[derive(Parser)]
 #[command(
@@ -151,10 +159,15 @@ enum Command {
         #[command(subcommand)]
         command: PatientCommand,
     },
-    /// Users' roles.
+    /// Users: roles, adding, disabling, unlocking, new TOTP secrets.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Enrolled devices: list, revoke.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// Exclusion value sets.
     Valueset {
@@ -339,6 +352,71 @@ enum UserCommand {
     Role {
         username: String,
         role: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add a user; prints their password and TOTP secret once.
+    Add {
+        username: String,
+        /// The name shown to them and in the record.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// The id of their service.
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable a user: no sign-in, refresh or pull until enabled.
+    Disable {
+        username: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enable a disabled user.
+    Enable {
+        username: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Clear a user's failed sign-ins and lock.
+    Unlock {
+        username: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give a user a new TOTP secret (printed once); the old one stops working.
+    ResetTotp {
+        username: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Every device: id, user, name, enrolled, revoked.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a device: its tokens stop at once; it wipes its cache at its next contact.
+    Revoke {
+        id: String,
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -601,6 +679,8 @@ fn run() -> anyhow::Result<()> {
             eprintln!("{username} now holds the role {role}: their devices rebuild at their next sync");
             Ok(())
         }),
+        Command::User { command } => runtime.block_on(account_command(command)),
+        Command::Device { command } => runtime.block_on(device_command(command)),
         Command::Valueset {
             command:
                 ValuesetCommand::Load {
@@ -802,6 +882,148 @@ fn cli_change(reason: String) -> admin::Change {
         actor: format!("cli:{user}"),
         reason,
     }
+}
+
+/// The TOTP key of `--data-dir`, checked against the database's (as `serve` does).
+async fn totp_key_of(
+    store: &StoreArgs,
+    opened: &dyn store::Store,
+) -> anyhow::Result<totp_key::TotpKey> {
+    let dir = store.data_dir.as_deref().context(
+        "give --data-dir DIR: the TOTP secret is sealed with DIR/totp-key, the server's key file",
+    )?;
+    let key = totp_key::TotpKey::load_or_create(dir)?;
+    totp_key::adopt(opened, &key).await?;
+    Ok(key)
+}
+
+async fn account_command(command: UserCommand) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let refused = |e: admin::AdminFailure| anyhow::anyhow!("nothing was changed: {e}");
+    match command {
+        UserCommand::Role { .. } => unreachable!("handled with the other role changes"),
+        UserCommand::Add {
+            username,
+            name,
+            role,
+            service,
+            reason,
+            store,
+        } => {
+            let opened = store.open().await?;
+            let key = totp_key_of(&store, opened.as_ref()).await?;
+            let issued = accounts::add_user(
+                opened.as_ref(),
+                &key,
+                accounts::NewAccount {
+                    username,
+                    display_name: name,
+                    role,
+                    service_id: service,
+                },
+                &cli_change(reason),
+                now,
+            )
+            .await
+            .map_err(refused)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "user: {}", issued.username)?;
+            writeln!(out, "password: {}", issued.password)?;
+            writeln!(out, "totp secret: {}", issued.totp_secret)?;
+            eprintln!("shown once: give them to the user in person");
+        }
+        UserCommand::Disable {
+            username,
+            reason,
+            store,
+        } => {
+            let opened = store.open().await?;
+            accounts::set_disabled(opened.as_ref(), &username, true, &cli_change(reason), now)
+                .await
+                .map_err(refused)?;
+            eprintln!("{username} is disabled: no sign-in, refresh or pull until enabled");
+        }
+        UserCommand::Enable {
+            username,
+            reason,
+            store,
+        } => {
+            let opened = store.open().await?;
+            accounts::set_disabled(opened.as_ref(), &username, false, &cli_change(reason), now)
+                .await
+                .map_err(refused)?;
+            eprintln!("{username} is enabled");
+        }
+        UserCommand::Unlock {
+            username,
+            reason,
+            store,
+        } => {
+            let opened = store.open().await?;
+            accounts::unlock(opened.as_ref(), &username, &cli_change(reason), now)
+                .await
+                .map_err(refused)?;
+            eprintln!("{username} is unlocked");
+        }
+        UserCommand::ResetTotp {
+            username,
+            reason,
+            store,
+        } => {
+            let opened = store.open().await?;
+            let key = totp_key_of(&store, opened.as_ref()).await?;
+            let secret =
+                accounts::reset_totp(opened.as_ref(), &key, &username, &cli_change(reason), now)
+                    .await
+                    .map_err(refused)?;
+            writeln!(std::io::stdout().lock(), "totp secret: {secret}")?;
+            eprintln!("shown once: {username}'s earlier codes no longer work");
+        }
+    }
+    Ok(())
+}
+
+async fn device_command(command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::List { store } => {
+            let opened = store.open().await?;
+            let devices = accounts::devices(opened.as_ref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<36}  {:<20}  {:<24}  {:<20}  revoked",
+                "id", "user", "name", "enrolled"
+            )?;
+            for d in devices {
+                writeln!(
+                    out,
+                    "{:<36}  {:<20}  {:<24}  {:<20}  {}",
+                    d.id,
+                    d.user,
+                    d.name.escape_debug().to_string(),
+                    d.enrolled_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.revoked_at.map_or("-".to_string(), |t| t
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string())
+                )?;
+            }
+        }
+        DeviceCommand::Revoke { id, reason, store } => {
+            let opened = store.open().await?;
+            accounts::revoke_device(
+                opened.as_ref(),
+                &id,
+                &cli_change(reason),
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("nothing was changed: {e}"))?;
+            eprintln!("device {id} is revoked: it wipes its cache at its next contact");
+        }
+    }
+    Ok(())
 }
 
 async fn admin_command(command: AdminCommand) -> anyhow::Result<()> {

@@ -437,7 +437,8 @@ impl Author<'_> {
     ) -> Result<Result<Checked, String>, StoreError> {
         if item.kind != PUSH_KIND_NOTE {
             return Ok(Err(format!(
-                "unknown kind '{}': this server accepts '{PUSH_KIND_NOTE}' items",
+                "unknown kind '{}': this server accepts '{PUSH_KIND_NOTE}' and \
+                 '{PUSH_KIND_RECORD_VIEW}' items",
                 item.kind
             )));
         }

@@ -6,7 +6,8 @@
 //!
 //! [`start`] opens the store (the `--database` URL, else the SQLite file in the data
 //! directory), reads the federation's cursor key from the store (the first node to start
-//! stores one, adopting a legacy `DIR/cursor-key` file), loads (or makes) the TLS
+//! stores one, adopting a legacy `DIR/cursor-key` file), loads the TOTP sealing key from
+//! `DIR/totp-key` and seals any plaintext TOTP secret ([`crate::totp_key::adopt`]), loads (or makes) the TLS
 //! material, binds the listener (port 0 picks a free port) and serves on a tokio task until
 //! [`RunningServer::shutdown`]. Plain HTTP is refused unless [`TlsMode::InsecureLoopback`] is
 //! asked for *and* the address is a loopback one.
@@ -21,10 +22,13 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::admin::ServerSets;
 use crate::api::{self, AppState};
+use crate::auth::SignIn;
 use crate::checkpoint::{self, AuditKey, CheckpointError};
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
+use crate::limits::{Argon2Gate, SignInLimitConfig, SignInLimits};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
 use crate::tls::{self, CertFiles, TlsError};
+use crate::totp_key::{self, TotpKey, TotpKeyError};
 
 /// How the server speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,10 @@ pub struct ServeConfig {
     pub prune_every: Duration,
     /// How often the audit chain's head is signed (when it moved).
     pub checkpoint_every: Duration,
+    /// Sign-in rate limits and the Argon2 gate ([`crate::limits`]).
+    pub sign_in_limits: SignInLimitConfig,
+    /// How long access tokens, idle refresh tokens and sign-ins last.
+    pub token_lifetimes: crate::auth::TokenLifetimes,
 }
 
 /// Default [`ServeConfig::feed_retention`].
@@ -75,6 +83,8 @@ impl ServeConfig {
             feed_retention: chrono::Duration::days(DEFAULT_FEED_RETENTION_DAYS),
             prune_every: Duration::from_secs(3600),
             checkpoint_every: Duration::from_secs(60),
+            sign_in_limits: SignInLimitConfig::default(),
+            token_lifetimes: crate::auth::TokenLifetimes::default(),
         }
     }
 }
@@ -102,6 +112,8 @@ pub enum StartError {
     CursorKey(#[from] CursorKeyError),
     #[error("{0}")]
     AuditKey(#[from] CheckpointError),
+    #[error("{0}")]
+    TotpKey(#[from] TotpKeyError),
 }
 
 /// A server running on a tokio task.
@@ -198,6 +210,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
     let store: Arc<dyn Store> = store::open(&database).await?;
     let cursor_key = shared_cursor_key(store.as_ref(), &data_dir).await?;
     let audit_key = Arc::new(AuditKey::load_or_create(&data_dir)?);
+    let totp_key = Arc::new(TotpKey::load_or_create(&data_dir)?);
+    totp_key::adopt(store.as_ref(), &totp_key).await?;
 
     let (rustls, ca_pem_path) = match &config.tls {
         TlsMode::InsecureLoopback => (None, PathBuf::new()),
@@ -257,9 +271,19 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         page_bytes: config.page_bytes,
         import_max_bytes: config.import_max_bytes,
         sets: Arc::new(ServerSets::new()),
+        limits: Arc::new(SignInLimits::new(config.sign_in_limits)),
+        sign_in: Arc::new(SignIn {
+            gate: Argon2Gate::of(&config.sign_in_limits),
+            lifetimes: config.token_lifetimes,
+            totp_key,
+        }),
     });
+    tokio::task::spawn_blocking(crate::auth::warm_up)
+        .await
+        .map_err(|e| StoreError::Backend(format!("warming up: {e}")))?;
     let handle = Handle::new();
-    let service = app.into_make_service();
+    // The peer address reaches the handlers: sign-ins are rate-limited by it.
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match rustls {
         Some(server_config) => {
             let server =

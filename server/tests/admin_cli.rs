@@ -1,5 +1,6 @@
 //! The administration commands of `doorstep-server`: `admin add`, `agreement
-//! list|show|create|update|retire|compare`, `patient dissent`, `valueset load`. A bad file is
+//! list|show|create|update|retire|compare`, `patient dissent`, `valueset load`, `user
+//! add|disable|enable|unlock|reset-totp`, `device list|revoke`. A bad file is
 //! refused naming the file and the field, and changes nothing; every change is audited as
 //! `cli:USER` with its reason.
 
@@ -296,6 +297,169 @@ fn agreements_dissent_and_value_sets_from_the_command_line() {
             "dissent_set",
             "user_role_set",
             "value_set_loaded"
+        ]
+    );
+}
+
+/// `user add|disable|enable|unlock|reset-totp` and `device list|revoke`: each audited as
+/// `cli:ops` with its reason; a sign-in printed once works; a command without a reason, or
+/// `user add` without the data directory that holds the TOTP key, changes nothing.
+#[test]
+fn users_and_devices_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = DatabaseUrl::in_data_dir(dir.path());
+    demo::seed_with_database(
+        dir.path(),
+        &database,
+        &DemoSpec::small(5, chrono::Utc::now().date_naive()),
+    )
+    .unwrap();
+    let service = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.user_by_username("nurse.demo")
+            .await
+            .unwrap()
+            .unwrap()
+            .service_id
+    });
+    let add = [
+        "user",
+        "add",
+        "sam.okafor",
+        "--name",
+        "Sam Okafor",
+        "--role",
+        "nurse",
+        "--service",
+        &service,
+    ];
+
+    // Without a reason, or without --data-dir (the TOTP key's directory), nothing is added.
+    let (ok, _, err) = run(dir.path(), &add);
+    assert!(!ok);
+    assert!(err.contains("--reason"), "{err}");
+    let out = bin()
+        .args(add)
+        .args(["--reason", "new starter", "--database"])
+        .arg(format!(
+            "sqlite:{}",
+            dir.path().join("federation.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--data-dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (ok, out, err) = run(
+        dir.path(),
+        &[&add[..], &["--reason", "new starter"]].concat(),
+    );
+    assert!(ok, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let (password, secret) = (field("password"), field("totp secret"));
+    let check = doorstep_server::totp_key::TotpKey::load_or_create(dir.path()).unwrap();
+    let sam = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.user_by_username("sam.okafor").await.unwrap().unwrap()
+    });
+    assert!(doorstep_server::auth::verify_password(
+        &sam.password_hash,
+        &password
+    ));
+    assert_eq!(check.open("sam.okafor", &sam.totp_secret).unwrap(), secret);
+
+    for (args, expect) in [
+        (
+            vec!["user", "disable", "sam.okafor", "--reason", "left"],
+            "is disabled",
+        ),
+        (
+            vec!["user", "enable", "sam.okafor", "--reason", "back"],
+            "is enabled",
+        ),
+        (
+            vec!["user", "unlock", "sam.okafor", "--reason", "rang"],
+            "is unlocked",
+        ),
+    ] {
+        let (ok, _, err) = run(dir.path(), &args);
+        assert!(ok && err.contains(expect), "{args:?}: {err}");
+    }
+    let (ok, _, err) = run(
+        dir.path(),
+        &["user", "enable", "sam.okafor", "--reason", "x"],
+    );
+    assert!(!ok && err.contains("nothing was changed"), "{err}");
+    let (ok, out, err) = run(
+        dir.path(),
+        &["user", "reset-totp", "sam.okafor", "--reason", "phone"],
+    );
+    assert!(ok, "{err}");
+    let new_secret = out
+        .trim()
+        .strip_prefix("totp secret: ")
+        .unwrap()
+        .to_string();
+    assert_ne!(new_secret, secret);
+
+    // A device, then listed and revoked.
+    let device = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.create_device(&sam.id, "Ward tablet", chrono::Utc::now())
+            .await
+            .unwrap()
+    });
+    let (ok, out, _) = run(dir.path(), &["device", "list"]);
+    assert!(ok);
+    let line = out.lines().find(|l| l.starts_with(&device)).unwrap();
+    assert!(line.contains("sam.okafor") && line.contains("Ward tablet") && line.ends_with('-'));
+    let (ok, _, err) = run(
+        dir.path(),
+        &["device", "revoke", &device, "--reason", "stolen"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(dir.path(), &["device", "list"]);
+    assert!(
+        ok && !out
+            .lines()
+            .find(|l| l.starts_with(&device))
+            .unwrap()
+            .ends_with('-')
+    );
+
+    let audited: Vec<(String, String, String)> = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.audit_rows().await.unwrap()
+    })
+    .into_iter()
+    .filter(|r| r.event.actor == "cli:ops")
+    .map(|r| {
+        (
+            r.event.action,
+            r.event.detail["user"].as_str().unwrap_or_default().into(),
+            r.event.detail["reason"].as_str().unwrap_or_default().into(),
+        )
+    })
+    .collect();
+    let e = |a: &str, r: &str| (a.to_string(), "sam.okafor".to_string(), r.to_string());
+    assert_eq!(
+        audited,
+        vec![
+            e("user_added", "new starter"),
+            e("user_disabled", "left"),
+            e("user_enabled", "back"),
+            e("user_unlocked", "rang"),
+            e("user_totp_reset", "phone"),
+            e("device_revoked", "stolen"),
         ]
     );
 }

@@ -268,7 +268,7 @@ async fn note_to_the_practice_and_back(dir: &std::path::Path, database: store::D
     })
     .unwrap();
     let mut odd = note_item(&unknown, &patient.id, json!({}));
-    odd.kind = "record_view".into();
+    odd.kind = "acknowledgement".into();
     let items = vec![
         note_item(&note_id, &patient.id, body.clone()),
         note_item(&stranger_note, &stranger.id, body.clone()),

@@ -399,6 +399,12 @@ async fn devices_alternating_between_two_nodes_converge_while_both_import() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(&cert.cert, dir.join(doorstep_server::tls::SERVER_CERT_FILE)).unwrap();
         std::fs::copy(&cert.key, dir.join(doorstep_server::tls::SERVER_KEY_FILE)).unwrap();
+        // The key the seeding sealed the TOTP secrets with: every node needs the same file.
+        std::fs::copy(
+            seed_dir.join(doorstep_server::totp_key::TOTP_KEY_FILE),
+            dir.join(doorstep_server::totp_key::TOTP_KEY_FILE),
+        )
+        .unwrap();
         nodes.push(Node::start(name, &bin, &dir, &database));
     }
     assert_ne!(nodes[0].url, nodes[1].url);

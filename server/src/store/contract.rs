@@ -30,13 +30,15 @@
 //!   rules in [`crate::auth`]; the backend is handed the rows to write (with the hashes and
 //!   feed rows they need) and applies them in one transaction.
 //! - Writes that were decided on reads ([`RecordStore::apply_import`],
-//!   [`AuditStore::append_audit_row`], [`IdentityStore::set_sign_in_failures`],
-//!   [`IdentityStore::exchange_refresh`]) carry what they were decided on; the backend
+//!   [`AuditStore::append_audit_row`], [`IdentityStore::exchange_refresh`]) carry what they were decided on; the backend
 //!   re-checks it inside its write transaction and answers [`StoreError::Stale`], writing
 //!   nothing, when another writer changed it in between. The callers then decide again on
 //!   fresh reads. This is what makes two server nodes importing, auditing or signing in at
 //!   once safe on a shared database. ([`IdentityStore::record_sign_in_success`] is the same
 //!   idea with its own answer: `Conflict` when the TOTP step was already used.)
+//! - A counter that a race must not split is one conditional write, not a read and a write:
+//!   [`IdentityStore::claim_sign_in_attempt`] checks the lock and counts the attempt in one
+//!   statement, with the rule's numbers handed in by the caller.
 //! - An import's audit row is the one thing sealed *inside* the backend's transaction: the
 //!   caller hands [`RecordStore::apply_import`] (and [`AuditStore::append_audit_event`]) the
 //!   event and the sealing function
@@ -55,14 +57,14 @@ use chrono::{DateTime, Utc};
 use doorstep_record::agreement::Agreement;
 
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
-    BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
+    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
     ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow,
-    PlannedImport, PracticeRow, ResourceRow, ServiceRow, SourceCredentialRow, StoreError,
-    TokenPair, TokenRow, UserRow,
+    PlannedImport, PracticeRow, ResourceRow, ServiceRow, SignInClaim, SourceCredentialRow,
+    StoreError, TokenPair, TokenRow, UserRow,
 };
 
 /// Seals an audit event on the chain's tip (`None`: the log is empty): `crate::audit::seal`,
@@ -109,16 +111,31 @@ pub trait IdentityStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: DateTime<Utc>) -> Result<String, StoreError>;
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError>;
-    /// Set the user's failed sign-in count to `failures` (and, when given, lock the account
-    /// until `locked_until`), if the stored count is still `expected`; else write nothing and
-    /// answer [`StoreError::Stale`] (another sign-in attempt counted first).
-    async fn set_sign_in_failures(
+    /// Every user, by username.
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError>;
+    /// Replace the user's stored TOTP secret by `new` if it is still `expected`; else write
+    /// nothing and answer [`StoreError::Stale`] (sealing a plaintext secret at start, two
+    /// nodes may try at once).
+    async fn replace_totp_secret(
         &self,
         user_id: &str,
-        expected: u32,
-        failures: u32,
-        locked_until: Option<DateTime<Utc>>,
+        expected: &str,
+        new: &str,
     ) -> Result<(), StoreError>;
+    /// Count one sign-in attempt of the user *before* its password is checked, in one
+    /// conditional write, so parallel attempts get no more guesses than serial ones: unless
+    /// the account is locked at `now` (then nothing is written and the lock is answered),
+    /// add one to the count; the attempt that brings it to `max_failures` sets it back to 0
+    /// and locks the account until `lock_until`. The numbers are the caller's rule
+    /// ([`crate::auth`]); the backend only applies them atomically. `NotFound` when the user
+    /// is gone.
+    async fn claim_sign_in_attempt(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_until: DateTime<Utc>,
+    ) -> Result<SignInClaim, StoreError>;
     /// Reset the failure count and remember the TOTP step used. Fails with `Conflict` when
     /// that step (or a later one) was already used: a TOTP code is accepted once.
     async fn record_sign_in_success(&self, user_id: &str, totp_step: i64)
@@ -138,7 +155,8 @@ pub trait IdentityStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
-    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, store
+    /// In one transaction: mark the device's refresh token `old_refresh_hash` used, revoke
+    /// the device's earlier access tokens (the one it held stops working at rotation), store
     /// `pair`, and note the device was seen. When that token is no longer unused and
     /// unrevoked (exchanged or revoked since it was read), write nothing and answer
     /// [`StoreError::Stale`].
@@ -438,6 +456,35 @@ pub trait AdminStore: Send + Sync {
         audit: AuditEvent,
         seal: AuditSealer,
     ) -> Result<AuditRow, StoreError>;
+    /// Every device, oldest first.
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError>;
+    /// In one transaction: revoke the device and its tokens, and append `seal(tip, audit)`.
+    /// `NotFound` when there is no such device not revoked yet.
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// In one transaction: apply `write` to the user's row and append `seal(tip, audit)`.
+    /// `NotFound` when the user is gone.
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
+    /// In one transaction: insert the user and append `seal(tip, audit)`. Answers the new
+    /// user's id; `Conflict` when the username is taken.
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError>;
 }
 
 /// The federation store: every area. Implemented for anything that implements them all.

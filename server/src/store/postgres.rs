@@ -72,15 +72,15 @@ use super::contract::{
     KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
-    BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
+    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow, list_kind_as_str, list_kind_from_str,
+    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -1183,32 +1183,72 @@ impl IdentityStore for PostgresStore {
             .transpose()
     }
 
-    async fn set_sign_in_failures(
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {USER_COLUMNS} ORDER BY u.username"), &[])
+            .await?
+            .iter()
+            .map(user_from)
+            .collect()
+    }
+
+    async fn replace_totp_secret(
         &self,
         user_id: &str,
-        expected: u32,
-        failures: u32,
-        locked_until: Option<DateTime<Utc>>,
+        expected: &str,
+        new: &str,
     ) -> Result<(), StoreError> {
         let c = self.client().await?;
-        let expected = i32::try_from(expected).unwrap_or(i32::MAX);
-        let failures = i32::try_from(failures).unwrap_or(i32::MAX);
-        // One conditional UPDATE: under READ COMMITTED the WHERE is checked again on the
-        // newest version of the row, so two nodes counting at once cannot both succeed.
         let n = c
             .execute(
-                "UPDATE users SET failed_attempts = $3,
-                   locked_until = COALESCE($4, locked_until)
-                 WHERE id = $1 AND failed_attempts = $2",
-                &[&user_id, &expected, &failures, &locked_until.map(secs)],
+                "UPDATE users SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2",
+                &[&user_id, &expected, &new],
             )
             .await?;
         if n == 0 {
             return Err(StoreError::Stale(
-                "the failed sign-in count moved, or the user is gone".into(),
+                "the TOTP secret changed since it was read, or the user is gone".into(),
             ));
         }
         Ok(())
+    }
+
+    async fn claim_sign_in_attempt(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_until: DateTime<Utc>,
+    ) -> Result<SignInClaim, StoreError> {
+        let c = self.client().await?;
+        let max = i32::try_from(max_failures).unwrap_or(i32::MAX);
+        // One conditional UPDATE: under READ COMMITTED a concurrent attempt waits for the
+        // row lock and re-checks the WHERE on the newest row, so no two attempts read the
+        // same count and the lock cannot be passed by racing it.
+        let counted = c
+            .query_opt(
+                "UPDATE users SET
+                   failed_attempts = CASE WHEN failed_attempts + 1 >= $3 THEN 0
+                                          ELSE failed_attempts + 1 END,
+                   locked_until = CASE WHEN failed_attempts + 1 >= $3 THEN $4::timestamptz
+                                       ELSE NULL END
+                 WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
+                 RETURNING locked_until",
+                &[&user_id, &secs(now), &max, &secs(lock_until)],
+            )
+            .await?;
+        if let Some(row) = counted {
+            return Ok(SignInClaim::Counted {
+                locked_until: row.get::<_, Option<DateTime<Utc>>>(0),
+            });
+        }
+        let locked = c
+            .query_opt("SELECT locked_until FROM users WHERE id = $1", &[&user_id])
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {user_id}")))?;
+        Ok(SignInClaim::Locked(
+            locked.get::<_, Option<DateTime<Utc>>>(0).unwrap_or(now),
+        ))
     }
 
     async fn record_sign_in_success(
@@ -1308,7 +1348,7 @@ impl IdentityStore for PostgresStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
-                "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                "SELECT hash, device_id, kind, issued_at, expires_at, used_at, revoked_at
                  FROM tokens WHERE hash = $1",
             )
             .await?;
@@ -1319,9 +1359,10 @@ impl IdentityStore for PostgresStore {
                     hash: r.try_get(0)?,
                     device_id: r.try_get(1)?,
                     kind: token_kind(r.try_get(2)?),
-                    expires_at: r.try_get(3)?,
-                    used_at: r.try_get(4)?,
-                    revoked_at: r.try_get(5)?,
+                    issued_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    used_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
                 })
             })
             .transpose()
@@ -1351,6 +1392,12 @@ impl IdentityStore for PostgresStore {
                 "the refresh token was exchanged or revoked since it was read".into(),
             ));
         }
+        tx.execute(
+            "UPDATE tokens SET revoked_at = $2
+             WHERE device_id = $1 AND kind = 'access' AND revoked_at IS NULL",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
         insert_pair(&tx, device_id, &pair, now).await?;
         tx.execute(
             "UPDATE devices SET last_seen_at = $2 WHERE id = $1",
@@ -2416,6 +2463,139 @@ impl AdminStore for PostgresStore {
         append_audit_row_tx(&tx, &row).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, user_id, name, created_at, revoked_at FROM devices
+             ORDER BY created_at, id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DeviceRow {
+                id: r.try_get(0)?,
+                user_id: r.try_get(1)?,
+                name: r.try_get(2)?,
+                created_at: r.try_get(3)?,
+                revoked_at: r.try_get(4)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&device_id, &secs(now)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("active device {device_id}")));
+        }
+        tx.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
+            &[&device_id, &secs(now)],
+        )
+        .await?;
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = match &write {
+            AccountWrite::Disabled(disabled) => {
+                tx.execute(
+                    "UPDATE users SET disabled = $2 WHERE id = $1",
+                    &[&user_id, disabled],
+                )
+                .await?
+            }
+            AccountWrite::Unlock => {
+                tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1",
+                    &[&user_id],
+                )
+                .await?
+            }
+            AccountWrite::TotpSecret(secret) => {
+                tx.execute(
+                    "UPDATE users SET totp_secret = $2 WHERE id = $1",
+                    &[&user_id, secret],
+                )
+                .await?
+            }
+        };
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let inserted = tx
+            .execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (username) DO NOTHING",
+                &[
+                    &id,
+                    &user.username,
+                    &user.display_name,
+                    &user.role,
+                    &user.service_id,
+                    &user.password_hash,
+                    &user.totp_secret,
+                    &secs(now),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "user {} already exists",
+                user.username
+            )));
+        }
+        lock_audit(&tx).await?;
+        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
+        append_audit_row_tx(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn write_dissent(

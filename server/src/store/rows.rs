@@ -165,6 +165,30 @@ pub struct UserRow {
     pub disabled: bool,
 }
 
+/// One administrative change to a user's account (written with its audit event by
+/// [`super::contract::AdminStore::write_account`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountWrite {
+    /// Disable (`true`) or enable the account.
+    Disabled(bool),
+    /// Clear the failed sign-in count and any lock.
+    Unlock,
+    /// A new (sealed) TOTP secret.
+    TotpSecret(String),
+}
+
+/// What counting a sign-in attempt came to
+/// ([`super::contract::IdentityStore::claim_sign_in_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInClaim {
+    /// The attempt is counted and may be checked; `locked_until` is set when this attempt
+    /// was the last one allowed (it locked the account; a right password unlocks it again).
+    Counted { locked_until: Option<DateTime<Utc>> },
+    /// The account is locked until then: nothing was counted, the attempt is refused
+    /// unchecked.
+    Locked(DateTime<Utc>),
+}
+
 /// The credential of a member practice's source system (its imports over HTTPS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceCredentialRow {
@@ -205,6 +229,7 @@ pub struct TokenRow {
     pub hash: String,
     pub device_id: String,
     pub kind: TokenKind,
+    pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,

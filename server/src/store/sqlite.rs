@@ -41,15 +41,15 @@ use super::contract::{
     KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
 };
 use super::rows::{
-    AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow, AuditCheckpointRow,
-    BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
+    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair, TokenRow,
-    UserRow, list_kind_as_str, list_kind_from_str,
+    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
+    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 use super::url::SQLITE_FILE;
 
@@ -1069,26 +1069,74 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn set_sign_in_failures(
+    async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} ORDER BY u.username"))?;
+            let rows = stmt.query_map([], user_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn replace_totp_secret(
         &self,
         user_id: &str,
-        expected: u32,
-        failures: u32,
-        locked_until: Option<DateTime<Utc>>,
+        expected: &str,
+        new: &str,
     ) -> Result<(), StoreError> {
-        let id = user_id.to_string();
+        let (id, expected, new) = (user_id.to_string(), expected.to_string(), new.to_string());
         self.write(move |conn| {
             let n = conn.execute(
-                "UPDATE users SET failed_attempts = ?3, locked_until = COALESCE(?4, locked_until)
-                 WHERE id = ?1 AND failed_attempts = ?2",
-                params![id, expected, failures, locked_until.map(ts)],
+                "UPDATE users SET totp_secret = ?3 WHERE id = ?1 AND totp_secret = ?2",
+                params![id, expected, new],
             )?;
             if n == 0 {
                 return Err(StoreError::Stale(
-                    "the failed sign-in count moved, or the user is gone".into(),
+                    "the TOTP secret changed since it was read, or the user is gone".into(),
                 ));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn claim_sign_in_attempt(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+        max_failures: u32,
+        lock_until: DateTime<Utc>,
+    ) -> Result<SignInClaim, StoreError> {
+        let id = user_id.to_string();
+        self.write(move |conn| {
+            // One statement: SQLite applies it under the write lock, and the SET reads the
+            // row as it was, so the check and the count cannot be split by another attempt.
+            let counted = conn
+                .query_row(
+                    "UPDATE users SET
+                       failed_attempts = CASE WHEN failed_attempts + 1 >= ?3 THEN 0
+                                              ELSE failed_attempts + 1 END,
+                       locked_until = CASE WHEN failed_attempts + 1 >= ?3 THEN ?4 ELSE NULL END
+                     WHERE id = ?1 AND (locked_until IS NULL OR locked_until <= ?2)
+                     RETURNING locked_until",
+                    params![id, ts(now), max_failures, ts(lock_until)],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?;
+            if let Some(locked) = counted {
+                return Ok(SignInClaim::Counted {
+                    locked_until: locked.map(from_ts),
+                });
+            }
+            let locked = conn
+                .query_row(
+                    "SELECT locked_until FROM users WHERE id = ?1",
+                    params![id],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            Ok(SignInClaim::Locked(locked.map(from_ts).unwrap_or(now)))
         })
         .await
     }
@@ -1196,37 +1244,28 @@ impl IdentityStore for SqliteStore {
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let hash = hash.to_string();
         self.read(move |conn| {
-            let row: Option<(String, String, String, i64, Option<i64>, Option<i64>)> = conn
+            Ok(conn
                 .query_row(
-                    "SELECT hash, device_id, kind, expires_at, used_at, revoked_at
+                    "SELECT hash, device_id, kind, issued_at, expires_at, used_at, revoked_at
                      FROM tokens WHERE hash = ?1",
                     [hash],
                     |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
+                        Ok(TokenRow {
+                            hash: r.get(0)?,
+                            device_id: r.get(1)?,
+                            kind: if r.get::<_, String>(2)? == "refresh" {
+                                TokenKind::Refresh
+                            } else {
+                                TokenKind::Access
+                            },
+                            issued_at: from_ts(r.get(3)?),
+                            expires_at: from_ts(r.get(4)?),
+                            used_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
+                            revoked_at: r.get::<_, Option<i64>>(6)?.map(from_ts),
+                        })
                     },
                 )
-                .optional()?;
-            Ok(
-                row.map(|(hash, device_id, kind, expires, used, revoked)| TokenRow {
-                    hash,
-                    device_id,
-                    kind: if kind == "refresh" {
-                        TokenKind::Refresh
-                    } else {
-                        TokenKind::Access
-                    },
-                    expires_at: from_ts(expires),
-                    used_at: used.map(from_ts),
-                    revoked_at: revoked.map(from_ts),
-                }),
-            )
+                .optional()?)
         })
         .await
     }
@@ -1252,6 +1291,11 @@ impl IdentityStore for SqliteStore {
                     "the refresh token was exchanged or revoked since it was read".into(),
                 ));
             }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2
+                 WHERE device_id = ?1 AND kind = 'access' AND revoked_at IS NULL",
+                params![device, ts(now)],
+            )?;
             insert_pair(&tx, &device, &pair, now)?;
             tx.execute(
                 "UPDATE devices SET last_seen_at = ?2 WHERE id = ?1",
@@ -2366,6 +2410,133 @@ impl AdminStore for SqliteStore {
             append_audit_row_tx(&tx, &row)?;
             tx.commit()?;
             Ok(row)
+        })
+        .await
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, user_id, name, created_at, revoked_at FROM devices
+                 ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DeviceRow {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: from_ts(r.get(3)?),
+                    revoked_at: r.get::<_, Option<i64>>(4)?.map(from_ts),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn write_device_revoked(
+        &self,
+        device_id: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let id = device_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("active device {id}")));
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
+                params![id, ts(now)],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_account(
+        &self,
+        user_id: &str,
+        write: AccountWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let id = user_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = match &write {
+                AccountWrite::Disabled(disabled) => tx.execute(
+                    "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                    params![id, disabled],
+                )?,
+                AccountWrite::Unlock => tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = ?1",
+                    params![id],
+                )?,
+                AccountWrite::TotpSecret(secret) => tx.execute(
+                    "UPDATE users SET totp_secret = ?2 WHERE id = ?1",
+                    params![id, secret],
+                )?,
+            };
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            }
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_new_user(
+        &self,
+        user: NewUser,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<String, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                [&user.username],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "user {} already exists",
+                    user.username
+                )));
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute(
+                "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
+                   totp_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    user.username,
+                    user.display_name,
+                    user.role,
+                    user.service_id,
+                    user.password_hash,
+                    user.totp_secret,
+                    ts(now)
+                ],
+            )?;
+            let row = seal(audit_tip(&tx)?.as_ref(), audit);
+            append_audit_row_tx(&tx, &row)?;
+            tx.commit()?;
+            Ok(id)
         })
         .await
     }

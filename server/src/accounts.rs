@@ -1,0 +1,322 @@
+//! Users and devices as the federation's administrators manage them: add a user, disable or
+//! enable one, unlock one, reset one's TOTP secret; list devices, revoke one. The command
+//! line (`doorstep-server user ...`, `device ...`) and the admin API call these.
+//!
+//! # Rules
+//!
+//! - Every change names who and why ([`Change`], the reason required) and is written with
+//!   its audit event in one transaction ([`crate::store::AdminStore`]).
+//! - A new user gets a random password and TOTP secret, answered once ([`Issued`]) and never
+//!   stored in the clear (Argon2id hash; the secret sealed, [`crate::totp_key`]). A reset
+//!   TOTP secret is answered once the same way.
+//! - A disabled user cannot sign in, refresh or use a token ([`crate::auth`] checks the flag
+//!   at each); enabling gives the devices back. A revoked device loses its tokens at once and
+//!   is answered 403 `device_revoked` from then on; revoking is final.
+//! - Bad input changes nothing and names the field ([`AdminFailure::Invalid`]).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::admin::{AdminFailure, Change, check_reason, check_role, invalid};
+use crate::audit;
+use crate::auth;
+use crate::limits::MAX_USERNAME_CHARS;
+use crate::store::{AccountWrite, AuditEvent, NewUser, Store, StoreError, UserRow};
+use crate::totp_key::TotpKey;
+
+/// A user to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub service_id: String,
+}
+
+/// What a new user signs in with, shown once.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct Issued {
+    pub username: String,
+    pub password: String,
+    /// Base32, for the user's authenticator.
+    pub totp_secret: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device as an administrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceListing {
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    pub enrolled_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn event(
+    change: &Change,
+    action: &str,
+    detail: serde_json::Value,
+    now: DateTime<Utc>,
+) -> AuditEvent {
+    let mut detail = detail;
+    detail["reason"] = change.reason.clone().into();
+    AuditEvent {
+        at: now,
+        actor: change.actor.clone(),
+        action: action.into(),
+        patient_id: None,
+        detail,
+    }
+}
+
+async fn user(store: &dyn Store, username: &str) -> Result<UserRow, AdminFailure> {
+    store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| AdminFailure::NotFound(format!("no user {username}")))
+}
+
+/// Add a user with a random password and TOTP secret (answered once).
+pub async fn add_user(
+    store: &dyn Store,
+    totp_key: &TotpKey,
+    account: NewAccount,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<Issued, AdminFailure> {
+    check_reason(change)?;
+    let username = account.username.trim().to_string();
+    if username.is_empty()
+        || username.chars().count() > MAX_USERNAME_CHARS
+        || !username
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(invalid(
+            "username",
+            format!(
+                "{username:?} is not a username (1 to {MAX_USERNAME_CHARS} lowercase letters, \
+                 digits, '.', '-', '_')"
+            ),
+        ));
+    }
+    let display_name = account.display_name.trim().to_string();
+    if display_name.is_empty() || display_name.chars().count() > 100 {
+        return Err(invalid("display_name", "must be 1 to 100 characters"));
+    }
+    let role = check_role(&account.role)?;
+    let services = store.services().await?;
+    if !services.iter().any(|s| s.id == account.service_id) {
+        return Err(invalid(
+            "service",
+            format!(
+                "no service {:?} (there are: {})",
+                account.service_id,
+                services
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let password = auth::random_password();
+    let totp_secret = auth::new_totp_secret();
+    let hash = {
+        let password = password.clone();
+        let failed = |e: String| StoreError::Backend(format!("hashing the password: {e}"));
+        tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?
+    };
+    let detail = serde_json::json!({
+        "user": username,
+        "role": role,
+        "service": account.service_id,
+    });
+    store
+        .write_new_user(
+            NewUser {
+                username: username.clone(),
+                display_name,
+                role: role.to_string(),
+                service_id: account.service_id.clone(),
+                password_hash: hash,
+                totp_secret: totp_key.seal(&username, &totp_secret),
+            },
+            now,
+            event(change, "user_added", detail, now),
+            audit::seal,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => AdminFailure::Conflict(m),
+            e => e.into(),
+        })?;
+    tracing::info!(actor = %change.actor, user = %username, "user added");
+    Ok(Issued {
+        username,
+        password,
+        totp_secret,
+    })
+}
+
+/// Disable (`true`) or enable a user.
+pub async fn set_disabled(
+    store: &dyn Store,
+    username: &str,
+    disabled: bool,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    check_reason(change)?;
+    let user = user(store, username).await?;
+    let (word, action) = if disabled {
+        ("disabled", "user_disabled")
+    } else {
+        ("enabled", "user_enabled")
+    };
+    if user.disabled == disabled {
+        return Err(AdminFailure::Conflict(format!(
+            "{username} is already {word}"
+        )));
+    }
+    store
+        .write_account(
+            &user.id,
+            AccountWrite::Disabled(disabled),
+            event(change, action, serde_json::json!({ "user": username }), now),
+            audit::seal,
+        )
+        .await?;
+    tracing::info!(actor = %change.actor, user = %username, "user {word}");
+    Ok(())
+}
+
+/// Clear a user's failed sign-ins and lock.
+pub async fn unlock(
+    store: &dyn Store,
+    username: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    check_reason(change)?;
+    let user = user(store, username).await?;
+    store
+        .write_account(
+            &user.id,
+            AccountWrite::Unlock,
+            event(
+                change,
+                "user_unlocked",
+                serde_json::json!({
+                    "user": username,
+                    "failed_attempts": user.failed_attempts,
+                    "was_locked_until": user.locked_until,
+                }),
+                now,
+            ),
+            audit::seal,
+        )
+        .await?;
+    tracing::info!(actor = %change.actor, user = %username, "user unlocked");
+    Ok(())
+}
+
+/// Give a user a new TOTP secret (answered once, base32); the old one stops working.
+pub async fn reset_totp(
+    store: &dyn Store,
+    totp_key: &TotpKey,
+    username: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<String, AdminFailure> {
+    check_reason(change)?;
+    let user = user(store, username).await?;
+    let secret = auth::new_totp_secret();
+    store
+        .write_account(
+            &user.id,
+            AccountWrite::TotpSecret(totp_key.seal(&user.username, &secret)),
+            event(
+                change,
+                "user_totp_reset",
+                serde_json::json!({ "user": username }),
+                now,
+            ),
+            audit::seal,
+        )
+        .await?;
+    tracing::info!(actor = %change.actor, user = %username, "TOTP secret reset");
+    Ok(secret)
+}
+
+/// Every device with its user's name, oldest first.
+pub async fn devices(store: &dyn Store) -> Result<Vec<DeviceListing>, AdminFailure> {
+    let users: std::collections::HashMap<String, String> = store
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    Ok(store
+        .devices()
+        .await?
+        .into_iter()
+        .map(|d| DeviceListing {
+            user: users.get(&d.user_id).cloned().unwrap_or_default(),
+            id: d.id,
+            name: d.name,
+            enrolled_at: d.created_at,
+            revoked_at: d.revoked_at,
+        })
+        .collect())
+}
+
+/// Revoke a device: its tokens stop working at once, and it is told `device_revoked`.
+pub async fn revoke_device(
+    store: &dyn Store,
+    device_id: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    check_reason(change)?;
+    let device = store
+        .device(device_id)
+        .await?
+        .ok_or_else(|| AdminFailure::NotFound(format!("no device {device_id}")))?;
+    if device.revoked_at.is_some() {
+        return Err(AdminFailure::Conflict(format!(
+            "device {device_id} is already revoked"
+        )));
+    }
+    let username = store
+        .user_by_id(&device.user_id)
+        .await?
+        .map(|u| u.username)
+        .unwrap_or_default();
+    store
+        .write_device_revoked(
+            device_id,
+            now,
+            event(
+                change,
+                "device_revoked",
+                serde_json::json!({ "device_id": device_id, "user": username, "name": device.name }),
+                now,
+            ),
+            audit::seal,
+        )
+        .await?;
+    tracing::info!(actor = %change.actor, %device_id, "device revoked");
+    Ok(())
+}
