@@ -17,4 +17,5 @@ pub const COMMANDS: &[&str] = &[
     "notes",
     "save_draft",
     "draft",
+    "sign_in_online",
 ];

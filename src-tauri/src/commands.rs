@@ -134,6 +134,24 @@ pub async fn lock(shell: State<'_, Shell>) -> Answer<AppState> {
     current_state(&shell)
 }
 
+/// Past the maximum offline age (`OfflineTooLong`): sign in online with password and
+/// authenticator code while unlocked; the records show again.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sign_in_online(
+    shell: State<'_, Shell>,
+    password: Secret,
+    totp: Secret,
+) -> Answer<()> {
+    shell.touch();
+    let device = shell.device()?;
+    device
+        .sign_in_online(password.expose(), totp.expose())
+        .await
+        .map_err(|e| e.to_ipc())?;
+    tracing::info!("signed in online while unlocked");
+    Ok(())
+}
+
 #[tauri::command(rename_all = "snake_case")]
 pub async fn list_patients(
     shell: State<'_, Shell>,

@@ -110,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             commands::notes,
             commands::save_draft,
             commands::draft,
+            commands::sign_in_online,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;
@@ -150,6 +151,7 @@ mod tests {
                 ipc::NOTES,
                 ipc::SAVE_DRAFT,
                 ipc::DRAFT,
+                ipc::SIGN_IN_ONLINE,
             ]
         );
     }

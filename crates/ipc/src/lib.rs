@@ -49,6 +49,9 @@ pub mod commands {
     pub const SAVE_DRAFT: &str = "save_draft";
     /// `{ patient_id: String } -> Option<String>`
     pub const DRAFT: &str = "draft";
+    /// `{ password: String, totp: String } -> ()` (while unlocked, after `OfflineTooLong`:
+    /// signs in online again, so that records show again)
+    pub const SIGN_IN_ONLINE: &str = "sign_in_online";
 }
 
 /// What the note composer signs.
