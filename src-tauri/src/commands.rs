@@ -137,11 +137,7 @@ pub async fn lock(shell: State<'_, Shell>) -> Answer<AppState> {
 /// Past the maximum offline age (`OfflineTooLong`): sign in online with password and
 /// authenticator code while unlocked; the records show again.
 #[tauri::command(rename_all = "snake_case")]
-pub async fn sign_in_online(
-    shell: State<'_, Shell>,
-    password: Secret,
-    totp: Secret,
-) -> Answer<()> {
+pub async fn sign_in_online(shell: State<'_, Shell>, password: Secret, totp: Secret) -> Answer<()> {
     shell.touch();
     let device = shell.device()?;
     device

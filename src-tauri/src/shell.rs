@@ -82,11 +82,11 @@ impl Shell {
             return Err(doorstep_client::ClientError::DeviceRevoked.to_ipc());
         }
         device.ok_or_else(|| {
-                IpcError::new(
-                    IpcErrorKind::Locked,
-                    "Doorstep is locked. Unlock it with your PIN.",
-                )
-            })
+            IpcError::new(
+                IpcErrorKind::Locked,
+                "Doorstep is locked. Unlock it with your PIN.",
+            )
+        })
     }
 
     pub fn is_unlocked(&self) -> bool {

@@ -1290,7 +1290,10 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
     let page = client.source().await.map_err(e)?;
     for row in &session.rows {
         if page.contains(&row.nhs_number_display) || page.contains(&row.name) {
-            return Err(format!("{} is on the page past the offline age", row.patient_id));
+            return Err(format!(
+                "{} is on the page past the offline age",
+                row.patient_id
+            ));
         }
     }
     shot(client, artifacts, "20-offline-too-long").await;
@@ -1298,7 +1301,12 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
     // Signing in needs the server: while it is gone the screen says so and stays.
     let password = &session.nurse.password;
     fill(client, "#offline-password", password).await?;
-    fill(client, "#offline-totp", &totp_for(&session.nurse.totp_secret, 30)).await?;
+    fill(
+        client,
+        "#offline-totp",
+        &totp_for(&session.nurse.totp_secret, 30),
+    )
+    .await?;
     click(client, "#offline-sign-in").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1310,7 +1318,9 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("no 'could not be reached' after a sign-in offline: {error:?}"));
+            return Err(format!(
+                "no 'could not be reached' after a sign-in offline: {error:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -1324,7 +1334,12 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
     }
     if client.find(Locator::Css("#offline-sign-in")).await.is_ok() {
         fill(client, "#offline-password", password).await?;
-        fill(client, "#offline-totp", &totp_for(&session.nurse.totp_secret, 30)).await?;
+        fill(
+            client,
+            "#offline-totp",
+            &totp_for(&session.nurse.totp_secret, 30),
+        )
+        .await?;
         click(client, "#offline-sign-in").await?;
     }
     wait_for_rows(client, session.rows.len(), Duration::from_secs(60)).await?;

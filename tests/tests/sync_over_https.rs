@@ -357,7 +357,10 @@ async fn a_device_revoked_on_the_server_wipes_at_its_next_sync() {
     assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
     assert_eq!(e.to_ipc().kind, IpcErrorKind::DeviceRevoked);
     for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
-        assert!(!dir.path().join(name).exists(), "{name} left after the wipe");
+        assert!(
+            !dir.path().join(name).exists(),
+            "{name} left after the wipe"
+        );
     }
     assert!(matches!(
         device.list(None, today()),

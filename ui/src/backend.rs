@@ -105,11 +105,7 @@ impl Backend {
 
     /// While unlocked, past the maximum offline age: sign in online so that records show again.
     pub async fn sign_in_online(&self, password: &str, totp: &str) -> Result<(), IpcError> {
-        call(
-            commands::SIGN_IN_ONLINE,
-            &SignInArgs { password, totp },
-        )
-        .await
+        call(commands::SIGN_IN_ONLINE, &SignInArgs { password, totp }).await
     }
 
     pub async fn lock(&self) -> Result<AppState, IpcError> {

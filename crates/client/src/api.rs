@@ -291,9 +291,7 @@ async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
 /// The [`ApiError`] body of an error answer, or one made from the status when there is none.
 async fn api_error(resp: reqwest::Response) -> ApiError {
     let status = resp.status();
-    let body = read_body(resp, MAX_ANSWER_BYTES)
-        .await
-        .unwrap_or_default();
+    let body = read_body(resp, MAX_ANSWER_BYTES).await.unwrap_or_default();
     serde_json::from_slice(&body).unwrap_or_else(|_| ApiError {
         code: "unknown".into(),
         message: status

@@ -544,8 +544,8 @@ impl Device {
 
     /// May records be shown now? (The maximum offline age, [`offline`].)
     fn check_offline_age(&self, c: &Connection) -> Result<()> {
-        let max_hours = cache::get_meta(c, meta::MAX_OFFLINE_HOURS)?
-            .and_then(|h| h.parse::<u32>().ok());
+        let max_hours =
+            cache::get_meta(c, meta::MAX_OFFLINE_HOURS)?.and_then(|h| h.parse::<u32>().ok());
         let last_contact = cache::get_meta(c, meta::LAST_CONTACT)?
             .as_deref()
             .and_then(cache::parse_timestamp);

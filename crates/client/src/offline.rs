@@ -49,7 +49,12 @@ mod tests {
         let limit = Duration::hours(12);
         assert!(check(Some(12), Some(contact), contact).is_ok());
         assert!(check(Some(12), Some(contact), contact + limit).is_ok());
-        let e = check(Some(12), Some(contact), contact + limit + Duration::seconds(1)).unwrap_err();
+        let e = check(
+            Some(12),
+            Some(contact),
+            contact + limit + Duration::seconds(1),
+        )
+        .unwrap_err();
         assert!(
             matches!(e, ClientError::OfflineTooLong { last_contact: Some(t), max_hours: 12 } if t == contact),
             "{e:?}"

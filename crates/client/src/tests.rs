@@ -1482,7 +1482,11 @@ async fn a_revoked_device_wipes_at_a_refresh_a_push_and_a_reauth() {
     device.write_note("p-sian", note("seen")).unwrap();
     let e = device.push().await.unwrap_err();
     assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
-    assert_eq!(log.lock().unwrap().len(), 2, "the first sync, then the push");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        2,
+        "the first sync, then the push"
+    );
     assert_revoked_and_wiped(&device, dir.path());
 
     // The online sign-in after too many wrong PINs.
@@ -1602,7 +1606,11 @@ async fn enrol_stores_tokens_and_maps_refusals() {
         "{e:?}"
     );
     std::fs::remove_file(&ca).unwrap();
-    assert_eq!(log.lock().unwrap().len(), 1, "none of these reached the server");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "none of these reached the server"
+    );
 
     let device = Device::enrol(dir.path(), params).await.unwrap();
     #[cfg(unix)]

@@ -81,7 +81,10 @@ fn found(hay: &str, needle: &str) -> bool {
     let is_word = |c: char| c.is_alphanumeric();
     hay.match_indices(needle).any(|(i, _)| {
         hay[..i].chars().next_back().is_none_or(|c| !is_word(c))
-            && hay[i + needle.len()..].chars().next().is_none_or(|c| !is_word(c))
+            && hay[i + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !is_word(c))
     })
 }
 

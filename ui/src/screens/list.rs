@@ -5,8 +5,8 @@
 //! sign-in (a sync when there is signal does as well).
 
 use doorstep_ipc::{IpcErrorKind, ListRow};
-use leptos::ev::SubmitEvent;
 use leptos::ev;
+use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;

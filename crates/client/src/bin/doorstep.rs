@@ -326,13 +326,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::SignIn { password, totp } => {
             let file = doorstep_client::DeviceFile::read(&dir)?;
             let password = password.read(&file.username)?;
-            let device = Device::unlock_after_sign_in(
-                &dir,
-                pin()?.expose(),
-                password.expose(),
-                &totp,
-            )
-            .await?;
+            let device =
+                Device::unlock_after_sign_in(&dir, pin()?.expose(), password.expose(), &totp)
+                    .await?;
             outln!(
                 "Signed in again as {}: the PIN opens this device again.",
                 device.user().display_name
