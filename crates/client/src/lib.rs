@@ -19,7 +19,14 @@
 //!   failures retried with exponential backoff and jitter.
 //! - **The queries** ([`Device::list`], [`Device::record`]): the list with search by name
 //!   (accent- and case-insensitive), NHS number, postcode or date of birth, and one patient's
-//!   record views; both answer the [`doorstep_ipc`] types the screens receive.
+//!   record views; both answer the [`doorstep_ipc`] types the screens receive. Past the
+//!   agreements' maximum offline age since the last contact with the server they answer
+//!   [`ClientError::OfflineTooLong`] (`offline`).
+//! - **Revocation**: a 403 `device_revoked` at any contact wipes the cache (records, tokens,
+//!   outbox) and every later call and unlock answers [`ClientError::DeviceRevoked`].
+//! - **Secrets** (PIN, password, authenticator code, tokens) are held in [`Secret`]; answers
+//!   are read with a cap on their inflated size; enrolment needs a pinned CA outside
+//!   [`EnrolParams::dev_mode`].
 //!
 //! A data directory holds `device.json`, `pin-attempts.json` (and its lock file),
 //! `server-ca.pem` and `cache.db`
