@@ -675,6 +675,8 @@ async fn pull(
         .await?
         .with_sets(sets);
     let no_agreement = scope.agreements.is_empty();
+    // The device's offline limit is the strictest of the agreements that let it hold records.
+    let max_offline_hours = scope.agreements.iter().map(|a| a.max_offline_hours).min();
     let outcome = pull::pull(
         state.store.as_ref(),
         PullRequest {
@@ -765,6 +767,7 @@ async fn pull(
         more: page.more,
         server_time: now,
         changes: page.changes,
+        max_offline_hours,
     };
     Ok(Json(body).into_response())
 }

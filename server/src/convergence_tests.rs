@@ -643,6 +643,7 @@ impl World {
                 more: page.more,
                 server_time: self.now,
                 changes: page.changes,
+                max_offline_hours: None,
             }),
         }
     }

@@ -20,4 +20,5 @@ pub const COMMANDS: &[&str] = &[
     "record_viewed",
     "break_glass_search",
     "break_glass",
+    "sign_in_online",
 ];

@@ -4,11 +4,12 @@
 //!
 //! Arguments arrive with the snake_case names of the IPC contract (`patient_id`), hence
 //! `rename_all = "snake_case"`. Blocking work (Argon2 on unlock, SQLCipher queries) runs on the
-//! blocking pool, never on the async workers. Nothing here logs patient data.
+//! blocking pool, never on the async workers. Nothing here logs patient data, and PINs,
+//! passwords and codes arrive as [`Secret`]s (redacted in `Debug`, zeroed on drop).
 
 use std::sync::Arc;
 
-use doorstep_client::{Device, DeviceFile, EnrolParams, is_enrolled};
+use doorstep_client::{Device, DeviceFile, EnrolParams, Secret, is_enrolled};
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, EnrolForm, IpcError, IpcErrorKind,
     ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus,
@@ -73,6 +74,7 @@ pub async fn enrol(shell: State<'_, Shell>, form: EnrolForm) -> Answer<AppState>
         totp: form.totp,
         pin: form.pin,
         device_name: String::new(),
+        dev_mode: shell.options().dev_mode,
     };
     let device = Device::enrol(shell.data_dir(), params)
         .await
@@ -85,7 +87,7 @@ pub async fn enrol(shell: State<'_, Shell>, form: EnrolForm) -> Answer<AppState>
 }
 
 #[tauri::command(rename_all = "snake_case")]
-pub async fn unlock(shell: State<'_, Shell>, pin: String) -> Answer<AppState> {
+pub async fn unlock(shell: State<'_, Shell>, pin: Secret) -> Answer<AppState> {
     shell.touch();
     if let Ok(device) = shell.device() {
         return Ok(AppState::Unlocked {
@@ -93,7 +95,7 @@ pub async fn unlock(shell: State<'_, Shell>, pin: String) -> Answer<AppState> {
         });
     }
     let dir = shell.data_dir().to_owned();
-    let device = blocking(move || Device::unlock(&dir, &pin)).await?;
+    let device = blocking(move || Device::unlock(&dir, pin.expose())).await?;
     tracing::info!("unlocked");
     let device = shell.set_unlocked(device)?;
     Ok(AppState::Unlocked {
@@ -106,9 +108,9 @@ pub async fn unlock(shell: State<'_, Shell>, pin: String) -> Answer<AppState> {
 #[tauri::command(rename_all = "snake_case")]
 pub async fn unlock_online(
     shell: State<'_, Shell>,
-    pin: String,
-    password: String,
-    totp: String,
+    pin: Secret,
+    password: Secret,
+    totp: Secret,
 ) -> Answer<AppState> {
     shell.touch();
     if let Ok(device) = shell.device() {
@@ -117,7 +119,8 @@ pub async fn unlock_online(
         });
     }
     let dir = shell.data_dir().to_owned();
-    let device = Device::unlock_after_sign_in(&dir, &pin, &password, &totp).await?;
+    let device =
+        Device::unlock_after_sign_in(&dir, pin.expose(), password.expose(), totp.expose()).await?;
     tracing::info!("unlocked after signing in online");
     let device = shell.set_unlocked(device)?;
     Ok(AppState::Unlocked {
@@ -129,6 +132,20 @@ pub async fn unlock_online(
 pub async fn lock(shell: State<'_, Shell>) -> Answer<AppState> {
     shell.lock()?;
     current_state(&shell)
+}
+
+/// Past the maximum offline age (`OfflineTooLong`): sign in online with password and
+/// authenticator code while unlocked; the records show again.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sign_in_online(shell: State<'_, Shell>, password: Secret, totp: Secret) -> Answer<()> {
+    shell.touch();
+    let device = shell.device()?;
+    device
+        .sign_in_online(password.expose(), totp.expose())
+        .await
+        .map_err(|e| e.to_ipc())?;
+    tracing::info!("signed in online while unlocked");
+    Ok(())
 }
 
 #[tauri::command(rename_all = "snake_case")]

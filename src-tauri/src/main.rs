@@ -8,7 +8,7 @@
 //! server and every cargo step builds the same app).
 //!
 //! ```text
-//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE]
+//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE] [--insecure-dev]
 //! ```
 //!
 //! - `--data-dir`: where the device keeps `device.json` and its encrypted cache (default: the
@@ -51,6 +51,10 @@ struct Args {
     /// The federation's CA certificate (PEM) to trust, pinned, when enrolling.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Development only: allow enrolling without --ca (trusting the platform's roots) or over
+    /// plain http to this machine.
+    #[arg(long)]
+    insecure_dev: bool,
     /// Added by WebKitWebDriver when it launches the app for automation; nothing to do.
     #[arg(long, hide = true)]
     automation: bool,
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
     let options = LaunchOptions {
         server_url: args.server,
         ca_pem,
+        dev_mode: args.insecure_dev,
     };
     let data_dir = args.data_dir;
 
@@ -108,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             commands::record_viewed,
             commands::break_glass_search,
             commands::break_glass,
+            commands::sign_in_online,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;
@@ -151,6 +157,7 @@ mod tests {
                 ipc::RECORD_VIEWED,
                 ipc::BREAK_GLASS_SEARCH,
                 ipc::BREAK_GLASS,
+                ipc::SIGN_IN_ONLINE,
             ]
         );
     }

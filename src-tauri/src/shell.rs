@@ -31,6 +31,8 @@ pub struct LaunchOptions {
     pub server_url: Option<String>,
     /// The federation CA to pin at enrolment.
     pub ca_pem: Option<PathBuf>,
+    /// `--insecure-dev`: enrolment may go without a pinned CA (development only).
+    pub dev_mode: bool,
 }
 
 pub struct Shell {
@@ -71,17 +73,20 @@ impl Shell {
     }
 
     /// The unlocked device, or the `Locked` error every command answers when there is none.
+    /// A device the server revoked (its cache wiped) is dropped here: the UI goes back to the
+    /// unlock screen, whose unlock says why there are no records.
     pub fn device(&self) -> Result<Arc<Device>, IpcError> {
-        self.device
-            .read()
-            .map_err(|_| poisoned())?
-            .clone()
-            .ok_or_else(|| {
-                IpcError::new(
-                    IpcErrorKind::Locked,
-                    "Doorstep is locked. Unlock it with your PIN.",
-                )
-            })
+        let device = self.device.read().map_err(|_| poisoned())?.clone();
+        if device.as_ref().is_some_and(|d| d.is_revoked()) {
+            self.lock()?;
+            return Err(doorstep_client::ClientError::DeviceRevoked.to_ipc());
+        }
+        device.ok_or_else(|| {
+            IpcError::new(
+                IpcErrorKind::Locked,
+                "Doorstep is locked. Unlock it with your PIN.",
+            )
+        })
     }
 
     pub fn is_unlocked(&self) -> bool {
@@ -151,6 +156,11 @@ fn spawn_sync_loop(device: Weak<Device>, wake: Arc<Notify>) {
                         "background sync done"
                     );
                     schedule.succeeded()
+                }
+                Err(doorstep_client::ClientError::DeviceRevoked) => {
+                    // Wiped: nothing more to sync; the next command drops the device.
+                    tracing::warn!("background sync: this device was revoked");
+                    break;
                 }
                 Err(e) => {
                     let wait = schedule.failed(jitter());

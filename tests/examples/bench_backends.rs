@@ -74,10 +74,11 @@ async fn enrol(
             server_url: base_url.to_string(),
             ca_pem_path: Some(ca.to_path_buf()),
             username: nurse.username.clone(),
-            password: nurse.password.clone(),
-            totp: totp_for(&nurse.totp_secret, 0),
+            password: nurse.password.as_str().into(),
+            totp: totp_for(&nurse.totp_secret, 0).into(),
             pin: "135790".into(),
             device_name: "bench".into(),
+            dev_mode: false,
         },
     )
     .await

@@ -71,10 +71,11 @@ async fn main() {
             server_url: server.base_url.clone(),
             ca_pem_path: Some(server.ca_pem_path.clone()),
             username: nurse.username.clone(),
-            password: nurse.password.clone(),
-            totp: totp_for(&nurse.totp_secret, 0),
+            password: nurse.password.as_str().into(),
+            totp: totp_for(&nurse.totp_secret, 0).into(),
             pin: "135790".into(),
             device_name: "bench".into(),
+            dev_mode: false,
         },
     )
     .await

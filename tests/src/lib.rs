@@ -119,10 +119,11 @@ impl DemoFederation {
             server_url: self.server.base_url.clone(),
             ca_pem_path: Some(self.server.ca_pem_path.clone()),
             username: user.username.clone(),
-            password: user.password.clone(),
-            totp: totp_for(&user.totp_secret, totp_offset_secs),
+            password: user.password.as_str().into(),
+            totp: totp_for(&user.totp_secret, totp_offset_secs).into(),
             pin: pin.into(),
             device_name: device_name.into(),
+            dev_mode: false,
         }
     }
 

@@ -1377,3 +1377,136 @@ async fn connect(driver: &TauriDriver, app: &Path, args: &[&str]) -> Client {
     }
     panic!("tauri-driver made no session in 5 attempts: {last}")
 }
+
+/// The maximum offline age in the real window. The nurse enrols and syncs; the app is locked,
+/// the server stops, and her device's last contact is moved back past her agreements' limit
+/// (in its encrypted cache, opened with the PIN). Unlocked, the app shows no list and no
+/// patient, only the offline-age screen saying when the device last reached the server
+/// (screenshot 20); signing in online while the server is gone says it cannot be reached
+/// (21); with the server back, the online sign-in (or the background sync that gets there
+/// first) brings the whole list back (22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_offline_age_the_window_hides_records_until_online_again() {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(session) = Session::start().await else {
+        return;
+    };
+    let result = offline_age_steps(&session, &artifacts_dir()).await;
+    session.finish("offline-age", result).await;
+}
+
+async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), String> {
+    let client = &session.client;
+    session.enrol(None).await?;
+    // The TOTP step the window's enrolment used (now + 30 s): the sign-in below needs a later
+    // one, as the server takes each code once.
+    let step = |offset: u64| (chrono::Utc::now().timestamp() as u64 + offset) / 30;
+    let enrol_step = step(30);
+
+    click(client, "#lock").await?;
+    wait_for(client, "#unlock-pin").await?;
+    session.demo.stop_server().await;
+    let hours: i64 = {
+        let conn = doorstep_testkit::device::open_cache(session._app_dir.path(), PIN);
+        let hours: String = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'max_offline_hours'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|err| format!("the device learnt no offline limit: {err}"))?;
+        let hours: i64 = hours.parse().map_err(e)?;
+        let long_ago = (chrono::Utc::now() - chrono::Duration::hours(hours + 1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // As a sync that long ago would have left them (the status bar shows the second).
+        let moved = conn
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key IN ('last_contact', 'last_synced')",
+                [&long_ago],
+            )
+            .map_err(e)?;
+        if moved != 2 {
+            return Err(format!("{moved} of the contact times found in the cache"));
+        }
+        hours
+    };
+
+    fill(client, "#unlock-pin", PIN).await?;
+    click(client, "#unlock-submit").await?;
+    let message = wait_for(client, "#offline-too-long-message")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
+    if !message.contains(&format!("more than {hours} hours ago"))
+        || !message.contains("last reached the server on")
+    {
+        return Err(format!("the offline-age screen says {message:?}"));
+    }
+    let rows = client
+        .find_all(Locator::Css(".patient-row"))
+        .await
+        .map_err(e)?
+        .len();
+    if rows != 0 {
+        return Err(format!("{rows} patient rows shown past the offline age"));
+    }
+    let page = client.source().await.map_err(e)?;
+    for row in &session.rows {
+        if page.contains(&row.nhs_number_display) || page.contains(&row.name) {
+            return Err(format!(
+                "{} is on the page past the offline age",
+                row.patient_id
+            ));
+        }
+    }
+    shot(client, artifacts, "20-offline-too-long").await;
+
+    // Signing in needs the server: while it is gone the screen says so and stays.
+    let password = &session.nurse.password;
+    fill(client, "#offline-password", password).await?;
+    fill(
+        client,
+        "#offline-totp",
+        &totp_for(&session.nurse.totp_secret, 30),
+    )
+    .await?;
+    click(client, "#offline-sign-in").await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let error = match client.find(Locator::Css("#offline-error")).await {
+            Ok(el) => el.text().await.map_err(e)?,
+            Err(_) => String::new(),
+        };
+        if error.to_lowercase().contains("could not be reached") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no 'could not be reached' after a sign-in offline: {error:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    shot(client, artifacts, "21-offline-sign-in-unreachable").await;
+
+    // The server is back: an online sign-in (a code not used yet) brings the list back, unless
+    // the background sync got there first (a sync is a contact too).
+    session.demo.restart_server().await;
+    while step(30) <= enrol_step {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if client.find(Locator::Css("#offline-sign-in")).await.is_ok() {
+        fill(client, "#offline-password", password).await?;
+        fill(
+            client,
+            "#offline-totp",
+            &totp_for(&session.nurse.totp_secret, 30),
+        )
+        .await?;
+        click(client, "#offline-sign-in").await?;
+    }
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(60)).await?;
+    shot(client, artifacts, "22-back-online").await;
+    Ok(())
+}

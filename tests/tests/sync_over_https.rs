@@ -211,11 +211,24 @@ async fn enrol_refuses_a_wrong_code_and_an_untrusted_server() {
     assert_eq!(e.to_ipc().kind, IpcErrorKind::SignInFailed, "{e}");
     assert!(!doorstep_client::is_enrolled(device_dir.path()));
 
-    // Without the federation's CA the device does not trust the server's certificate.
+    // Without the federation's CA, enrolment is refused outside development mode...
     let e = Device::enrol(
         device_dir.path(),
         EnrolParams {
             ca_pem_path: None,
+            ..params.clone()
+        },
+    )
+    .await
+    .expect_err("no pinned CA");
+    assert_eq!(e.to_ipc().kind, IpcErrorKind::Invalid, "{e}");
+    assert!(e.to_string().contains("--insecure-dev"), "{e}");
+    // ...and in it, the platform's roots do not trust the federation's own CA.
+    let e = Device::enrol(
+        device_dir.path(),
+        EnrolParams {
+            ca_pem_path: None,
+            dev_mode: true,
             ..params.clone()
         },
     )
@@ -410,4 +423,60 @@ async fn a_record_opened_offline_is_in_the_access_report_after_the_next_sync() {
             .count(),
         2
     );
+}
+
+/// The server revokes the device (as `doorstep-server device revoke` does, through the
+/// store): its next contact is answered 403 `device_revoked`, and the device wipes its cache,
+/// tokens and waiting note, and says why, at that sync and at every unlock after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_on_the_server_wipes_at_its_next_sync() {
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::enrol(dir.path(), demo.enrol_params(&nurse, 0, PIN, "lost laptop"))
+        .await
+        .expect("enrol");
+    device.sync().await.expect("initial sync");
+    let patients = device.list(None, today()).unwrap();
+    assert!(!patients.is_empty());
+    device
+        .write_note(
+            &patients[0].patient_id,
+            doorstep_client::NoteInput {
+                text: "written before the revocation".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    demo.store()
+        .await
+        .revoke_device(&device.device_file().device_id, Utc::now())
+        .await
+        .expect("revoke the device");
+
+    let e = device.sync().await.unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    assert_eq!(e.to_ipc().kind, IpcErrorKind::DeviceRevoked);
+    for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+        assert!(
+            !dir.path().join(name).exists(),
+            "{name} left after the wipe"
+        );
+    }
+    assert!(matches!(
+        device.list(None, today()),
+        Err(ClientError::DeviceRevoked)
+    ));
+    drop(device);
+    let e = Device::unlock(dir.path(), PIN).unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    // Nothing of a patient is left in the data directory.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let raw = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw);
+        for p in &patients {
+            assert!(!text.contains(&p.nhs_number), "an NHS number is left");
+        }
+    }
 }

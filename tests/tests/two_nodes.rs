@@ -250,10 +250,11 @@ async fn enrol(
             server_url: node_url.to_string(),
             ca_pem_path: Some(ca.to_path_buf()),
             username: user.username.clone(),
-            password: user.password.clone(),
-            totp: totp_for(&user.totp_secret, offset),
+            password: user.password.as_str().into(),
+            totp: totp_for(&user.totp_secret, offset).into(),
             pin: PIN.into(),
             device_name: name.into(),
+            dev_mode: false,
         },
     )
     .await

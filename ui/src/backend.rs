@@ -42,6 +42,12 @@ struct UnlockOnlineArgs<'a> {
 }
 
 #[derive(Serialize)]
+struct SignInArgs<'a> {
+    password: &'a str,
+    totp: &'a str,
+}
+
+#[derive(Serialize)]
 struct ListArgs<'a> {
     search: Option<&'a str>,
 }
@@ -113,6 +119,11 @@ impl Backend {
             },
         )
         .await
+    }
+
+    /// While unlocked, past the maximum offline age: sign in online so that records show again.
+    pub async fn sign_in_online(&self, password: &str, totp: &str) -> Result<(), IpcError> {
+        call(commands::SIGN_IN_ONLINE, &SignInArgs { password, totp }).await
     }
 
     pub async fn lock(&self) -> Result<AppState, IpcError> {

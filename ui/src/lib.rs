@@ -162,10 +162,10 @@ impl Ctx {
         });
     }
 
-    /// A screen got an error: a locked cache (idle lock, or the shell restarted) sends the user
-    /// back to the unlock screen; anything else the screen shows itself.
+    /// A screen got an error: a locked cache (idle lock, or the shell restarted) or a revoked
+    /// device sends the user back to the unlock screen; anything else the screen shows itself.
     pub fn note_error(&self, e: &IpcError) {
-        if e.kind == IpcErrorKind::Locked {
+        if matches!(e.kind, IpcErrorKind::Locked | IpcErrorKind::DeviceRevoked) {
             self.refresh_state();
         }
     }

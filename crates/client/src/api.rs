@@ -6,8 +6,11 @@
 //!   to its federation's CA. Plain `http://` is accepted only for a loopback host.
 //! - Every answer becomes either the typed body or a [`ClientError`] that says what to do:
 //!   `Offline` when the server cannot be reached, `SignInFailed` with the server's own message
-//!   when it refuses the user or device, `Server` for 5xx/429 (retried), `Invalid` for 400.
+//!   when it refuses the user or device, `DeviceRevoked` for 403 `device_revoked` (the
+//!   caller wipes the cache), `Server` for 5xx/429 (retried), `Invalid` for 400.
 //! - Pull answers are gzip'd (reqwest asks with `Accept-Encoding: gzip` and inflates).
+//! - Every body is read with a cap on its inflated size ([`MAX_PAGE_BYTES`] for a page,
+//!   [`MAX_ANSWER_BYTES`] for the rest): past it the answer is refused, not applied.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -23,6 +26,15 @@ use serde::de::DeserializeOwned;
 use crate::error::{ClientError, Result};
 use crate::wire::Page;
 
+/// The error code of the server's 403 for a revoked device (`server/src/api.rs`).
+const DEVICE_REVOKED: &str = "device_revoked";
+/// The most a pull answer may hold, inflated. The server's page budget is 1 MiB of JSON
+/// (`DEFAULT_PAGE_BYTES` in server/src/api.rs), but a page always carries at least one change,
+/// and one patient's snapshot may be larger: room for that, and no more, so that a broken or
+/// hostile server cannot fill the device's memory (a gzip bomb inflates to whatever it likes).
+pub(crate) const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
+/// The most any other answer may hold (tokens, push results, errors), inflated.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// Time allowed to open a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one whole request (a pull page is at most a few MB).
@@ -192,7 +204,7 @@ impl Api {
             .map_err(transport_error)?;
         match resp.status() {
             StatusCode::GONE => {
-                let body = resp.bytes().await.map_err(transport_error)?;
+                let body = read_body(resp, MAX_ANSWER_BYTES).await?;
                 let resync = serde_json::from_slice(&body).map_err(|e| {
                     ClientError::Server(format!("unreadable must-resync answer: {e}"))
                 })?;
@@ -207,7 +219,7 @@ impl Api {
                 }
             }
             status if status.is_success() => {
-                let body = resp.bytes().await.map_err(transport_error)?;
+                let body = read_body(resp, MAX_PAGE_BYTES).await?;
                 Page::from_json(&body).map(Pulled::Page)
             }
             _ => match read_json::<serde_json::Value>(resp).await {
@@ -291,12 +303,13 @@ impl Api {
 async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
     let status = resp.status();
     if status.is_success() {
-        let body = resp.bytes().await.map_err(transport_error)?;
+        let body = read_body(resp, MAX_ANSWER_BYTES).await?;
         return serde_json::from_slice(&body)
             .map_err(|e| ClientError::Server(format!("unreadable answer ({status}): {e}")));
     }
     let err = api_error(resp).await;
     Err(match status {
+        StatusCode::FORBIDDEN if err.code == DEVICE_REVOKED => ClientError::DeviceRevoked,
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::SignInFailed(err.message),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
             ClientError::Invalid(err.message)
@@ -312,7 +325,7 @@ async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
 /// The [`ApiError`] body of an error answer, or one made from the status when there is none.
 async fn api_error(resp: reqwest::Response) -> ApiError {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_body(resp, MAX_ANSWER_BYTES).await.unwrap_or_default();
     serde_json::from_slice(&body).unwrap_or_else(|_| ApiError {
         code: "unknown".into(),
         message: status
@@ -320,6 +333,22 @@ async fn api_error(resp: reqwest::Response) -> ApiError {
             .unwrap_or("unexpected answer")
             .to_owned(),
     })
+}
+
+/// The body of an answer, inflated as it streams in, refused as soon as it passes `limit`
+/// bytes (before it is decoded, so nothing of it is applied).
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ClientError::AnswerTooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ClientError::AnswerTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A failure to talk to the server at all.

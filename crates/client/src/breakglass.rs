@@ -118,12 +118,12 @@ impl Device {
         req: &Req,
     ) -> Result<Resp> {
         let access = self.access_token().await?;
-        if let Some(answer) = self.api.break_glass(&access, path, req).await? {
+        if let Some(answer) = self.api.break_glass(access.expose(), path, req).await? {
             return Ok(answer);
         }
         let access = self.refresh_tokens().await?;
         self.api
-            .break_glass(&access, path, req)
+            .break_glass(access.expose(), path, req)
             .await?
             .ok_or_else(|| {
                 ClientError::SignInFailed(

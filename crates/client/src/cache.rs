@@ -60,6 +60,10 @@ pub(crate) mod meta {
     /// Server time of the last page of the last completed sync.
     pub const AS_OF: &str = "as_of";
     pub const LAST_SYNCED: &str = "last_synced";
+    /// The last successful contact with the server (a completed sync, an online sign-in).
+    pub const LAST_CONTACT: &str = "last_contact";
+    /// The shortest `max_offline_hours` of the user's agreements, from the last sync.
+    pub const MAX_OFFLINE_HOURS: &str = "max_offline_hours";
     pub const LAST_ERROR: &str = "last_error";
     /// The last failure sending the outbox (cleared by a push that reached the server).
     pub const LAST_PUSH_ERROR: &str = "last_push_error";

@@ -24,10 +24,33 @@ pub enum ClientError {
 
     /// The cache was wiped after too many wrong PINs.
     #[error(
-        "After too many wrong PINs Doorstep wiped the records on this device. Enrol it again \
+        "After too many wrong PINs Doorstep wiped the records on this device, with any notes \
+         written on it that had not been sent. Enrol it again \
          with your password and authenticator code."
     )]
     CacheWiped,
+
+    /// The server answered 403 `device_revoked`: the cache (records, tokens and any notes not
+    /// yet sent) was wiped. The device can be enrolled again, as a new device.
+    #[error(
+        "This device was revoked by your service; its records were removed, with any notes \
+         written on it that had not been sent. Ask your service before enrolling it again."
+    )]
+    DeviceRevoked,
+
+    /// Longer than the agreements allow since the device last reached the server: no list
+    /// and no record until a sync or an online sign-in (see `crate::offline`).
+    #[error(
+        "{}, more than {max_hours} hours ago: longer than your sharing agreements allow records \
+         to be shown without reaching it. Connect and sync, or sign in online with your \
+         password and authenticator code, to see records again. Notes waiting to be sent are \
+         kept, and are sent when the device reaches the server.",
+        last_contact_text(.last_contact)
+    )]
+    OfflineTooLong {
+        last_contact: Option<chrono::DateTime<chrono::Utc>>,
+        max_hours: u32,
+    },
 
     /// The server refused the sign-in or the device's tokens; the server's own words.
     #[error("{0}")]
@@ -57,6 +80,15 @@ pub enum ClientError {
     #[error("The server answered with an error: {0}")]
     Server(String),
 
+    /// An answer was larger than the device accepts (inflated): refused before any of it was
+    /// applied. Not retried: the same answer would come again.
+    #[error(
+        "The server's answer was larger than this device accepts ({} MiB at most); nothing \
+         of it was applied. Tell your service's support.",
+        .limit / (1024 * 1024)
+    )]
+    AnswerTooLarge { limit: usize },
+
     /// The encrypted cache failed.
     #[error("The local cache failed: {0}")]
     Cache(#[from] rusqlite::Error),
@@ -77,12 +109,15 @@ impl ClientError {
             ClientError::WrongPin { .. } => IpcErrorKind::WrongPin,
             ClientError::OnlineSignInRequired { .. } => IpcErrorKind::OnlineSignInRequired,
             ClientError::CacheWiped => IpcErrorKind::Wiped,
+            ClientError::DeviceRevoked => IpcErrorKind::DeviceRevoked,
+            ClientError::OfflineTooLong { .. } => IpcErrorKind::OfflineTooLong,
             ClientError::SignInFailed(_) => IpcErrorKind::SignInFailed,
             ClientError::Offline(_) => IpcErrorKind::Offline,
             ClientError::Invalid(_) | ClientError::NotEnrolled(_) => IpcErrorKind::Invalid,
             ClientError::NotFound(_) => IpcErrorKind::NotFound,
             ClientError::Locked => IpcErrorKind::Locked,
             ClientError::Server(_)
+            | ClientError::AnswerTooLarge { .. }
             | ClientError::Cache(_)
             | ClientError::Io(_)
             | ClientError::Internal(_) => IpcErrorKind::Internal,
@@ -93,6 +128,17 @@ impl ClientError {
     /// True for failures worth retrying after a pause: no connection, timeouts, 5xx, 429.
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, ClientError::Offline(_) | ClientError::Server(_))
+    }
+}
+
+/// When the device last reached the server, in the device's local time.
+fn last_contact_text(at: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match at {
+        Some(at) => format!(
+            "This device last reached the server on {}",
+            at.with_timezone(&chrono::Local).format("%d/%m/%Y at %H:%M")
+        ),
+        None => "This device has no record of when it last reached the server".into(),
     }
 }
 
@@ -121,6 +167,13 @@ mod tests {
             IpcErrorKind::OnlineSignInRequired
         );
         assert_eq!(ClientError::CacheWiped.to_ipc().kind, IpcErrorKind::Wiped);
+        let revoked = ClientError::DeviceRevoked.to_ipc();
+        assert_eq!(revoked.kind, IpcErrorKind::DeviceRevoked);
+        assert!(
+            revoked
+                .message
+                .starts_with("This device was revoked by your service; its records were removed")
+        );
         let e = ClientError::SignInFailed("Wrong password or code".into()).to_ipc();
         assert_eq!(e.kind, IpcErrorKind::SignInFailed);
         assert_eq!(e.message, "Wrong password or code");

@@ -6,6 +6,7 @@
 //! - `pin-attempts.json`: the count of wrong PINs since the last good one
 //!   ([`crate::vault`]). It must live outside the database, because a wrong PIN cannot write
 //!   into a database it cannot open.
+//!   It also records a revocation, so that a revoked device says why it holds no records.
 //! - `server-ca.pem`: the federation's CA certificate, copied at enrolment and pinned.
 //!
 //! Files are written whole to a temporary name and renamed, so a crash never leaves half a file.
@@ -58,6 +59,10 @@ pub struct DeviceFile {
     /// Format 1 only: the cache key was derived from the PIN with these parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kdf: Option<KdfParams>,
+    /// When the server answered that this device is revoked (and its cache was wiped): every
+    /// unlock says so from then on, offline too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl DeviceFile {
@@ -121,6 +126,7 @@ mod tests {
             vault: None,
             attempts_key: Some(crate::vault::new_attempts_key().unwrap()),
             kdf: Some(KdfParams::new_random().unwrap()),
+            revoked_at: None,
         };
         file.write(dir.path()).unwrap();
         assert!(is_enrolled(dir.path()));

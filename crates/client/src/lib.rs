@@ -19,7 +19,14 @@
 //!   failures retried with exponential backoff and jitter.
 //! - **The queries** ([`Device::list`], [`Device::record`]): the list with search by name
 //!   (accent- and case-insensitive), NHS number, postcode or date of birth, and one patient's
-//!   record views; both answer the [`doorstep_ipc`] types the screens receive.
+//!   record views; both answer the [`doorstep_ipc`] types the screens receive. Past the
+//!   agreements' maximum offline age since the last contact with the server they answer
+//!   [`ClientError::OfflineTooLong`] (`offline`).
+//! - **Revocation**: a 403 `device_revoked` at any contact wipes the cache (records, tokens,
+//!   outbox) and every later call and unlock answers [`ClientError::DeviceRevoked`].
+//! - **Secrets** (PIN, password, authenticator code, tokens) are held in [`Secret`]; answers
+//!   are read with a cap on their inflated size; enrolment needs a pinned CA outside
+//!   [`EnrolParams::dev_mode`].
 //!
 //! A data directory holds `device.json`, `pin-attempts.json` (and its lock file),
 //! `server-ca.pem` and `cache.db`
@@ -34,6 +41,7 @@ mod cache;
 mod error;
 pub mod files;
 pub mod key;
+mod offline;
 mod outbox;
 mod push;
 mod queries;
@@ -61,23 +69,30 @@ pub use crate::api::check_server_url;
 pub use crate::error::{ClientError, Result};
 pub use crate::files::{DeviceFile, is_enrolled};
 pub use crate::push::PushReport;
+pub use doorstep_ipc::Secret;
 
-/// What the enrol screen (or `doorstep enrol`) supplies.
+/// What the enrol screen (or `doorstep enrol`) supplies. Its `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct EnrolParams {
     /// `https://host:port`; `http://` only for a loopback host.
     pub server_url: String,
     /// The federation's CA certificate (PEM). It is copied into the data directory and becomes
-    /// the only CA the device trusts. `None` trusts the platform's roots instead.
+    /// the only CA the device trusts. `None` (trusting the platform's roots instead) is
+    /// refused unless `dev_mode` is set.
     pub ca_pem_path: Option<PathBuf>,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// Six digits from the user's authenticator.
-    pub totp: String,
+    pub totp: Secret,
     /// The PIN that will unlock the cache on this device.
-    pub pin: String,
+    pub pin: Secret,
     /// A label for administrators; defaults to "Doorstep on <hostname>" when empty.
     pub device_name: String,
+    /// Explicit development mode (`--insecure-dev`): allows enrolling without a pinned CA
+    /// (the platform's roots are trusted) and over plain http to this machine. Never set in
+    /// a real deployment: without a pinned CA, any certificate a public CA signs for the
+    /// host would be trusted with the password and the records.
+    pub dev_mode: bool,
 }
 
 /// What one sync did.
@@ -124,8 +139,16 @@ pub struct Device {
     /// One sync at a time (the shell's timer and the user's button may overlap).
     sync_lock: tokio::sync::Mutex<()>,
     syncing: AtomicBool,
+    /// Set when the server answered that this device is revoked: the cache is gone, and
+    /// every later call answers [`ClientError::DeviceRevoked`].
+    revoked: AtomicBool,
     backoff: Backoff,
+    /// What time it is (the maximum offline age is measured with it); tests set another.
+    clock: Clock,
 }
+
+/// The device's clock: `Utc::now`, unless a test gives another ([`Device::with_clock`]).
+pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +172,24 @@ impl Device {
     /// wrong PINs is opened again.
     pub async fn enrol(dir: &Path, params: EnrolParams) -> Result<Device> {
         let server_url = check_server_url(&params.server_url)?;
-        key::check_new_pin(&params.pin)?;
+        if !params.dev_mode {
+            if params.ca_pem_path.is_none() {
+                return Err(ClientError::Invalid(
+                    "Enrolling needs the federation's CA certificate (--ca FILE): this device \
+                     trusts only that CA. Enrolling without it is for development only \
+                     (--insecure-dev)."
+                        .into(),
+                ));
+            }
+            if server_url.starts_with("http://") {
+                return Err(ClientError::Invalid(
+                    "Plain http (without TLS) is for development only (--insecure-dev): \
+                     enrol with the server's https:// address."
+                        .into(),
+                ));
+            }
+        }
+        key::check_new_pin(params.pin.expose())?;
         let username = params.username.trim().to_owned();
         if username.is_empty() {
             return Err(ClientError::Invalid("Enter your user name.".into()));
@@ -157,12 +197,7 @@ impl Device {
         if params.password.is_empty() {
             return Err(ClientError::Invalid("Enter your password.".into()));
         }
-        let totp: String = params.totp.chars().filter(|c| !c.is_whitespace()).collect();
-        if totp.len() != 6 || !totp.chars().all(|c| c.is_ascii_digit()) {
-            return Err(ClientError::Invalid(
-                "The authenticator code has 6 digits.".into(),
-            ));
-        }
+        let totp = one_time_code(params.totp.expose())?;
         let ca_pem = match &params.ca_pem_path {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
                 ClientError::Invalid(format!(
@@ -181,7 +216,7 @@ impl Device {
         let enrolled = api
             .enrol(&EnrolRequest {
                 username: username.clone(),
-                password: params.password.clone(),
+                password: params.password.expose().to_owned(),
                 totp,
                 device_name: device_name.clone(),
             })
@@ -228,11 +263,12 @@ impl Device {
             format: files::DEVICE_FILE_FORMAT,
             vault: Some(vault::WrappedKey::wrap(
                 &cache_key,
-                &params.pin,
+                params.pin.expose(),
                 &enrolled.device_id,
             )?),
             attempts_key: Some(attempts_key),
             kdf: None,
+            revoked_at: None,
             server_url,
             device_id: enrolled.device_id,
             username: enrolled.user.username.clone(),
@@ -250,7 +286,9 @@ impl Device {
             api,
             sync_lock: tokio::sync::Mutex::new(()),
             syncing: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
             backoff: Backoff::default(),
+            clock: std::sync::Arc::new(Utc::now),
         })
     }
 
@@ -275,15 +313,14 @@ impl Device {
         totp: &str,
     ) -> Result<Device> {
         let file = DeviceFile::read(dir)?;
-        let totp: String = totp.chars().filter(|c| !c.is_whitespace()).collect();
+        if file.revoked_at.is_some() {
+            wipe_cache(dir, "device revoked")?;
+            return Err(ClientError::DeviceRevoked);
+        }
         if password.is_empty() {
             return Err(ClientError::Invalid("Enter your password.".into()));
         }
-        if totp.len() != 6 || !totp.chars().all(|c| c.is_ascii_digit()) {
-            return Err(ClientError::Invalid(
-                "The authenticator code has 6 digits.".into(),
-            ));
-        }
+        let totp = one_time_code(totp)?;
         let tokens = api_for(dir, &file)?
             .reauth(&doorstep_protocol::ReauthRequest {
                 device_id: file.device_id.clone(),
@@ -291,7 +328,11 @@ impl Device {
                 password: password.to_owned(),
                 totp,
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ClientError::DeviceRevoked => wipe_revoked(dir),
+                other => other,
+            })?;
         tracing::info!("signed in again online");
         let dir = dir.to_owned();
         let pin = zeroize::Zeroizing::new(pin.to_owned());
@@ -299,6 +340,8 @@ impl Device {
             let _one_attempt_at_a_time = Self::attempt_lock(&dir)?;
             let (file, conn) = Self::open_with_pin(&dir, &pin, true)?;
             store_tokens(&conn, &tokens)?;
+            // The online sign-in is a contact: records show again (see `offline`).
+            cache::set_meta(&conn, meta::LAST_CONTACT, &cache::timestamp(Utc::now()))?;
             Self::finish_unlock(&dir, file, conn)
         })
         .await
@@ -342,6 +385,11 @@ impl Device {
         signed_in_online: bool,
     ) -> Result<(DeviceFile, Connection)> {
         let mut file = DeviceFile::read(dir)?;
+        if file.revoked_at.is_some() {
+            // Wiped already (or the wipe was cut short): say why, whatever is left.
+            wipe_cache(dir, "device revoked")?;
+            return Err(ClientError::DeviceRevoked);
+        }
         let cache_path = dir.join(files::CACHE_FILE);
         let attempts_key = match &file.attempts_key {
             Some(k) => k.clone(),
@@ -357,7 +405,7 @@ impl Device {
         let failures = vault::read_failures(dir, &attempts_key, &file.device_id);
         if failures >= vault::WIPE_AFTER {
             // Wiped already (or the wipe was cut short): say so, whatever is left.
-            wipe_cache(dir)?;
+            wipe_cache(dir, "too many wrong PINs")?;
             return Err(ClientError::CacheWiped);
         }
         if !cache_path.exists() {
@@ -407,7 +455,7 @@ impl Device {
         let Some(conn) = opened else {
             tracing::info!(failures, "wrong PIN");
             return Err(if failures >= vault::WIPE_AFTER {
-                wipe_cache(dir)?;
+                wipe_cache(dir, "too many wrong PINs")?;
                 ClientError::CacheWiped
             } else if failures >= vault::ONLINE_SIGN_IN_AFTER {
                 ClientError::OnlineSignInRequired {
@@ -452,8 +500,69 @@ impl Device {
             api,
             sync_lock: tokio::sync::Mutex::new(()),
             syncing: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
             backoff: Backoff::default(),
+            clock: std::sync::Arc::new(Utc::now),
         })
+    }
+
+    /// This device with another clock (tests: the maximum offline age at any time).
+    pub fn with_clock(
+        mut self,
+        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Device {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Sign in online with password and authenticator code while unlocked (after
+    /// [`ClientError::OfflineTooLong`], or when the server refused the device's tokens): the
+    /// tokens are replaced and the contact recorded, so records show again. Needs the server.
+    pub async fn sign_in_online(&self, password: &str, totp: &str) -> Result<()> {
+        if password.is_empty() {
+            return Err(ClientError::Invalid("Enter your password.".into()));
+        }
+        let totp = one_time_code(totp)?;
+        let tokens = self
+            .api
+            .reauth(&doorstep_protocol::ReauthRequest {
+                device_id: self.file.device_id.clone(),
+                username: self.file.username.clone(),
+                password: password.to_owned(),
+                totp,
+            })
+            .await
+            .map_err(|e| match e {
+                ClientError::DeviceRevoked => self.wipe_revoked(),
+                other => other,
+            })?;
+        let now = cache::timestamp(self.now());
+        self.with_conn(|c| {
+            store_tokens(c, &tokens)?;
+            cache::set_meta(c, meta::LAST_CONTACT, &now)?;
+            cache::set_meta(c, meta::SERVER_REACHABLE, "true")
+        })?;
+        tracing::info!("signed in again online");
+        Ok(())
+    }
+
+    /// May records be shown now? (The maximum offline age, [`offline`].)
+    fn check_offline_age(&self, c: &Connection) -> Result<()> {
+        let max_hours =
+            cache::get_meta(c, meta::MAX_OFFLINE_HOURS)?.and_then(|h| h.parse::<u32>().ok());
+        let last_contact = cache::get_meta(c, meta::LAST_CONTACT)?
+            .as_deref()
+            .and_then(cache::parse_timestamp);
+        offline::check(max_hours, last_contact, self.now())
+    }
+
+    /// True once the server answered that this device is revoked (its cache is wiped).
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
     }
 
     /// The data directory.
@@ -472,6 +581,9 @@ impl Device {
 
     /// Run `f` with the database. Never held across an `.await`.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        if self.revoked.load(Ordering::SeqCst) {
+            return Err(ClientError::DeviceRevoked);
+        }
         let mut guard = self
             .conn
             .lock()
@@ -489,13 +601,15 @@ impl Device {
         let pushed = self.push_recorded().await.ok();
         let result = self.pull_all().await;
         self.syncing.store(false, Ordering::SeqCst);
-        let now = cache::timestamp(Utc::now());
+        let now = cache::timestamp(self.now());
         match result {
             Ok(mut report) => {
                 report.duration_ms = started.elapsed().as_millis() as u64;
                 report.pushed = pushed.unwrap_or_default();
                 report.patients = self.with_conn(|c| {
                     cache::set_meta(c, meta::LAST_SYNCED, &now)?;
+                    // A completed sync is a contact: records show again (see `offline`).
+                    cache::set_meta(c, meta::LAST_CONTACT, &now)?;
                     cache::set_meta(c, meta::SERVER_REACHABLE, "true")?;
                     cache::delete_meta(c, meta::LAST_ERROR)?;
                     queries::patient_count(c)
@@ -508,6 +622,7 @@ impl Device {
                 );
                 Ok(report)
             }
+            Err(ClientError::DeviceRevoked) => Err(self.wipe_revoked()),
             Err(e) => {
                 let reachable = !matches!(e, ClientError::Offline(_));
                 // Recording the failure must not hide it.
@@ -521,6 +636,21 @@ impl Device {
         }
     }
 
+    /// The server answered 403 `device_revoked`: close the cache and wipe it, with its tokens
+    /// and outbox (the server would refuse the notes waiting in it now), and remember why.
+    fn wipe_revoked(&self) -> ClientError {
+        if !self.revoked.swap(true, Ordering::SeqCst) {
+            // Close the database before its files go.
+            if let Ok(mut guard) = self.conn.lock()
+                && let Ok(nothing) = Connection::open_in_memory()
+            {
+                drop(std::mem::replace(&mut *guard, nothing));
+            }
+            return wipe_revoked(&self.dir);
+        }
+        ClientError::DeviceRevoked
+    }
+
     /// Send the outbox now, without pulling (a sync pushes first anyway). The outcome is
     /// recorded for the status as in a sync.
     pub async fn push(&self) -> Result<PushReport> {
@@ -531,7 +661,10 @@ impl Device {
     /// Send the outbox ([`push`]), recording a failure for the status (the items stay
     /// waiting and go with the next sync).
     async fn push_recorded(&self) -> Result<PushReport> {
-        let pushed = push::push_all(self).await;
+        let pushed = match push::push_all(self).await {
+            Err(ClientError::DeviceRevoked) => Err(self.wipe_revoked()),
+            other => other,
+        };
         match &pushed {
             Ok(_) => {
                 let _ = self.with_conn(|c| cache::delete_meta(c, meta::LAST_PUSH_ERROR));
@@ -649,7 +782,7 @@ impl Device {
                 "A section is a lower-case name such as summary or medications, not {section:?}."
             )));
         }
-        let now = Utc::now();
+        let now = self.now();
         let id = uuid::Uuid::new_v4().to_string();
         self.with_conn(|c| {
             if queries::patient_exists(c, patient_id)?.is_none() {
@@ -736,7 +869,15 @@ impl Device {
                     report.other_changes += stats.other;
                     if !page.more {
                         let as_of = cache::timestamp(page.server_time);
-                        self.with_conn(|c| cache::set_meta(c, meta::AS_OF, &as_of))?;
+                        self.with_conn(|c| {
+                            cache::set_meta(c, meta::AS_OF, &as_of)?;
+                            match page.max_offline_hours {
+                                Some(h) => {
+                                    cache::set_meta(c, meta::MAX_OFFLINE_HOURS, &h.to_string())
+                                }
+                                None => cache::delete_meta(c, meta::MAX_OFFLINE_HOURS),
+                            }
+                        })?;
                         return Ok(report);
                     }
                 }
@@ -769,7 +910,9 @@ impl Device {
         let api = self.api.clone();
         let backoff = self.backoff;
         Some(tokio::spawn(async move {
-            backoff.run(|| api.pull(&access, Some(&cursor))).await
+            backoff
+                .run(|| api.pull(access.expose(), Some(&cursor)))
+                .await
         }))
     }
 
@@ -778,7 +921,10 @@ impl Device {
         let mut access = self.access_token().await?;
         let mut refreshed = false;
         loop {
-            let pulled = self.backoff.run(|| self.api.pull(&access, cursor)).await?;
+            let pulled = self
+                .backoff
+                .run(|| self.api.pull(access.expose(), cursor))
+                .await?;
             match pulled {
                 Pulled::TokenExpired if !refreshed => {
                     access = self.refresh_tokens().await?;
@@ -790,7 +936,7 @@ impl Device {
     }
 
     /// The stored access token, refreshed first when the clock says it has expired.
-    async fn access_token(&self) -> Result<String> {
+    async fn access_token(&self) -> Result<Secret> {
         let (token, expires) = self.with_conn(|c| {
             Ok((
                 cache::get_meta(c, meta::ACCESS_TOKEN)?,
@@ -802,26 +948,27 @@ impl Device {
             .and_then(cache::parse_timestamp)
             .is_none_or(|t| t <= Utc::now() + chrono::Duration::seconds(10));
         match token {
-            Some(t) if !expired => Ok(t),
+            Some(t) if !expired => Ok(Secret::from(t)),
             _ => self.refresh_tokens().await,
         }
     }
 
     /// Exchange the refresh token for new tokens, store them, answer the access token.
-    async fn refresh_tokens(&self) -> Result<String> {
+    async fn refresh_tokens(&self) -> Result<Secret> {
         let refresh_token = self
             .with_conn(|c| cache::get_meta(c, meta::REFRESH_TOKEN))?
+            .map(Secret::from)
             .ok_or_else(|| {
                 ClientError::SignInFailed("This device has no refresh token. Enrol again.".into())
             })?;
         let req = RefreshRequest {
             device_id: self.file.device_id.clone(),
-            refresh_token,
+            refresh_token: refresh_token.expose().to_owned(),
         };
         let tokens = self.backoff.run(|| self.api.refresh(&req)).await?;
         self.with_conn(|c| store_tokens(c, &tokens))?;
         tracing::debug!("access token refreshed");
-        Ok(tokens.access_token)
+        Ok(Secret::new(tokens.access_token))
     }
 
     /// Is the server reachable now? (`GET /healthz`, 3 s.) Recorded for [`Device::status`].
@@ -852,16 +999,26 @@ impl Device {
 
     /// The list, searched by name, NHS number, postcode or date of birth when `search` is set.
     /// A patient whose every entry has ended is not listed, even before a sync purges them.
+    /// Refused with [`ClientError::OfflineTooLong`] past the maximum offline age.
     pub fn list(&self, search: Option<&str>, today: NaiveDate) -> Result<Vec<ListRow>> {
-        self.with_conn(|c| queries::list(c, search, today, Utc::now()))
+        self.with_conn(|c| {
+            self.check_offline_age(c)?;
+            queries::list(c, search, today, self.now())
+        })
     }
 
     /// One patient's record; `None` when the patient is not (or no longer) on the device.
+    /// Refused with [`ClientError::OfflineTooLong`] past the maximum offline age.
     pub fn record(&self, patient_id: &str, today: NaiveDate) -> Result<Option<PatientRecord>> {
-        self.with_conn(|c| queries::record(c, patient_id, today))
+        self.with_conn(|c| {
+            self.check_offline_age(c)?;
+            queries::record(c, patient_id, today)
+        })
     }
 
-    /// The id of the cached patient with this NHS number.
+    /// The id of the cached patient with this NHS number. Not refused past the maximum
+    /// offline age: it shows nothing of the record, and a note for a patient the clinician
+    /// has just seen must still be written (and sent when the device reaches the server).
     pub fn find_patient(&self, nhs_number: &NhsNumber) -> Result<Option<String>> {
         self.with_conn(|c| queries::find_patient(c, nhs_number.digits()))
     }
@@ -874,6 +1031,17 @@ impl Device {
                 .and_then(cache::parse_timestamp))
         })
     }
+}
+
+/// The authenticator code as typed (spaces allowed), checked: six digits.
+fn one_time_code(typed: &str) -> Result<String> {
+    let code: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.len() != 6 || !code.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ClientError::Invalid(
+            "The authenticator code has 6 digits.".into(),
+        ));
+    }
+    Ok(code)
 }
 
 fn user_summary(u: &UserInfo) -> UserSummary {
@@ -923,9 +1091,27 @@ fn api_for(dir: &Path, file: &DeviceFile) -> Result<Api> {
     Api::new(&file.server_url, ca_pem.as_deref())
 }
 
-/// Delete the cache and its WAL files: what a wipe after too many wrong PINs leaves is
-/// `device.json` (no patient data, no tokens) and the count.
-fn wipe_cache(dir: &Path) -> Result<()> {
+/// Wipe the cache of a revoked device (closed) and record the revocation in `device.json`, so
+/// that every unlock from now on says why there are no records. Answers the error to report.
+fn wipe_revoked(dir: &Path) -> ClientError {
+    if let Err(e) = wipe_cache(dir, "device revoked") {
+        // Unlock tries again (device.json says revoked), so the wipe cannot be skipped.
+        tracing::error!(error = %e, "the revoked device's cache could not be removed yet");
+    }
+    let marked = DeviceFile::read(dir).and_then(|mut file| {
+        file.revoked_at.get_or_insert_with(Utc::now);
+        file.write(dir)
+    });
+    if let Err(e) = marked {
+        tracing::error!(error = %e, "the revocation could not be recorded in device.json");
+    }
+    ClientError::DeviceRevoked
+}
+
+/// Delete the cache and its WAL files: what a wipe (too many wrong PINs, or a revoked
+/// device) leaves is `device.json` (no patient data, no tokens) and the count. The outbox
+/// lives in the cache and goes with it.
+fn wipe_cache(dir: &Path, why: &'static str) -> Result<()> {
     for name in [
         files::CACHE_FILE.to_owned(),
         format!("{}-wal", files::CACHE_FILE),
@@ -933,7 +1119,7 @@ fn wipe_cache(dir: &Path) -> Result<()> {
     ] {
         remove_if_exists(&dir.join(name))?;
     }
-    tracing::warn!("cache wiped after too many wrong PINs");
+    tracing::warn!(why, "cache wiped");
     Ok(())
 }
 

@@ -72,7 +72,7 @@ async fn send(device: &Device, request: &PushRequest) -> Result<doorstep_protoco
     loop {
         match device
             .backoff
-            .run(|| device.api.push(&access, request))
+            .run(|| device.api.push(access.expose(), request))
             .await?
         {
             Pushed::Answered(answer) => return Ok(answer),

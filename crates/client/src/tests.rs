@@ -149,6 +149,7 @@ fn page(cursor: &str, more: bool, changes: Vec<Change>) -> PullPage {
         more,
         server_time: Utc.with_ymd_and_hms(2026, 1, 15, 8, 0, 0).unwrap(),
         changes,
+        max_offline_hours: None,
     }
 }
 
@@ -771,6 +772,7 @@ fn hand_enrolled_at(dir: &Path, pin: &str, server_url: &str) {
         vault: Some(vault::WrappedKey::wrap_with(kdf, &key, pin, "dev-1").unwrap()),
         attempts_key: Some(attempts_key),
         kdf: None,
+        revoked_at: None,
     }
     .write(dir)
     .unwrap();
@@ -1187,10 +1189,11 @@ fn futures_are_send(device: &Device) {
             server_url: String::new(),
             ca_pem_path: None,
             username: String::new(),
-            password: String::new(),
-            totp: String::new(),
-            pin: String::new(),
+            password: Secret::default(),
+            totp: Secret::default(),
+            pin: Secret::default(),
             device_name: String::new(),
+            dev_mode: false,
         },
     ));
 }
@@ -1356,9 +1359,9 @@ async fn sync_refreshes_expired_tokens_retries_and_rebuilds_on_410() {
                 vec![added(&john(), vec![], vec![caseload("C")])],
             ),
         ),
-        // Sync 3: the device was revoked.
+        // Sync 3: the device was revoked (the real server's answer: 403 device_revoked).
         json(
-            401,
+            403,
             ApiError {
                 code: "device_revoked".into(),
                 message: "This device was revoked by an administrator.".into(),
@@ -1420,19 +1423,84 @@ async fn sync_refreshes_expired_tokens_retries_and_rebuilds_on_410() {
         ]
     );
 
+    device.write_note("p-john", note("seen at home")).unwrap();
     let e = device.sync().await.unwrap_err();
-    assert!(
-        matches!(&e, ClientError::SignInFailed(m) if m.contains("revoked")),
-        "{e:?}"
-    );
-    assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::SignInFailed);
-    let status = device.status().unwrap();
-    assert_eq!(status.server_reachable, Some(true), "the server answered");
-    assert!(status.last_error.unwrap().contains("revoked"));
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    assert_revoked_and_wiped(&device, dir.path());
+}
+
+/// After a 403 `device_revoked`: the cache (records, tokens, outbox) is gone from disk, the
+/// open device answers nothing more, and every unlock says why.
+fn assert_revoked_and_wiped(device: &Device, dir: &Path) {
+    for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+        assert!(!dir.join(name).exists(), "{name} is left after the wipe");
+    }
+    let e = device.list(None, day(2026, 1, 15)).unwrap_err();
+    assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::DeviceRevoked);
+    assert!(matches!(device.status(), Err(ClientError::DeviceRevoked)));
+    assert!(DeviceFile::read(dir).unwrap().revoked_at.is_some());
+    let e = Device::unlock(dir, "2468").unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
     assert_eq!(
-        status.patients, 1,
-        "a failed sync leaves the cache as it was"
+        e.to_string(),
+        "This device was revoked by your service; its records were removed, with any notes \
+         written on it that had not been sent. Ask your service before enrolling it again."
     );
+    // Nothing of a patient in what is left.
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let raw = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert_no_plaintext(&raw);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_wipes_at_a_refresh_a_push_and_a_reauth() {
+    use doorstep_protocol::ApiError;
+    use fake_server::json;
+
+    let revoked = || {
+        json(
+            403,
+            ApiError {
+                code: "device_revoked".into(),
+                message: "this device has been revoked".into(),
+            },
+        )
+    };
+    let expired = ApiError {
+        code: "token_expired".into(),
+        message: "the access token has expired".into(),
+    };
+    // The refresh: the access token expired and the refresh is refused.
+    let (device, _log, dir) = device_with_two_patients(vec![json(401, &expired), revoked()]).await;
+    let e = device.sync().await.unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    assert_revoked_and_wiped(&device, dir.path());
+
+    // The push of a waiting note (the pull after it is not even tried).
+    let (device, log, dir) = device_with_two_patients(vec![revoked()]).await;
+    device.write_note("p-sian", note("seen")).unwrap();
+    let e = device.push().await.unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        2,
+        "the first sync, then the push"
+    );
+    assert_revoked_and_wiped(&device, dir.path());
+
+    // The online sign-in after too many wrong PINs.
+    let (device, _log, dir) = device_with_two_patients(vec![revoked()]).await;
+    drop(device);
+    let e = Device::unlock_after_sign_in(dir.path(), "2468", "pw", "123456")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::DeviceRevoked), "{e:?}");
+    assert!(!dir.path().join("cache.db").exists());
+    assert!(matches!(
+        Device::unlock(dir.path(), "2468"),
+        Err(ClientError::DeviceRevoked)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1468,7 +1536,14 @@ async fn enrol_stores_tokens_and_maps_refusals() {
         totp: "123 456".into(),
         pin: "246813".into(),
         device_name: "test laptop".into(),
+        // The fake server speaks plain http, with no CA to pin.
+        dev_mode: true,
     };
+    let shown = format!("{params:?}");
+    assert!(
+        !shown.contains("\"pw\"") && !shown.contains("123 456") && !shown.contains("246813"),
+        "Debug of the enrolment shows a secret: {shown}"
+    );
     let e = Device::enrol(dir.path(), params.clone()).await.unwrap_err();
     assert!(
         matches!(&e, ClientError::SignInFailed(m) if m == "Wrong user name, password or code.")
@@ -1500,6 +1575,42 @@ async fn enrol_stores_tokens_and_maps_refusals() {
         let e = Device::enrol(dir.path(), bad).await.unwrap_err();
         assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::Invalid, "{e}");
     }
+    // Outside development mode: no enrolment without a pinned CA, nor over plain http.
+    let e = Device::enrol(
+        dir.path(),
+        EnrolParams {
+            dev_mode: false,
+            ..params.clone()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Invalid(m) if m.contains("CA certificate (--ca FILE)") && m.contains("--insecure-dev")),
+        "{e:?}"
+    );
+    let ca = dir.path().join("some-ca.pem");
+    std::fs::write(&ca, "not used").unwrap();
+    let e = Device::enrol(
+        dir.path(),
+        EnrolParams {
+            dev_mode: false,
+            ca_pem_path: Some(ca.clone()),
+            ..params.clone()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Invalid(m) if m.contains("Plain http")),
+        "{e:?}"
+    );
+    std::fs::remove_file(&ca).unwrap();
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "none of these reached the server"
+    );
 
     let device = Device::enrol(dir.path(), params).await.unwrap();
     #[cfg(unix)]
@@ -1953,4 +2064,154 @@ fn an_entry_that_has_ended_is_not_listed_even_offline() {
         ids(queries::list(&conn, None, today, now - Duration::hours(2)).unwrap()),
         ["p-john", "p-sian", "p-zoe"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_gzip_bomb_page_is_refused_and_the_cache_unchanged() {
+    use fake_server::Scripted;
+
+    // 40 MiB of JSON (past the 32 MiB cap), sent as a gzip of about 40 KiB, then plain.
+    let huge = format!(
+        "{{\"cursor\":\"bomb\",\"more\":false,\"pad\":\"{}\"}}",
+        " ".repeat(40 << 20)
+    );
+    let bomb = Scripted {
+        status: 200,
+        body: huge.clone(),
+        gzip: true,
+    };
+    let plain = Scripted {
+        status: 200,
+        body: huge,
+        gzip: false,
+    };
+    let (device, _log, _dir) = device_with_two_patients(vec![bomb, plain]).await;
+    let before = device.with_conn(|c| Ok(dump(c))).unwrap();
+    let cursor = device
+        .with_conn(|c| cache::get_meta(c, meta::CURSOR))
+        .unwrap();
+    for sent in ["gzip", "plain"] {
+        let e = device.sync().await.unwrap_err();
+        assert!(
+            matches!(e, ClientError::AnswerTooLarge { limit } if limit == api::MAX_PAGE_BYTES),
+            "{sent}: {e:?}"
+        );
+        assert!(e.to_string().contains("32 MiB at most"), "{e}");
+        assert_eq!(device.with_conn(|c| Ok(dump(c))).unwrap(), before, "{sent}");
+        assert_eq!(
+            device
+                .with_conn(|c| cache::get_meta(c, meta::CURSOR))
+                .unwrap(),
+            cursor
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_offline_age_no_record_shows_until_a_sync_or_an_online_sign_in() {
+    use doorstep_protocol::{PushOutcome, PushResponse, PushResult};
+    use fake_server::{gzipped, json};
+    use std::sync::{Arc, Mutex};
+
+    let limited = |cursor: &str, changes| PullPage {
+        max_offline_hours: Some(12),
+        ..page(cursor, false, changes)
+    };
+    let mut first = first_page();
+    first.max_offline_hours = Some(12);
+    let (url, _log) = fake_server::start(vec![gzipped(200, first)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled_at(dir.path(), "2468", &url);
+    // Whole seconds: the cache keeps times to the millisecond.
+    let start = Utc.timestamp_opt(Utc::now().timestamp(), 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let clock = {
+        let now = now.clone();
+        move || *now.lock().unwrap()
+    };
+    let advance = |by: Duration| *now.lock().unwrap() += by;
+    let mut device = Device::unlock(dir.path(), "2468")
+        .unwrap()
+        .with_clock(clock.clone());
+    device.backoff = quick_backoff();
+    device.sync().await.unwrap();
+    let contact = *now.lock().unwrap();
+    let today = day(2026, 1, 15);
+    assert_eq!(device.list(None, today).unwrap().len(), 2);
+
+    // Up to the limit the records show; a second past it, neither list nor record.
+    advance(Duration::hours(12));
+    assert!(device.record("p-sian", today).unwrap().is_some());
+    advance(Duration::seconds(1));
+    let e = device.list(None, today).unwrap_err();
+    assert!(
+        matches!(e, ClientError::OfflineTooLong { last_contact: Some(t), max_hours: 12 } if t == contact),
+        "{e:?}"
+    );
+    let shown = e.to_ipc();
+    assert_eq!(shown.kind, doorstep_ipc::IpcErrorKind::OfflineTooLong);
+    let local = contact
+        .with_timezone(&chrono::Local)
+        .format("%d/%m/%Y at %H:%M")
+        .to_string();
+    assert!(
+        shown.message.starts_with(&format!(
+            "This device last reached the server on {local}, more than 12 hours ago"
+        )) && shown.message.contains("sign in online"),
+        "{}",
+        shown.message
+    );
+    assert!(matches!(
+        device.record("p-sian", today),
+        Err(ClientError::OfflineTooLong { .. })
+    ));
+    assert!(
+        device.list(Some("Evans"), today).is_err(),
+        "search is the list"
+    );
+    // The outbox is kept and still takes notes; the status still answers.
+    let written = device.write_note("p-sian", note("seen at home")).unwrap();
+    assert_eq!(device.status().unwrap().waiting, 1);
+
+    // A sync is a contact: the note goes, and the records show again.
+    let pushed = PushResponse {
+        results: vec![PushResult {
+            id: written.id.clone(),
+            outcome: PushOutcome::Accepted {
+                accepted_at: Utc::now(),
+            },
+        }],
+    };
+    let tokens = TokenResponse {
+        access_token: "after-sign-in".into(),
+        access_expires_at: Utc::now() + Duration::minutes(15),
+        refresh_token: "refresh-9".into(),
+    };
+    let (url, log) = fake_server::start(vec![
+        json(200, pushed),
+        gzipped(200, limited("c2", vec![])),
+        json(200, &tokens),
+    ])
+    .await;
+    let mut device = repoint(device, &url).with_clock(clock.clone());
+    device.backoff = quick_backoff();
+    let report = device.sync().await.unwrap();
+    assert_eq!(report.pushed.accepted, 1);
+    assert_eq!(device.list(None, today).unwrap().len(), 2);
+
+    // So is an online sign-in with password and authenticator code.
+    advance(Duration::hours(13));
+    assert!(device.list(None, today).is_err());
+    let e = device.sign_in_online("pw", "12345").await.unwrap_err();
+    assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::Invalid);
+    device.sign_in_online("pw", "123 456").await.unwrap();
+    assert_eq!(device.list(None, today).unwrap().len(), 2);
+    assert_eq!(
+        log.lock().unwrap().last().unwrap(),
+        "POST /api/v1/auth/reauth bearer= gzip=true"
+    );
+    let access = device
+        .with_conn(|c| cache::get_meta(c, meta::ACCESS_TOKEN))
+        .unwrap();
+    assert_eq!(access.as_deref(), Some("after-sign-in"));
 }

@@ -26,6 +26,8 @@ pub(crate) struct Page {
     pub more: bool,
     pub server_time: DateTime<Utc>,
     pub changes: Vec<Change>,
+    /// The shortest `max_offline_hours` of the user's agreements (see [`crate::offline`]).
+    pub max_offline_hours: Option<u32>,
 }
 
 /// One change of the feed (see [`doorstep_protocol::Change`]).
@@ -65,6 +67,8 @@ struct RawPage {
     more: bool,
     server_time: DateTime<Utc>,
     changes: Vec<Box<RawValue>>,
+    #[serde(default)]
+    max_offline_hours: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +185,7 @@ impl Page {
             more: raw.more,
             server_time: raw.server_time,
             changes,
+            max_offline_hours: raw.max_offline_hours,
         })
     }
 
@@ -265,11 +270,13 @@ mod tests {
                     counts: counts.clone(),
                 },
             ],
+            max_offline_hours: Some(12),
         };
         let read = Page::from_protocol(&page).unwrap();
         assert_eq!(read.cursor, "cur");
         assert!(read.more);
         assert_eq!(read.server_time, page.server_time);
+        assert_eq!(read.max_offline_hours, Some(12));
         assert_eq!(read.changes.len(), 6);
         match &read.changes[0] {
             Change::PatientAdded {

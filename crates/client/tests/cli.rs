@@ -14,14 +14,45 @@ const PIN: &str = "135790";
 
 /// Run the built `doorstep` with `args`, the PIN in the environment, off the async threads.
 async fn doorstep(data_dir: &Path, args: &[&str]) -> Output {
+    doorstep_with(data_dir, args, "", None).await
+}
+
+/// As [`doorstep`], with `input` on its standard input (for `--password-stdin`).
+async fn doorstep_with_stdin(data_dir: &Path, args: &[&str], input: &str) -> Output {
+    doorstep_with(data_dir, args, input, None).await
+}
+
+/// As [`doorstep`], with `input` on standard input and `password` in `DOORSTEP_PASSWORD`.
+async fn doorstep_with(
+    data_dir: &Path,
+    args: &[&str],
+    input: &str,
+    password: Option<&str>,
+) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorstep"));
     cmd.args(args)
         .env("DOORSTEP_DATA_DIR", data_dir)
         .env("DOORSTEP_PIN", PIN)
-        .env_remove("DOORSTEP_PASSWORD");
-    tokio::task::spawn_blocking(move || cmd.output().expect("run doorstep"))
-        .await
-        .unwrap()
+        .env_remove("DOORSTEP_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = password {
+        cmd.env("DOORSTEP_PASSWORD", p);
+    }
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("run doorstep");
+        let mut stdin = child.stdin.take().unwrap();
+        // A command that does not read it may have exited already.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        child.wait_with_output().expect("doorstep's output")
+    })
+    .await
+    .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -58,7 +89,7 @@ async fn enrol_sync_list_show_status() {
     assert!(stderr(&o).contains("not enrolled"), "{}", stderr(&o));
 
     // A plain-http address that is not loopback is refused before any network use.
-    let o = doorstep(
+    let o = doorstep_with_stdin(
         dir,
         &[
             "enrol",
@@ -66,35 +97,59 @@ async fn enrol_sync_list_show_status() {
             "http://fed.example",
             "--user",
             "u",
-            "--password",
-            "p",
+            "--password-stdin",
             "--totp",
             "123456",
         ],
+        "p\n",
     )
     .await;
     assert!(!o.status.success());
     assert!(stderr(&o).contains("https://"), "{}", stderr(&o));
 
-    let o = doorstep(
-        dir,
-        &[
-            "enrol",
-            "--server",
-            &server.base_url,
-            "--ca",
-            &ca,
-            "--user",
-            &nurse.username,
-            "--password",
-            &nurse.password,
-            "--totp",
-            &totp_code(&nurse.totp_secret, 0),
-            "--data-dir",
-            &dir.to_string_lossy(),
-        ],
-    )
-    .await;
+    // A password on the command line is refused, with what to do instead, before any
+    // network use; so is no password at all when there is no terminal to prompt on.
+    let enrol_args = |password: &[&'static str]| {
+        let mut args = vec![
+            "enrol".to_owned(),
+            "--server".into(),
+            server.base_url.clone(),
+            "--ca".into(),
+            ca.clone(),
+            "--user".into(),
+            nurse.username.clone(),
+            "--totp".into(),
+            totp_code(&nurse.totp_secret, 0),
+            "--data-dir".into(),
+            dir.to_string_lossy().into_owned(),
+        ];
+        args.extend(password.iter().map(|a| a.to_string()));
+        args
+    };
+    for refused in [&["--password", "hunter2"][..], &["--password"][..]] {
+        let args = enrol_args(refused);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = doorstep(dir, &args).await;
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("--password is not accepted")
+                && err.contains("--password-stdin")
+                && err.contains("DOORSTEP_PASSWORD"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let args = enrol_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = doorstep(dir, &args).await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--password-stdin"), "{}", stderr(&o));
+    assert!(!dir.join("device.json").exists());
+
+    let args = enrol_args(&["--password-stdin"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = doorstep_with_stdin(dir, &args, &format!("{}\n", nurse.password)).await;
     assert!(o.status.success(), "enrol failed: {}", stderr(&o));
     assert!(stdout(&o).contains(&nurse.display_name), "{}", stdout(&o));
 
@@ -255,7 +310,7 @@ async fn a_note_goes_to_the_practice_and_its_filing_comes_back() {
     let device_dir = tempfile::tempdir().unwrap();
     let dir = device_dir.path();
     let ca = server.ca_pem_path.to_string_lossy().into_owned();
-    let o = doorstep(
+    let o = doorstep_with(
         dir,
         &[
             "enrol",
@@ -265,11 +320,11 @@ async fn a_note_goes_to_the_practice_and_its_filing_comes_back() {
             &ca,
             "--user",
             &nurse.username,
-            "--password",
-            &nurse.password,
             "--totp",
             &totp_code(&nurse.totp_secret, 0),
         ],
+        "",
+        Some(&nurse.password),
     )
     .await;
     assert!(o.status.success(), "{}", stderr(&o));

@@ -229,10 +229,11 @@ async fn sigkill_mid_push_and_mid_apply_loses_and_duplicates_nothing() {
         server_url: server.base_url.clone(),
         ca_pem_path: Some(server.ca_pem_path.clone()),
         username: nurse.username.clone(),
-        password: nurse.password.clone(),
-        totp: totp_code(&nurse.totp_secret, offset),
+        password: nurse.password.as_str().into(),
+        totp: totp_code(&nurse.totp_secret, offset).into(),
         pin: PIN.into(),
         device_name: name.into(),
+        dev_mode: false,
     };
 
     let device_dir = tempfile::tempdir().unwrap();

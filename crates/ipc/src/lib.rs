@@ -8,14 +8,16 @@
 //! Every command answers `Result<T, IpcError>`; an [`IpcError`] says what went wrong in words a
 //! clinician can act on, plus a stable [`IpcErrorKind`] the UI branches on.
 //!
-//! This crate is pure data (serde only) and compiles for wasm32.
+//! This crate is pure data (serde, and zeroize for [`Secret`]) and compiles for wasm32.
 
 pub mod pin;
+pub mod secret;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use doorstep_record::views::RecordView;
+pub use secret::Secret;
 
 /// Tauri command names. Arguments are sent as one JSON object whose field names are the
 /// snake_case names given here (Tauri maps them to the Rust parameter names).
@@ -55,6 +57,9 @@ pub mod commands {
     /// `{ patient_id: String, reason: String, reason_text: Option<String> } -> BreakGlassGrant`
     /// (online only: raises an alert for the privacy officer, then syncs the patient down)
     pub const BREAK_GLASS: &str = "break_glass";
+    /// `{ password: String, totp: String } -> ()` (while unlocked, after `OfflineTooLong`:
+    /// signs in online again, so that records show again)
+    pub const SIGN_IN_ONLINE: &str = "sign_in_online";
 }
 
 /// What the note composer signs.
@@ -97,10 +102,10 @@ pub struct UserSummary {
 pub struct EnrolForm {
     pub server_url: String,
     pub username: String,
-    pub password: String,
-    pub totp: String,
+    pub password: Secret,
+    pub totp: Secret,
     /// The PIN or passphrase that will unlock the cache on this device.
-    pub pin: String,
+    pub pin: Secret,
 }
 
 /// One patient on "My list". `Hash` so that the list can key its rows by the whole row: a row
@@ -266,10 +271,15 @@ pub enum IpcErrorKind {
     OnlineSignInRequired,
     /// The cache was wiped after too many wrong PINs: enrol again.
     Wiped,
+    /// The server revoked this device; its cache was wiped: enrol again (a new device).
+    DeviceRevoked,
     /// The server refused the credentials.
     SignInFailed,
     /// The server could not be reached.
     Offline,
+    /// The device has not reached the server for longer than the agreements allow: no record
+    /// is shown until it syncs or the clinician signs in online; the message says since when.
+    OfflineTooLong,
     /// The cache is locked; unlock first.
     Locked,
     /// Not found (patient no longer on the list).

@@ -55,7 +55,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const AUTHORIZATION: &str = "authorization";
 
 /// Sign in with password and TOTP and register this device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolRequest {
     pub username: String,
     pub password: String,
@@ -67,7 +67,7 @@ pub struct EnrolRequest {
 
 /// Sign in again with password and TOTP on a device already enrolled (after too many wrong
 /// PINs on the device): the device keeps its id, cache and outbox and gets a new token pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReauthRequest {
     pub device_id: String,
     pub username: String,
@@ -96,18 +96,63 @@ pub struct EnrolResponse {
 }
 
 /// Exchange a device-bound refresh token for a new access token (and a rotated refresh token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRequest {
     pub device_id: String,
     pub refresh_token: String,
 }
 
 /// Short-lived access token plus the device-bound refresh token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
     pub access_expires_at: DateTime<Utc>,
     pub refresh_token: String,
+}
+
+/// What `Debug` prints instead of a password, code or token: the requests above carry
+/// secrets, and a `{:?}` of one must not put them in a log.
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for EnrolRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolRequest")
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("totp", &REDACTED)
+            .field("device_name", &self.device_name)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ReauthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReauthRequest")
+            .field("device_id", &self.device_id)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("totp", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("device_id", &self.device_id)
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &REDACTED)
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
 }
 
 /// One page of the change feed.
@@ -120,6 +165,11 @@ pub struct PullPage {
     /// Server clock when the page was made; the device's "record as of".
     pub server_time: DateTime<Utc>,
     pub changes: Vec<Change>,
+    /// The longest the device may go on showing records without reaching the server: the
+    /// shortest `max_offline_hours` of the agreements in force covering the user. Absent when
+    /// no agreement covers the user (the device then holds nothing to show).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_offline_hours: Option<u32>,
 }
 
 /// Why a patient is on the user's list.
@@ -477,6 +527,47 @@ pub const BREAK_GLASS_HOURS: i64 = 24;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_requests_and_tokens_shows_no_secret() {
+        let shown = format!(
+            "{:?} {:?} {:?} {:#?}",
+            EnrolRequest {
+                username: "nurse.demo".into(),
+                password: "pw-sekrit-1".into(),
+                totp: "271828".into(),
+                device_name: "laptop".into(),
+            },
+            ReauthRequest {
+                device_id: "dev-1".into(),
+                username: "nurse.demo".into(),
+                password: "pw-sekrit-1".into(),
+                totp: "271828".into(),
+            },
+            RefreshRequest {
+                device_id: "dev-1".into(),
+                refresh_token: "dsr_refresh-sekrit".into(),
+            },
+            EnrolResponse {
+                device_id: "dev-1".into(),
+                user: UserInfo {
+                    username: "nurse.demo".into(),
+                    display_name: "N".into(),
+                    role: "nurse".into(),
+                    service: "S".into(),
+                },
+                tokens: TokenResponse {
+                    access_token: "dsa_access-sekrit".into(),
+                    access_expires_at: Utc::now(),
+                    refresh_token: "dsr_refresh-sekrit".into(),
+                },
+            },
+        );
+        for secret in ["pw-sekrit-1", "271828", "refresh-sekrit", "access-sekrit"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("nurse.demo") && shown.contains("[redacted]"));
+    }
 
     /// The push answer's JSON, as the OpenAPI document describes it.
     #[test]

@@ -73,13 +73,18 @@ pub fn validate_enrol(form: &EnrolForm, pin_confirm: &str) -> FieldErrors {
     if form.password.is_empty() {
         errors.password = Some("Enter your password.".into());
     }
-    let totp: String = form.totp.chars().filter(|c| !c.is_whitespace()).collect();
+    let totp: String = form
+        .totp
+        .expose()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     if totp.is_empty() {
         errors.totp = Some("Enter the 6-digit code from your authenticator app.".into());
     } else if totp.len() != 6 || !totp.chars().all(|c| c.is_ascii_digit()) {
         errors.totp = Some("The code is 6 digits, from your authenticator app.".into());
     }
-    let pin = &form.pin;
+    let pin = form.pin.expose();
     // The one PIN rule, shared with the device library and the command line.
     errors.pin = doorstep_ipc::pin::pin_problem(pin);
     if errors.pin.is_none() {
@@ -193,13 +198,14 @@ pub fn EnrolScreen(server_url: Option<String>, again: bool) -> impl IntoView {
                 .trim_end_matches('/')
                 .to_owned(),
             username: user.get_untracked().trim().to_owned(),
-            password: password.get_untracked(),
+            password: password.get_untracked().into(),
             totp: totp
                 .get_untracked()
                 .chars()
                 .filter(|c| !c.is_whitespace())
-                .collect(),
-            pin: pin.get_untracked(),
+                .collect::<String>()
+                .into(),
+            pin: pin.get_untracked().into(),
         };
         let found = validate_enrol(&form, &pin_confirm.get_untracked());
         let first = found.first_invalid();
@@ -369,7 +375,7 @@ mod tests {
     #[test]
     fn a_complete_form_passes() {
         let f = form();
-        assert!(validate_enrol(&f, &f.pin.clone()).is_empty());
+        assert!(validate_enrol(&f, f.pin.expose()).is_empty());
     }
 
     #[test]
@@ -377,7 +383,7 @@ mod tests {
         let mut f = form();
         f.server_url = "ftp://x".into();
         f.username = "  ".into();
-        f.password.clear();
+        f.password = Default::default();
         f.totp = "12a456".into();
         let e = validate_enrol(&f, "4071 92836");
         assert!(e.server_url.is_some());
@@ -393,11 +399,11 @@ mod tests {
     fn plain_http_only_on_loopback() {
         let mut f = form();
         f.server_url = "http://127.0.0.1:8443".into();
-        assert!(validate_enrol(&f, &f.pin.clone()).server_url.is_none());
+        assert!(validate_enrol(&f, f.pin.expose()).server_url.is_none());
         f.server_url = "http://localhost.evil.example".into();
-        assert!(validate_enrol(&f, &f.pin.clone()).server_url.is_some());
+        assert!(validate_enrol(&f, f.pin.expose()).server_url.is_some());
         f.server_url = "http://care.example.nhs.uk".into();
-        assert!(validate_enrol(&f, &f.pin.clone()).server_url.is_some());
+        assert!(validate_enrol(&f, f.pin.expose()).server_url.is_some());
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! My list: the patients on this clinician's list, today's first, searchable as you type by
-//! name, NHS number, postcode or date of birth. Reads the cache only, so it works offline.
+//! name, NHS number, postcode or date of birth. Reads the cache only, so it works offline,
+//! up to the agreements' maximum offline age: past it the shell answers `OfflineTooLong`, and
+//! the list gives way to [`OfflineTooLong`], which says since when and offers an online
+//! sign-in (a sync when there is signal does as well).
 
-use doorstep_ipc::ListRow;
+use doorstep_ipc::{IpcErrorKind, ListRow};
 use leptos::ev;
+use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
@@ -213,6 +217,82 @@ fn PatientGroup(
     }
 }
 
+/// Past the maximum offline age: no list, the shell's words (since when), and an online
+/// sign-in with password and authenticator code that brings the list back.
+#[component]
+pub fn OfflineTooLong(message: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let password = RwSignal::new(String::new());
+    let totp = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
+        let (pw, code) = (password.get_untracked(), totp.get_untracked());
+        if pw.is_empty() || code.trim().is_empty() {
+            error.set(Some(
+                "Enter your password and the code from your authenticator app.".into(),
+            ));
+            focus("#offline-password");
+            return;
+        }
+        busy.set(true);
+        error.set(None);
+        spawn_local(async move {
+            let answer = ctx.backend.sign_in_online(&pw, &code).await;
+            busy.set(false);
+            totp.set(String::new());
+            match answer {
+                Ok(()) => {
+                    password.set(String::new());
+                    ctx.data_version.update(|v| *v += 1);
+                    ctx.refresh_sync();
+                }
+                Err(e) => {
+                    ctx.note_error(&e);
+                    error.set(Some(e.message));
+                }
+            }
+        });
+    };
+    view! {
+        <div class="state-box error" role="alert" id="offline-too-long">
+            <p class="state-title">"Records are hidden: offline for too long"</p>
+            <p id="offline-too-long-message">{message}</p>
+            <form class="form" on:submit=submit novalidate=true>
+                <div class="field">
+                    <label for="offline-password">"Password"</label>
+                    <input id="offline-password" name="offline-password" type="password"
+                        autocomplete="current-password"
+                        prop:value=move || password.get()
+                        on:input=move |ev| password.set(event_target_value(&ev))
+                        disabled=move || busy.get() />
+                </div>
+                <div class="field">
+                    <label for="offline-totp">"Authenticator code"</label>
+                    <input id="offline-totp" name="offline-totp" type="text" inputmode="numeric"
+                        autocomplete="one-time-code"
+                        prop:value=move || totp.get()
+                        on:input=move |ev| totp.set(event_target_value(&ev))
+                        disabled=move || busy.get() />
+                </div>
+                <div id="offline-error" aria-live="assertive">
+                    {move || error.get().map(|m| view! { <p class="field-error">{m}</p> })}
+                </div>
+                <div class="actions">
+                    <button id="offline-sign-in" class="button primary" type="submit"
+                        disabled=move || busy.get()>
+                        {move || if busy.get() { "Signing in…" } else { "Sign in online" }}
+                    </button>
+                </div>
+            </form>
+        </div>
+    }
+}
+
 /// Loading, error, empty and count lines above the groups.
 #[component]
 fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
@@ -226,6 +306,9 @@ fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
             </div>
         }
         .into_any(),
+        Load::Failed(e) if e.kind == IpcErrorKind::OfflineTooLong => {
+            view! { <OfflineTooLong message=e.message /> }.into_any()
+        }
         Load::Failed(e) => view! {
             <div class="state-box error" role="alert">
                 <p class="state-title">"Your list could not be read"</p>

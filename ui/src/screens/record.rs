@@ -232,6 +232,10 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
                     }
                         .into_any()
                 }
+                Load::Failed(e) if e.kind == IpcErrorKind::OfflineTooLong => {
+                    view! { <crate::screens::list::OfflineTooLong message=e.message /> }
+                        .into_any()
+                }
                 Load::Failed(e) if e.kind == IpcErrorKind::NotFound => {
                     view! {
                         <div class="state-box" role="alert" id="record-missing">

@@ -2,7 +2,8 @@
 //!
 //! After too many wrong PINs the shell answers `OnlineSignInRequired`: the screen then asks
 //! for the password and the authenticator code as well, and unlocking needs the server
-//! (the device keeps its cache and outbox). After a wipe it says so and offers enrolment.
+//! (the device keeps its cache and outbox). After a wipe (too many wrong PINs, or the device revoked) it says
+//! why and offers enrolment.
 
 use doorstep_ipc::{IpcError, IpcErrorKind};
 use leptos::ev::SubmitEvent;
@@ -14,9 +15,10 @@ use crate::{Ctx, Screen, focus};
 fn unlock_error_text(e: &IpcError) -> String {
     match e.kind {
         // The shell's message carries the attempts left.
-        IpcErrorKind::WrongPin | IpcErrorKind::OnlineSignInRequired | IpcErrorKind::Wiped => {
-            e.message.clone()
-        }
+        IpcErrorKind::WrongPin
+        | IpcErrorKind::OnlineSignInRequired
+        | IpcErrorKind::Wiped
+        | IpcErrorKind::DeviceRevoked => e.message.clone(),
         IpcErrorKind::SignInFailed | IpcErrorKind::Offline => e.message.clone(),
         _ => format!("Could not unlock: {}", e.message),
     }

@@ -3,9 +3,9 @@
 //! It is the same library the app uses (`doorstep_client`), over the same data directory:
 //!
 //! ```text
-//! doorstep enrol --server URL --ca FILE --user U --password P --totp CODE --data-dir DIR
+//! doorstep enrol --server URL --ca FILE --user U --totp CODE --data-dir DIR
 //! doorstep sync
-//! doorstep sign-in --totp CODE          (after too many wrong PINs; password prompted)
+//! doorstep sign-in --totp CODE          (after too many wrong PINs)
 //! doorstep list [--search TEXT]
 //! doorstep show NHS_NUMBER [--json]
 //! doorstep status
@@ -20,7 +20,10 @@
 //! from `doorstep-server practice add`), to show how a practice system plugs in.
 //!
 //! `--data-dir` (or `DOORSTEP_DATA_DIR`) names the data directory. The PIN comes from
-//! `DOORSTEP_PIN` (for automation) or a prompt that does not echo.
+//! `DOORSTEP_PIN` (for automation) or a prompt that does not echo. The password of `enrol` and
+//! `sign-in` comes from a prompt that does not echo, from standard input (`--password-stdin`)
+//! or from `DOORSTEP_PASSWORD`, never from the command line (`--password` is refused: the
+//! process list would show it).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Local, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
-use doorstep_client::{Device, EnrolParams, today};
+use doorstep_client::{Device, EnrolParams, Secret, today};
 use doorstep_ipc::{ListRow, PatientRecord};
 use doorstep_record::NhsNumber;
 use doorstep_record::views::{AlertKind, Provenance};
@@ -85,32 +88,24 @@ enum Command {
         ca: Option<PathBuf>,
         #[arg(long, value_name = "U")]
         user: String,
-        /// Password (or DOORSTEP_PASSWORD; prompted for when absent).
-        #[arg(
-            long,
-            value_name = "P",
-            env = "DOORSTEP_PASSWORD",
-            hide_env_values = true
-        )]
-        password: Option<String>,
+        #[command(flatten)]
+        password: PasswordArgs,
         /// Six-digit code from the authenticator.
         #[arg(long, value_name = "CODE")]
         totp: String,
         /// Label for administrators (default: "Doorstep on <hostname>").
         #[arg(long, value_name = "NAME", default_value = "")]
         device_name: String,
+        /// Development only: enrol without --ca (trusting the platform's roots) or over plain
+        /// http to this machine.
+        #[arg(long)]
+        insecure_dev: bool,
     },
     /// After too many wrong PINs: sign in online with password and authenticator code, then
     /// give the PIN (the device keeps its records and the notes waiting to be sent).
     SignIn {
-        /// Password (or DOORSTEP_PASSWORD; prompted for when absent).
-        #[arg(
-            long,
-            value_name = "P",
-            env = "DOORSTEP_PASSWORD",
-            hide_env_values = true
-        )]
-        password: Option<String>,
+        #[command(flatten)]
+        password: PasswordArgs,
         /// Six-digit code from the authenticator.
         #[arg(long, value_name = "CODE")]
         totp: String,
@@ -189,6 +184,58 @@ enum Command {
     },
 }
 
+/// Where the password comes from: a prompt that does not echo, `--password-stdin`, or
+/// `DOORSTEP_PASSWORD`; never the command line, which other users see in the process list.
+#[derive(clap::Args, Debug)]
+struct PasswordArgs {
+    /// Read the password from the first line of standard input (for scripts). Otherwise it
+    /// comes from DOORSTEP_PASSWORD, or a prompt.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Refused, with a message saying what to use instead (kept so that the refusal is clear).
+    #[arg(long, hide = true, value_name = "P", num_args = 0..=1)]
+    password: Option<Option<String>>,
+}
+
+impl PasswordArgs {
+    /// The password for `username`, from wherever it was supplied.
+    fn read(&self, username: &str) -> Result<Secret> {
+        use std::io::IsTerminal;
+        if self.password.is_some() {
+            bail!(
+                "--password is not accepted: a password on the command line can be read by \
+                 other users in the process list and stays in the shell's history. Type it \
+                 at the prompt, pipe it in with --password-stdin, or set DOORSTEP_PASSWORD."
+            );
+        }
+        let password = if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = Secret::from(line.trim_end_matches(['\r', '\n']));
+            zeroize::Zeroize::zeroize(&mut line);
+            password
+        } else if let Ok(p) = std::env::var("DOORSTEP_PASSWORD") {
+            Secret::from(p)
+        } else if std::io::stdin().is_terminal() {
+            Secret::from(
+                rpassword::prompt_password(format!("Password for {username}: "))
+                    .context("reading the password")?,
+            )
+        } else {
+            bail!(
+                "no password: standard input is not a terminal to prompt on. Pipe the \
+                 password in with --password-stdin, or set DOORSTEP_PASSWORD."
+            );
+        };
+        if password.is_empty() {
+            bail!("the password is empty");
+        }
+        Ok(password)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum PracticeCommand {
     /// The notes waiting for this practice (not yet filed or rejected).
@@ -248,12 +295,9 @@ async fn run(cli: Cli) -> Result<()> {
             password,
             totp,
             device_name,
+            insecure_dev,
         } => {
-            let password = match password {
-                Some(p) => p,
-                None => rpassword::prompt_password(format!("Password for {user}: "))
-                    .context("reading the password")?,
-            };
+            let password = password.read(&user)?;
             let pin = new_pin()?;
             let device = Device::enrol(
                 &dir,
@@ -262,9 +306,10 @@ async fn run(cli: Cli) -> Result<()> {
                     ca_pem_path: ca,
                     username: user,
                     password,
-                    totp,
+                    totp: totp.into(),
                     pin,
                     device_name,
+                    dev_mode: insecure_dev,
                 },
             )
             .await?;
@@ -280,12 +325,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::SignIn { password, totp } => {
             let file = doorstep_client::DeviceFile::read(&dir)?;
-            let password = match password {
-                Some(p) => p,
-                None => rpassword::prompt_password(format!("Password for {}: ", file.username))
-                    .context("reading the password")?,
-            };
-            let device = Device::unlock_after_sign_in(&dir, &pin()?, &password, &totp).await?;
+            let password = password.read(&file.username)?;
+            let device =
+                Device::unlock_after_sign_in(&dir, pin()?.expose(), password.expose(), &totp)
+                    .await?;
             outln!(
                 "Signed in again as {}: the PIN opens this device again.",
                 device.user().display_name
@@ -592,21 +635,25 @@ fn note_line(note: &doorstep_ipc::NoteSummary) -> String {
 }
 
 /// The PIN from DOORSTEP_PIN or a silent prompt.
-fn pin() -> Result<String> {
+fn pin() -> Result<Secret> {
     if let Ok(pin) = std::env::var("DOORSTEP_PIN") {
-        return Ok(pin);
+        return Ok(pin.into());
     }
-    rpassword::prompt_password("PIN: ").context("reading the PIN (or set DOORSTEP_PIN)")
+    Ok(rpassword::prompt_password("PIN: ")
+        .context("reading the PIN (or set DOORSTEP_PIN)")?
+        .into())
 }
 
 /// A new PIN: DOORSTEP_PIN, or asked twice.
-fn new_pin() -> Result<String> {
+fn new_pin() -> Result<Secret> {
     if let Ok(pin) = std::env::var("DOORSTEP_PIN") {
-        return Ok(pin);
+        return Ok(pin.into());
     }
-    let first = rpassword::prompt_password("Choose a PIN for this device: ")
-        .context("reading the PIN (or set DOORSTEP_PIN)")?;
-    let again = rpassword::prompt_password("Type the PIN again: ")?;
+    let first = Secret::from(
+        rpassword::prompt_password("Choose a PIN for this device: ")
+            .context("reading the PIN (or set DOORSTEP_PIN)")?,
+    );
+    let again = Secret::from(rpassword::prompt_password("Type the PIN again: ")?);
     if first != again {
         bail!("the two PINs differ");
     }
@@ -614,7 +661,7 @@ fn new_pin() -> Result<String> {
 }
 
 fn unlock(dir: &Path) -> Result<Device> {
-    Ok(Device::unlock(dir, &pin()?)?)
+    Ok(Device::unlock(dir, pin()?.expose())?)
 }
 
 fn local_time(t: DateTime<Utc>) -> String {
