@@ -3,6 +3,7 @@
 //! ```text
 //! doorstep-server seed --demo --data-dir DIR [--seed N] [--database URL]
 //! doorstep-server serve --data-dir DIR [--listen 127.0.0.1:8443] [--dev-tls] [--insecure-loopback-http] [--database URL]
+//!                       [--session-days 30] [--refresh-idle-days 7]
 //! doorstep-server import (--data-dir DIR | --database URL) FILE [--practice ODS]
 //! doorstep-server audit verify (--data-dir DIR [--database URL] | --database URL)
 //! doorstep-server audit patient NHS_NUMBER [--from YYYY-MM-DD] [--json | --html FILE]
@@ -121,6 +122,16 @@ enum Command {
         #[arg(long, default_value_t = doorstep_server::run::DEFAULT_FEED_RETENTION_DAYS,
               value_parser = clap::value_parser!(i64).range(1..))]
         feed_retention_days: i64,
+        /// Days a sign-in lasts however often its tokens are refreshed (the absolute
+        /// lifetime); then the user signs in again with password and code.
+        #[arg(long, default_value_t = doorstep_server::auth::SESSION_TTL.num_days(),
+              value_parser = clap::value_parser!(i64).range(1..=365))]
+        session_days: i64,
+        /// Days a refresh token may go unused before it expires (the sliding lifetime); at
+        /// most --session-days.
+        #[arg(long, default_value_t = doorstep_server::auth::REFRESH_IDLE.num_days(),
+              value_parser = clap::value_parser!(i64).range(1..=365))]
+        refresh_idle_days: i64,
         #[command(flatten)]
         database: DatabaseArg,
     },
@@ -518,8 +529,16 @@ fn run() -> anyhow::Result<()> {
             page_bytes,
             import_max_bytes,
             feed_retention_days,
+            session_days,
+            refresh_idle_days,
             database,
         } => runtime.block_on(async move {
+            if refresh_idle_days > session_days {
+                bail!(
+                    "--refresh-idle-days ({refresh_idle_days}) is longer than --session-days \
+                     ({session_days}): a refresh token cannot outlive its sign-in"
+                );
+            }
             let database = database.resolve(Some(&data_dir))?;
             let tls_mode = if insecure_loopback_http {
                 TlsMode::InsecureLoopback
@@ -538,6 +557,11 @@ fn run() -> anyhow::Result<()> {
                 page_bytes,
                 import_max_bytes,
                 feed_retention: chrono::Duration::days(feed_retention_days),
+                token_lifetimes: doorstep_server::auth::TokenLifetimes {
+                    session: chrono::Duration::days(session_days),
+                    refresh_idle: chrono::Duration::days(refresh_idle_days),
+                    ..Default::default()
+                },
                 ..ServeConfig::new(data_dir)
             })
             .await?;

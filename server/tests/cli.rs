@@ -64,6 +64,32 @@ fn plain_http_off_loopback_is_refused() {
 }
 
 #[test]
+fn a_refresh_token_outliving_its_sign_in_is_refused_at_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "serve",
+            "--dev-tls",
+            "--listen",
+            "127.0.0.1:0",
+            "--session-days",
+            "10",
+            "--refresh-idle-days",
+            "14",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--refresh-idle-days (14) is longer than --session-days (10)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rejected_bundle_imports_nothing_and_names_entry_and_element() {
     let dir = tempfile::tempdir().unwrap();
     let good_patient = serde_json::json!({
