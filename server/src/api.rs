@@ -677,6 +677,8 @@ async fn pull(
     let no_agreement = scope.agreements.is_empty();
     // The device's offline limit is the strictest of the agreements that let it hold records.
     let max_offline_hours = scope.agreements.iter().map(|a| a.max_offline_hours).min();
+    // And its idle lock the shortest of theirs.
+    let idle_lock_minutes = scope.agreements.iter().map(|a| a.idle_lock_minutes).min();
     let outcome = pull::pull(
         state.store.as_ref(),
         PullRequest {
@@ -768,6 +770,7 @@ async fn pull(
         server_time: now,
         changes: page.changes,
         max_offline_hours,
+        idle_lock_minutes,
     };
     Ok(Json(body).into_response())
 }

@@ -7,7 +7,8 @@
 //! Each event's hash covers the previous event's hash, its own seq and every field of the
 //! event, so changing, removing or reordering any stored event breaks the chain from that
 //! point. The store keeps the log append-only (the SQLite schema's triggers refuse UPDATE and
-//! DELETE); `doorstep-server verify-audit` runs [`verify`] over the whole log.
+//! DELETE); `doorstep-server audit verify` runs [`verify`] over the whole log, then checks the
+//! signed checkpoints of its head ([`crate::checkpoint`]).
 //!
 //! # Appending
 //!

@@ -644,6 +644,7 @@ impl World {
                 server_time: self.now,
                 changes: page.changes,
                 max_offline_hours: None,
+                idle_lock_minutes: None,
             }),
         }
     }

@@ -208,6 +208,10 @@ async fn pull_all(http: &reqwest::Client, base: &str, token: &str) -> Vec<Change
             .json()
             .await
             .unwrap();
+        // The demo's agreements lock an idle device after 5 minutes and allow 72 h offline or
+        // less: every page says the strictest of the user's.
+        assert_eq!(page.idle_lock_minutes, Some(5));
+        assert!(page.max_offline_hours.is_some_and(|h| h <= 72));
         changes.extend(page.changes);
         cursor = Some(page.cursor);
         if !page.more {

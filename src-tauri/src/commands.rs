@@ -231,7 +231,10 @@ pub async fn sync_now(shell: State<'_, Shell>) -> Answer<SyncStatus> {
         ),
         Err(e) => tracing::warn!(error = %e, "sync failed"),
     }
-    status_of(device).await
+    Ok(SyncStatus {
+        idle_lock_secs: shell.idle_limit().as_secs(),
+        ..status_of(device).await?
+    })
 }
 
 #[tauri::command(rename_all = "snake_case")]
@@ -285,7 +288,10 @@ pub async fn draft(shell: State<'_, Shell>, patient_id: String) -> Answer<Option
 #[tauri::command(rename_all = "snake_case")]
 pub async fn sync_status(shell: State<'_, Shell>) -> Answer<SyncStatus> {
     let device = shell.device()?;
-    let status = status_of(device.clone()).await?;
+    let status = SyncStatus {
+        idle_lock_secs: shell.idle_limit().as_secs(),
+        ..status_of(device.clone()).await?
+    };
     if status.syncing {
         // A running sync is itself the reachability test.
         return Ok(status);

@@ -8,7 +8,7 @@
 //! server and every cargo step builds the same app).
 //!
 //! ```text
-//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE] [--insecure-dev]
+//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE] [--insecure-dev] [--idle-lock-secs N]
 //! ```
 //!
 //! - `--data-dir`: where the device keeps `device.json` and its encrypted cache (default: the
@@ -55,6 +55,10 @@ struct Args {
     /// plain http to this machine.
     #[arg(long)]
     insecure_dev: bool,
+    /// Lock after this many seconds without input, whatever the agreements say (tests and
+    /// demonstrations).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_lock_secs: Option<u64>,
     /// Added by WebKitWebDriver when it launches the app for automation; nothing to do.
     #[arg(long, hide = true)]
     automation: bool,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         server_url: args.server,
         ca_pem,
         dev_mode: args.insecure_dev,
+        idle_lock: args.idle_lock_secs.map(std::time::Duration::from_secs),
     };
     let data_dir = args.data_dir;
 

@@ -17,12 +17,11 @@ use doorstep_client::Device;
 use doorstep_client::schedule::{SyncSchedule, jitter};
 use doorstep_ipc::{IpcError, IpcErrorKind};
 use tokio::sync::Notify;
-/// Idle time after which the cache locks and the key leaves memory (DESIGN.md section 7).
-pub const IDLE_LOCK: Duration = Duration::from_secs(5 * 60);
-/// Overrides [`IDLE_LOCK`], in seconds (for tests and demonstrations).
+/// Overrides the idle lock of the user's agreements, in seconds (for tests and
+/// demonstrations; also `--idle-lock-secs`).
 pub const IDLE_LOCK_ENV: &str = "DOORSTEP_IDLE_LOCK_SECS";
-/// How often the idle timer looks.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often the idle timer looks (the window clears itself at the deadline too).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -33,12 +32,16 @@ pub struct LaunchOptions {
     pub ca_pem: Option<PathBuf>,
     /// `--insecure-dev`: enrolment may go without a pinned CA (development only).
     pub dev_mode: bool,
+    /// `--idle-lock-secs`: lock after this long without input, whatever the agreements say
+    /// (tests and demonstrations).
+    pub idle_lock: Option<Duration>,
 }
 
 pub struct Shell {
     data_dir: PathBuf,
     options: LaunchOptions,
-    idle_lock: Duration,
+    /// The override of the agreements' idle lock, if any.
+    idle_lock: Option<Duration>,
     device: RwLock<Option<Arc<Device>>>,
     /// Wakes the unlocked device's sync loop (one per unlock, so a loop of an earlier unlock
     /// never takes the wake-up meant for the current one).
@@ -48,12 +51,13 @@ pub struct Shell {
 
 impl Shell {
     pub fn new(data_dir: PathBuf, options: LaunchOptions) -> Shell {
-        let idle_lock = std::env::var(IDLE_LOCK_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|secs| *secs > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(IDLE_LOCK);
+        let idle_lock = options.idle_lock.or_else(|| {
+            std::env::var(IDLE_LOCK_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|secs| *secs > 0)
+                .map(Duration::from_secs)
+        });
         Shell {
             data_dir,
             options,
@@ -125,6 +129,17 @@ impl Shell {
         if let Ok(mut t) = self.last_activity.lock() {
             *t = Instant::now();
         }
+    }
+
+    /// How long without input before locking: the override, else the unlocked device's
+    /// (its agreements' shortest), else the default.
+    pub fn idle_limit(&self) -> Duration {
+        self.idle_lock.unwrap_or_else(|| {
+            self.device()
+                .ok()
+                .and_then(|d| d.idle_lock().ok())
+                .unwrap_or(doorstep_client::DEFAULT_IDLE_LOCK)
+        })
     }
 
     fn idle_for(&self) -> Duration {
@@ -212,7 +227,7 @@ async fn wait_for_next(
     }
 }
 
-/// Locks the device after [`IDLE_LOCK`] (or `$DOORSTEP_IDLE_LOCK_SECS`) without user activity.
+/// Locks the device after [`Shell::idle_limit`] without user activity.
 /// The UI reports activity by calling commands (it calls `app_state` on input); the status poll does not count.
 pub fn spawn_idle_lock(app: tauri::AppHandle) {
     use tauri::Manager;
@@ -220,7 +235,7 @@ pub fn spawn_idle_lock(app: tauri::AppHandle) {
         loop {
             tokio::time::sleep(IDLE_CHECK).await;
             let shell = app.state::<Shell>();
-            if shell.is_unlocked() && shell.idle_for() >= shell.idle_lock {
+            if shell.is_unlocked() && shell.idle_for() >= shell.idle_limit() {
                 tracing::info!(idle_secs = shell.idle_for().as_secs(), "idle lock");
                 let _ = shell.lock();
             }

@@ -676,6 +676,152 @@ async fn break_glass_steps(
     Ok(())
 }
 
+/// Idle lock and wrong-PIN warnings in the real window (issue 9): with the record of a patient
+/// on screen and no input, the window goes to the unlock screen at the idle deadline and
+/// nothing of the record stays on the page; a wrong PIN warns how many are left before an
+/// online sign-in is needed; the right PIN opens the list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_lock_clears_the_record_and_wrong_pins_warn() {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(app) = prerequisites() else {
+        return;
+    };
+    let demo = DemoFederation::start().await;
+    let nurse = demo.user("nurse.demo");
+    let caseload = {
+        let store = demo.store().await;
+        let now = chrono::Utc::now();
+        store
+            .list_entries(doorstep_server::demo::CASELOAD_LIST)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.is_active(now))
+            .count()
+    };
+    let app_dir = tempfile::tempdir().unwrap();
+    let driver = TauriDriver::start();
+    let client = connect(
+        &driver,
+        &app,
+        &[
+            "--data-dir",
+            app_dir.path().to_str().unwrap(),
+            "--server",
+            &demo.server.base_url,
+            "--ca",
+            demo.server.ca_pem_path.to_str().unwrap(),
+            "--idle-lock-secs",
+            &IDLE_LOCK_SECS.to_string(),
+        ],
+    )
+    .await;
+    let result = idle_lock_steps(&client, &nurse, caseload).await;
+    if result.is_err() {
+        shot(&client, &artifacts_dir(), "failure-idle-lock").await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    result.unwrap();
+}
+
+/// The idle lock the idle-lock window test runs with.
+const IDLE_LOCK_SECS: u64 = 6;
+
+async fn idle_lock_steps(
+    client: &Client,
+    user: &doorstep_e2e::DemoUser,
+    list_len: usize,
+) -> Result<(), String> {
+    let artifacts = artifacts_dir();
+    wait_for(client, "#enrol-server").await?;
+    fill(client, "#enrol-user", &user.username).await?;
+    fill(client, "#enrol-password", &user.password).await?;
+    fill(client, "#enrol-totp", &totp_for(&user.totp_secret, 30)).await?;
+    fill(client, "#enrol-pin", PIN).await?;
+    fill(client, "#enrol-pin-confirm", PIN).await?;
+    click(client, "#enrol-submit").await?;
+    wait_for_rows(client, list_len, Duration::from_secs(90)).await?;
+
+    let row = wait_for(client, ".patient-row").await?;
+    let nhs = row.attr("data-nhs").await.map_err(e)?.unwrap_or_default();
+    row.click().await.map_err(e)?;
+    let opened = Instant::now();
+    let banner = wait_for(client, "#banner-nhs")
+        .await?
+        .text()
+        .await
+        .map_err(e)?;
+    if banner.replace(' ', "") != nhs {
+        return Err(format!("the record opened is {banner}, not {nhs}"));
+    }
+    // No input from here: the unlock screen must come at the deadline, the record gone.
+    let deadline = opened + Duration::from_secs(IDLE_LOCK_SECS + 5);
+    loop {
+        if client.find(Locator::Css("#unlock-pin")).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no lock screen {} s after the last input (idle lock {IDLE_LOCK_SECS} s)",
+                opened.elapsed().as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let locked_after = opened.elapsed();
+    if locked_after < Duration::from_secs(IDLE_LOCK_SECS - 1) {
+        return Err(format!(
+            "locked after {locked_after:?}, before the idle lock"
+        ));
+    }
+    let page = client
+        .find(Locator::Css("body"))
+        .await
+        .map_err(e)?
+        .text()
+        .await
+        .map_err(e)?;
+    let spaced = format!("{} {} {}", &nhs[..3], &nhs[3..6], &nhs[6..]);
+    if page.contains(&spaced) || client.find(Locator::Css("#banner")).await.is_ok() {
+        return Err("the record stays on the page after the idle lock".into());
+    }
+    eprintln!("idle lock: the window locked {locked_after:?} after the last input");
+    shot(client, &artifacts, "23-idle-locked").await;
+
+    // A wrong PIN: warned how many are left before an online sign-in.
+    fill(client, "#unlock-pin", "975318").await?;
+    click(client, "#unlock-submit").await?;
+    let warning = wait_until_text(client, "#unlock-error", "more wrong PIN").await?;
+    if !warning.contains("4 more wrong PIN") {
+        return Err(format!(
+            "the first wrong PIN does not warn of 4 more: {warning:?}"
+        ));
+    }
+    shot(client, &artifacts, "24-wrong-pin-warning").await;
+    fill(client, "#unlock-pin", PIN).await?;
+    click(client, "#unlock-submit").await?;
+    wait_for_rows(client, list_len, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// Waits until the element's text contains `needle`; answers the text.
+async fn wait_until_text(client: &Client, css: &str, needle: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(el) = client.find(Locator::Css(css)).await {
+            let text = el.text().await.unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} never said {needle:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Imports, as the patient's practice's own system (`POST /api/v1/import`), her Patient marked
 /// confidential at source (meta.security R), with the Organization it names.
 async fn make_patient_confidential(demo: &DemoFederation, patient_id: &str) {

@@ -326,8 +326,11 @@ const ACTIVITY_PING_MS: f64 = 30_000.0;
 /// The answer doubles as a check that the device was not locked meanwhile.
 fn start_activity_pings(ctx: Ctx) {
     let last = StoredValue::new(0.0_f64);
+    // The last key or pointer press, for the window's own idle lock below.
+    let last_input = StoredValue::new(js_sys::Date::now());
     let ping = move || {
         let now = js_sys::Date::now();
+        last_input.set_value(now);
         if !ctx.screen.with_untracked(Screen::is_unlocked)
             || now - last.get_value() < ACTIVITY_PING_MS
         {
@@ -342,6 +345,31 @@ fn start_activity_pings(ctx: Ctx) {
             }
         });
     };
+    // The window locks itself at the idle deadline (the shell's own timer looks every second
+    // too): the record leaves the screen at once, not when the next command finds the shell
+    // locked. The deadline is the one the shell answers in every status (the agreements').
+    spawn_local(async move {
+        // The last deadline the shell gave (kept while the status is not known, as after an
+        // unlock); the default until it gives one.
+        let mut known_secs: u64 = 300;
+        loop {
+            sleep(500).await;
+            if !ctx.screen.with_untracked(Screen::is_unlocked) {
+                last_input.set_value(js_sys::Date::now());
+                continue;
+            }
+            if let Some(secs) = ctx.sync.with_untracked(|s| match s {
+                SyncView::Known(st) if st.idle_lock_secs > 0 => Some(st.idle_lock_secs),
+                _ => None,
+            }) {
+                known_secs = secs;
+            }
+            if js_sys::Date::now() - last_input.get_value() >= known_secs as f64 * 1000.0 {
+                ctx.lock();
+                last_input.set_value(js_sys::Date::now());
+            }
+        }
+    });
     let keys = window_event_listener(leptos::ev::keydown, move |_| ping());
     let pointer = window_event_listener(leptos::ev::pointerdown, move |_| ping());
     on_cleanup(move || {

@@ -876,6 +876,12 @@ impl Device {
                                     cache::set_meta(c, meta::MAX_OFFLINE_HOURS, &h.to_string())
                                 }
                                 None => cache::delete_meta(c, meta::MAX_OFFLINE_HOURS),
+                            }?;
+                            match page.idle_lock_minutes {
+                                Some(m) => {
+                                    cache::set_meta(c, meta::IDLE_LOCK_MINUTES, &m.to_string())
+                                }
+                                None => cache::delete_meta(c, meta::IDLE_LOCK_MINUTES),
                             }
                         })?;
                         return Ok(report);
@@ -993,8 +999,15 @@ impl Device {
                 last_push_error: cache::get_meta(c, meta::LAST_PUSH_ERROR)?,
                 syncing: self.syncing.load(Ordering::SeqCst),
                 rebuilding_since: cache::rebuilding_since(c)?,
+                idle_lock_secs: idle_lock_of(c)?.as_secs(),
             })
         })
+    }
+
+    /// How long without input before the device locks: the shortest `idle_lock_minutes` of
+    /// the agreements covering the user, from the last sync; [`DEFAULT_IDLE_LOCK`] before one.
+    pub fn idle_lock(&self) -> Result<std::time::Duration> {
+        self.with_conn(|c| idle_lock_of(c))
     }
 
     /// The list, searched by name, NHS number, postcode or date of birth when `search` is set.
@@ -1042,6 +1055,18 @@ fn one_time_code(typed: &str) -> Result<String> {
         ));
     }
     Ok(code)
+}
+
+/// The idle lock before the server has said otherwise (DESIGN.md section 7).
+pub const DEFAULT_IDLE_LOCK: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn idle_lock_of(c: &Connection) -> Result<std::time::Duration> {
+    Ok(cache::get_meta(c, meta::IDLE_LOCK_MINUTES)?
+        .and_then(|m| m.parse::<u64>().ok())
+        .filter(|m| *m > 0)
+        .map_or(DEFAULT_IDLE_LOCK, |m| {
+            std::time::Duration::from_secs(m * 60)
+        }))
 }
 
 fn user_summary(u: &UserInfo) -> UserSummary {

@@ -150,6 +150,7 @@ fn page(cursor: &str, more: bool, changes: Vec<Change>) -> PullPage {
         server_time: Utc.with_ymd_and_hms(2026, 1, 15, 8, 0, 0).unwrap(),
         changes,
         max_offline_hours: None,
+        idle_lock_minutes: None,
     }
 }
 
@@ -2214,4 +2215,33 @@ async fn past_the_offline_age_no_record_shows_until_a_sync_or_an_online_sign_in(
         .with_conn(|c| cache::get_meta(c, meta::ACCESS_TOKEN))
         .unwrap();
     assert_eq!(access.as_deref(), Some("after-sign-in"));
+}
+
+/// The idle lock is the agreements' (the shortest, sent with every page): five minutes until
+/// the server has said, then what the last completed sync brought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_lock_is_the_one_the_last_sync_brought() {
+    use fake_server::gzipped;
+    let mut first = first_page();
+    first.idle_lock_minutes = Some(2);
+    let mut second = page("c2", false, vec![]);
+    second.idle_lock_minutes = None;
+    let (url, _log) = fake_server::start(vec![gzipped(200, first), gzipped(200, second)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled_at(dir.path(), "2468", &url);
+    let mut device = Device::unlock(dir.path(), "2468").unwrap();
+    device.backoff = quick_backoff();
+    assert_eq!(device.idle_lock().unwrap(), crate::DEFAULT_IDLE_LOCK);
+    device.sync().await.unwrap();
+    assert_eq!(
+        device.idle_lock().unwrap(),
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(device.status().unwrap().idle_lock_secs, 120);
+    device.sync().await.unwrap();
+    assert_eq!(
+        device.idle_lock().unwrap(),
+        crate::DEFAULT_IDLE_LOCK,
+        "an answer without one goes back to the default"
+    );
 }

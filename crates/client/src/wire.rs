@@ -28,6 +28,8 @@ pub(crate) struct Page {
     pub changes: Vec<Change>,
     /// The shortest `max_offline_hours` of the user's agreements (see [`crate::offline`]).
     pub max_offline_hours: Option<u32>,
+    /// The shortest `idle_lock_minutes` of the user's agreements.
+    pub idle_lock_minutes: Option<u32>,
 }
 
 /// One change of the feed (see [`doorstep_protocol::Change`]).
@@ -69,6 +71,8 @@ struct RawPage {
     changes: Vec<Box<RawValue>>,
     #[serde(default)]
     max_offline_hours: Option<u32>,
+    #[serde(default)]
+    idle_lock_minutes: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +190,7 @@ impl Page {
             server_time: raw.server_time,
             changes,
             max_offline_hours: raw.max_offline_hours,
+            idle_lock_minutes: raw.idle_lock_minutes,
         })
     }
 
@@ -271,12 +276,14 @@ mod tests {
                 },
             ],
             max_offline_hours: Some(12),
+            idle_lock_minutes: Some(3),
         };
         let read = Page::from_protocol(&page).unwrap();
         assert_eq!(read.cursor, "cur");
         assert!(read.more);
         assert_eq!(read.server_time, page.server_time);
         assert_eq!(read.max_offline_hours, Some(12));
+        assert_eq!(read.idle_lock_minutes, Some(3));
         assert_eq!(read.changes.len(), 6);
         match &read.changes[0] {
             Change::PatientAdded {

@@ -257,6 +257,11 @@ pub struct SyncStatus {
     /// are the copy from before, kept until the new one is complete.
     #[serde(default)]
     pub rebuilding_since: Option<DateTime<Utc>>,
+    /// Seconds without input after which the window locks (the shortest idle lock of the
+    /// user's agreements, 5 minutes by default): the window clears itself at once when they
+    /// pass, without waiting for the shell.
+    #[serde(default)]
+    pub idle_lock_secs: u64,
 }
 
 /// Error kinds the UI branches on.

@@ -170,6 +170,10 @@ pub struct PullPage {
     /// no agreement covers the user (the device then holds nothing to show).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_offline_hours: Option<u32>,
+    /// Minutes without input after which the device locks: the shortest `idle_lock_minutes`
+    /// of the agreements in force covering the user (absent: the device's default, 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_lock_minutes: Option<u32>,
 }
 
 /// Why a patient is on the user's list.
