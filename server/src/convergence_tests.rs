@@ -954,7 +954,8 @@ where
         Some("north")
     );
     // (list, owner, team, service, patient); p4 is at a practice no agreement covers.
-    let lists: [(&str, Option<&str>, Option<&str>, &str, &str); 7] = [
+    type Owned<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
+    let lists: [Owned; 7] = [
         ("nurse-own", Some(&nurse_id), None, "dn", "p0"),
         ("other-own", Some(&other_id), None, "dn", "p1"),
         ("north-caseload", None, Some("north"), "dn", "p2"),
