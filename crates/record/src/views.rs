@@ -198,6 +198,15 @@ pub struct ObservationPoint {
     /// A non-numeric value, or a comparator (`<5`) as text.
     pub text: Option<String>,
     pub provenance: Provenance,
+    /// The reference range the source gave (`referenceRange[0]`), in the series' unit.
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    /// Flagged abnormal by the source (interpretation H, L, A and their kin) or outside the
+    /// reference range.
+    #[serde(default)]
+    pub abnormal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1014,9 +1023,45 @@ fn observation_value(v: &Value) -> Option<(Option<f64>, Option<String>, Option<S
         .map(|d| (None, Some(Concept::from_json(d).display()), None))
 }
 
+/// `referenceRange[0].low/high.value` of an observation or a component.
+fn reference_range(v: &Value) -> (Option<f64>, Option<f64>) {
+    let Some(range) = v.get("referenceRange").and_then(|r| r.get(0)) else {
+        return (None, None);
+    };
+    let at = |k: &str| {
+        range
+            .get(k)
+            .and_then(|q| q.get("value"))
+            .and_then(Value::as_f64)
+    };
+    (at("low"), at("high"))
+}
+
+/// The source's interpretation says abnormal (v3 ObservationInterpretation: H, HH, HU, L, LL,
+/// LU, A, AA).
+fn flagged_abnormal(v: &Value) -> bool {
+    array_at(v, "interpretation")
+        .iter()
+        .flat_map(|c| Concept::from_json(c).codings)
+        .any(|c| {
+            matches!(
+                c.code.as_str(),
+                "H" | "HH" | "HU" | "L" | "LL" | "LU" | "A" | "AA"
+            )
+        })
+}
+
+/// Series are keyed by code *and unit*: a value in mmol/mol never joins one in %, so a chart
+/// never draws a line between values of different units.
 struct SeriesBuilder {
     series: Vec<(u8, ObservationSeries)>,
-    index: HashMap<(String, String), usize>,
+    index: HashMap<(String, String, String), usize>,
+}
+
+/// The unit as a series key: trimmed and lower-cased (`mmol/L` and `mmol/l` are one unit as
+/// sources write them).
+fn unit_key(unit: &Option<String>) -> String {
+    unit.as_deref().map(str::trim).unwrap_or("").to_lowercase()
 }
 
 impl SeriesBuilder {
@@ -1024,10 +1069,12 @@ impl SeriesBuilder {
         let Some(primary) = concept.primary() else {
             return;
         };
-        let found = concept
-            .codings
-            .iter()
-            .find_map(|c| self.index.get(&(c.system.clone(), c.code.clone())).copied());
+        let u = unit_key(&unit);
+        let found = concept.codings.iter().find_map(|c| {
+            self.index
+                .get(&(c.system.clone(), c.code.clone(), u.clone()))
+                .copied()
+        });
         let i = match found {
             Some(i) => i,
             None => {
@@ -1045,7 +1092,7 @@ impl SeriesBuilder {
         };
         for c in &concept.codings {
             self.index
-                .entry((c.system.clone(), c.code.clone()))
+                .entry((c.system.clone(), c.code.clone(), u.clone()))
                 .or_insert(i);
         }
         let (r, s) = &mut self.series[i];
@@ -1091,12 +1138,20 @@ fn add_observation(r: &Resource, names: &Names, builder: &mut SeriesBuilder) {
     };
     let rank = observation_rank(r);
     let prov = provenance(r, names);
-    let point = |id: String, value: Option<f64>, text: Option<String>| ObservationPoint {
-        id,
-        when,
-        value,
-        text,
-        provenance: prov.clone(),
+    let point = |id: String, value: Option<f64>, text: Option<String>, of: &Value| {
+        let (low, high) = reference_range(of);
+        let outside =
+            value.is_some_and(|v| low.is_some_and(|l| v < l) || high.is_some_and(|h| v > h));
+        ObservationPoint {
+            id,
+            when,
+            value,
+            text,
+            provenance: prov.clone(),
+            low,
+            high,
+            abnormal: outside || flagged_abnormal(of),
+        }
     };
     let components = array_at(j, "component");
     for (k, comp) in components.iter().enumerate() {
@@ -1108,7 +1163,7 @@ fn add_observation(r: &Resource, names: &Names, builder: &mut SeriesBuilder) {
             &concept,
             rank,
             unit,
-            point(format!("{}#{k}", r.id), value, text),
+            point(format!("{}#{k}", r.id), value, text, comp),
         );
     }
     if let Some((value, text, unit)) = observation_value(j) {
@@ -1116,7 +1171,7 @@ fn add_observation(r: &Resource, names: &Names, builder: &mut SeriesBuilder) {
             &concept_at(j, "code"),
             rank,
             unit,
-            point(r.id.clone(), value, text),
+            point(r.id.clone(), value, text, j),
         );
     }
 }

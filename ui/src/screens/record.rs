@@ -794,10 +794,25 @@ fn observations(list: &[ObservationSeries]) -> AnyView {
                                             (None, Some(t)) => t.clone(),
                                             (None, None) => "no value".to_owned(),
                                         };
+                                        // Outside the source's range or flagged by it: said in
+                                        // words, not only by colour.
+                                        let range = match (p.low, p.high) {
+                                            (Some(l), Some(h)) => format!(
+                                                " (range {}–{})",
+                                                format::value(l),
+                                                format::value(h)
+                                            ),
+                                            _ => String::new(),
+                                        };
+                                        let abnormal = p.abnormal;
                                         view! {
-                                            <tr>
+                                            <tr class:abnormal=abnormal>
                                                 <td>{format::date_time(p.when)}</td>
-                                                <td class="num">{value}</td>
+                                                <td class="num">
+                                                    {value}
+                                                    {abnormal.then(|| view! { <strong class="flag">" abnormal"</strong> })}
+                                                    <span class="muted">{range}</span>
+                                                </td>
                                                 <td class="muted">{format::source(&p.provenance)}</td>
                                             </tr>
                                         }

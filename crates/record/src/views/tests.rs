@@ -651,3 +651,131 @@ fn view_round_trips_through_serde() {
         "views carry provenance, not raw tags"
     );
 }
+
+/// Issue 12: a series joined HbA1c in mmol/mol and in % into one line (the unit of the first
+/// point labelled all of them). Values of different units are different series; a chart never
+/// joins them.
+#[test]
+fn values_of_different_units_are_never_one_series() {
+    let code = || json!([{"system": LOINC, "code": "4548-4", "display": "HbA1c"}]);
+    let v = build_record(
+        &[
+            patient(),
+            lab(
+                "a",
+                "2024-01-01",
+                code(),
+                json!({"value": 48, "unit": "mmol/mol"}),
+            ),
+            lab(
+                "b",
+                "2024-04-01",
+                code(),
+                json!({"value": 7.1, "unit": "%"}),
+            ),
+            lab(
+                "c",
+                "2024-07-01",
+                code(),
+                json!({"value": 52, "unit": "mmol/mol"}),
+            ),
+            lab(
+                "d",
+                "2024-10-01",
+                code(),
+                json!({"value": 55, "unit": "MMOL/MOL "}),
+            ),
+        ],
+        today(),
+    );
+    let mut by_unit: Vec<(String, Vec<f64>)> = v
+        .observations
+        .iter()
+        .map(|s| {
+            (
+                s.unit.clone().unwrap_or_default(),
+                s.points.iter().map(|p| p.value.unwrap()).collect(),
+            )
+        })
+        .collect();
+    by_unit.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        by_unit,
+        [
+            ("%".to_string(), vec![7.1]),
+            ("mmol/mol".to_string(), vec![48.0, 52.0, 55.0]),
+        ]
+    );
+}
+
+/// The reference range the source gives travels with each point, and a point is abnormal when
+/// the source flags it or it falls outside the range.
+#[test]
+fn reference_ranges_and_abnormal_flags_reach_the_points() {
+    let code = || json!([{"system": LOINC, "code": "2823-3", "display": "Potassium"}]);
+    let with = |mut r: Resource, extra: Value| {
+        for (k, x) in extra.as_object().unwrap() {
+            r.json[k] = x.clone();
+        }
+        r
+    };
+    let range = json!({"referenceRange": [{"low": {"value": 3.5, "unit": "mmol/L"},
+                                           "high": {"value": 5.3, "unit": "mmol/L"}}]});
+    let mut flagged = range.clone();
+    flagged["interpretation"] = json!([{"coding": [{"system":
+        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]);
+    let v = build_record(
+        &[
+            patient(),
+            with(
+                lab(
+                    "k1",
+                    "2024-01-01",
+                    code(),
+                    json!({"value": 4.2, "unit": "mmol/L"}),
+                ),
+                range.clone(),
+            ),
+            with(
+                lab(
+                    "k2",
+                    "2024-02-01",
+                    code(),
+                    json!({"value": 6.1, "unit": "mmol/L"}),
+                ),
+                range.clone(),
+            ),
+            with(
+                lab(
+                    "k3",
+                    "2024-03-01",
+                    code(),
+                    json!({"value": 5.0, "unit": "mmol/L"}),
+                ),
+                flagged,
+            ),
+            lab(
+                "k4",
+                "2024-04-01",
+                code(),
+                json!({"value": 4.0, "unit": "mmol/L"}),
+            ),
+        ],
+        today(),
+    );
+    let s = &v.observations[0];
+    let got: Vec<(f64, Option<f64>, Option<f64>, bool)> = s
+        .points
+        .iter()
+        .map(|p| (p.value.unwrap(), p.low, p.high, p.abnormal))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (4.2, Some(3.5), Some(5.3), false),
+            (6.1, Some(3.5), Some(5.3), true),
+            (5.0, Some(3.5), Some(5.3), true),
+            (4.0, None, None, false),
+        ]
+    );
+}
