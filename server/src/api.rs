@@ -706,42 +706,36 @@ async fn pull(
         more = page.more,
         "pull"
     );
-    audit::append(
-        state.store.as_ref(),
-        AuditEvent {
-            at: now,
-            actor: format!("user:{}", who.user.username),
-            action: "pull".into(),
-            patient_id: None,
-            detail: serde_json::json!({
-                "device_id": who.device.id,
-                "changes": page.changes.len(),
-                "added": page.added,
-                "removed": page.removed,
-                "seq": page.cursor.seq,
-            }),
-        },
-    )
-    .await?;
-    // Who accessed a patient is an indexed read: one event a patient the page carried.
-    let sent: Vec<AuditEvent> = page
-        .carried
-        .iter()
-        .map(|c| AuditEvent {
-            at: now,
-            actor: format!("user:{}", who.user.username),
-            action: "record_sent".into(),
-            patient_id: Some(c.patient_id.clone()),
-            detail: serde_json::json!({
-                "device_id": who.device.id,
-                "service_id": who.user.service_id,
-                "agreements": c.agreements,
-                "break_glass": c.break_glass,
-                "changes": c.changes,
-            }),
-        })
-        .collect();
-    state.store.append_audit_events(sent, audit::seal).await?;
+    let page_event = AuditEvent {
+        at: now,
+        actor: format!("user:{}", who.user.username),
+        action: "pull".into(),
+        patient_id: None,
+        detail: serde_json::json!({
+            "device_id": who.device.id,
+            "changes": page.changes.len(),
+            "added": page.added,
+            "removed": page.removed,
+            "seq": page.cursor.seq,
+        }),
+    };
+    // Who accessed a patient is an indexed read: one event a patient the page carried, in one
+    // transaction with the page's own event.
+    let sent = page.carried.iter().map(|c| AuditEvent {
+        at: now,
+        actor: format!("user:{}", who.user.username),
+        action: "record_sent".into(),
+        patient_id: Some(c.patient_id.clone()),
+        detail: serde_json::json!({
+            "device_id": who.device.id,
+            "service_id": who.user.service_id,
+            "agreements": c.agreements,
+            "break_glass": c.break_glass,
+            "changes": c.changes,
+        }),
+    });
+    let events: Vec<AuditEvent> = std::iter::once(page_event).chain(sent).collect();
+    state.store.append_audit_events(events, audit::seal).await?;
     if no_agreement {
         // Not an error for the device (it holds nothing, as it should), but a refusal the
         // privacy officer can see.

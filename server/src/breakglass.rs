@@ -33,7 +33,8 @@ use doorstep_record::views::patient_details;
 use crate::audit;
 use crate::pull::{UserScope, parse_row};
 use crate::store::{
-    AuditEvent, BreakGlassWrite, ListEntryWrite, ListRow, PatientRow, Store, StoreError, UserRow,
+    AuditEvent, BreakGlassWrite, FeedSnapshot, ListEntryWrite, ListRow, PatientRow, Store,
+    StoreError, UserRow,
 };
 
 /// At most this many patients are shown for one search.
@@ -143,15 +144,17 @@ fn reachable(patient: &PatientRow, agreements: &[&Agreement], role: &str) -> boo
         .any(|a| a.applies(&patient.practice_ods, role))
 }
 
+/// The patient's own Patient resource (its id is the patient's), read alone: not the whole
+/// record of every candidate.
 async fn patient_resource(
-    store: &dyn Store,
+    snap: &dyn FeedSnapshot,
     patient: &PatientRow,
 ) -> Result<Option<Resource>, StoreError> {
-    let rows = store.patient_resources(&patient.id).await?;
-    Ok(rows
-        .iter()
-        .filter(|r| r.resource_type == "Patient" && !r.deleted)
-        .find_map(|r| parse_row(r).ok()))
+    Ok(snap
+        .resource("Patient", &patient.id)
+        .await?
+        .filter(|r| !r.deleted)
+        .and_then(|r| parse_row(&r).ok()))
 }
 
 /// Search for a patient to break the glass for (see the module doc).
@@ -187,11 +190,12 @@ pub async fn search(
         }
     };
     let mut matches = Vec::new();
+    let snap = store.feed_snapshot().await?;
     for patient in candidates {
         if !reachable(&patient, &agreements, &user.role) {
             continue;
         }
-        let Some(resource) = patient_resource(store, &patient).await? else {
+        let Some(resource) = patient_resource(snap.as_ref(), &patient).await? else {
             continue;
         };
         let details = patient_details(&resource);
@@ -208,6 +212,7 @@ pub async fn search(
             practice_name: patient.practice_name.clone(),
         });
     }
+    drop(snap);
     audit::append(
         store,
         AuditEvent {

@@ -60,6 +60,20 @@ pub fn reaches(entry: &ListEntryRow, user_id: &str, team: Option<&str>, scope: L
 /// How a break-glass entry's reason begins (the reason given follows).
 pub const BREAK_GLASS_REASON_PREFIX: &str = "Break-glass: ";
 
+/// The reason given for break-glass, when one of `entries` is a break-glass entry (without
+/// [`BREAK_GLASS_REASON_PREFIX`]): what the audit names as the access's ground.
+pub fn break_glass_reason(entries: &[ListEntryRow]) -> Option<String> {
+    entries
+        .iter()
+        .find(|e| e.kind == ListKind::BreakGlass)
+        .map(|e| {
+            e.reason
+                .strip_prefix(BREAK_GLASS_REASON_PREFIX)
+                .unwrap_or(&e.reason)
+                .to_string()
+        })
+}
+
 /// Hours an appointment, incident or break-glass entry keeps a patient on the list.
 pub const TIMED_ENTRY_HOURS: i64 = 24;
 

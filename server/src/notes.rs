@@ -349,13 +349,7 @@ impl Author<'_> {
         let break_glass = self
             .candidates
             .get(&item.patient_id)
-            .and_then(|(_, entries)| entries.iter().find(|e| e.kind == ListKind::BreakGlass))
-            .map(|e| {
-                e.reason
-                    .strip_prefix(crate::lists::BREAK_GLASS_REASON_PREFIX)
-                    .unwrap_or(&e.reason)
-                    .to_string()
-            });
+            .and_then(|(_, entries)| crate::lists::break_glass_reason(entries));
         let event = AuditEvent {
             at: now,
             actor: format!("device:{}", self.device.id),

@@ -250,15 +250,7 @@ fn carried(
                         .filter(|a| a.applies(&patient.practice_ods, &scope.role))
                         .map(|a| a.id.clone())
                         .collect(),
-                    entries
-                        .iter()
-                        .find(|e| e.kind == ListKind::BreakGlass)
-                        .map(|e| {
-                            e.reason
-                                .strip_prefix(lists::BREAK_GLASS_REASON_PREFIX)
-                                .unwrap_or(&e.reason)
-                                .to_string()
-                        }),
+                    lists::break_glass_reason(entries),
                 ),
                 None => (Vec::new(), None),
             };

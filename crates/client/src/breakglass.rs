@@ -40,6 +40,21 @@ pub fn parse_reason(code: &str) -> Result<BreakGlassReason> {
     })
 }
 
+/// The reason and the clinician's words, checked: "other" needs words.
+fn reason_with_words<'a>(
+    code: &str,
+    text: Option<&'a str>,
+) -> Result<(BreakGlassReason, Option<&'a str>)> {
+    let reason = parse_reason(code.trim())?;
+    let text = text.map(str::trim).filter(|t| !t.is_empty());
+    if reason == BreakGlassReason::Other && text.is_none() {
+        return Err(ClientError::Invalid(
+            "Say in your own words why you need emergency access.".into(),
+        ));
+    }
+    Ok((reason, text))
+}
+
 fn parse_birth_date(text: &str) -> Result<NaiveDate> {
     let t = text.trim();
     NaiveDate::parse_from_str(t, "%Y-%m-%d")
@@ -53,17 +68,7 @@ fn parse_birth_date(text: &str) -> Result<NaiveDate> {
 
 /// The search the server is asked, from the window's form.
 pub fn search_of(form: &BreakGlassForm) -> Result<BreakGlassSearch> {
-    let reason = parse_reason(form.reason.trim())?;
-    let text = form
-        .reason_text
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    if reason == BreakGlassReason::Other && text.is_none() {
-        return Err(ClientError::Invalid(
-            "Say in your own words why you need emergency access.".into(),
-        ));
-    }
+    let (reason, text) = reason_with_words(&form.reason, form.reason_text.as_deref())?;
     let nhs = form
         .nhs_number
         .as_deref()
@@ -159,13 +164,7 @@ impl Device {
         reason: &str,
         reason_text: Option<&str>,
     ) -> Result<BreakGlassGrant> {
-        let reason = parse_reason(reason.trim())?;
-        let reason_text = reason_text.map(str::trim).filter(|t| !t.is_empty());
-        if reason == BreakGlassReason::Other && reason_text.is_none() {
-            return Err(ClientError::Invalid(
-                "Say in your own words why you need emergency access.".into(),
-            ));
-        }
+        let (reason, reason_text) = reason_with_words(reason, reason_text)?;
         let granted: BreakGlassGranted = self
             .break_glass_call(
                 "/break-glass",

@@ -395,6 +395,34 @@ async fn feed_head(c: &impl GenericClient) -> Result<i64, StoreError> {
 }
 
 /// Append a feed row; the caller holds the feed lock. Answers its seq.
+/// Insert a list entry and its patient's list feed row (the caller holds the feed lock and
+/// commits).
+async fn insert_entry_tx(
+    tx: &impl GenericClient,
+    entry: &ListEntryWrite,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
+               user_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[
+                &entry.list_id,
+                &entry.patient_id,
+                &entry.reason,
+                &secs(entry.starts_at),
+                &entry.ends_at.map(secs),
+                &entry.user_id,
+                &secs(now),
+            ],
+        )
+        .await?
+        .try_get(0)?;
+    append_feed(tx, &entry.patient_id, None, FeedOp::List, now).await?;
+    Ok(id)
+}
+
 async fn append_feed(
     tx: &impl GenericClient,
     patient_id: &str,
@@ -440,6 +468,18 @@ async fn audit_tip(c: &impl GenericClient) -> Result<Option<AuditTip>, StoreErro
 
 fn stale_audit() -> StoreError {
     StoreError::Stale("the audit log moved on since the event was sealed".into())
+}
+
+/// Seal `event` on the tip read in `tx` (under the audit lock) and store it.
+async fn seal_onto(
+    tx: &impl GenericClient,
+    event: AuditEvent,
+    seal: AuditSealer,
+) -> Result<AuditRow, StoreError> {
+    lock_audit(tx).await?;
+    let row = seal(audit_tip(tx).await?.as_ref(), event);
+    append_audit_row_tx(tx, &row).await?;
+    Ok(row)
 }
 
 /// Store a sealed row, if it follows the tip. A row sealed on the same tip by a concurrent
@@ -1539,24 +1579,7 @@ impl ListStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_feed(&tx).await?;
-        let row = tx
-            .query_one(
-                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
-                   user_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                &[
-                    &entry.list_id,
-                    &entry.patient_id,
-                    &entry.reason,
-                    &secs(entry.starts_at),
-                    &entry.ends_at.map(secs),
-                    &entry.user_id,
-                    &secs(now),
-                ],
-            )
-            .await?;
-        let id: i64 = row.try_get(0)?;
-        append_feed(&tx, &entry.patient_id, None, FeedOp::List, now).await?;
+        let id = insert_entry_tx(&tx, &entry, now).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -1704,8 +1727,7 @@ impl AuditStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), event);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, event, seal).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -1806,8 +1828,7 @@ impl AuditStore for PostgresStore {
                 .try_get(0)?;
             return Ok(Some(first));
         }
-        let row = seal(audit_tip(&tx).await?.as_ref(), event);
-        append_audit_row_tx(&tx, &row).await?;
+        seal_onto(&tx, event, seal).await?;
         tx.commit().await?;
         Ok(None)
     }
@@ -1888,24 +1909,7 @@ impl AlertStore for PostgresStore {
         // The feed lock first, then the audit lock (the order every transaction takes them).
         lock_feed(&tx).await?;
         let entry = &write.entry;
-        let entry_id: i64 = tx
-            .query_one(
-                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
-                   user_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                &[
-                    &entry.list_id,
-                    &entry.patient_id,
-                    &entry.reason,
-                    &secs(entry.starts_at),
-                    &entry.ends_at.map(secs),
-                    &entry.user_id,
-                    &secs(now),
-                ],
-            )
-            .await?
-            .try_get(0)?;
-        append_feed(&tx, &entry.patient_id, None, FeedOp::List, now).await?;
+        let entry_id = insert_entry_tx(&tx, entry, now).await?;
         let alert_id: i64 = tx
             .query_one(
                 "INSERT INTO alerts (at, user_id, patient_id, reason, detail, entry_id)
@@ -1925,8 +1929,7 @@ impl AlertStore for PostgresStore {
         let mut audit = write.audit;
         audit.detail["alert_id"] = serde_json::json!(alert_id);
         audit.detail["entry_id"] = serde_json::json!(entry_id);
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok((entry_id, alert_id))
     }
@@ -1974,8 +1977,7 @@ impl AlertStore for PostgresStore {
         if n == 0 {
             return Ok(false);
         }
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -2321,8 +2323,7 @@ impl AdminStore for PostgresStore {
             }
         }
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -2374,8 +2375,7 @@ impl AdminStore for PostgresStore {
             )
             .await?;
         let seq: i64 = r.try_get(0)?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -2459,8 +2459,7 @@ impl AdminStore for PostgresStore {
             return Err(StoreError::NotFound(format!("user {user_id}")));
         }
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -2510,8 +2509,7 @@ impl AdminStore for PostgresStore {
         )
         .await?;
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -2552,8 +2550,7 @@ impl AdminStore for PostgresStore {
             return Err(StoreError::NotFound(format!("user {user_id}")));
         }
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -2592,8 +2589,7 @@ impl AdminStore for PostgresStore {
             )));
         }
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -2617,8 +2613,7 @@ impl AdminStore for PostgresStore {
             return Err(StoreError::NotFound(format!("patient {patient_id}")));
         }
         lock_audit(&tx).await?;
-        let row = seal(audit_tip(&tx).await?.as_ref(), audit);
-        append_audit_row_tx(&tx, &row).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
     }

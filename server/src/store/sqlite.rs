@@ -366,6 +366,30 @@ fn entry_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ListEntryRow, String)>
     ))
 }
 
+/// Insert a list entry and its patient's list feed row (the caller commits).
+fn insert_entry_tx(
+    tx: &Transaction<'_>,
+    entry: &ListEntryWrite,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at, user_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            entry.list_id,
+            entry.patient_id,
+            entry.reason,
+            ts(entry.starts_at),
+            entry.ends_at.map(ts),
+            entry.user_id,
+            ts(now)
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    append_feed(tx, &entry.patient_id, None, FeedOp::List, ts(now))?;
+    Ok(id)
+}
+
 fn entries_query(
     conn: &Connection,
     sql: &str,
@@ -456,6 +480,17 @@ fn audit_tip(conn: &Connection) -> Result<Option<AuditTip>, StoreError> {
             },
         )
         .optional()?)
+}
+
+/// Seal `event` on the tip read in `tx` (which holds the write lock) and store it.
+fn seal_onto(
+    tx: &Transaction<'_>,
+    event: AuditEvent,
+    seal: AuditSealer,
+) -> Result<AuditRow, StoreError> {
+    let row = seal(audit_tip(tx)?.as_ref(), event);
+    append_audit_row_tx(tx, &row)?;
+    Ok(row)
 }
 
 /// Store a sealed row, if it follows the stored tip.
@@ -1408,21 +1443,7 @@ impl ListStore for SqliteStore {
     ) -> Result<i64, StoreError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at, user_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    entry.list_id,
-                    entry.patient_id,
-                    entry.reason,
-                    ts(entry.starts_at),
-                    entry.ends_at.map(ts),
-                    entry.user_id,
-                    ts(now)
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            append_feed(&tx, &entry.patient_id, None, FeedOp::List, ts(now))?;
+            let id = insert_entry_tx(&tx, &entry, now)?;
             tx.commit()?;
             Ok(id)
         })
@@ -1614,8 +1635,7 @@ impl AuditStore for SqliteStore {
         self.write(move |conn| {
             // IMMEDIATE: the write lock is taken first, so the tip read is the one followed.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row = seal(audit_tip(&tx)?.as_ref(), event);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, event, seal)?;
             tx.commit()?;
             Ok(row)
         })
@@ -1713,8 +1733,7 @@ impl AuditStore for SqliteStore {
                 "INSERT INTO device_views (id, device_id, received_at) VALUES (?1, ?2, ?3)",
                 params![id, device, ts(event.at)],
             )?;
-            let row = seal(audit_tip(&tx)?.as_ref(), event);
-            append_audit_row_tx(&tx, &row)?;
+            seal_onto(&tx, event, seal)?;
             tx.commit()?;
             Ok(None)
         })
@@ -1835,22 +1854,7 @@ impl AlertStore for SqliteStore {
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let entry = &write.entry;
-            tx.execute(
-                "INSERT INTO list_entries (list_id, patient_id, reason, starts_at, ends_at,
-                   user_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    entry.list_id,
-                    entry.patient_id,
-                    entry.reason,
-                    ts(entry.starts_at),
-                    entry.ends_at.map(ts),
-                    entry.user_id,
-                    ts(now)
-                ],
-            )?;
-            let entry_id = tx.last_insert_rowid();
-            append_feed(&tx, &entry.patient_id, None, FeedOp::List, ts(now))?;
+            let entry_id = insert_entry_tx(&tx, entry, now)?;
             tx.execute(
                 "INSERT INTO alerts (at, user_id, patient_id, reason, detail, entry_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1867,8 +1871,7 @@ impl AlertStore for SqliteStore {
             let mut audit = write.audit;
             audit.detail["alert_id"] = serde_json::json!(alert_id);
             audit.detail["entry_id"] = serde_json::json!(entry_id);
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok((entry_id, alert_id))
         })
@@ -1915,8 +1918,7 @@ impl AlertStore for SqliteStore {
             if n == 0 {
                 return Ok(false);
             }
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(true)
         })
@@ -2269,8 +2271,7 @@ impl AdminStore for SqliteStore {
                     write.reason
                 ],
             )?;
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
         })
@@ -2321,8 +2322,7 @@ impl AdminStore for SqliteStore {
                 params![load.url, load.json, ts(load.at), load.actor, load.reason],
             )?;
             let seq = tx.last_insert_rowid();
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(seq)
         })
@@ -2406,8 +2406,7 @@ impl AdminStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {id}")));
             }
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
         })
@@ -2455,8 +2454,7 @@ impl AdminStore for SqliteStore {
                 "UPDATE tokens SET revoked_at = ?2 WHERE device_id = ?1 AND revoked_at IS NULL",
                 params![id, ts(now)],
             )?;
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
         })
@@ -2490,8 +2488,7 @@ impl AdminStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {id}")));
             }
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
         })
@@ -2533,8 +2530,7 @@ impl AdminStore for SqliteStore {
                     ts(now)
                 ],
             )?;
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(id)
         })
@@ -2558,8 +2554,7 @@ impl AdminStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("patient {id}")));
             }
-            let row = seal(audit_tip(&tx)?.as_ref(), audit);
-            append_audit_row_tx(&tx, &row)?;
+            let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
         })
