@@ -679,6 +679,8 @@ async fn pull(
     let max_offline_hours = scope.agreements.iter().map(|a| a.max_offline_hours).min();
     // And its idle lock the shortest of theirs.
     let idle_lock_minutes = scope.agreements.iter().map(|a| a.idle_lock_minutes).min();
+    // A record is out of date at the earliest of their thresholds.
+    let stale_after_hours = scope.agreements.iter().map(|a| a.stale_after_hours).min();
     let outcome = pull::pull(
         state.store.as_ref(),
         PullRequest {
@@ -765,6 +767,7 @@ async fn pull(
         changes: page.changes,
         max_offline_hours,
         idle_lock_minutes,
+        stale_after_hours,
     };
     Ok(Json(body).into_response())
 }

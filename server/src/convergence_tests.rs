@@ -645,6 +645,7 @@ impl World {
                 changes: page.changes,
                 max_offline_hours: None,
                 idle_lock_minutes: None,
+                stale_after_hours: None,
             }),
         }
     }

@@ -372,6 +372,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 72,
+            stale_after_hours: 24,
             idle_lock_minutes: 5,
             retention_days: 7,
             purpose: "Direct care of housebound patients on the district nursing caseload: \
@@ -392,6 +393,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 24,
+            stale_after_hours: 12,
             idle_lock_minutes: 5,
             retention_days: 2,
             purpose: "Direct care in evening and weekend GP appointments booked by the \
@@ -420,6 +422,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 12,
+            stale_after_hours: 6,
             idle_lock_minutes: 5,
             retention_days: 1,
             purpose: "Emergency care by ambulance crews dispatched to the patient: what is \
@@ -449,6 +452,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 12,
+            stale_after_hours: 6,
             idle_lock_minutes: 5,
             retention_days: 1,
             purpose: "Urgent care by out-of-hours GPs answering calls and visiting at night: \
@@ -477,6 +481,7 @@ pub fn demo_agreements(practices: &[String]) -> Vec<Agreement> {
             include_codes: Some(PODIATRY_CODES.iter().map(|(c, _)| (*c).into()).collect()),
             exclude_codes: vec![],
             max_offline_hours: 24,
+            stale_after_hours: 12,
             idle_lock_minutes: 5,
             retention_days: 2,
             purpose: "Foot care of patients booked into community podiatry clinics: only what \

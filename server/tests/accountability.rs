@@ -212,6 +212,11 @@ async fn pull_all(http: &reqwest::Client, base: &str, token: &str) -> Vec<Change
         // less: every page says the strictest of the user's.
         assert_eq!(page.idle_lock_minutes, Some(5));
         assert!(page.max_offline_hours.is_some_and(|h| h <= 72));
+        // And a record out of date after a day or less, before it stops being shown.
+        assert!(
+            page.stale_after_hours
+                .is_some_and(|h| h <= 24 && page.max_offline_hours.is_some_and(|m| h <= m))
+        );
         changes.extend(page.changes);
         cursor = Some(page.cursor);
         if !page.more {

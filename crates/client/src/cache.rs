@@ -66,6 +66,8 @@ pub(crate) mod meta {
     pub const MAX_OFFLINE_HOURS: &str = "max_offline_hours";
     /// The shortest `idle_lock_minutes` of the user's agreements, from the last sync.
     pub const IDLE_LOCK_MINUTES: &str = "idle_lock_minutes";
+    /// The shortest `stale_after_hours` of the user's agreements, from the last sync.
+    pub const STALE_AFTER_HOURS: &str = "stale_after_hours";
     pub const LAST_ERROR: &str = "last_error";
     /// The last failure sending the outbox (cleared by a push that reached the server).
     pub const LAST_PUSH_ERROR: &str = "last_push_error";

@@ -871,18 +871,18 @@ impl Device {
                         let as_of = cache::timestamp(page.server_time);
                         self.with_conn(|c| {
                             cache::set_meta(c, meta::AS_OF, &as_of)?;
-                            match page.max_offline_hours {
-                                Some(h) => {
-                                    cache::set_meta(c, meta::MAX_OFFLINE_HOURS, &h.to_string())
+                            // The agreements' limits, as of this sync (absent: the defaults).
+                            for (key, value) in [
+                                (meta::MAX_OFFLINE_HOURS, page.max_offline_hours),
+                                (meta::IDLE_LOCK_MINUTES, page.idle_lock_minutes),
+                                (meta::STALE_AFTER_HOURS, page.stale_after_hours),
+                            ] {
+                                match value {
+                                    Some(v) => cache::set_meta(c, key, &v.to_string())?,
+                                    None => cache::delete_meta(c, key)?,
                                 }
-                                None => cache::delete_meta(c, meta::MAX_OFFLINE_HOURS),
-                            }?;
-                            match page.idle_lock_minutes {
-                                Some(m) => {
-                                    cache::set_meta(c, meta::IDLE_LOCK_MINUTES, &m.to_string())
-                                }
-                                None => cache::delete_meta(c, meta::IDLE_LOCK_MINUTES),
                             }
+                            Ok(())
                         })?;
                         return Ok(report);
                     }

@@ -321,6 +321,9 @@ pub(crate) fn record(
         .chain(synced_as_of)
         .max()
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let stale_after_hours = get_meta(conn, meta::STALE_AFTER_HOURS)?
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(doorstep_record::agreement::DEFAULT_STALE_AFTER_HOURS);
 
     Ok(Some(PatientRecord {
         view,
@@ -328,6 +331,7 @@ pub(crate) fn record(
         withheld,
         list_reason,
         break_glass_until,
+        stale_after_hours,
     }))
 }
 

@@ -151,6 +151,7 @@ fn page(cursor: &str, more: bool, changes: Vec<Change>) -> PullPage {
         changes,
         max_offline_hours: None,
         idle_lock_minutes: None,
+        stale_after_hours: None,
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct Page {
     pub max_offline_hours: Option<u32>,
     /// The shortest `idle_lock_minutes` of the user's agreements.
     pub idle_lock_minutes: Option<u32>,
+    /// The shortest `stale_after_hours` of the user's agreements.
+    pub stale_after_hours: Option<u32>,
 }
 
 /// One change of the feed (see [`doorstep_protocol::Change`]).
@@ -73,6 +75,8 @@ struct RawPage {
     max_offline_hours: Option<u32>,
     #[serde(default)]
     idle_lock_minutes: Option<u32>,
+    #[serde(default)]
+    stale_after_hours: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +195,7 @@ impl Page {
             changes,
             max_offline_hours: raw.max_offline_hours,
             idle_lock_minutes: raw.idle_lock_minutes,
+            stale_after_hours: raw.stale_after_hours,
         })
     }
 
@@ -277,6 +282,7 @@ mod tests {
             ],
             max_offline_hours: Some(12),
             idle_lock_minutes: Some(3),
+            stale_after_hours: Some(6),
         };
         let read = Page::from_protocol(&page).unwrap();
         assert_eq!(read.cursor, "cur");
@@ -284,6 +290,7 @@ mod tests {
         assert_eq!(read.server_time, page.server_time);
         assert_eq!(read.max_offline_hours, Some(12));
         assert_eq!(read.idle_lock_minutes, Some(3));
+        assert_eq!(read.stale_after_hours, Some(6));
         assert_eq!(read.changes.len(), 6);
         match &read.changes[0] {
             Change::PatientAdded {

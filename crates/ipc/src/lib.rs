@@ -197,6 +197,14 @@ pub struct PatientRecord {
     /// record is marked as emergency access until then).
     #[serde(default)]
     pub break_glass_until: Option<DateTime<Utc>>,
+    /// Past `as_of` by this many hours the record is out of date (the agreements' threshold):
+    /// the banner says so in words and colour. It is still shown up to the offline limit.
+    #[serde(default = "default_stale_after_hours")]
+    pub stale_after_hours: u32,
+}
+
+fn default_stale_after_hours() -> u32 {
+    doorstep_record::agreement::DEFAULT_STALE_AFTER_HOURS
 }
 
 /// A break-glass search from the window: an NHS number, or a family name and a date of birth,

@@ -174,6 +174,10 @@ pub struct PullPage {
     /// of the agreements in force covering the user (absent: the device's default, 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_lock_minutes: Option<u32>,
+    /// Hours after which the device shows a record as out of date: the shortest
+    /// `stale_after_hours` of the agreements in force covering the user (absent: 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_hours: Option<u32>,
 }
 
 /// Why a patient is on the user's list.

@@ -92,6 +92,10 @@ pub struct Agreement {
     #[serde(default)]
     pub exclude_codes: Vec<String>,
     pub max_offline_hours: u32,
+    /// Hours after which a record not refreshed from the server is shown as out of date (in
+    /// words and colour in the banner); it is still shown up to `max_offline_hours`.
+    #[serde(default = "default_stale_after_hours")]
+    pub stale_after_hours: u32,
     pub idle_lock_minutes: u32,
     pub retention_days: u32,
     /// Why the data is shared ("Direct care of patients on the district nursing caseload").
@@ -134,6 +138,13 @@ pub enum ListScope {
     Team,
 }
 
+/// A record older than this is out of date unless the agreement says otherwise.
+pub const DEFAULT_STALE_AFTER_HOURS: u32 = 24;
+
+fn default_stale_after_hours() -> u32 {
+    DEFAULT_STALE_AFTER_HOURS
+}
+
 impl Default for Agreement {
     /// An empty agreement (covers no one, shares nothing): the base of struct literals and
     /// of the administrator's files, which name what they share.
@@ -148,6 +159,7 @@ impl Default for Agreement {
             include_codes: None,
             exclude_codes: Vec::new(),
             max_offline_hours: 72,
+            stale_after_hours: DEFAULT_STALE_AFTER_HOURS,
             idle_lock_minutes: 5,
             retention_days: 30,
             purpose: String::new(),
@@ -345,6 +357,7 @@ mod tests {
             include_codes: None,
             exclude_codes: vec![],
             max_offline_hours: 72,
+            stale_after_hours: DEFAULT_STALE_AFTER_HOURS,
             idle_lock_minutes: 5,
             retention_days: 30,
             ..Agreement::default()

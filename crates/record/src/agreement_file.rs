@@ -14,7 +14,7 @@
 //!   required; at least one practice, each an ODS code (a letter then letters or digits, 3 to
 //!   10 characters, upper case); at least one role; at least one section, none twice, look-back
 //!   `1..=36500` days; include and exclude codes are SNOMED CT ids (digits, 6 to 18), an
-//!   include list is not empty; `max_offline_hours` `1..=720`, `idle_lock_minutes` `1..=60`,
+//!   include list is not empty; `max_offline_hours` `1..=720`, `stale_after_hours` `1..=max_offline_hours` (default 24), `idle_lock_minutes` `1..=60`,
 //!   `retention_days` `1..=365`; `version` at least 1; `retired` not before `valid_from`.
 //! - Pure: no IO, no clock (a file's dates are checked against each other only).
 
@@ -74,7 +74,7 @@ fn join(errors: &[FieldError]) -> String {
 }
 
 /// The fields an agreement file may have.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 19] = [
     "id",
     "name",
     "service",
@@ -84,6 +84,7 @@ const FIELDS: [&str; 18] = [
     "include_codes",
     "exclude_codes",
     "max_offline_hours",
+    "stale_after_hours",
     "idle_lock_minutes",
     "retention_days",
     "purpose",
@@ -263,6 +264,18 @@ impl Agreement {
             1,
             720,
         );
+        // Out of date before it stops being shown, or the warning would never appear.
+        in_range(
+            &mut out,
+            "stale_after_hours",
+            self.stale_after_hours,
+            1,
+            if (1..=720).contains(&self.max_offline_hours) {
+                self.max_offline_hours
+            } else {
+                720
+            },
+        );
         in_range(&mut out, "idle_lock_minutes", self.idle_lock_minutes, 1, 60);
         in_range(&mut out, "retention_days", self.retention_days, 1, 365);
         required(&mut out, "purpose", &self.purpose);
@@ -340,6 +353,17 @@ mod tests {
                  documents, alerts, notes)"
             ]
         );
+    }
+
+    #[test]
+    fn a_record_is_out_of_date_before_it_stops_being_shown() {
+        let v = with(|v| {
+            v["max_offline_hours"] = json!(12);
+            v["stale_after_hours"] = json!(13);
+        });
+        assert_eq!(messages(v), vec!["stale_after_hours: must be 1..=12"]);
+        let v = with(|v| v["stale_after_hours"] = json!(0));
+        assert_eq!(messages(v), vec!["stale_after_hours: must be 1..=72"]);
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub mod problems;
 pub mod section;
 pub mod sensitive;
 pub mod synthetic;
+pub mod trend;
 pub mod valueset;
 pub mod views;
 pub mod writeback;

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use doorstep_ipc::{IpcErrorKind, PatientRecord, Withheld};
+use doorstep_record::trend;
 use doorstep_record::views::{
     AlertItem, AlertKind, AllergyItem, DocumentItem, EncounterItem, ImmunisationItem,
     MedicationItem, ObservationSeries, PatientDetails, ProblemItem, ProcedureItem, Provenance,
@@ -765,67 +766,146 @@ fn observations(list: &[ObservationSeries]) -> AnyView {
             {list
                 .iter()
                 .map(|s| {
-                    let unit = s.unit.clone().unwrap_or_default();
-                    let caption = if unit.is_empty() {
-                        s.name.clone()
-                    } else {
-                        format!("{} ({unit})", s.name)
-                    };
-                    let mut points = s.points.clone();
-                    points.sort_by_key(|p| std::cmp::Reverse(p.when));
+                    let chart = trend::wants_chart(s).then(|| trend::chart(s)).flatten();
+                    let charted = chart.is_some();
                     view! {
-                        <table class="series">
-                            <caption>{caption}</caption>
-                            <thead>
-                                <tr>
-                                    <th scope="col">"Date"</th>
-                                    <th scope="col" class="num">"Value"</th>
-                                    <th scope="col">"Source"</th>
-                                </tr>
-                            </thead>
-                            <tbody>
-                                {points
-                                    .into_iter()
-                                    .map(|p| {
-                                        let value = match (p.value, &p.text) {
-                                            (Some(v), _) => {
-                                                format!("{} {unit}", format::value(v)).trim().to_owned()
-                                            }
-                                            (None, Some(t)) => t.clone(),
-                                            (None, None) => "no value".to_owned(),
-                                        };
-                                        // Outside the source's range or flagged by it: said in
-                                        // words, not only by colour.
-                                        let range = match (p.low, p.high) {
-                                            (Some(l), Some(h)) => format!(
-                                                " (range {}–{})",
-                                                format::value(l),
-                                                format::value(h)
-                                            ),
-                                            _ => String::new(),
-                                        };
-                                        let abnormal = p.abnormal;
-                                        view! {
-                                            <tr class:abnormal=abnormal>
-                                                <td>{format::date_time(p.when)}</td>
-                                                <td class="num">
-                                                    {value}
-                                                    {abnormal.then(|| view! { <strong class="flag">" abnormal"</strong> })}
-                                                    <span class="muted">{range}</span>
-                                                </td>
-                                                <td class="muted">{format::source(&p.provenance)}</td>
-                                            </tr>
-                                        }
-                                    })
-                                    .collect_view()}
-                            </tbody>
-                        </table>
+                        <div class="series-block" class:charted=charted data-code=s.code.code.clone()>
+                            {chart.map(trend_chart)}
+                            {series_table(s)}
+                        </div>
                     }
                 })
                 .collect_view()}
         </div>
     }
     .into_any()
+}
+
+/// A series as an SVG line chart: dates along the bottom, values up the side in the series'
+/// unit, the source's reference range as a band, abnormal values as larger diamonds.
+fn trend_chart(c: trend::TrendChart) -> impl IntoView {
+    let summary = c.summary();
+    let line = c.line();
+    let unit = c.unit.clone().unwrap_or_default();
+    let caption = if unit.is_empty() {
+        format!("{}: trend", c.name)
+    } else {
+        format!("{} ({unit}): trend", c.name)
+    };
+    let view_box = format!("0 0 {} {}", trend::WIDTH, trend::HEIGHT);
+    view! {
+        <figure class="trend">
+            <svg
+                class="trend-chart"
+                viewBox=view_box
+                role="img"
+                aria-label=summary
+                preserveAspectRatio="xMidYMid meet"
+            >
+                {c.band.as_ref().map(|b| view! {
+                    <rect
+                        class="trend-band"
+                        x=trend::LEFT
+                        y=b.y_high
+                        width=trend::RIGHT - trend::LEFT
+                        height=(b.y_low - b.y_high).max(1.0)
+                    />
+                })}
+                {c.y_ticks.iter().map(|t| view! {
+                    <line class="trend-grid" x1=trend::LEFT x2=trend::RIGHT y1=t.at y2=t.at />
+                    <text class="trend-label" x=trend::LEFT - 8.0 y=t.at + 5.0 text-anchor="end">
+                        {t.label.clone()}
+                    </text>
+                }).collect_view()}
+                {c.x_ticks.iter().enumerate().map(|(i, t)| {
+                    let anchor = if i == 0 { "start" } else if t.at >= trend::RIGHT - 1.0 { "end" } else { "middle" };
+                    view! {
+                        <text class="trend-label" x=t.at y=trend::HEIGHT - 8.0 text-anchor=anchor>
+                            {t.label.clone()}
+                        </text>
+                    }
+                }).collect_view()}
+                <path class="trend-line" d=line />
+                {c.points.iter().map(|p| {
+                    if p.abnormal {
+                        let d = format!(
+                            "M{:.1} {:.1} l7 7 l-7 7 l-7 -7 z",
+                            p.x,
+                            p.y - 7.0
+                        );
+                        view! { <path class="trend-point abnormal" d=d /> }.into_any()
+                    } else {
+                        view! { <circle class="trend-point" cx=p.x cy=p.y r=4.5 /> }.into_any()
+                    }
+                }).collect_view()}
+            </svg>
+            <figcaption class="trend-caption">
+                {caption}
+                {c.band.as_ref().map(|_| view! {
+                    <span class="trend-key"><span class="key-band" aria-hidden="true"></span>"reference range"</span>
+                })}
+                {c.points.iter().any(|p| p.abnormal).then(|| view! {
+                    <span class="trend-key"><span class="key-abnormal" aria-hidden="true">"◆"</span>"abnormal"</span>
+                })}
+            </figcaption>
+        </figure>
+    }
+}
+
+/// Every point of a series, newest first, with its range and abnormal flag in words.
+fn series_table(s: &ObservationSeries) -> impl IntoView + use<> {
+    let unit = s.unit.clone().unwrap_or_default();
+    let caption = if unit.is_empty() {
+        s.name.clone()
+    } else {
+        format!("{} ({unit})", s.name)
+    };
+    let mut points = s.points.clone();
+    points.sort_by_key(|p| std::cmp::Reverse(p.when));
+    view! {
+        <table class="series">
+            <caption>{caption}</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"Date"</th>
+                    <th scope="col" class="num">"Value"</th>
+                    <th scope="col">"Source"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {points
+                    .into_iter()
+                    .map(|p| {
+                        let value = match (p.value, &p.text) {
+                            (Some(v), _) => format!("{} {unit}", format::value(v)).trim().to_owned(),
+                            (None, Some(t)) => t.clone(),
+                            (None, None) => "no value".to_owned(),
+                        };
+                        // Outside the source's range or flagged by it: said in words, not only
+                        // by colour.
+                        let range = match (p.low, p.high) {
+                            (Some(l), Some(h)) => {
+                                format!(" (range {}–{})", format::value(l), format::value(h))
+                            }
+                            _ => String::new(),
+                        };
+                        let abnormal = p.abnormal;
+                        view! {
+                            <tr class:abnormal=abnormal>
+                                <td>{format::date_time(p.when)}</td>
+                                <td class="num">
+                                    {value}
+                                    {abnormal.then(|| view! { <strong class="flag">" abnormal"</strong> })}
+                                    <span class="muted">{range}</span>
+                                </td>
+                                <td class="muted">{format::source(&p.provenance)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
 }
 
 fn immunisations(list: &[ImmunisationItem]) -> AnyView {

@@ -708,6 +708,69 @@ fn values_of_different_units_are_never_one_series() {
     );
 }
 
+/// A trend chart never joins values of different units: the mmol/mol and % HbA1c results
+/// of one patient make two charts, each with only its own unit's values.
+#[test]
+fn a_chart_never_joins_values_of_different_units() {
+    let code = || json!([{"system": LOINC, "code": "4548-4", "display": "HbA1c"}]);
+    let v = build_record(
+        &[
+            patient(),
+            lab(
+                "a",
+                "2024-01-01",
+                code(),
+                json!({"value": 48, "unit": "mmol/mol"}),
+            ),
+            lab(
+                "b",
+                "2024-02-01",
+                code(),
+                json!({"value": 7.1, "unit": "%"}),
+            ),
+            lab(
+                "c",
+                "2024-03-01",
+                code(),
+                json!({"value": 52, "unit": "mmol/mol"}),
+            ),
+            lab(
+                "d",
+                "2024-04-01",
+                code(),
+                json!({"value": 7.4, "unit": "%"}),
+            ),
+            lab(
+                "e",
+                "2024-05-01",
+                code(),
+                json!({"value": 55, "unit": "mmol/mol"}),
+            ),
+        ],
+        today(),
+    );
+    let mut charts: Vec<(String, Vec<f64>)> = v
+        .observations
+        .iter()
+        .filter(|s| crate::trend::wants_chart(s))
+        .filter_map(crate::trend::chart)
+        .map(|c| {
+            (
+                c.unit.unwrap_or_default(),
+                c.points.iter().map(|p| p.value).collect(),
+            )
+        })
+        .collect();
+    charts.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        charts,
+        [
+            ("%".to_string(), vec![7.1, 7.4]),
+            ("mmol/mol".to_string(), vec![48.0, 52.0, 55.0]),
+        ]
+    );
+}
+
 /// The reference range the source gives travels with each point, and a point is abnormal when
 /// the source flags it or it falls outside the range.
 #[test]
