@@ -21,4 +21,7 @@ pub const COMMANDS: &[&str] = &[
     "break_glass_search",
     "break_glass",
     "sign_in_online",
+    "device_info",
+    "change_pin",
+    "sign_out",
 ];

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use doorstep_client::{Device, DeviceFile, EnrolParams, Secret, is_enrolled};
 use doorstep_ipc::{
-    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, EnrolForm, IpcError, IpcErrorKind,
-    ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus,
+    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
+    IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus,
 };
 use tauri::State;
 
@@ -264,10 +264,50 @@ pub async fn write_note(
 }
 
 #[tauri::command(rename_all = "snake_case")]
-pub async fn notes(shell: State<'_, Shell>, patient_id: String) -> Answer<Vec<NoteSummary>> {
+pub async fn notes(
+    shell: State<'_, Shell>,
+    patient_id: Option<String>,
+) -> Answer<Vec<NoteSummary>> {
     shell.touch();
     let device = shell.device()?;
-    blocking(move || device.notes(Some(&patient_id))).await
+    blocking(move || device.notes(patient_id.as_deref())).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn device_info(shell: State<'_, Shell>) -> Answer<DeviceInfo> {
+    shell.touch();
+    let device = shell.device()?;
+    let file = device.device_file();
+    Ok(DeviceInfo {
+        device_name: file.device_name.clone(),
+        device_id: file.device_id.clone(),
+        server_url: file.server_url.clone(),
+        username: file.username.clone(),
+        enrolled_at: file.enrolled_at,
+        pinned_ca: file.pinned_ca,
+    })
+}
+
+/// A new PIN for this device, while unlocked: the old one must be given again.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn change_pin(shell: State<'_, Shell>, old_pin: Secret, new_pin: Secret) -> Answer<()> {
+    shell.touch();
+    // Unlocked only: the settings screen is behind the PIN already.
+    shell.device()?;
+    let dir = shell.data_dir().to_owned();
+    blocking(move || Device::change_pin_in(&dir, old_pin.expose(), new_pin.expose())).await?;
+    tracing::info!("PIN changed from the window");
+    Ok(())
+}
+
+/// Sign out and wipe this device (refused while notes or records of access wait to be sent).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sign_out(shell: State<'_, Shell>) -> Answer<AppState> {
+    shell.touch();
+    let device = shell.device()?;
+    blocking(move || device.sign_out_and_wipe()).await?;
+    shell.lock()?;
+    current_state(&shell)
 }
 
 #[tauri::command(rename_all = "snake_case")]

@@ -119,6 +119,9 @@ fn main() -> anyhow::Result<()> {
             commands::break_glass_search,
             commands::break_glass,
             commands::sign_in_online,
+            commands::device_info,
+            commands::change_pin,
+            commands::sign_out,
         ])
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;

@@ -6,7 +6,8 @@
 //! contract with the shell lives in exactly one file on each side.
 
 use doorstep_ipc::{
-    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, EnrolForm, IpcError, IpcErrorKind,
+    AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
+    IpcErrorKind,
     ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
 };
 use serde::Serialize;
@@ -79,6 +80,17 @@ struct ViewedArgs<'a> {
 struct WriteNoteArgs<'a> {
     patient_id: &'a str,
     note: &'a NoteForm,
+}
+
+#[derive(Serialize)]
+struct NotesArgs<'a> {
+    patient_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ChangePinArgs<'a> {
+    old_pin: &'a str,
+    new_pin: &'a str,
 }
 
 #[derive(Serialize)]
@@ -189,8 +201,22 @@ impl Backend {
         call(commands::WRITE_NOTE, &WriteNoteArgs { patient_id, note }).await
     }
 
-    pub async fn notes(&self, patient_id: &str) -> Result<Vec<NoteSummary>, IpcError> {
-        call(commands::NOTES, &RecordArgs { patient_id }).await
+    /// One patient's notes, or (with `None`) every note written on this device.
+    pub async fn notes(&self, patient_id: Option<&str>) -> Result<Vec<NoteSummary>, IpcError> {
+        call(commands::NOTES, &NotesArgs { patient_id }).await
+    }
+
+    pub async fn device_info(&self) -> Result<DeviceInfo, IpcError> {
+        call(commands::DEVICE_INFO, &NoArgs {}).await
+    }
+
+    pub async fn change_pin(&self, old_pin: &str, new_pin: &str) -> Result<(), IpcError> {
+        call(commands::CHANGE_PIN, &ChangePinArgs { old_pin, new_pin }).await
+    }
+
+    /// Wipes the device (refused while anything waits to be sent).
+    pub async fn sign_out(&self) -> Result<AppState, IpcError> {
+        call(commands::SIGN_OUT, &NoArgs {}).await
     }
 
     pub async fn save_draft(&self, patient_id: &str, draft: &str) -> Result<(), IpcError> {

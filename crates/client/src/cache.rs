@@ -68,6 +68,8 @@ pub(crate) mod meta {
     pub const IDLE_LOCK_MINUTES: &str = "idle_lock_minutes";
     /// The shortest `stale_after_hours` of the user's agreements, from the last sync.
     pub const STALE_AFTER_HOURS: &str = "stale_after_hours";
+    /// What the last completed sync did (`SyncSummary` as JSON), for the sync screen.
+    pub const LAST_SYNC_SUMMARY: &str = "last_sync_summary";
     pub const LAST_ERROR: &str = "last_error";
     /// The last failure sending the outbox (cleared by a push that reached the server).
     pub const LAST_PUSH_ERROR: &str = "last_push_error";

@@ -75,6 +75,12 @@ pub enum ClientError {
     /// The cache is locked: unlock it first. Raised by callers that hold no unlocked device.
     #[error("Doorstep is locked. Unlock it with your PIN.")]
     Locked,
+    /// Signing out would wipe items not yet sent.
+    #[error(
+        "{notes} note(s) and {views} record(s) of access have not reached the server yet. Sync \
+         first: signing out wipes this device, and they would be lost."
+    )]
+    ItemsWaiting { notes: u32, views: u32 },
 
     /// The server answered something this device did not expect.
     #[error("The server answered with an error: {0}")]
@@ -113,7 +119,9 @@ impl ClientError {
             ClientError::OfflineTooLong { .. } => IpcErrorKind::OfflineTooLong,
             ClientError::SignInFailed(_) => IpcErrorKind::SignInFailed,
             ClientError::Offline(_) => IpcErrorKind::Offline,
-            ClientError::Invalid(_) | ClientError::NotEnrolled(_) => IpcErrorKind::Invalid,
+            ClientError::Invalid(_)
+            | ClientError::NotEnrolled(_)
+            | ClientError::ItemsWaiting { .. } => IpcErrorKind::Invalid,
             ClientError::NotFound(_) => IpcErrorKind::NotFound,
             ClientError::Locked => IpcErrorKind::Locked,
             ClientError::Server(_)

@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use doorstep_ipc::{ListRow, NoteSummary, PatientRecord, SyncStatus, UserSummary};
+use doorstep_ipc::{ListRow, NoteSummary, PatientRecord, SyncStatus, SyncSummary, UserSummary};
 use doorstep_protocol::{EnrolRequest, RefreshRequest, TokenResponse, UserInfo};
 use doorstep_record::NhsNumber;
 use rusqlite::Connection;
@@ -351,23 +351,64 @@ impl Device {
     /// Change the PIN: the cache key is re-wrapped under `new_pin` (the database is not
     /// re-encrypted). `old_pin` must be the PIN; a wrong one counts like any wrong PIN.
     pub fn change_pin(&mut self, old_pin: &str, new_pin: &str) -> Result<()> {
+        Self::change_pin_in(&self.dir, old_pin, new_pin)?;
+        self.file = DeviceFile::read(&self.dir)?;
+        Ok(())
+    }
+
+    /// [`Device::change_pin`] for the device enrolled in `dir`, open or not (the shell shares
+    /// the open device, so it changes the file on disk; the open cache keeps its key).
+    pub fn change_pin_in(dir: &Path, old_pin: &str, new_pin: &str) -> Result<()> {
         key::check_new_pin(new_pin)?;
-        let _one_attempt_at_a_time = vault::lock_attempts(&self.dir)?;
-        let Some(wrapped) = self.file.vault.clone() else {
+        let _one_attempt_at_a_time = vault::lock_attempts(dir)?;
+        let mut file = DeviceFile::read(dir)?;
+        let Some(wrapped) = file.vault.clone() else {
             return Err(ClientError::Internal("no wrapped key to change".into()));
         };
-        let attempts_key = self.file.attempts_key.clone().unwrap_or_default();
-        let failures = vault::read_failures(&self.dir, &attempts_key, &self.file.device_id) + 1;
-        vault::write_failures(&self.dir, &attempts_key, &self.file.device_id, failures)?;
-        let Some(rewrapped) = wrapped.rewrap(old_pin, new_pin, &self.file.device_id)? else {
+        let attempts_key = file.attempts_key.clone().unwrap_or_default();
+        let failures = vault::read_failures(dir, &attempts_key, &file.device_id) + 1;
+        vault::write_failures(dir, &attempts_key, &file.device_id, failures)?;
+        let Some(rewrapped) = wrapped.rewrap(old_pin, new_pin, &file.device_id)? else {
             return Err(ClientError::WrongPin {
                 remaining: vault::ONLINE_SIGN_IN_AFTER.saturating_sub(failures),
             });
         };
-        self.file.vault = Some(rewrapped);
-        self.file.write(&self.dir)?;
-        vault::write_failures(&self.dir, &attempts_key, &self.file.device_id, 0)?;
+        file.vault = Some(rewrapped);
+        file.write(dir)?;
+        vault::write_failures(dir, &attempts_key, &file.device_id, 0)?;
         tracing::info!("PIN changed");
+        Ok(())
+    }
+
+    /// Sign out and wipe: the cache (records, tokens, outbox), the enrolment and the pinned
+    /// CA leave the device, which can then be enrolled again (as a new device). Refused while
+    /// anything waits to be sent, so that no note and no record of access is lost.
+    pub fn sign_out_and_wipe(&self) -> Result<()> {
+        let (notes, all) =
+            self.with_conn(|c| Ok((outbox::waiting_count(c)?, outbox::waiting_all_count(c)?)))?;
+        if all > 0 {
+            return Err(ClientError::ItemsWaiting {
+                notes,
+                views: all - notes,
+            });
+        }
+        // Close the database before its files go; the device answers "revoked" from now on,
+        // as a wiped one does.
+        self.revoked.store(true, Ordering::SeqCst);
+        if let Ok(mut guard) = self.conn.lock()
+            && let Ok(nothing) = Connection::open_in_memory()
+        {
+            drop(std::mem::replace(&mut *guard, nothing));
+        }
+        wipe_cache(&self.dir, "signed out")?;
+        for name in [
+            files::DEVICE_FILE,
+            files::SERVER_CA_FILE,
+            files::PIN_ATTEMPTS_FILE,
+        ] {
+            remove_if_exists(&self.dir.join(name))?;
+        }
+        tracing::info!("signed out; device wiped");
         Ok(())
     }
 
@@ -608,6 +649,21 @@ impl Device {
                 report.pushed = pushed.unwrap_or_default();
                 report.patients = self.with_conn(|c| {
                     cache::set_meta(c, meta::LAST_SYNCED, &now)?;
+                    let summary = SyncSummary {
+                        at: self.now(),
+                        patients_added: report.patients_added,
+                        patients_removed: report.patients_removed,
+                        items_updated: report.upserts,
+                        items_removed: report.deletes,
+                        other_changes: report.other_changes,
+                        rebuilt: report.rebuilt,
+                        sent: report.pushed.accepted,
+                        refused: report.pushed.rejected,
+                        duration_ms: report.duration_ms,
+                    };
+                    let summary = serde_json::to_string(&summary)
+                        .map_err(|e| ClientError::Internal(format!("sync summary: {e}")))?;
+                    cache::set_meta(c, meta::LAST_SYNC_SUMMARY, &summary)?;
                     // A completed sync is a contact: records show again (see `offline`).
                     cache::set_meta(c, meta::LAST_CONTACT, &now)?;
                     cache::set_meta(c, meta::SERVER_REACHABLE, "true")?;
@@ -1000,6 +1056,8 @@ impl Device {
                 syncing: self.syncing.load(Ordering::SeqCst),
                 rebuilding_since: cache::rebuilding_since(c)?,
                 idle_lock_secs: idle_lock_of(c)?.as_secs(),
+                last_sync: cache::get_meta(c, meta::LAST_SYNC_SUMMARY)?
+                    .and_then(|j| serde_json::from_str(&j).ok()),
             })
         })
     }
@@ -1025,7 +1083,11 @@ impl Device {
     pub fn record(&self, patient_id: &str, today: NaiveDate) -> Result<Option<PatientRecord>> {
         self.with_conn(|c| {
             self.check_offline_age(c)?;
-            queries::record(c, patient_id, today)
+            let Some(mut record) = queries::record(c, patient_id, today)? else {
+                return Ok(None);
+            };
+            record.same_name = queries::same_names(c, self.now())?.contains(patient_id);
+            Ok(Some(record))
         })
     }
 

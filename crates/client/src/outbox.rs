@@ -112,6 +112,16 @@ pub(crate) fn waiting_count(conn: &Connection) -> Result<u32> {
     )?)
 }
 
+/// Every item waiting to be sent, of any kind (a sign-out must not lose record views either:
+/// they are the audit of what was opened offline).
+pub(crate) fn waiting_all_count(conn: &Connection) -> Result<u32> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM outbox WHERE state = 'waiting'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Note that `ids` were sent at `at` (whatever comes of it).
 pub(crate) fn mark_attempt(conn: &mut Connection, ids: &[String], at: DateTime<Utc>) -> Result<()> {
     let tx = conn.transaction()?;

@@ -4,7 +4,7 @@
 //! 10,000 cached patients takes a few milliseconds. The record parses the patient's resources
 //! and builds the views with `doorstep_record::views::build_record`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Local, NaiveDate, Utc};
 use doorstep_ipc::{ListRow, PatientRecord, Withheld};
@@ -192,6 +192,7 @@ pub(crate) fn list(
                             .filter(|a| !a.is_empty())
                             .map(str::to_owned)
                             .collect(),
+                        same_name: false,
                     },
                     entries: Vec::new(),
                     ended: 0,
@@ -235,6 +236,10 @@ pub(crate) fn list(
             (b.row, timed, b.sort_name)
         })
         .collect();
+    let lookalikes = same_names(conn, now)?;
+    for (row, _, _) in &mut list {
+        row.same_name = lookalikes.contains(&row.patient_id);
+    }
     list.sort_by(|(a, a_timed, a_name), (b, b_timed, b_name)| {
         (!a.today, !a_timed)
             .cmp(&(!b.today, !b_timed))
@@ -249,6 +254,42 @@ pub(crate) fn list(
             .then_with(|| a.nhs_number.cmp(&b.nhs_number))
     });
     Ok(list.into_iter().map(|(row, _, _)| row).collect())
+}
+
+/// The patients on the list (the whole list, whatever the search) who share their name with
+/// another patient on it (hazard H2). On the list means as [`list`] shows it: no entry at
+/// all, or one that has not ended by `now`.
+pub(crate) fn same_names(conn: &Connection, now: DateTime<Utc>) -> Result<HashSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.id, p.name_display, e.ends_at
+         FROM patients p LEFT JOIN list_entries e ON e.patient_id = p.id",
+    )?;
+    let mut rows = stmt.query([])?;
+    // id -> (name, has a live entry, has an ended one)
+    let mut listed: HashMap<String, (String, bool, bool)> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let slot = match listed.get_mut(&id) {
+            Some(slot) => slot,
+            None => listed.entry(id).or_insert((r.get(1)?, false, false)),
+        };
+        match r.get::<_, Option<String>>(2)? {
+            Some(end) if parse_timestamp(&end).is_some_and(|end| end <= now) => slot.2 = true,
+            _ => slot.1 = true,
+        }
+    }
+    let shown: Vec<(&String, &str)> = listed
+        .iter()
+        .filter(|(_, (_, live, ended))| *live || !*ended)
+        .map(|(id, (name, _, _))| (id, name.as_str()))
+        .collect();
+    let flags = doorstep_record::lookalike::shares_a_name(shown.iter().map(|(_, n)| *n));
+    Ok(shown
+        .iter()
+        .zip(flags)
+        .filter(|(_, same)| *same)
+        .map(|((id, _), _)| (*id).clone())
+        .collect())
 }
 
 /// One patient's record, or `None` when the patient is not (or no longer) in the cache.
@@ -332,6 +373,8 @@ pub(crate) fn record(
         list_reason,
         break_glass_until,
         stale_after_hours,
+        // The caller knows the list as of now (see `same_names`).
+        same_name: false,
     }))
 }
 

@@ -2246,3 +2246,163 @@ async fn the_idle_lock_is_the_one_the_last_sync_brought() {
         "an answer without one goes back to the default"
     );
 }
+
+/// Settings: signing out must not lose a note or a record of access still waiting; once
+/// nothing waits it wipes the records, the tokens, the enrolment and the pinned CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_is_refused_while_anything_waits_then_wipes_the_device() {
+    let (device, _log, dir) = device_with_two_patients(vec![]).await;
+    std::fs::write(dir.path().join(files::SERVER_CA_FILE), "pinned").unwrap();
+    device.record_viewed("p-sian", "summary").unwrap();
+    let e = device.sign_out_and_wipe().unwrap_err();
+    assert!(
+        matches!(e, ClientError::ItemsWaiting { notes: 0, views: 1 }),
+        "{e:?}"
+    );
+    device
+        .write_note("p-sian", note("Dressing changed."))
+        .unwrap();
+    let e = device.sign_out_and_wipe().unwrap_err();
+    assert!(
+        matches!(e, ClientError::ItemsWaiting { notes: 1, views: 1 }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("Sync first"), "{e}");
+    assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::Invalid);
+    // Refused means untouched.
+    assert_eq!(device.status().unwrap().waiting, 1);
+    assert!(is_enrolled(dir.path()));
+
+    // As an accepted push leaves it: nothing waiting.
+    device
+        .with_conn(|c| {
+            c.execute("UPDATE outbox SET state = 'accepted'", [])?;
+            Ok(())
+        })
+        .unwrap();
+    device.sign_out_and_wipe().unwrap();
+    for name in [
+        "cache.db",
+        "cache.db-wal",
+        "cache.db-shm",
+        files::DEVICE_FILE,
+        files::SERVER_CA_FILE,
+        files::PIN_ATTEMPTS_FILE,
+    ] {
+        assert!(
+            !dir.path().join(name).exists(),
+            "{name} is left after signing out"
+        );
+    }
+    assert!(!is_enrolled(dir.path()));
+    assert!(device.list(None, day(2026, 1, 15)).is_err());
+}
+
+/// The sync screen's "what came down": the last completed sync's counts, kept in the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_says_what_the_last_sync_brought() {
+    let (device, _log, _dir) = device_with_two_patients(vec![]).await;
+    let last = device
+        .status()
+        .unwrap()
+        .last_sync
+        .expect("a summary after a sync");
+    assert_eq!(last.patients_added, 2);
+    assert_eq!(last.patients_removed, 0);
+    assert_eq!((last.sent, last.refused), (0, 0));
+    assert!(!last.rebuilt);
+    assert!((Utc::now() - last.at).num_seconds().abs() < 60);
+}
+
+/// The shell changes the PIN on disk while the device is open: the open cache stays usable,
+/// and from the next unlock only the new PIN opens it.
+#[test]
+fn the_pin_changes_while_the_device_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled(dir.path(), "246813");
+    let device = Device::unlock(dir.path(), "246813").unwrap();
+    assert!(matches!(
+        Device::change_pin_in(dir.path(), "111111", "975310"),
+        Err(ClientError::WrongPin { .. })
+    ));
+    Device::change_pin_in(dir.path(), "246813", "975310").unwrap();
+    assert!(device.status().is_ok());
+    drop(device);
+    assert!(matches!(
+        Device::unlock(dir.path(), "246813"),
+        Err(ClientError::WrongPin { .. })
+    ));
+    Device::unlock(dir.path(), "975310").unwrap();
+}
+
+/// Hazard H2: two patients of the same name on one list are flagged on both rows (whatever
+/// the search shows) and in the banner; a namesake whose entry has ended is not on the list
+/// and flags nobody.
+#[test]
+fn two_patients_of_one_name_on_the_list_are_both_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_cache(dir.path());
+    apply(&mut conn, &first_page()).unwrap();
+    let namesake = TestPatient {
+        id: "p-sian-2".into(),
+        nhs: nth_nhs(7),
+        given: "Sian",
+        family: "EVANS",
+        birth: "1987-06-12",
+        postcode: "LS6 2QT",
+    };
+    let today = day(2026, 1, 15);
+    let now = Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap();
+    apply(
+        &mut conn,
+        &page(
+            "c2",
+            false,
+            vec![added(&namesake, vec![], vec![caseload("Wound care")])],
+        ),
+    )
+    .unwrap();
+    let flagged = |conn: &Connection, search: Option<&str>| -> Vec<(String, bool)> {
+        queries::list(conn, search, today, now)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.patient_id, r.same_name))
+            .collect()
+    };
+    let mut all = flagged(&conn, None);
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            ("p-sian".to_string(), true),
+            ("p-sian-2".to_string(), true),
+            ("p-zoe".to_string(), false),
+        ]
+    );
+    // Found by NHS number alone, the row still says another has the name.
+    assert_eq!(
+        flagged(&conn, Some(&nth_nhs(7))),
+        [("p-sian-2".to_string(), true)]
+    );
+    assert!(queries::same_names(&conn, now).unwrap().contains("p-sian"));
+
+    // The namesake's entry ends: off the list, and nobody shares a name any more.
+    let ended = ListEntry {
+        ends_at: Some(now - Duration::hours(1)),
+        ..caseload("Wound care")
+    };
+    apply(
+        &mut conn,
+        &page(
+            "c3",
+            false,
+            vec![Change::ListChanged {
+                patient_id: "p-sian-2".into(),
+                entries: vec![ended],
+            }],
+        ),
+    )
+    .unwrap();
+    let after = flagged(&conn, None);
+    assert!(after.iter().all(|(_, same)| !same), "{after:?}");
+}

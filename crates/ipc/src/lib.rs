@@ -43,7 +43,8 @@ pub mod commands {
     pub const SYNC_STATUS: &str = "sync_status";
     /// `{ patient_id: String, note: NoteForm } -> NoteSummary` (signs the note into the outbox)
     pub const WRITE_NOTE: &str = "write_note";
-    /// `{ patient_id: String } -> Vec<NoteSummary>` (the notes written on this device)
+    /// `{ patient_id: Option<String> } -> Vec<NoteSummary>` (the notes written on this
+    /// device: one patient's, or everyone's for the sync screen)
     pub const NOTES: &str = "notes";
     /// `{ patient_id: String, draft: String } -> ()`
     pub const SAVE_DRAFT: &str = "save_draft";
@@ -60,6 +61,13 @@ pub mod commands {
     /// `{ password: String, totp: String } -> ()` (while unlocked, after `OfflineTooLong`:
     /// signs in online again, so that records show again)
     pub const SIGN_IN_ONLINE: &str = "sign_in_online";
+    /// `() -> DeviceInfo`
+    pub const DEVICE_INFO: &str = "device_info";
+    /// `{ old_pin: String, new_pin: String } -> ()` (a wrong old PIN counts like any wrong PIN)
+    pub const CHANGE_PIN: &str = "change_pin";
+    /// `() -> AppState` (wipes the cache and the enrolment; refused while anything waits to be
+    /// sent)
+    pub const SIGN_OUT: &str = "sign_out";
 }
 
 /// What the note composer signs.
@@ -137,6 +145,10 @@ pub struct ListRow {
     pub today: bool,
     /// Alert badges: `DNACPR`, `ReSPECT`, `Safeguarding`, `Allergies`.
     pub alerts: Vec<String>,
+    /// Another patient on this list has the same name (see `doorstep_record::lookalike`): the
+    /// list and the banner warn, so the clinician checks the date of birth and NHS number.
+    #[serde(default)]
+    pub same_name: bool,
 }
 
 /// Where a note the user wrote stands.
@@ -201,6 +213,9 @@ pub struct PatientRecord {
     /// the banner says so in words and colour. It is still shown up to the offline limit.
     #[serde(default = "default_stale_after_hours")]
     pub stale_after_hours: u32,
+    /// Another patient on this list has the same name.
+    #[serde(default)]
+    pub same_name: bool,
 }
 
 fn default_stale_after_hours() -> u32 {
@@ -270,6 +285,42 @@ pub struct SyncStatus {
     /// pass, without waiting for the shell.
     #[serde(default)]
     pub idle_lock_secs: u64,
+    /// What the last completed sync brought down and sent up.
+    #[serde(default)]
+    pub last_sync: Option<SyncSummary>,
+}
+
+/// What one completed sync did, for the sync screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    pub at: DateTime<Utc>,
+    pub patients_added: u32,
+    pub patients_removed: u32,
+    /// Record items added or changed.
+    pub items_updated: u32,
+    /// Record items removed (ended, or no longer shared).
+    pub items_removed: u32,
+    /// List entries and withheld counts that changed.
+    pub other_changes: u32,
+    /// The server asked for a rebuild and the cache was rebuilt from scratch.
+    pub rebuilt: bool,
+    /// Notes and records of access the server accepted.
+    pub sent: u32,
+    /// Notes the server refused (each keeps its reason).
+    pub refused: u32,
+    pub duration_ms: u64,
+}
+
+/// This device, for the settings screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device_name: String,
+    pub device_id: String,
+    pub server_url: String,
+    pub username: String,
+    pub enrolled_at: DateTime<Utc>,
+    /// The server's CA is pinned (the device trusts no other).
+    pub pinned_ca: bool,
 }
 
 /// Error kinds the UI branches on.

@@ -88,6 +88,7 @@ pub mod codes;
 pub mod coding;
 pub mod fhir;
 mod json;
+pub mod lookalike;
 pub mod news2;
 pub mod nhs;
 pub mod problems;

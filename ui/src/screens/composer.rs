@@ -196,7 +196,7 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
     let reload_notes = move || {
         spawn_local(async move {
             let id = pid.get_value();
-            match ctx.backend.notes(&id).await {
+            match ctx.backend.notes(Some(&id)).await {
                 Ok(list) => notes.set(list),
                 Err(e) => {
                     ctx.note_error(&e);
