@@ -8,7 +8,7 @@
 //! server and every cargo step builds the same app).
 //!
 //! ```text
-//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE] [--insecure-dev] [--idle-lock-secs N]
+//! doorstep-app [--data-dir DIR] [--server URL] [--ca FILE] [--insecure-dev] [--idle-lock-secs N] [--window-size WxH]
 //! ```
 //!
 //! - `--data-dir`: where the device keeps `device.json` and its encrypted cache (default: the
@@ -59,6 +59,10 @@ struct Args {
     /// demonstrations).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_lock_secs: Option<u64>,
+    /// The window's size in logical pixels, `WIDTHxHEIGHT` (a 10-inch tablet in portrait is
+    /// 800x1280) [default: 1280x800].
+    #[arg(long, value_name = "WxH", value_parser = parse_window_size)]
+    window_size: Option<(f64, f64)>,
     /// Added by WebKitWebDriver when it launches the app for automation; nothing to do.
     #[arg(long, hide = true)]
     automation: bool,
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         idle_lock: args.idle_lock_secs.map(std::time::Duration::from_secs),
     };
     let data_dir = args.data_dir;
+    let window_size = args.window_size;
 
     tauri::Builder::default()
         .setup(move |app| {
@@ -98,6 +103,11 @@ fn main() -> anyhow::Result<()> {
             create_private_dir(&dir)?;
             tracing::info!(data_dir = %dir.display(), "starting");
             app.manage(Shell::new(dir, options.clone()));
+            if let (Some((width, height)), Some(window)) =
+                (window_size, app.get_webview_window("main"))
+            {
+                window.set_size(tauri::LogicalSize::new(width, height))?;
+            }
             shell::spawn_idle_lock(app.handle().clone());
             Ok(())
         })
@@ -126,6 +136,25 @@ fn main() -> anyhow::Result<()> {
         .run(tauri::generate_context!())
         .context("the Doorstep window failed")?;
     Ok(())
+}
+
+/// `1280x800` as (1280.0, 800.0); between 320 and 4000 pixels each way.
+fn parse_window_size(s: &str) -> Result<(f64, f64), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT (for example 800x1280)"))?;
+    let side = |v: &str, what: &str| -> Result<f64, String> {
+        let n: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("the {what} in {s:?} is not a whole number of pixels"))?;
+        if (320..=4000).contains(&n) {
+            Ok(f64::from(n))
+        } else {
+            Err(format!("the {what} in {s:?} must be 320 to 4000 pixels"))
+        }
+    };
+    Ok((side(w, "width")?, side(h, "height")?))
 }
 
 /// The data directory holds the encrypted cache and the device's enrolment: owner only.
@@ -166,7 +195,30 @@ mod tests {
                 ipc::BREAK_GLASS_SEARCH,
                 ipc::BREAK_GLASS,
                 ipc::SIGN_IN_ONLINE,
+                ipc::DEVICE_INFO,
+                ipc::CHANGE_PIN,
+                ipc::SIGN_OUT,
             ]
+        );
+    }
+
+    #[test]
+    fn window_sizes_are_width_by_height_in_pixels() {
+        assert_eq!(super::parse_window_size("800x1280"), Ok((800.0, 1280.0)));
+        assert!(
+            super::parse_window_size("800")
+                .unwrap_err()
+                .contains("WIDTHxHEIGHT")
+        );
+        assert!(
+            super::parse_window_size("100x800")
+                .unwrap_err()
+                .contains("width")
+        );
+        assert!(
+            super::parse_window_size("800xtall")
+                .unwrap_err()
+                .contains("height")
         );
     }
 

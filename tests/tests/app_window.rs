@@ -37,6 +37,8 @@ struct Session {
     /// for another patient would show itself.
     target: doorstep_ipc::ListRow,
     allergy: String,
+    /// A patient with a charted observation series, and that series' name and unit.
+    charted: (doorstep_ipc::ListRow, String, String),
     client: Client,
     driver: TauriDriver,
     _app_dir: tempfile::TempDir,
@@ -46,6 +48,11 @@ struct Session {
 impl Session {
     /// None when the window test cannot run here (see [`prerequisites`]).
     async fn start() -> Option<Session> {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`Session::start`], with more arguments for the app (`--window-size`).
+    async fn start_with(extra: &[&str]) -> Option<Session> {
         let app = prerequisites()?;
         let demo = DemoFederation::start().await;
         let nurse = demo.user("nurse.demo");
@@ -75,28 +82,42 @@ impl Session {
                 Some((row.clone(), allergy))
             })
             .expect("some caseload patient after the first of her group has an allergy");
+        let charted = rows
+            .iter()
+            .find_map(|row| {
+                let record = reference.record(&row.patient_id, today).ok()??;
+                let series = record
+                    .view
+                    .observations
+                    .iter()
+                    .find(|s| doorstep_record::trend::wants_chart(s))?;
+                Some((
+                    row.clone(),
+                    series.name.clone(),
+                    series.unit.clone().unwrap_or_default(),
+                ))
+            })
+            .expect("some caseload patient has an observation series to chart");
 
         let app_dir = tempfile::tempdir().unwrap();
         let driver = TauriDriver::start();
-        let client = connect(
-            &driver,
-            &app,
-            &[
-                "--data-dir",
-                app_dir.path().to_str().unwrap(),
-                "--server",
-                &demo.server.base_url,
-                "--ca",
-                demo.server.ca_pem_path.to_str().unwrap(),
-            ],
-        )
-        .await;
+        let mut args = vec![
+            "--data-dir",
+            app_dir.path().to_str().unwrap(),
+            "--server",
+            &demo.server.base_url,
+            "--ca",
+            demo.server.ca_pem_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let client = connect(&driver, &app, &args).await;
         Some(Session {
             demo,
             nurse,
             rows,
             target,
             allergy,
+            charted,
             client,
             driver,
             _app_dir: app_dir,
@@ -111,6 +132,10 @@ impl Session {
         }
         let _ = self.client.close().await;
         drop(self.driver);
+        // The app can outlive its WebDriver session by half a minute (seen with the server
+        // stopped: its sync loop kept logging into the next test); the next window must have
+        // the display to itself.
+        end_app(self._app_dir.path());
         result.unwrap();
     }
 
@@ -1443,6 +1468,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Waits up to 5 s for the app started on `data_dir` to exit, then stops it with SIGTERM.
+fn end_app(data_dir: &Path) {
+    let pattern = format!("doorstep-app.*{}", data_dir.display());
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &pattern])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if running() {
+        eprintln!("the app outlived its session; stopping it");
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-f", &pattern])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// tauri-driver on free ports; stopped with SIGTERM (never SIGKILL: its WebKitWebDriver
 /// would keep the port and the next run would talk to a stale one).
 struct TauriDriver {
@@ -1655,4 +1706,264 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
     wait_for_rows(client, session.rows.len(), Duration::from_secs(60)).await?;
     shot(client, artifacts, "22-back-online").await;
     Ok(())
+}
+
+/// The clinician's views at the three sizes the issue names: a laptop (1280x800, dark), a
+/// 10-inch tablet in portrait (800x1280, dark) and the laptop in daylight (1280x800, light,
+/// chosen in Settings). At each: the list, a record with a trend chart beside its table, the
+/// banner still in view with the record scrolled to its end, the composer with the banner,
+/// the sync screen and Settings reached from the keyboard (Alt+Y, Alt+O), every control at
+/// least 44 px tall. Screenshots 30-37 per size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laptop_at_night_list_record_chart_composer() {
+    three_sizes_test("laptop-dark", "1280x800", "dark").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tablet_portrait_at_night_list_record_chart_composer() {
+    three_sizes_test("tablet-portrait-dark", "800x1280", "dark").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laptop_in_daylight_list_record_chart_composer() {
+    three_sizes_test("laptop-light", "1280x800", "light").await;
+}
+
+async fn three_sizes_test(name: &str, size: &str, theme: &str) {
+    let _one = ONE_WINDOW.lock().await;
+    let Some(session) = Session::start_with(&["--window-size", size]).await else {
+        return;
+    };
+    let result = sized_steps(&session, name, size, theme, &artifacts_dir()).await;
+    session.finish(name, result).await;
+}
+
+async fn sized_steps(
+    session: &Session,
+    name: &str,
+    size: &str,
+    theme: &str,
+    artifacts: &Path,
+) -> Result<(), String> {
+    let client = &session.client;
+    session.enrol(None).await?;
+    let (width, height) = size.split_once('x').unwrap();
+    let viewport: Vec<i64> = serde_json::from_value(
+        client
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await
+            .map_err(e)?,
+    )
+    .map_err(e)?;
+    if viewport[0] != width.parse::<i64>().unwrap() || viewport[1] > height.parse::<i64>().unwrap()
+    {
+        return Err(format!("the window is {viewport:?}, not {size}"));
+    }
+
+    // The theme, chosen in Settings (reached by the keyboard).
+    alt_key(client, 'o').await?;
+    wait_for(client, "#settings-title").await?;
+    click(client, &format!("#theme-{theme}")).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = client
+            .execute("return document.documentElement.dataset.theme;", vec![])
+            .await
+            .map_err(e)?;
+        if shown.as_str() == Some(theme) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the {theme} theme did not apply: data-theme is {shown}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the new colours paint before the screenshot, from the top of the screen.
+    client
+        .execute("document.getElementById('main').scrollTop = 0;", vec![])
+        .await
+        .map_err(e)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shot(client, artifacts, &format!("30-settings-{name}")).await;
+    small_targets(client, "Settings").await?;
+
+    send_to_focus(client, &Key::Escape.to_string()).await?;
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(20)).await?;
+    shot(client, artifacts, &format!("31-list-{name}")).await;
+    small_targets(client, "the list").await?;
+
+    // A record with a chart: the observations tab shows the series as SVG with its unit.
+    let (row, series, unit) = &session.charted;
+    click(
+        client,
+        &format!(".patient-row[data-nhs='{}']", row.nhs_number),
+    )
+    .await?;
+    wait_until_text(client, "#banner", &row.nhs_number_display).await?;
+    click(client, ".tab[data-section='observations']").await?;
+    let chart = wait_for(client, ".trend-chart").await?;
+    let label = chart
+        .attr("aria-label")
+        .await
+        .map_err(e)?
+        .unwrap_or_default();
+    let charts_text = client
+        .execute(
+            "return Array.from(document.querySelectorAll('.trend-chart'))
+                 .map(c => c.getAttribute('aria-label')).join('\\n');",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    let all_labels = charts_text.as_str().unwrap_or_default();
+    if !label.contains(" trend: ") || !all_labels.contains(&format!("{series} trend: ")) {
+        return Err(format!(
+            "no chart of {series} ({unit}) among the charts: {all_labels:?}"
+        ));
+    }
+    if !unit.is_empty() && !all_labels.contains(unit.as_str()) {
+        return Err(format!(
+            "the charts do not give the unit {unit}: {all_labels:?}"
+        ));
+    }
+    shot(client, artifacts, &format!("32-chart-{name}")).await;
+    small_targets(client, "the record").await?;
+
+    // Scrolled to the end of the record, the banner is still in view.
+    client
+        .execute(
+            "const m = document.getElementById('main'); m.scrollTop = m.scrollHeight;",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let place: Vec<f64> = serde_json::from_value(
+        client
+            .execute(
+                "const b = document.getElementById('banner-name').getBoundingClientRect();
+                 return [b.top, b.bottom, window.innerHeight, document.getElementById('main').scrollTop];",
+                vec![],
+            )
+            .await
+            .map_err(e)?,
+    )
+    .map_err(e)?;
+    if place[3] <= 0.0 {
+        return Err(format!("the record did not scroll at {size}: {place:?}"));
+    }
+    if place[0] < 0.0 || place[1] > place[2] {
+        return Err(format!(
+            "the patient's name left the screen when the record scrolled: {place:?}"
+        ));
+    }
+    shot(client, artifacts, &format!("33-scrolled-{name}")).await;
+
+    // The composer keeps the banner.
+    alt_key(client, 'n').await?;
+    wait_for(client, "#note-text").await?;
+    wait_until_text(client, "#banner", &row.nhs_number_display).await?;
+    shot(client, artifacts, &format!("34-composer-{name}")).await;
+    small_targets(client, "the composer").await?;
+
+    // The sync screen from the keyboard: what the first sync brought.
+    alt_key(client, 'y').await?;
+    let brought = wait_until_text(client, "#sync-brought", "patients added").await?;
+    if !brought.contains(&format!("{} patients added", session.rows.len())) {
+        return Err(format!("the sync screen says {brought:?}"));
+    }
+    wait_until_text(client, "#outbox-empty", "Nothing is waiting").await?;
+    shot(client, artifacts, &format!("35-sync-{name}")).await;
+    small_targets(client, "the sync screen").await?;
+    alt_key(client, 'm').await?;
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(20)).await?;
+    if name == "laptop-dark" {
+        stale_banner_steps(session, artifacts).await?;
+    }
+    Ok(())
+}
+
+/// A record older than the agreements' threshold says so in the banner, in words (and in a
+/// colour nothing else uses), while it is still shown: the app locks, the server goes, and
+/// the device's last sync is moved back past the threshold but within the offline limit.
+async fn stale_banner_steps(session: &Session, artifacts: &Path) -> Result<(), String> {
+    let client = &session.client;
+    alt_key(client, 'l').await?;
+    wait_for(client, "#unlock-pin").await?;
+    session.demo.stop_server().await;
+    let stale_hours: i64 = {
+        let conn = doorstep_testkit::device::open_cache(session._app_dir.path(), PIN);
+        let meta = |key: &str| -> Result<i64, String> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|err| format!("no {key} in the cache: {err}"))?
+            .parse()
+            .map_err(e)
+        };
+        let (stale, offline) = (meta("stale_after_hours")?, meta("max_offline_hours")?);
+        if stale >= offline {
+            return Err(format!(
+                "stale after {stale} h but hidden after {offline} h"
+            ));
+        }
+        let then = (chrono::Utc::now() - chrono::Duration::hours(stale + 1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key IN ('as_of', 'last_synced', 'last_contact')",
+            [&then],
+        )
+        .map_err(e)?;
+        conn.execute("UPDATE patients SET as_of = ?1", [&then])
+            .map_err(e)?;
+        stale
+    };
+    fill(client, "#unlock-pin", PIN).await?;
+    click(client, "#unlock-submit").await?;
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(20)).await?;
+    let (row, _, _) = &session.charted;
+    click(
+        client,
+        &format!(".patient-row[data-nhs='{}']", row.nhs_number),
+    )
+    .await?;
+    let stale = wait_until_text(client, "#banner-stale", "OUT OF DATE").await?;
+    if !stale.contains(&format!("older than {stale_hours} hours")) {
+        return Err(format!("the banner says {stale:?}"));
+    }
+    wait_until_text(client, "#banner", &row.nhs_number_display).await?;
+    shot(client, artifacts, "37-stale-record").await;
+    Ok(())
+}
+
+/// Alt with a letter, as a keyboard user presses it (the window's shortcuts listen on
+/// keydown wherever focus is).
+async fn alt_key(client: &Client, letter: char) -> Result<(), String> {
+    send_to_focus(client, &format!("{}{letter}{}", Key::Alt, Key::Null)).await
+}
+
+/// Controls shorter than 44 px (radio buttons and checkboxes count by their label).
+async fn small_targets(client: &Client, screen: &str) -> Result<(), String> {
+    let small = client
+        .execute(
+            "const out = [];
+             for (const el of document.querySelectorAll('button, input, select, textarea, summary, [role=tab], a[href]')) {
+                 const target = (el.type === 'radio' || el.type === 'checkbox') ? (el.closest('label') || el) : el;
+                 const r = target.getBoundingClientRect();
+                 if (r.width === 0 && r.height === 0) continue;
+                 if (r.height < 44) out.push((el.id || el.className || el.tagName) + ' ' + Math.round(r.height) + 'px');
+             }
+             return out;",
+            vec![],
+        )
+        .await
+        .map_err(e)?;
+    let small: Vec<String> = serde_json::from_value(small).map_err(e)?;
+    if small.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("controls under 44 px on {screen}: {small:?}"))
+    }
 }

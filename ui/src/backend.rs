@@ -7,8 +7,7 @@
 
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
-    IpcErrorKind,
-    ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
+    IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

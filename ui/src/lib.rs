@@ -17,7 +17,9 @@
 pub mod backend;
 pub mod format;
 pub mod screens;
+pub mod shortcuts;
 pub mod sync_bar;
+pub mod theme;
 
 use chrono::{DateTime, Utc};
 use doorstep_ipc::{AppState, IpcError, IpcErrorKind, SyncStatus, UserSummary};
@@ -27,7 +29,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::Backend;
 use crate::screens::{
-    BreakGlassScreen, ComposerScreen, EnrolScreen, ListScreen, RecordScreen, UnlockScreen,
+    BreakGlassScreen, ComposerScreen, EnrolScreen, ListScreen, RecordScreen, SettingsScreen,
+    SyncScreen, UnlockScreen,
 };
 use crate::sync_bar::SyncBar;
 
@@ -58,13 +61,22 @@ pub enum Screen {
     },
     /// Emergency access to a patient not on the list.
     BreakGlass,
+    /// What the last sync did, what waits to be sent, errors and a retry.
+    Sync,
+    /// Theme, this device, PIN, shortcuts, sign out.
+    Settings,
 }
 
 impl Screen {
     pub fn is_unlocked(&self) -> bool {
         matches!(
             self,
-            Screen::List | Screen::Record { .. } | Screen::Compose { .. } | Screen::BreakGlass
+            Screen::List
+                | Screen::Record { .. }
+                | Screen::Compose { .. }
+                | Screen::BreakGlass
+                | Screen::Sync
+                | Screen::Settings
         )
     }
 }
@@ -102,6 +114,9 @@ pub struct Ctx {
     pub data_version: RwSignal<u64>,
     /// The time the relative labels ("5 min ago") are computed against.
     pub now: RwSignal<DateTime<Utc>>,
+    /// The patient whose record was shown last (id, name), so that opening another one says
+    /// so (hazard H2).
+    pub shown_patient: RwSignal<Option<(String, String)>>,
 }
 
 impl Ctx {
@@ -116,6 +131,7 @@ impl Ctx {
             sync_requested: RwSignal::new(false),
             data_version: RwSignal::new(0),
             now: RwSignal::new(Utc::now()),
+            shown_patient: RwSignal::new(None),
         }
     }
 
@@ -138,6 +154,7 @@ impl Ctx {
                 self.sync.set(SyncView::Unknown);
                 self.search.set(String::new());
                 self.last_opened.set(None);
+                self.shown_patient.set(None);
                 self.screen.set(Screen::Unlock {
                     username,
                     server_url,
@@ -266,14 +283,40 @@ fn Header() -> impl IntoView {
                                     {format!("{} · {}", format::role(&u.role), u.service)}
                                 </span>
                             </span>
-                            <button
-                                id="lock"
-                                class="button secondary"
-                                type="button"
-                                on:click=move |_| ctx.lock()
-                            >
-                                "Lock"
-                            </button>
+                            <nav class="app-nav" aria-label="Doorstep">
+                                <button
+                                    id="open-sync"
+                                    class="button secondary"
+                                    type="button"
+                                    aria-keyshortcuts="Alt+Y"
+                                    aria-current=move || (ctx.screen.get() == Screen::Sync).then_some("page")
+                                    on:click=move |_| ctx.screen.set(Screen::Sync)
+                                >
+                                    "Sync status"
+                                    <span class="key-hint">"Alt+Y"</span>
+                                </button>
+                                <button
+                                    id="open-settings"
+                                    class="button secondary"
+                                    type="button"
+                                    aria-keyshortcuts="Alt+O"
+                                    aria-current=move || (ctx.screen.get() == Screen::Settings).then_some("page")
+                                    on:click=move |_| ctx.screen.set(Screen::Settings)
+                                >
+                                    "Settings"
+                                    <span class="key-hint">"Alt+O"</span>
+                                </button>
+                                <button
+                                    id="lock"
+                                    class="button secondary"
+                                    type="button"
+                                    aria-keyshortcuts="Alt+L"
+                                    on:click=move |_| ctx.lock()
+                                >
+                                    "Lock"
+                                    <span class="key-hint">"Alt+L"</span>
+                                </button>
+                            </nav>
                         }
                     })
             }}
@@ -316,6 +359,8 @@ fn Main() -> impl IntoView {
             view! { <ComposerScreen patient_id=patient_id /> }.into_any()
         }
         Screen::BreakGlass => view! { <BreakGlassScreen /> }.into_any(),
+        Screen::Sync => view! { <SyncScreen /> }.into_any(),
+        Screen::Settings => view! { <SettingsScreen /> }.into_any(),
     }
 }
 
@@ -382,6 +427,8 @@ fn start_activity_pings(ctx: Ctx) {
 pub fn App() -> impl IntoView {
     let ctx = Ctx::new();
     provide_context(ctx);
+    provide_context(theme::Theme::start());
+    shortcuts::start(ctx);
     ctx.refresh_state();
     sync_bar::start_polling(ctx);
     start_activity_pings(ctx);

@@ -53,7 +53,7 @@ pub fn start_polling(ctx: Ctx) {
     });
 }
 
-fn sync_now(ctx: Ctx) {
+pub fn sync_now(ctx: Ctx) {
     if ctx.sync_requested.get_untracked() {
         return;
     }
@@ -112,7 +112,9 @@ pub fn SyncBar() -> impl IntoView {
                 Screen::List
                 | Screen::Record { .. }
                 | Screen::Compose { .. }
-                | Screen::BreakGlass => view! { <UnlockedStatus /> }.into_any(),
+                | Screen::BreakGlass
+                | Screen::Sync
+                | Screen::Settings => view! { <UnlockedStatus /> }.into_any(),
             }}
         </footer>
     }

@@ -358,6 +358,9 @@ pub fn ComposerScreen(patient_id: String) -> impl IntoView {
                             allergies=v.allergies.clone()
                             allergies_withheld=0
                             alerts=v.alerts.clone()
+                            as_of=r.as_of
+                            stale_after_hours=r.stale_after_hours
+                            same_name=r.same_name
                         />
                         <p class="composer-destination" id="note-destination">{destination}</p>
                         {move || {

@@ -130,7 +130,15 @@ fn PatientRow(row: ListRow) -> impl IntoView {
         .map(|d| format!("born {}", format::date(d)))
         .unwrap_or_default();
     let reason = reason_line(&row);
-    let label = format!("Open the record of {}", row.name);
+    // The accessible name carries what tells namesakes apart (H2).
+    let label = if row.same_name {
+        format!(
+            "Open the record of {}, {}, NHS number {} (another patient on your list has the same name)",
+            row.name, born, row.nhs_number_display
+        )
+    } else {
+        format!("Open the record of {}", row.name)
+    };
     view! {
         <li>
             <button
@@ -146,6 +154,11 @@ fn PatientRow(row: ListRow) -> impl IntoView {
             >
                 <span class="pr-name">
                     {row.name.clone()}
+                    {row.same_name.then(|| view! {
+                        <span class="same-name-flag" title="Another patient on your list has the same name: check the date of birth and NHS number">
+                            "Same name as another patient"
+                        </span>
+                    })}
                     {row
                         .alerts
                         .iter()

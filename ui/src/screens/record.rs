@@ -143,6 +143,7 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
     let record = RwSignal::new(Load::<PatientRecord>::Loading);
     let tab = RwSignal::new(Tab::Summary);
     let latest = StoredValue::new(0u64);
+    let switched_from = RwSignal::new(None::<String>);
 
     Effect::new(move |_| {
         ctx.data_version.track();
@@ -157,6 +158,13 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
             match answer {
                 Ok(r) => {
                     let first = matches!(record.get_untracked(), Load::Loading);
+                    if first {
+                        // Opening another patient than the one shown last says so (H2).
+                        let name = r.view.patient.name_display.clone();
+                        let previous = ctx.shown_patient.get_untracked();
+                        switched_from.set(previous.filter(|(pid, _)| *pid != id).map(|(_, n)| n));
+                        ctx.shown_patient.set(Some((id.clone(), name)));
+                    }
                     record.set(Load::Ready(r));
                     if first {
                         request_animation_frame(|| focus(".tab[aria-selected=\"true\"]"));
@@ -265,7 +273,18 @@ pub fn RecordScreen(patient_id: String) -> impl IntoView {
                     }
                         .into_any()
                 }
-                Load::Ready(r) => view! { <Record record=r tab=tab /> }.into_any(),
+                Load::Ready(r) => {
+                    let now_showing = r.view.patient.name_display.clone();
+                    view! {
+                        {move || switched_from.get().map(|before| view! {
+                            <p class="notice switch" id="patient-switch" role="status">
+                                {format!("Now showing {now_showing}, not {before}: a different patient from the record you had open.")}
+                            </p>
+                        })}
+                        <Record record=r tab=tab />
+                    }
+                    .into_any()
+                }
             }}
         </section>
     }
@@ -279,6 +298,8 @@ fn Record(record: PatientRecord, tab: RwSignal<Tab>) -> impl IntoView {
         withheld,
         list_reason,
         break_glass_until,
+        stale_after_hours,
+        same_name,
     } = record;
     let allergies_withheld = withheld_for(Tab::Allergies, &withheld);
     let view = StoredValue::new(view);
@@ -322,6 +343,9 @@ fn Record(record: PatientRecord, tab: RwSignal<Tab>) -> impl IntoView {
                         allergies=v.allergies.clone()
                         allergies_withheld=allergies_withheld
                         alerts=v.alerts.clone()
+                        as_of=as_of
+                        stale_after_hours=stale_after_hours
+                        same_name=same_name
                     />
                 }
             })}
@@ -394,7 +418,22 @@ pub(crate) fn Banner(
     allergies: Vec<AllergyItem>,
     allergies_withheld: u32,
     alerts: Vec<AlertItem>,
+    /// When the device last had this record from the server, and the agreements' threshold
+    /// past which it is out of date.
+    as_of: DateTime<Utc>,
+    stale_after_hours: u32,
+    /// Another patient on the list has the same name.
+    same_name: bool,
 ) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let stale = move || stale_text(as_of, ctx.now.get(), stale_after_hours);
+    let same_name_text = same_name.then(|| {
+        format!(
+            "Another patient on your list is also called {}: check the date of birth and NHS \
+             number before you act on this record.",
+            patient.name_display
+        )
+    });
     let practice = match (&patient.practice_name, &patient.practice_ods) {
         (Some(n), Some(o)) => format!("{n} ({o})"),
         (Some(n), None) => n.clone(),
@@ -431,7 +470,17 @@ pub(crate) fn Banner(
     };
     let has_allergies = !allergies.is_empty();
     view! {
-        <section id="banner" class="banner" aria-label="Patient banner">
+        <section id="banner" class="banner" class:stale=move || stale().is_some() aria-label="Patient banner">
+            {move || stale().map(|t| view! {
+                <p class="banner-stale" id="banner-stale" role="status">
+                    <strong>"OUT OF DATE. "</strong>{t}
+                </p>
+            })}
+            {same_name_text.map(|t| view! {
+                <p class="banner-same-name" id="banner-same-name" role="note">
+                    <strong>"SAME NAME. "</strong>{t}
+                </p>
+            })}
             <div class="banner-main">
                 <h1 class="banner-name" id="banner-name">{patient.name_display.clone()}</h1>
                 <dl class="banner-facts">
@@ -528,6 +577,27 @@ fn SectionHead(as_of: DateTime<Utc>, withheld: Vec<Withheld>, tab: Tab) -> impl 
         </div>
         {notice}
     }
+}
+
+/// The banner's words when the record is older than the agreements' threshold: `None` while
+/// it is not.
+pub fn stale_text(
+    as_of: DateTime<Utc>,
+    now: DateTime<Utc>,
+    stale_after_hours: u32,
+) -> Option<String> {
+    let age = now - as_of;
+    if age <= chrono::Duration::hours(i64::from(stale_after_hours)) {
+        return None;
+    }
+    Some(format!(
+        "This record was last updated from the server {} ({}); your agreement treats records \
+         older than {} hours as out of date. It may have changed since: sync when you have \
+         signal.",
+        format::relative(as_of, now),
+        format::instant(as_of),
+        stale_after_hours
+    ))
 }
 
 /// "2 items in this section withheld under your sharing agreements. ...", or for the summary
@@ -795,6 +865,15 @@ fn trend_chart(c: trend::TrendChart) -> impl IntoView {
     let view_box = format!("0 0 {} {}", trend::WIDTH, trend::HEIGHT);
     view! {
         <figure class="trend">
+            <figcaption class="trend-caption">
+                {caption}
+                {c.band.as_ref().map(|_| view! {
+                    <span class="trend-key"><span class="key-band" aria-hidden="true"></span>"reference range"</span>
+                })}
+                {c.points.iter().any(|p| p.abnormal).then(|| view! {
+                    <span class="trend-key"><span class="key-abnormal" aria-hidden="true">"◆"</span>"abnormal"</span>
+                })}
+            </figcaption>
             <svg
                 class="trend-chart"
                 viewBox=view_box
@@ -839,15 +918,6 @@ fn trend_chart(c: trend::TrendChart) -> impl IntoView {
                     }
                 }).collect_view()}
             </svg>
-            <figcaption class="trend-caption">
-                {caption}
-                {c.band.as_ref().map(|_| view! {
-                    <span class="trend-key"><span class="key-band" aria-hidden="true"></span>"reference range"</span>
-                })}
-                {c.points.iter().any(|p| p.abnormal).then(|| view! {
-                    <span class="trend-key"><span class="key-abnormal" aria-hidden="true">"◆"</span>"abnormal"</span>
-                })}
-            </figcaption>
         </figure>
     }
 }
@@ -998,6 +1068,21 @@ mod tests {
                 .unwrap()
                 .starts_with("3 items in this record (problems 2, medications 1) withheld")
         );
+    }
+
+    #[test]
+    fn a_record_is_out_of_date_only_past_the_threshold() {
+        use chrono::TimeZone;
+        let as_of = Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap();
+        let at = |h: i64| as_of + chrono::Duration::hours(h);
+        assert_eq!(stale_text(as_of, at(12), 12), None);
+        let text = stale_text(as_of, at(12) + chrono::Duration::minutes(1), 12).unwrap();
+        assert!(
+            text.starts_with("This record was last updated from the server 12 h ago"),
+            "{text}"
+        );
+        assert!(text.contains("older than 12 hours"), "{text}");
+        assert!(stale_text(as_of, at(30), 24).unwrap().contains("1 day ago"));
     }
 
     #[test]
