@@ -15,7 +15,7 @@ for i in $(seq 1 "$runs"); do
   dir="$PWD/tests/artifacts/repeat/$i"
   mkdir -p "$dir"
   started=$(date +%s)
-  if DOORSTEP_E2E_REQUIRED=1 DOORSTEP_TEST_ARTIFACTS="$dir" xvfb-run -a -s "-screen 0 1280x800x24" \
+  if DOORSTEP_E2E_REQUIRED=1 DOORSTEP_TEST_ARTIFACTS="$dir" xvfb-run -a -s "-screen 0 1280x1400x24" \
       cargo test --workspace --locked --quiet --test app_window \
       >"$dir/output.txt" 2>&1; then
     green=$((green + 1))

@@ -1755,7 +1755,12 @@ async fn sized_steps(
             .map_err(e)?,
     )
     .map_err(e)?;
-    if viewport[0] != width.parse::<i64>().unwrap() || viewport[1] > height.parse::<i64>().unwrap()
+    // Exactly: a window clamped by a small screen would test another layout.
+    if viewport
+        != [
+            width.parse::<i64>().unwrap(),
+            height.parse::<i64>().unwrap(),
+        ]
     {
         return Err(format!("the window is {viewport:?}, not {size}"));
     }
@@ -1879,8 +1884,86 @@ async fn sized_steps(
     small_targets(client, "the sync screen").await?;
     alt_key(client, 'm').await?;
     wait_for_rows(client, session.rows.len(), Duration::from_secs(20)).await?;
-    if name == "laptop-dark" {
-        stale_banner_steps(session, artifacts).await?;
+    // Opening another patient than the one shown last says so (H2).
+    click(client, &session.row_css()).await?;
+    let switch = wait_until_text(client, "#patient-switch", "Now showing").await?;
+    if !switch.contains(&session.target.name) || !switch.contains(&row.name) {
+        return Err(format!("the switch notice says {switch:?}"));
+    }
+    shot(client, artifacts, &format!("36-switched-{name}")).await;
+    send_to_focus(client, &Key::Escape.to_string()).await?;
+    wait_for_rows(client, session.rows.len(), Duration::from_secs(20)).await?;
+    match name {
+        "laptop-dark" => stale_banner_steps(session, artifacts).await?,
+        "laptop-light" => pin_and_sign_out_steps(session, artifacts).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Settings: a new PIN (the old one asked again), then signing out, refused while the records
+/// of access of this session wait, and done after a sync: the enrol screen, and no cache or
+/// enrolment left in the data directory.
+async fn pin_and_sign_out_steps(session: &Session, artifacts: &Path) -> Result<(), String> {
+    const NEW_PIN: &str = "975310";
+    let client = &session.client;
+    alt_key(client, 'o').await?;
+    fill(client, "#pin-old", "000000").await?;
+    fill(client, "#pin-new", NEW_PIN).await?;
+    fill(client, "#pin-again", NEW_PIN).await?;
+    click(client, "#pin-save").await?;
+    let said = wait_until_text(client, "#pin-message", "PIN").await?;
+    if !said.contains("Wrong PIN") && !said.to_lowercase().contains("wrong pin") {
+        return Err(format!("a wrong current PIN was answered {said:?}"));
+    }
+    fill(client, "#pin-old", PIN).await?;
+    fill(client, "#pin-new", NEW_PIN).await?;
+    fill(client, "#pin-again", NEW_PIN).await?;
+    click(client, "#pin-save").await?;
+    wait_until_text(client, "#pin-message", "PIN changed").await?;
+
+    // The sections opened above wait in the outbox until the next sync: no wipe yet.
+    session.demo.stop_server().await;
+    click(client, "#sign-out").await?;
+    click(client, "#sign-out-confirm").await?;
+    let refused = wait_until_text(client, "#sign-out-error", "Sync first").await?;
+    if !refused.contains(" of access ") || !refused.contains("not reached the server yet") {
+        return Err(format!("signing out was refused with {refused:?}"));
+    }
+    shot(client, artifacts, "38-sign-out-refused").await;
+    if !session._app_dir.path().join("cache.db").exists() {
+        return Err("the cache went although signing out was refused".into());
+    }
+    session.demo.restart_server().await;
+    alt_key(client, 's').await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        click(client, "#sign-out").await.ok();
+        if let Ok(confirm) = client.find(Locator::Css("#sign-out-confirm")).await {
+            confirm.click().await.map_err(e)?;
+        }
+        if client.find(Locator::Css("#enrol-server")).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let said = client
+                .find(Locator::Css("#sign-out-message"))
+                .await
+                .map_err(e)?
+                .text()
+                .await
+                .map_err(e)?;
+            return Err(format!("no sign-out after the sync: {said:?}"));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    shot(client, artifacts, "39-signed-out").await;
+    for left in ["cache.db", "device.json"] {
+        if session._app_dir.path().join(left).exists() {
+            return Err(format!(
+                "{left} is still in the data directory after signing out"
+            ));
+        }
     }
     Ok(())
 }

@@ -380,10 +380,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_deps(root)?;
     build_ui(root)?;
     build_workspace()?;
-    // The window test needs an X display: give the whole run one under Xvfb when there is none.
+    // The window test needs an X display: give the whole run one under Xvfb when there is none,
+    // tall enough for the tablet in portrait (800x1280).
     let mut cmd = if env::var_os("DISPLAY").is_none() {
         let mut c = Command::new("xvfb-run");
-        c.args(["-a", "-s", "-screen 0 1280x800x24"]);
+        c.args(["-a", "-s", "-screen 0 1280x1400x24"]);
         c.arg(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         c
     } else {

@@ -76,10 +76,7 @@ pub enum ClientError {
     #[error("Doorstep is locked. Unlock it with your PIN.")]
     Locked,
     /// Signing out would wipe items not yet sent.
-    #[error(
-        "{notes} note(s) and {views} record(s) of access have not reached the server yet. Sync \
-         first: signing out wipes this device, and they would be lost."
-    )]
+    #[error("{}", items_waiting_text(*notes, *views))]
     ItemsWaiting { notes: u32, views: u32 },
 
     /// The server answered something this device did not expect.
@@ -137,6 +134,28 @@ impl ClientError {
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, ClientError::Offline(_) | ClientError::Server(_))
     }
+}
+
+/// "2 notes and 1 record of access have not reached the server yet. ..."
+fn items_waiting_text(notes: u32, views: u32) -> String {
+    let count = |n: u32, one: &str, many: &str| match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    };
+    let what = match (notes, views) {
+        (0, v) => count(v, "record of access", "records of access"),
+        (n, 0) => count(n, "note", "notes"),
+        (n, v) => format!(
+            "{} and {}",
+            count(n, "note", "notes"),
+            count(v, "record of access", "records of access")
+        ),
+    };
+    let verb = if notes + views == 1 { "has" } else { "have" };
+    format!(
+        "{what} {verb} not reached the server yet. Sync first: signing out wipes this device, \
+         and they would be lost."
+    )
 }
 
 /// When the device last reached the server, in the device's local time.

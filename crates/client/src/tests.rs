@@ -2267,7 +2267,12 @@ async fn signing_out_is_refused_while_anything_waits_then_wipes_the_device() {
         matches!(e, ClientError::ItemsWaiting { notes: 1, views: 1 }),
         "{e:?}"
     );
-    assert!(e.to_string().contains("Sync first"), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "1 note and 1 record of access have not reached the server yet. Sync first"
+        ),
+        "{e}"
+    );
     assert_eq!(e.to_ipc().kind, doorstep_ipc::IpcErrorKind::Invalid);
     // Refused means untouched.
     assert_eq!(device.status().unwrap().waiting, 1);
