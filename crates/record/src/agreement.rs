@@ -141,6 +141,16 @@ pub enum ListScope {
 /// A record older than this is out of date unless the agreement says otherwise.
 pub const DEFAULT_STALE_AFTER_HOURS: u32 = 24;
 
+/// Is a record the device last had from the server at `as_of` out of date at `now`, under
+/// the agreements' `stale_after_hours`? Exactly the threshold is not yet.
+pub fn is_out_of_date(
+    as_of: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    stale_after_hours: u32,
+) -> bool {
+    now - as_of > chrono::Duration::hours(i64::from(stale_after_hours))
+}
+
 fn default_stale_after_hours() -> u32 {
     DEFAULT_STALE_AFTER_HOURS
 }
@@ -327,6 +337,17 @@ pub fn evaluate_for_service(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_is_out_of_date_one_second_past_the_threshold() {
+        use chrono::TimeZone;
+        let as_of = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap();
+        let at = |secs: i64| as_of + chrono::Duration::seconds(secs);
+        assert!(!super::is_out_of_date(as_of, at(12 * 3600), 12));
+        assert!(super::is_out_of_date(as_of, at(12 * 3600 + 1), 12));
+        // A clock behind the server's is not out of date.
+        assert!(!super::is_out_of_date(as_of, at(-3600), 12));
+    }
+
     use super::*;
     use crate::coding::SNOMED;
     use crate::fhir::CONFIDENTIALITY_SYSTEM;

@@ -586,8 +586,7 @@ pub fn stale_text(
     now: DateTime<Utc>,
     stale_after_hours: u32,
 ) -> Option<String> {
-    let age = now - as_of;
-    if age <= chrono::Duration::hours(i64::from(stale_after_hours)) {
+    if !doorstep_record::agreement::is_out_of_date(as_of, now, stale_after_hours) {
         return None;
     }
     Some(format!(
