@@ -1379,6 +1379,22 @@ async fn fill(client: &Client, css: &str, text: &str) -> Result<(), String> {
         .map_err(|err| format!("typing into {css}: {err:?}"))
 }
 
+/// Scrolls the element into the middle of the view first: below the fold of the scrolling
+/// main area WebKitWebDriver calls it not interactable (seen with Settings' sign-out button).
+async fn click_in_view(client: &Client, css: &str) -> Result<(), String> {
+    let el = wait_for(client, css).await?;
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&el).map_err(e)?],
+        )
+        .await
+        .map_err(e)?;
+    el.click()
+        .await
+        .map_err(|err| format!("clicking {css}: {err:?}"))
+}
+
 async fn click(client: &Client, css: &str) -> Result<(), String> {
     wait_for(client, css)
         .await?
@@ -1768,7 +1784,7 @@ async fn sized_steps(
     // The theme, chosen in Settings (reached by the keyboard).
     alt_key(client, 'o').await?;
     wait_for(client, "#settings-title").await?;
-    click(client, &format!("#theme-{theme}")).await?;
+    click_in_view(client, &format!("#theme-{theme}")).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let shown = client
@@ -1911,7 +1927,7 @@ async fn pin_and_sign_out_steps(session: &Session, artifacts: &Path) -> Result<(
     fill(client, "#pin-old", "000000").await?;
     fill(client, "#pin-new", NEW_PIN).await?;
     fill(client, "#pin-again", NEW_PIN).await?;
-    click(client, "#pin-save").await?;
+    click_in_view(client, "#pin-save").await?;
     let said = wait_until_text(client, "#pin-message", "PIN").await?;
     if !said.contains("Wrong PIN") && !said.to_lowercase().contains("wrong pin") {
         return Err(format!("a wrong current PIN was answered {said:?}"));
@@ -1919,13 +1935,13 @@ async fn pin_and_sign_out_steps(session: &Session, artifacts: &Path) -> Result<(
     fill(client, "#pin-old", PIN).await?;
     fill(client, "#pin-new", NEW_PIN).await?;
     fill(client, "#pin-again", NEW_PIN).await?;
-    click(client, "#pin-save").await?;
+    click_in_view(client, "#pin-save").await?;
     wait_until_text(client, "#pin-message", "PIN changed").await?;
 
     // The sections opened above wait in the outbox until the next sync: no wipe yet.
     session.demo.stop_server().await;
-    click(client, "#sign-out").await?;
-    click(client, "#sign-out-confirm").await?;
+    click_in_view(client, "#sign-out").await?;
+    click_in_view(client, "#sign-out-confirm").await?;
     let refused = wait_until_text(client, "#sign-out-error", "Sync first").await?;
     if !refused.contains(" of access ") || !refused.contains("not reached the server yet") {
         return Err(format!("signing out was refused with {refused:?}"));
@@ -1938,9 +1954,11 @@ async fn pin_and_sign_out_steps(session: &Session, artifacts: &Path) -> Result<(
     alt_key(client, 's').await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        click(client, "#sign-out").await.ok();
-        if let Ok(confirm) = client.find(Locator::Css("#sign-out-confirm")).await {
-            confirm.click().await.map_err(e)?;
+        if client.find(Locator::Css("#sign-out")).await.is_ok() {
+            click_in_view(client, "#sign-out").await?;
+        }
+        if client.find(Locator::Css("#sign-out-confirm")).await.is_ok() {
+            click_in_view(client, "#sign-out-confirm").await?;
         }
         if client.find(Locator::Css("#enrol-server")).await.is_ok() {
             break;

@@ -50,9 +50,10 @@ pub mod text;
 pub mod vault;
 mod wire;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -142,6 +143,11 @@ pub struct Device {
     /// Set when the server answered that this device is revoked: the cache is gone, and
     /// every later call answers [`ClientError::DeviceRevoked`].
     revoked: AtomicBool,
+    /// Bumped whenever a sync may have changed the patients or their list entries.
+    cache_generation: AtomicU64,
+    /// The same-name set as of a cache generation and a minute (entries end with time): the
+    /// list searches as the user types, and the set needs the whole list.
+    lookalikes: Mutex<Option<(u64, i64, Arc<HashSet<String>>)>>,
     backoff: Backoff,
     /// What time it is (the maximum offline age is measured with it); tests set another.
     clock: Clock,
@@ -287,6 +293,8 @@ impl Device {
             sync_lock: tokio::sync::Mutex::new(()),
             syncing: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
+            cache_generation: AtomicU64::new(0),
+            lookalikes: Mutex::new(None),
             backoff: Backoff::default(),
             clock: std::sync::Arc::new(Utc::now),
         })
@@ -542,6 +550,8 @@ impl Device {
             sync_lock: tokio::sync::Mutex::new(()),
             syncing: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
+            cache_generation: AtomicU64::new(0),
+            lookalikes: Mutex::new(None),
             backoff: Backoff::default(),
             clock: std::sync::Arc::new(Utc::now),
         })
@@ -641,6 +651,8 @@ impl Device {
         // Push first: what was written offline goes up before the view comes down.
         let pushed = self.push_recorded().await.ok();
         let result = self.pull_all().await;
+        // Whatever came of it, pages may have been applied.
+        self.cache_generation.fetch_add(1, Ordering::SeqCst);
         self.syncing.store(false, Ordering::SeqCst);
         let now = cache::timestamp(self.now());
         match result {
@@ -1074,7 +1086,12 @@ impl Device {
     pub fn list(&self, search: Option<&str>, today: NaiveDate) -> Result<Vec<ListRow>> {
         self.with_conn(|c| {
             self.check_offline_age(c)?;
-            queries::list(c, search, today, self.now())
+            let mut rows = queries::list(c, search, today, self.now())?;
+            let same = self.same_names(c)?;
+            for row in &mut rows {
+                row.same_name = same.contains(&row.patient_id);
+            }
+            Ok(rows)
         })
     }
 
@@ -1086,9 +1103,31 @@ impl Device {
             let Some(mut record) = queries::record(c, patient_id, today)? else {
                 return Ok(None);
             };
-            record.same_name = queries::same_names(c, self.now())?.contains(patient_id);
+            record.same_name = self.same_names(c)?.contains(patient_id);
             Ok(Some(record))
         })
+    }
+
+    /// The patients on the list who share their name with another ([`queries::same_names`]),
+    /// computed again only after a sync or when the minute changes.
+    fn same_names(&self, c: &Connection) -> Result<Arc<HashSet<String>>> {
+        let now = self.now();
+        let key = (
+            self.cache_generation.load(Ordering::SeqCst),
+            now.timestamp() / 60,
+        );
+        let mut memo = self
+            .lookalikes
+            .lock()
+            .map_err(|_| ClientError::Internal("the same-name memo was poisoned".into()))?;
+        if let Some((generation, minute, ids)) = memo.as_ref()
+            && (*generation, *minute) == key
+        {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(queries::same_names(c, now)?);
+        *memo = Some((key.0, key.1, ids.clone()));
+        Ok(ids)
     }
 
     /// The id of the cached patient with this NHS number. Not refused past the maximum

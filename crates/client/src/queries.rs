@@ -192,6 +192,7 @@ pub(crate) fn list(
                             .filter(|a| !a.is_empty())
                             .map(str::to_owned)
                             .collect(),
+                        // The caller flags namesakes (`same_names`, over the whole list).
                         same_name: false,
                     },
                     entries: Vec::new(),
@@ -236,10 +237,6 @@ pub(crate) fn list(
             (b.row, timed, b.sort_name)
         })
         .collect();
-    let lookalikes = same_names(conn, now)?;
-    for (row, _, _) in &mut list {
-        row.same_name = lookalikes.contains(&row.patient_id);
-    }
     list.sort_by(|(a, a_timed, a_name), (b, b_timed, b_name)| {
         (!a.today, !a_timed)
             .cmp(&(!b.today, !b_timed))
