@@ -68,6 +68,9 @@ pub const PODIATRY_CLINIC_LIST: &str = "riverside-podiatry-clinic";
 /// The district nursing team whose caseload the nurse works from (the DN agreement shares
 /// lists team-wide).
 pub const NURSING_TEAM: &str = "riverside-north";
+/// The second nursing team (no members in the demo; the team leader transfers to it).
+pub const SOUTH_TEAM: &str = "riverside-south";
+pub const SOUTH_CASELOAD_LIST: &str = "riverside-dn-caseload-south";
 
 /// The podiatry agreement's include-only SNOMED CT codes: feet and legs, diabetes, arthritis
 /// and circulation. Exact ids (no subsumption), so the concepts the records use are named.
@@ -96,6 +99,9 @@ pub struct DemoUser {
     pub service: String,
     /// Base32.
     pub totp_secret: String,
+    /// A receptionist's practice (ODS code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practice: Option<String>,
 }
 
 /// What [`seed`] made.
@@ -847,9 +853,41 @@ pub async fn seed_store(
             services[4].1,
         ),
     ];
+    // The people around the clinicians: they sign in as staff, never on a device.
+    let reception_practice = federation.practices[0].ods.clone();
+    let staff = [
+        (
+            "reception.demo",
+            "Grace Adeyemi",
+            crate::bookings::RECEPTIONIST,
+            HUB_SERVICE,
+            services[1].1,
+            Some(reception_practice.as_str()),
+        ),
+        (
+            "manager.demo",
+            "Tomasz Wójcik",
+            crate::bookings::SERVICE_MANAGER,
+            HUB_SERVICE,
+            services[1].1,
+            None,
+        ),
+        (
+            "lead.demo",
+            "Bethan Morgan",
+            crate::caseloads::TEAM_LEADER,
+            NURSING_SERVICE,
+            services[0].1,
+            None,
+        ),
+    ];
+    let everyone = people
+        .iter()
+        .map(|&(u, n, r, s, sn)| (u, n, r, s, sn, None))
+        .chain(staff);
     let mut users = Vec::new();
     let mut user_ids = std::collections::BTreeMap::new();
-    for (username, display_name, role, service_id, service_name) in people {
+    for (username, display_name, role, service_id, service_name, practice) in everyone {
         let password = auth::random_password();
         let totp_secret = auth::new_totp_secret();
         let hash = {
@@ -867,6 +905,7 @@ pub async fn seed_store(
                     service_id: service_id.into(),
                     password_hash: hash,
                     totp_secret: totp_key.seal(username, &totp_secret),
+                    practice_ods: practice.map(str::to_owned),
                 },
                 now,
             )
@@ -879,12 +918,27 @@ pub async fn seed_store(
             role: role.into(),
             service: service_name.into(),
             totp_secret,
+            practice: practice.map(str::to_owned),
         });
     }
     // Least data: each list is its clinician's, and the caseload the nursing team's (the DN
     // agreement shares lists team-wide); a second user of a service would not receive them.
     store
         .set_team(&user_ids["nurse.demo"], Some(NURSING_TEAM))
+        .await?;
+    store
+        .set_team(&user_ids["lead.demo"], Some(NURSING_TEAM))
+        .await?;
+    // A second nursing team, so the team leader has somewhere to transfer patients to.
+    store
+        .create_list(ListRow {
+            id: SOUTH_CASELOAD_LIST.into(),
+            name: "Riverside South caseload".into(),
+            kind: ListKind::Caseload,
+            service_id: NURSING_SERVICE.into(),
+            owner_user_id: None,
+            team: Some(SOUTH_TEAM.into()),
+        })
         .await?;
     let owners: [(&str, Option<&str>, Option<&str>); 5] = [
         (CASELOAD_LIST, None, Some(NURSING_TEAM)),

@@ -379,6 +379,10 @@ enum UserCommand {
         /// The id of their service.
         #[arg(long)]
         service: String,
+        /// The member practice a receptionist works at (ODS code): she books only its
+        /// patients.
+        #[arg(long)]
+        practice: Option<String>,
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -931,6 +935,7 @@ async fn account_command(command: UserCommand) -> anyhow::Result<()> {
             name,
             role,
             service,
+            practice,
             reason,
             store,
         } => {
@@ -944,6 +949,7 @@ async fn account_command(command: UserCommand) -> anyhow::Result<()> {
                     display_name: name,
                     role,
                     service_id: service,
+                    practice_ods: practice,
                 },
                 &cli_change(reason),
                 now,
