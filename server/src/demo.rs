@@ -1,5 +1,8 @@
 //! The demo federation: synthetic practices and patients, five services with their sharing
-//! agreements side by side, lists, and five users. For the demo and tests only.
+//! agreements side by side, lists, five clinicians and three staff (`reception.demo`, a
+//! receptionist of the first practice; `manager.demo`, the hub's service manager; `lead.demo`,
+//! the nursing team's leader), and a week of hub sessions with bookings (`seed_hub_week`).
+//! For the demo and tests only.
 //!
 //! [`seed`] generates the standard federation (3 practices x 100 patients, about 100 resources
 //! each, dated today) with `doorstep_record::synthetic`, imports it through the normal import
@@ -963,6 +966,7 @@ pub async fn seed_store(
             })
             .await?;
     }
+    seed_hub_week(store, &user_ids, &reception_practice, now).await?;
     audit::append(
         store,
         AuditEvent {
@@ -983,6 +987,175 @@ pub async fn seed_store(
         patients: federation.patients.len(),
         practices: federation.practices.len(),
     })
+}
+
+/// Days around today with an evening session at the hub (past days and future ones).
+pub const HUB_SESSION_DAYS: std::ops::RangeInclusive<i64> = -6..=3;
+/// Slots of each demo hub session (18:30 to 20:30 UTC, 15 minutes each).
+pub const HUB_SESSION_SLOTS: u32 = 8;
+
+/// A week of evening sessions at the hub, published by `manager.demo` for `gp.demo`; in the
+/// sessions that ended more than a day ago (whose entries have ended, so no device's list
+/// changes), bookings by `reception.demo` of her practice's patients on no list, most of them
+/// seen: the record opened and a note written during the slot, through the same push a device
+/// makes, and filed by the practice a while later (one rejected). Each step goes through the
+/// rules module at the time it happened, so the figures have something true to show. The
+/// future sessions are left free to book.
+async fn seed_hub_week(
+    store: &dyn Store,
+    user_ids: &std::collections::BTreeMap<&str, String>,
+    practice: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DemoError> {
+    use doorstep_protocol::{PushItem, PushRequest};
+
+    let internal = |e: String| DemoError::Internal(e);
+    let user = |name: &str| {
+        let id = user_ids[name].clone();
+        async move {
+            store
+                .user_by_id(&id)
+                .await?
+                .ok_or_else(|| DemoError::Internal(format!("demo user {id} is missing")))
+        }
+    };
+    let (manager, reception, gp) = (
+        user("manager.demo").await?,
+        user("reception.demo").await?,
+        user("gp.demo").await?,
+    );
+    let mut listed = BTreeSet::new();
+    for list in store.lists().await? {
+        for entry in store.list_entries(&list.id).await? {
+            listed.insert(entry.patient_id);
+        }
+    }
+    let mut patients: Vec<String> = store
+        .patients()
+        .await?
+        .into_iter()
+        .filter(|p| p.practice_ods == practice && !p.dissent && !listed.contains(&p.id))
+        .map(|p| p.id)
+        .collect();
+    patients.reverse();
+    let device = store
+        .create_device(&gp.id, "Hub laptop (demo history)", now)
+        .await?;
+    let device = store
+        .device(&device)
+        .await?
+        .ok_or_else(|| internal("the demo device is missing".into()))?;
+    let today = now.date_naive();
+    let mut booked = 0u32;
+    for day in HUB_SESSION_DAYS {
+        let date = today + Duration::days(day);
+        let start = NaiveTime::from_hms_opt(18, 30, 0).unwrap_or_default();
+        let starts_at = date.and_time(start).and_utc();
+        let session = crate::bookings::publish_session(
+            store,
+            &manager,
+            crate::bookings::NewSession {
+                date,
+                start,
+                end: NaiveTime::from_hms_opt(20, 30, 0).unwrap_or_default(),
+                clinician: gp.username.clone(),
+                slots: HUB_SESSION_SLOTS,
+                reason: "Winter extended-hours rota".into(),
+            },
+            now.min(starts_at - Duration::days(7)),
+        )
+        .await
+        .map_err(|e| internal(format!("demo session {date}: {e}")))?;
+        let ends_at = session.ends_at;
+        if ends_at + Duration::hours(lists::TIMED_ENTRY_HOURS) >= now {
+            continue;
+        }
+        // Three to five bookings a past evening.
+        for n in 0..(3 + (day.unsigned_abs() % 3) as u32) {
+            let Some(patient) = patients.pop() else { break };
+            let booking = crate::bookings::book(
+                store,
+                &reception,
+                &session.id,
+                &crate::bookings::BookRequest {
+                    patient_id: patient.clone(),
+                    slot: Some(n),
+                    reason: APPOINTMENT_REASONS[(booked as usize) % APPOINTMENT_REASONS.len()]
+                        .into(),
+                },
+                starts_at - Duration::days(1),
+            )
+            .await
+            .map_err(|e| internal(format!("demo booking: {e}")))?;
+            booked += 1;
+            // One in four did not attend.
+            if booked % 4 == 0 {
+                continue;
+            }
+            let seen = booking.starts_at + Duration::minutes(5);
+            let signed = seen + Duration::minutes(12);
+            let item = |n: u32, kind: &str, at: DateTime<Utc>, body: serde_json::Value| PushItem {
+                id: format!(
+                    "00000000-0000-4000-8000-{:012}",
+                    u64::from(booked) * 10 + u64::from(n)
+                ),
+                kind: kind.into(),
+                patient_id: patient.clone(),
+                created_at: at,
+                body,
+            };
+            crate::notes::push(
+                store,
+                &device,
+                &gp,
+                PushRequest {
+                    items: vec![
+                        item(
+                            1,
+                            doorstep_protocol::PUSH_KIND_RECORD_VIEW,
+                            seen,
+                            serde_json::json!({"section": "summary", "viewed_at": seen, "offline": false}),
+                        ),
+                        item(
+                            2,
+                            doorstep_protocol::PUSH_KIND_NOTE,
+                            signed,
+                            serde_json::json!({
+                                "text": "Seen at the extended-hours hub; plan agreed with the patient.",
+                                "signed_at": signed,
+                            }),
+                        ),
+                    ],
+                },
+                signed + Duration::minutes(1),
+            )
+            .await
+            .map_err(|e| internal(format!("demo push: {e}")))?;
+            // The practice files it next morning (one in five is rejected as a duplicate).
+            let note_id = item(
+                2,
+                doorstep_protocol::PUSH_KIND_NOTE,
+                signed,
+                serde_json::Value::Null,
+            )
+            .id;
+            let rejected = booked % 5 == 0;
+            store
+                .set_note_deliveries(vec![store::DeliveryWrite {
+                    note_id,
+                    expected: store::DeliveryState::Accepted,
+                    state: if rejected {
+                        store::DeliveryState::Rejected
+                    } else {
+                        store::DeliveryState::Filed
+                    },
+                    at: signed + Duration::minutes(40 + 35 * i64::from(booked % 7)),
+                    reason: rejected.then(|| "already recorded by the practice".to_string()),
+                }])
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Read `DIR/demo-users.json`.

@@ -111,7 +111,7 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
         let (data, database) = (dir.to_path_buf(), database.clone());
         let mut spec = DemoSpec::small(23, Utc::now().date_naive());
         // Room for eight patients of one practice on no list.
-        spec.federation.patients_per_practice = 20;
+        spec.federation.patients_per_practice = 40;
         spec.federation.resources_per_patient = 20;
         tokio::task::spawn_blocking(move || demo::seed_with_database(&data, &database, &spec))
             .await
@@ -142,6 +142,39 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
     let manager = staff("manager.demo").await;
     let lead = staff("lead.demo").await;
     let practice = user(&users, "reception.demo").practice.clone().unwrap();
+    // Staff hold no records: a receptionist cannot enrol a device, a clinician cannot sign in
+    // as staff.
+    for (path, name) in [
+        ("/api/v1/auth/enrol", "reception.demo"),
+        ("/api/v1/staff/sign-in", "nurse.demo"),
+    ] {
+        let u = user(&users, name);
+        let response = http
+            .post(format!("{base}{path}"))
+            .json(&json!({"username": u.username, "password": u.password,
+                          // The next step's code: the current one signed her in above.
+                          "totp": doorstep_testkit::totp_code(&u.totp_secret, 30),
+                          "device_name": "Front desk PC"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path} {name}");
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("wrong_kind_of_sign_in")
+        );
+    }
+    assert!(
+        store
+            .devices()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.name != "Front desk PC")
+    );
 
     // Patients: hers on no list, one of another practice, one of hers who dissents.
     let mut listed = Vec::new();
@@ -602,6 +635,60 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
             "{line}"
         );
     }
+
+    // The demo's week at the hub: past evenings booked, seen, and the notes filed.
+    let history = manager.json("GET", "/api/v1/figures", None, 200).await;
+    let rows = history["rows"].as_array().unwrap();
+    let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        sum("bookings_made") >= 3 && sum("bookings_used") >= 2,
+        "{history}"
+    );
+    assert!(
+        sum("notes_filed") >= 2 && sum("patients_seen") >= 2,
+        "{history}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["median_minutes_to_filed"].is_number()),
+        "{history}"
+    );
+
+    // Her practice leaves the hub's agreements: its patients cannot be booked there (the
+    // clinician could not see the record).
+    let later = manager
+        .json(
+            "POST",
+            "/api/v1/sessions",
+            Some(
+                json!({"date": tomorrow + Duration::days(1), "start": "18:00", "end": "19:00",
+                        "clinician": "gp.demo", "slots": 2, "reason": "extra"}),
+            ),
+            201,
+        )
+        .await;
+    for mut agreement in store.agreements_for_service(HUB_SERVICE).await.unwrap() {
+        agreement.practices.retain(|p| *p != practice);
+        store.put_agreement(&agreement, Utc::now()).await.unwrap();
+    }
+    let uncovered = reception
+        .json(
+            "POST",
+            &format!(
+                "/api/v1/sessions/{}/bookings",
+                later["id"].as_str().unwrap()
+            ),
+            Some(json!({"patient_id": p3.id, "reason": "review"})),
+            403,
+        )
+        .await;
+    assert!(
+        uncovered["message"]
+            .as_str()
+            .unwrap()
+            .contains("no sharing agreement"),
+        "{uncovered}"
+    );
 
     // Every change is on the audit chain, and the chain holds.
     doorstep_server::audit::verify(&store.audit_rows().await.unwrap()).expect("the chain holds");
