@@ -557,8 +557,33 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
         404,
     )
     .await;
+    // A discharge ends the entry now.
+    let healed = hers[6];
+    lead.json(
+        "POST",
+        "/api/v1/caseload/patients",
+        Some(
+            json!({"nhs_number": healed.nhs_number, "reason": "wound care",
+                    "expected_end": tomorrow}),
+        ),
+        201,
+    )
+    .await;
+    lead.json(
+        "POST",
+        &format!("/api/v1/caseload/patients/{}/discharge", healed.nhs_number),
+        Some(json!({"reason": "healed"})),
+        200,
+    )
+    .await;
+    let caseload = lead.json("GET", "/api/v1/caseload", None, 200).await;
+    assert!(
+        !caseload.to_string().contains(healed.nhs_number.as_str()),
+        "discharged"
+    );
     let audited = store.audit_rows().await.unwrap();
     for action in [
+        "caseload_discharged",
         "caseload_added",
         "caseload_transferred",
         "booking_made",
