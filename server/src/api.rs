@@ -1475,7 +1475,7 @@ impl<R: StaffRole + Send + Sync> FromRequestParts<AppState> for StaffCaller<R> {
         .await?
         {
             auth::StaffCaller::Staff(user) if user.role == R::ROLE => Ok(StaffCaller {
-                user,
+                user: *user,
                 role: std::marker::PhantomData,
             }),
             auth::StaffCaller::Staff(user) => Err(refuse(&format!("a {}", user.role))),

@@ -917,7 +917,7 @@ pub async fn staff_sign_in(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StaffCaller {
     /// A staff member signed in (any staff role: the route checks which).
-    Staff(UserRow),
+    Staff(Box<UserRow>),
     /// A valid credential of another kind of caller (refused with 403).
     OtherKind(&'static str),
 }
@@ -963,7 +963,7 @@ pub async fn authenticate_staff(
     if user.disabled {
         return Err(AuthFailure::AccountDisabled);
     }
-    Ok(StaffCaller::Staff(user))
+    Ok(StaffCaller::Staff(Box::new(user)))
 }
 
 #[cfg(test)]

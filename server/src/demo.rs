@@ -1089,7 +1089,7 @@ async fn seed_hub_week(
             .map_err(|e| internal(format!("demo booking: {e}")))?;
             booked += 1;
             // One in four did not attend.
-            if booked % 4 == 0 {
+            if booked.is_multiple_of(4) {
                 continue;
             }
             let seen = booking.starts_at + Duration::minutes(5);
@@ -1139,7 +1139,7 @@ async fn seed_hub_week(
                 serde_json::Value::Null,
             )
             .id;
-            let rejected = booked % 5 == 0;
+            let rejected = booked.is_multiple_of(5);
             store
                 .set_note_deliveries(vec![store::DeliveryWrite {
                     note_id,
