@@ -6,8 +6,8 @@
 //! # Rules
 //!
 //! - A session is published by a service manager of its service, for a clinician of that
-//!   service (not a staff role, not disabled), starting in the future, with 1 to
-//!   [`MAX_SLOTS`] equal slots. It gets its own appointment list, owned by the clinician (so
+//!   service (not a staff role, not disabled), starting in the future, not overlapping
+//!   another session of the clinician, with 1 to [`MAX_SLOTS`] equal slots. It gets its own appointment list, owned by the clinician (so
 //!   it reaches the clinician only, `crate::lists::reaches`). Times are UTC.
 //! - A receptionist is a user of one member practice (`users.practice_ods`) and sees and
 //!   books only that practice's patients. Her search is exact, as break-glass's: an NHS
@@ -243,6 +243,21 @@ pub async fn publish_session(
                 if clinician.disabled { ", disabled" } else { "" }
             ),
         ));
+    }
+    // A clinician is in one session at a time.
+    if let Some(clash) = store
+        .clinic_sessions(starts_at, ends_at)
+        .await?
+        .into_iter()
+        .find(|s| s.clinician_user_id == clinician.id)
+    {
+        return Err(StaffFailure::Conflict(format!(
+            "{} already has a session from {} to {} ({})",
+            clinician.username,
+            clash.starts_at.format("%Y-%m-%d %H:%M"),
+            clash.ends_at.format("%H:%M"),
+            clash.id
+        )));
     }
     let id = format!(
         "{}-{}-{}-{}",

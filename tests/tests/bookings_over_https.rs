@@ -70,11 +70,12 @@ fn user<'a>(users: &'a [DemoUser], name: &str) -> &'a DemoUser {
     users.iter().find(|u| u.username == name).unwrap()
 }
 
-/// The whole hour at or before `t`, kept off 23:00 so a one-hour session ends the same day.
+/// The whole hour at or before `t`, kept before 18:00 so a one-hour session ends the same day
+/// and clears the demo's evening sessions (18:30 to 20:30) of the same clinician.
 fn hour_before(t: DateTime<Utc>) -> DateTime<Utc> {
     let h = t.duration_trunc(Duration::hours(1)).unwrap();
-    if h.hour() == 23 {
-        h - Duration::hours(1)
+    if h.hour() >= 18 {
+        h.date_naive().and_hms_opt(17, 0, 0).unwrap().and_utc()
     } else {
         h
     }
@@ -198,7 +199,7 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
     // ---- a service manager publishes a session; bad input names the field ----
     let tomorrow = (Utc::now() + Duration::days(1)).date_naive();
     let body = |slots: u32| {
-        json!({"date": tomorrow, "start": "18:00", "end": "19:00", "clinician": "gp.demo",
+        json!({"date": tomorrow, "start": "14:00", "end": "15:00", "clinician": "gp.demo",
                "slots": slots, "reason": "winter pressures"})
     };
     let refused = manager
@@ -212,7 +213,7 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
         .json(
             "POST",
             "/api/v1/sessions",
-            Some(json!({"date": tomorrow, "start": "18:00", "end": "19:00",
+            Some(json!({"date": tomorrow, "start": "14:00", "end": "15:00",
                         "clinician": "nurse.demo", "slots": 2, "reason": "x"})),
             422,
         )
@@ -225,8 +226,24 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
         .json("POST", "/api/v1/sessions", Some(body(2)), 201)
         .await;
     let session_id = session["id"].as_str().unwrap().to_string();
+    let clash = manager
+        .json(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({"date": tomorrow, "start": "14:30", "end": "16:00",
+                        "clinician": "gp.demo", "slots": 3, "reason": "double booked"})),
+            409,
+        )
+        .await;
+    assert!(
+        clash["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has a session"),
+        "{clash}"
+    );
     let slot0 = tomorrow
-        .and_time(NaiveTime::from_hms_opt(18, 0, 0).unwrap())
+        .and_time(NaiveTime::from_hms_opt(14, 0, 0).unwrap())
         .and_utc();
     assert_eq!(session["free"].as_array().unwrap().len(), 2);
 
@@ -686,7 +703,7 @@ async fn scenario(dir: &Path, database: DatabaseUrl) {
             "POST",
             "/api/v1/sessions",
             Some(
-                json!({"date": tomorrow + Duration::days(1), "start": "18:00", "end": "19:00",
+                json!({"date": tomorrow + Duration::days(1), "start": "14:00", "end": "15:00",
                         "clinician": "gp.demo", "slots": 2, "reason": "extra"}),
             ),
             201,
