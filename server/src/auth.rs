@@ -1384,4 +1384,64 @@ mod tests {
         assert_eq!(a.len(), 23);
         assert_ne!(a, random_password());
     }
+
+    #[tokio::test]
+    async fn a_staff_token_expires_without_refresh_and_stops_when_the_user_is_disabled() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let token = |name: &str, expires: DateTime<Utc>| {
+            let (store, user) = (Arc::clone(&store), user.clone());
+            let token = format!("dst_{name}");
+            async move {
+                store
+                    .put_staff_token(crate::store::StaffTokenRow {
+                        hash: token_hash(&token),
+                        user_id: user.id,
+                        issued_at: now - STAFF_TTL,
+                        expires_at: expires,
+                        revoked_at: None,
+                    })
+                    .await
+                    .unwrap();
+                format!("Bearer {token}")
+            }
+        };
+        let live = token("live", now + Duration::hours(1)).await;
+        let old = token("old", now).await;
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&live), now).await,
+            Ok(StaffCaller::Staff(u)) if u.id == user.id
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&old), now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some("Bearer dst_unknown"), now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), None, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        store
+            .write_account(
+                &user.id,
+                crate::store::AccountWrite::Disabled(true),
+                AuditEvent {
+                    at: now,
+                    actor: "cli:test".into(),
+                    action: "user_disabled".into(),
+                    patient_id: None,
+                    detail: serde_json::json!({}),
+                },
+                audit::seal,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&live), now).await,
+            Err(AuthFailure::AccountDisabled)
+        ));
+    }
 }

@@ -17,7 +17,7 @@
 //! doorstep-server patient dissent NHS_NUMBER on|off --reason TEXT
 //! doorstep-server valueset load FILE --reason TEXT
 //! doorstep-server user role USERNAME ROLE --reason TEXT
-//! doorstep-server user add USERNAME --name TEXT --role ROLE --service ID --reason TEXT
+//! doorstep-server user add USERNAME --name TEXT --role ROLE --service ID [--practice ODS] --reason TEXT
 //! doorstep-server user disable|enable|unlock|reset-totp USERNAME --reason TEXT
 //! doorstep-server device list
 //! doorstep-server device revoke ID --reason TEXT
