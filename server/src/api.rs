@@ -51,9 +51,9 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Who may call a route. Three kinds of caller, never interchangeable (a valid credential of
-/// one kind is refused on another's routes, 403, or 401 where the route does not tell kinds
-/// apart), and the public routes.
+/// Who may call a route. Clinicians, practice systems, administrators and three staff roles,
+/// never interchangeable (a valid credential of one kind is refused on another's routes, 403,
+/// or 401 where the route does not tell kinds apart), and the public routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// Anyone: health, this API's document, and sign-in (its body carries the credentials).

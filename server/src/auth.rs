@@ -30,11 +30,11 @@
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
 //!   once; only its SHA-256 is stored. It is sent as HTTP Basic authentication
 //!   ([`authenticate_source`]). Issuing a new secret replaces the old one at once.
-//! - Three kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
+//! - Kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
 //!   practice systems (Basic `ODS:SECRET`) and federation administrators (Basic `NAME:SECRET`
 //!   from [`issue_admin_secret`], SHA-256 stored like a practice's). [`authenticate_admin`]
 //!   tells an administrator from a valid credential of another kind (refused with 403 by the
-//!   API) and from no or a wrong credential (401).
+//!   API) and from no or a wrong credential (401); staff, below.
 //! - Staff who run a service (receptionists, team leaders, service managers: [`STAFF_ROLES`])
 //!   hold no records: they never enrol a device (refused, 403 `no_device_for_role`) and sign
 //!   in with password and code for a bearer token of their own ([`staff_sign_in`], `dst_`,
