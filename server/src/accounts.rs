@@ -31,6 +31,8 @@ pub struct NewAccount {
     pub display_name: String,
     pub role: String,
     pub service_id: String,
+    /// The member practice a receptionist works at.
+    pub practice_ods: Option<String>,
 }
 
 /// What a new user signs in with, shown once.
@@ -128,6 +130,35 @@ pub async fn add_user(
             ),
         ));
     }
+    let practice = account
+        .practice_ods
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_uppercase);
+    match (&practice, role == "receptionist") {
+        (None, true) => {
+            return Err(invalid(
+                "practice",
+                "a receptionist is a user of a practice: give its ODS code",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(invalid(
+                "practice",
+                format!("only a receptionist is a user of a practice (the role is {role})"),
+            ));
+        }
+        (Some(ods), true) => {
+            if !store.practices().await?.iter().any(|p| p.ods == *ods) {
+                return Err(invalid(
+                    "practice",
+                    format!("{ods} is not a member practice"),
+                ));
+            }
+        }
+        (None, false) => {}
+    }
     let password = auth::random_password();
     let totp_secret = auth::new_totp_secret();
     let hash = {
@@ -142,6 +173,7 @@ pub async fn add_user(
         "user": username,
         "role": role,
         "service": account.service_id,
+        "practice": practice,
     });
     store
         .write_new_user(
@@ -152,6 +184,7 @@ pub async fn add_user(
                 service_id: account.service_id.clone(),
                 password_hash: hash,
                 totp_secret: totp_key.seal(&username, &totp_secret),
+                practice_ods: practice,
             },
             now,
             event(change, "user_added", detail, now),

@@ -31,8 +31,11 @@ use crate::accounts;
 use crate::admin::{self, AdminFailure, Change, ServerSets};
 use crate::audit;
 use crate::auth::{self, AuthFailure};
+use crate::bookings::{self, StaffFailure};
 use crate::breakglass::{self, BreakGlassFailure};
+use crate::caseloads;
 use crate::cursor::{self, CursorKey};
+use crate::figures::{self, FiguresFailure};
 use crate::import::{self, ImportFailure};
 use crate::limits::{Limited, SignInLimits, retry_after_secs};
 use crate::notes::{self, AckFailure, PushFailure};
@@ -48,9 +51,9 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Who may call a route. Three kinds of caller, never interchangeable (a valid credential of
-/// one kind is refused on another's routes, 403, or 401 where the route does not tell kinds
-/// apart), and the public routes.
+/// Who may call a route. Clinicians, practice systems, administrators and three staff roles,
+/// never interchangeable (a valid credential of one kind is refused on another's routes, 403,
+/// or 401 where the route does not tell kinds apart), and the public routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// Anyone: health, this API's document, and sign-in (its body carries the credentials).
@@ -62,6 +65,12 @@ pub enum Caller {
     Practice,
     /// A federation administrator: HTTP Basic `NAME:SECRET` ([`Administrator`]).
     Administrator,
+    /// A practice's receptionist: a staff sign-in's bearer token ([`Receptionist`]).
+    Receptionist,
+    /// A district nursing team leader: a staff sign-in's bearer token ([`TeamLeader`]).
+    TeamLeader,
+    /// A service's manager: a staff sign-in's bearer token ([`ServiceManager`]).
+    ServiceManager,
 }
 
 /// Every route the server answers: (method, path, who may call it). A test calls each with
@@ -150,6 +159,30 @@ pub const ROUTES: &[(&str, &str, Caller)] = &[
         "/api/v1/admin/alerts/{id}/ack",
         Caller::Administrator,
     ),
+    ("POST", "/api/v1/staff/sign-in", Caller::Public),
+    ("POST", "/api/v1/sessions", Caller::ServiceManager),
+    ("GET", "/api/v1/sessions", Caller::Receptionist),
+    (
+        "POST",
+        "/api/v1/sessions/{id}/bookings",
+        Caller::Receptionist,
+    ),
+    ("POST", "/api/v1/bookings/search", Caller::Receptionist),
+    ("POST", "/api/v1/bookings/{id}/cancel", Caller::Receptionist),
+    ("GET", "/api/v1/caseload", Caller::TeamLeader),
+    ("POST", "/api/v1/caseload/patients", Caller::TeamLeader),
+    (
+        "POST",
+        "/api/v1/caseload/patients/{nhs_number}/discharge",
+        Caller::TeamLeader,
+    ),
+    (
+        "POST",
+        "/api/v1/caseload/patients/{nhs_number}/transfer",
+        Caller::TeamLeader,
+    ),
+    ("GET", "/api/v1/figures", Caller::ServiceManager),
+    ("GET", "/api/v1/admin/figures", Caller::Administrator),
 ];
 
 /// Largest administration body (an agreement, a value set).
@@ -186,7 +219,10 @@ pub fn router(state: AppState) -> Router {
         // The password routes. A refresh carries a 256-bit token and costs one SHA-256, so
         // it is not guessable and needs no quota (a device retrying through a cutting network
         // must not be turned away).
-        if matches!(*path, "/api/v1/auth/enrol" | "/api/v1/auth/reauth") {
+        if matches!(
+            *path,
+            "/api/v1/auth/enrol" | "/api/v1/auth/reauth" | "/api/v1/staff/sign-in"
+        ) {
             route = route.layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 limit_by_address,
@@ -254,6 +290,18 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/admin/audit/patients/{nhs_number}") => get(admin_access_report),
         ("GET", "/api/v1/admin/alerts") => get(admin_alerts),
         ("POST", "/api/v1/admin/alerts/{id}/ack") => post(admin_ack_alert),
+        ("POST", "/api/v1/staff/sign-in") => post(staff_sign_in),
+        ("POST", "/api/v1/sessions") => post(publish_session),
+        ("GET", "/api/v1/sessions") => get(sessions),
+        ("POST", "/api/v1/sessions/{id}/bookings") => post(book),
+        ("POST", "/api/v1/bookings/search") => post(booking_search),
+        ("POST", "/api/v1/bookings/{id}/cancel") => post(cancel_booking),
+        ("GET", "/api/v1/caseload") => get(caseload),
+        ("POST", "/api/v1/caseload/patients") => post(caseload_add),
+        ("POST", "/api/v1/caseload/patients/{nhs_number}/discharge") => post(caseload_discharge),
+        ("POST", "/api/v1/caseload/patients/{nhs_number}/transfer") => post(caseload_transfer),
+        ("GET", "/api/v1/figures") => get(service_figures),
+        ("GET", "/api/v1/admin/figures") => get(admin_figures),
         _ => unreachable!("every entry of ROUTES has a handler: {method} {path}"),
     }
 }
@@ -352,6 +400,9 @@ impl From<AuthFailure> for Failure {
             }
             AuthFailure::AccountDisabled => {
                 Failure::api(StatusCode::FORBIDDEN, "account_disabled", message)
+            }
+            AuthFailure::WrongKindOfSignIn(_) => {
+                Failure::api(StatusCode::FORBIDDEN, "wrong_kind_of_sign_in", message)
             }
             AuthFailure::BadRequest(m) => Failure::api(StatusCode::BAD_REQUEST, "bad_request", m),
             AuthFailure::Store(e) => e.into(),
@@ -1183,6 +1234,9 @@ struct NewUserBody {
     display_name: String,
     role: String,
     service: String,
+    /// A receptionist's practice (ODS code).
+    #[serde(default)]
+    practice: Option<String>,
     #[serde(default)]
     reason: String,
 }
@@ -1220,6 +1274,7 @@ async fn admin_add_user(
             display_name: body.display_name,
             role: body.role,
             service_id: body.service,
+            practice_ods: body.practice,
         },
         &change,
         Utc::now(),
@@ -1365,6 +1420,369 @@ async fn admin_value_set(
     .into_response())
 }
 
+// ---------- the people around the clinician: staff ----------
+
+/// A staff member signed in with the role `R` names (a bearer token from
+/// `POST /api/v1/staff/sign-in`). Another staff role, a clinician's token, a practice's or an
+/// administrator's credential is refused with 403; none or a wrong one with 401.
+pub struct StaffCaller<R> {
+    pub user: UserRow,
+    role: std::marker::PhantomData<R>,
+}
+
+/// A staff role a route serves.
+pub trait StaffRole {
+    /// The role code.
+    const ROLE: &'static str;
+    /// In words, for the refusal.
+    const WORDS: &'static str;
+}
+
+pub struct ReceptionistRole;
+pub struct TeamLeaderRole;
+pub struct ServiceManagerRole;
+
+impl StaffRole for ReceptionistRole {
+    const ROLE: &'static str = bookings::RECEPTIONIST;
+    const WORDS: &'static str = "a practice's receptionist";
+}
+impl StaffRole for TeamLeaderRole {
+    const ROLE: &'static str = caseloads::TEAM_LEADER;
+    const WORDS: &'static str = "a team leader";
+}
+impl StaffRole for ServiceManagerRole {
+    const ROLE: &'static str = bookings::SERVICE_MANAGER;
+    const WORDS: &'static str = "a service manager";
+}
+
+pub type Receptionist = StaffCaller<ReceptionistRole>;
+pub type TeamLeader = StaffCaller<TeamLeaderRole>;
+pub type ServiceManager = StaffCaller<ServiceManagerRole>;
+
+impl<R: StaffRole + Send + Sync> FromRequestParts<AppState> for StaffCaller<R> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let refuse = |what: &str| {
+            Failure::api(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{what} cannot do this: it needs {} signed in", R::WORDS),
+            )
+        };
+        match auth::authenticate_staff(
+            state.store.as_ref(),
+            source_authorization(parts),
+            Utc::now(),
+        )
+        .await?
+        {
+            auth::StaffCaller::Staff(user) if user.role == R::ROLE => Ok(StaffCaller {
+                user: *user,
+                role: std::marker::PhantomData,
+            }),
+            auth::StaffCaller::Staff(user) => Err(refuse(&format!("a {}", user.role))),
+            auth::StaffCaller::OtherKind(kind) => Err(refuse(kind)),
+        }
+    }
+}
+
+impl From<StaffFailure> for Failure {
+    fn from(f: StaffFailure) -> Failure {
+        let message = f.to_string();
+        match f {
+            StaffFailure::Invalid(_) => Failure::api(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("nothing was changed: {message}"),
+            ),
+            StaffFailure::Refused(_) => Failure::api(StatusCode::FORBIDDEN, "refused", message),
+            StaffFailure::NotFound(_) => Failure::api(StatusCode::NOT_FOUND, "not_found", message),
+            StaffFailure::Conflict(_) => Failure::api(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("nothing was changed: {message}"),
+            ),
+            StaffFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<FiguresFailure> for Failure {
+    fn from(f: FiguresFailure) -> Failure {
+        match f {
+            FiguresFailure::Invalid(m) => {
+                Failure::api(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+            }
+            FiguresFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A JSON body, or 422 naming what is wrong with it (the console shows it by the field).
+fn staff_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Failure> {
+    body.map(|Json(b)| b).map_err(|e| {
+        let status = match e {
+            axum::extract::rejection::JsonRejection::JsonDataError(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Failure::api(
+            status,
+            "invalid",
+            format!("nothing was changed: {}", e.body_text()),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct StaffSignInBody {
+    username: String,
+    password: String,
+    totp: String,
+}
+
+async fn staff_sign_in(
+    State(state): State<AppState>,
+    body: Result<Json<StaffSignInBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = json_body(body)?;
+    state.limits.check_username(&body.username)?;
+    let signed_in = auth::staff_sign_in(
+        state.store.as_ref(),
+        &state.sign_in,
+        &body.username,
+        &body.password,
+        &body.totp,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(signed_in).into_response())
+}
+
+async fn publish_session(
+    State(state): State<AppState>,
+    who: ServiceManager,
+    body: Result<Json<bookings::NewSession>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = staff_body(body)?;
+    let session =
+        bookings::publish_session(state.store.as_ref(), &who.user, body, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionsParams {
+    /// First day (default today).
+    from: Option<NaiveDate>,
+    /// Last day, included (default a week after `from`).
+    to: Option<NaiveDate>,
+}
+
+async fn sessions(
+    State(state): State<AppState>,
+    who: Receptionist,
+    params: Result<Query<SessionsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(params) = params
+        .map_err(|e| Failure::api(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.body_text()))?;
+    let now = Utc::now();
+    let from = params.from.unwrap_or(now.date_naive());
+    let to = params.to.unwrap_or(from + chrono::Duration::days(7));
+    if to < from || (to - from).num_days() > 62 {
+        return Err(Failure::api(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "to: on or after from, and at most 62 days later",
+        ));
+    }
+    let day = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let sessions = bookings::sessions_for(
+        state.store.as_ref(),
+        &who.user,
+        day(from),
+        day(to + chrono::Duration::days(1)),
+        now,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
+
+async fn booking_search(
+    State(state): State<AppState>,
+    who: Receptionist,
+    body: Result<Json<bookings::PatientSearch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let query = staff_body(body)?;
+    let matches = bookings::search(state.store.as_ref(), &who.user, &query, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "matches": matches })).into_response())
+}
+
+async fn book(
+    State(state): State<AppState>,
+    who: Receptionist,
+    Path(id): Path<String>,
+    body: Result<Json<bookings::BookRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let request = staff_body(body)?;
+    let booking =
+        bookings::book(state.store.as_ref(), &who.user, &id, &request, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(booking)).into_response())
+}
+
+async fn cancel_booking(
+    State(state): State<AppState>,
+    who: Receptionist,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = staff_body(body)?;
+    let id: i64 = id.parse().map_err(|_| {
+        Failure::api(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no booking {id:?}"),
+        )
+    })?;
+    bookings::cancel(
+        state.store.as_ref(),
+        &who.user,
+        id,
+        &body.reason,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "booking_id": id, "cancelled": true })).into_response())
+}
+
+async fn caseload(State(state): State<AppState>, who: TeamLeader) -> Result<Response, Failure> {
+    let caseload = caseloads::caseload(state.store.as_ref(), &who.user, Utc::now()).await?;
+    Ok(Json(caseload).into_response())
+}
+
+async fn caseload_add(
+    State(state): State<AppState>,
+    who: TeamLeader,
+    body: Result<Json<caseloads::Addition>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let addition = staff_body(body)?;
+    let entry = caseloads::add(state.store.as_ref(), &who.user, &addition, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+async fn caseload_discharge(
+    State(state): State<AppState>,
+    who: TeamLeader,
+    Path(nhs_number): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = staff_body(body)?;
+    caseloads::discharge(
+        state.store.as_ref(),
+        &who.user,
+        &nhs_number,
+        &body.reason,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "discharged": true })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferBody {
+    #[serde(default)]
+    to_team: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn caseload_transfer(
+    State(state): State<AppState>,
+    who: TeamLeader,
+    Path(nhs_number): Path<String>,
+    body: Result<Json<TransferBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Failure> {
+    let body = staff_body(body)?;
+    caseloads::transfer(
+        state.store.as_ref(),
+        &who.user,
+        &nhs_number,
+        &body.to_team,
+        &body.reason,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "transferred_to": body.to_team.trim() })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct FiguresParams {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
+}
+
+async fn figures_answer(
+    state: &AppState,
+    service: Option<&str>,
+    params: Result<Query<FiguresParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(params) = params
+        .map_err(|e| Failure::api(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.body_text()))?;
+    let csv = match params.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(Failure::api(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("format: {other:?} is not one of json, csv"),
+            ));
+        }
+    };
+    let rows = figures::figures(
+        state.store.as_ref(),
+        service,
+        params.from,
+        params.to,
+        Utc::now().date_naive(),
+    )
+    .await?;
+    if csv {
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present",
+            )],
+            figures::to_csv(&rows),
+        )
+            .into_response());
+    }
+    Ok(Json(serde_json::json!({ "rows": rows })).into_response())
+}
+
+/// A service manager's figures: their own service's.
+async fn service_figures(
+    State(state): State<AppState>,
+    who: ServiceManager,
+    params: Result<Query<FiguresParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    figures_answer(&state, Some(&who.user.service_id), params).await
+}
+
+/// A federation administrator's figures: every service's.
+async fn admin_figures(
+    State(state): State<AppState>,
+    _who: Administrator,
+    params: Result<Query<FiguresParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    figures_answer(&state, None, params).await
+}
+
 /// The (method, path) pairs the OpenAPI document declares.
 pub fn documented_routes() -> Vec<(String, String)> {
     let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
@@ -1448,6 +1866,9 @@ mod tests {
                 Caller::Clinician => &["bearer"],
                 Caller::Practice => &["practiceSource"],
                 Caller::Administrator => &["administrator"],
+                Caller::Receptionist => &["receptionist"],
+                Caller::TeamLeader => &["teamLeader"],
+                Caller::ServiceManager => &["serviceManager"],
             };
             assert_eq!(named, expected, "{method} {path}");
         }

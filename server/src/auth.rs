@@ -30,11 +30,15 @@
 //!   practice's ODS code, secret = 256 random bits made by [`issue_source_secret`] and printed
 //!   once; only its SHA-256 is stored. It is sent as HTTP Basic authentication
 //!   ([`authenticate_source`]). Issuing a new secret replaces the old one at once.
-//! - Three kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
+//! - Kinds of caller, never interchangeable: clinicians (bearer tokens of their devices),
 //!   practice systems (Basic `ODS:SECRET`) and federation administrators (Basic `NAME:SECRET`
 //!   from [`issue_admin_secret`], SHA-256 stored like a practice's). [`authenticate_admin`]
 //!   tells an administrator from a valid credential of another kind (refused with 403 by the
-//!   API) and from no or a wrong credential (401).
+//!   API) and from no or a wrong credential (401); staff, below.
+//! - Staff who run a service (receptionists, team leaders, service managers: [`STAFF_ROLES`])
+//!   hold no records: they never enrol a device (refused, 403 `no_device_for_role`) and sign
+//!   in with password and code for a bearer token of their own ([`staff_sign_in`], `dst_`,
+//!   SHA-256 stored, [`STAFF_TTL`], no refresh). A clinician cannot sign in as staff.
 
 use std::sync::{Arc, OnceLock};
 
@@ -119,6 +123,9 @@ pub enum AuthFailure {
     DeviceRevoked,
     #[error("this account is disabled: ask the federation's administrator")]
     AccountDisabled,
+    /// A staff role enrolling a device, or a clinician signing in as staff.
+    #[error("{0}")]
+    WrongKindOfSignIn(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     /// Turned away before the credentials were checked (too long a username, no place for
@@ -301,6 +308,20 @@ pub async fn enrol(
         now,
     )
     .await?;
+    if is_staff_role(&user.role) {
+        audit_sign_in(
+            store,
+            now,
+            &user.username,
+            false,
+            "staff role enrolling a device",
+        )
+        .await?;
+        return Err(AuthFailure::WrongKindOfSignIn(format!(
+            "a {} holds no records on a device: sign in to the console instead",
+            user.role
+        )));
+    }
     let device_id = store.create_device(&user.id, device_name, now).await?;
     let lifetimes = &sign_in.lifetimes;
     let (tokens, pair) = issue(now, lifetimes, now + lifetimes.session);
@@ -799,6 +820,152 @@ pub async fn authenticate_admin(
     Err(AuthFailure::BadCredentials)
 }
 
+// ---------- staff sign-in ----------
+
+/// Roles that run a service rather than see patients: they sign in as staff, never on a device.
+pub const STAFF_ROLES: &[&str] = &["receptionist", "team_leader", "service_manager"];
+
+/// How long a staff sign-in lasts (a working day); then password and code again.
+pub const STAFF_TTL: Duration = Duration::hours(10);
+
+pub fn is_staff_role(role: &str) -> bool {
+    STAFF_ROLES.contains(&role)
+}
+
+/// A staff sign-in's answer: the bearer token (shown once) and who it is.
+#[derive(Clone, serde::Serialize)]
+pub struct StaffSignedIn {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub service_id: String,
+    pub practice_ods: Option<String>,
+}
+
+impl std::fmt::Debug for StaffSignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffSignedIn")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sign a staff member in with password and TOTP (the lockout rules of a device's sign-in):
+/// a bearer token for [`STAFF_TTL`], audited `staff_sign_in`.
+pub async fn staff_sign_in(
+    store: &dyn Store,
+    sign_in: &SignIn,
+    username: &str,
+    password: &str,
+    totp: &str,
+    now: DateTime<Utc>,
+) -> Result<StaffSignedIn, AuthFailure> {
+    let user = check_credentials(store, sign_in, username, password, totp, now).await?;
+    if !is_staff_role(&user.role) {
+        audit_sign_in(
+            store,
+            now,
+            &user.username,
+            false,
+            "clinician signing in as staff",
+        )
+        .await?;
+        return Err(AuthFailure::WrongKindOfSignIn(format!(
+            "a {} signs in on their device; the console is for {}",
+            user.role,
+            STAFF_ROLES.join(", ")
+        )));
+    }
+    let token = new_token("dst_");
+    let expires_at = now + STAFF_TTL;
+    store
+        .put_staff_token(crate::store::StaffTokenRow {
+            hash: token_hash(&token),
+            user_id: user.id.clone(),
+            issued_at: now,
+            expires_at,
+            revoked_at: None,
+        })
+        .await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: format!("user:{}", user.username),
+            action: "staff_sign_in".into(),
+            patient_id: None,
+            detail: serde_json::json!({ "role": user.role }),
+        },
+    )
+    .await?;
+    tracing::info!(user = %user.username, role = %user.role, "staff signed in");
+    Ok(StaffSignedIn {
+        token,
+        expires_at,
+        username: user.username,
+        display_name: user.display_name,
+        role: user.role,
+        service_id: user.service_id,
+        practice_ods: user.practice_ods,
+    })
+}
+
+/// Who presents an `Authorization` header on a staff route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaffCaller {
+    /// A staff member signed in (any staff role: the route checks which).
+    Staff(Box<UserRow>),
+    /// A valid credential of another kind of caller (refused with 403).
+    OtherKind(&'static str),
+}
+
+/// Which staff member a bearer token names; a device's token, a practice's or an
+/// administrator's credential answers [`StaffCaller::OtherKind`]; none or a wrong one
+/// `Unauthorized`.
+pub async fn authenticate_staff(
+    store: &dyn Store,
+    authorization: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<StaffCaller, AuthFailure> {
+    let header = authorization.ok_or(AuthFailure::Unauthorized)?;
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+    else {
+        return match authenticate_admin(store, authorization, now).await? {
+            AdminCaller::Administrator(_) => Ok(StaffCaller::OtherKind(
+                "a federation administrator's credential",
+            )),
+            AdminCaller::OtherKind(kind) => Ok(StaffCaller::OtherKind(kind)),
+        };
+    };
+    if !token.starts_with("dst_") {
+        authenticate(store, token, now).await?;
+        return Ok(StaffCaller::OtherKind("a clinician's device token"));
+    }
+    let row = store
+        .staff_token(&token_hash(token))
+        .await?
+        .filter(|t| t.revoked_at.is_none())
+        .ok_or(AuthFailure::Unauthorized)?;
+    // No refresh for staff: an expired sign-in signs in again.
+    if row.expires_at <= now {
+        return Err(AuthFailure::Unauthorized);
+    }
+    let user = store
+        .user_by_id(&row.user_id)
+        .await?
+        .ok_or(AuthFailure::Unauthorized)?;
+    if user.disabled {
+        return Err(AuthFailure::AccountDisabled);
+    }
+    Ok(StaffCaller::Staff(Box::new(user)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -835,6 +1002,7 @@ mod tests {
                     service_id: "dn".into(),
                     password_hash: "unused".into(),
                     totp_secret: test_sign_in().totp_key.seal("nurse", &new_totp_secret()),
+                    practice_ods: None,
                 },
                 Utc::now(),
             )
@@ -1215,5 +1383,65 @@ mod tests {
         let a = random_password();
         assert_eq!(a.len(), 23);
         assert_ne!(a, random_password());
+    }
+
+    #[tokio::test]
+    async fn a_staff_token_expires_without_refresh_and_stops_when_the_user_is_disabled() {
+        let (store, user, _dir) = store_with_user().await;
+        let now = Utc::now();
+        let token = |name: &str, expires: DateTime<Utc>| {
+            let (store, user) = (Arc::clone(&store), user.clone());
+            let token = format!("dst_{name}");
+            async move {
+                store
+                    .put_staff_token(crate::store::StaffTokenRow {
+                        hash: token_hash(&token),
+                        user_id: user.id,
+                        issued_at: now - STAFF_TTL,
+                        expires_at: expires,
+                        revoked_at: None,
+                    })
+                    .await
+                    .unwrap();
+                format!("Bearer {token}")
+            }
+        };
+        let live = token("live", now + Duration::hours(1)).await;
+        let old = token("old", now).await;
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&live), now).await,
+            Ok(StaffCaller::Staff(u)) if u.id == user.id
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&old), now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some("Bearer dst_unknown"), now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), None, now).await,
+            Err(AuthFailure::Unauthorized)
+        ));
+        store
+            .write_account(
+                &user.id,
+                crate::store::AccountWrite::Disabled(true),
+                AuditEvent {
+                    at: now,
+                    actor: "cli:test".into(),
+                    action: "user_disabled".into(),
+                    patient_id: None,
+                    detail: serde_json::json!({}),
+                },
+                audit::seal,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            authenticate_staff(store.as_ref(), Some(&live), now).await,
+            Err(AuthFailure::AccountDisabled)
+        ));
     }
 }

@@ -433,6 +433,7 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
                         service_id: service.into(),
                         password_hash: "unused".into(),
                         totp_secret: "unused".into(),
+                        practice_ods: None,
                     },
                     now,
                 )
@@ -941,6 +942,7 @@ where
                 service_id: "dn".into(),
                 password_hash: "unused".into(),
                 totp_secret: "unused".into(),
+                practice_ods: None,
             },
             w.now,
         )
@@ -1839,6 +1841,321 @@ where
     );
 }
 
+/// The staff writes (sessions, bookings, caseload changes) are each one transaction with
+/// their audit event: a refused write (a taken slot, a second cancel, a discharge of nobody)
+/// writes nothing, not even its audit event or a feed row.
+async fn staff_writes_are_all_or_nothing_and_audited<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    use crate::store::{
+        AuditEvent, BookingWrite, ClinicSessionRow, ListChange, ListEntryWrite, StaffTokenRow,
+    };
+    let mut rng = Rng(43);
+    let w = world(open().await, &mut rng, 3).await;
+    let store = w.store.as_ref();
+    let event = |action: &str| AuditEvent {
+        at: w.now,
+        actor: "user:test".into(),
+        action: action.into(),
+        patient_id: None,
+        detail: json!({"reason": "test"}),
+    };
+    let audit_len = || async { store.audit_rows().await.unwrap().len() };
+    store
+        .put_staff_token(StaffTokenRow {
+            hash: "h".into(),
+            user_id: w.user.id.clone(),
+            issued_at: w.now,
+            expires_at: w.now + Duration::hours(10),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.staff_token("h").await.unwrap().unwrap().user_id,
+        w.user.id
+    );
+    assert_eq!(store.staff_token("other").await.unwrap(), None);
+
+    let session = ClinicSessionRow {
+        id: "s1".into(),
+        service_id: w.user.service_id.clone(),
+        list_id: "session-s1".into(),
+        clinician_user_id: w.user.id.clone(),
+        starts_at: w.now + Duration::hours(2),
+        ends_at: w.now + Duration::hours(3),
+        slots: 2,
+        created_at: w.now,
+    };
+    let list = ListRow {
+        id: "session-s1".into(),
+        name: "Session".into(),
+        kind: ListKind::Appointment,
+        service_id: w.user.service_id.clone(),
+        owner_user_id: Some(w.user.id.clone()),
+        team: None,
+    };
+    store
+        .write_clinic_session(
+            session.clone(),
+            list.clone(),
+            event("session_published"),
+            crate::audit::seal,
+        )
+        .await
+        .unwrap();
+    let before = audit_len().await;
+    assert!(matches!(
+        store
+            .write_clinic_session(
+                session.clone(),
+                list,
+                event("session_published"),
+                crate::audit::seal
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        audit_len().await,
+        before,
+        "a refused session is not audited"
+    );
+    assert_eq!(
+        store.clinic_session("s1").await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store
+            .clinic_sessions(w.now, w.now + Duration::days(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .clinic_sessions(w.now + Duration::hours(3), w.now + Duration::days(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let booking = |patient: &str, slot: u32| BookingWrite {
+        session_id: "s1".into(),
+        slot,
+        slot_starts_at: session.starts_at + Duration::minutes(30 * i64::from(slot)),
+        entry: ListEntryWrite {
+            list_id: "session-s1".into(),
+            patient_id: patient.into(),
+            reason: "review".into(),
+            starts_at: session.starts_at,
+            ends_at: Some(session.starts_at + Duration::hours(24)),
+            user_id: None,
+        },
+        booked_by: w.user.id.clone(),
+        at: w.now,
+    };
+    let (p0, p1) = (w.patients[0].id.clone(), w.patients[1].id.clone());
+    let first = store
+        .write_booking(booking(&p0, 0), event("booking_made"), crate::audit::seal)
+        .await
+        .unwrap();
+    assert_eq!((first.slot, first.patient_id.as_str()), (0, p0.as_str()));
+    let (audit, head, entries) = (
+        audit_len().await,
+        store.feed_head().await.unwrap(),
+        store.list_entries("session-s1").await.unwrap().len(),
+    );
+    // The slot is taken: nothing of the second booking is written.
+    assert!(matches!(
+        store
+            .write_booking(booking(&p1, 0), event("booking_made"), crate::audit::seal)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_len().await, audit);
+    assert_eq!(store.feed_head().await.unwrap(), head);
+    assert_eq!(
+        store.list_entries("session-s1").await.unwrap().len(),
+        entries
+    );
+    let rows = store.audit_rows().await.unwrap();
+    assert_eq!(
+        rows.last().unwrap().event.detail["booking_id"],
+        json!(first.id)
+    );
+
+    let cancel_at = w.now + Duration::minutes(5);
+    store
+        .write_booking_cancelled(
+            first.id,
+            &w.user.id,
+            "unwell",
+            cancel_at,
+            event("booking_cancelled"),
+            crate::audit::seal,
+        )
+        .await
+        .unwrap();
+    let cancelled = store.booking(first.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.cancelled_at, Some(cancel_at));
+    assert_eq!(cancelled.cancel_reason.as_deref(), Some("unwell"));
+    let entry = &store.list_entries("session-s1").await.unwrap()[0];
+    assert_eq!(
+        entry.ends_at,
+        Some(cancel_at),
+        "the entry ends at the cancellation"
+    );
+    let audit = audit_len().await;
+    assert!(matches!(
+        store
+            .write_booking_cancelled(
+                first.id,
+                &w.user.id,
+                "again",
+                cancel_at,
+                event("booking_cancelled"),
+                crate::audit::seal
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(audit_len().await, audit);
+    // The cancelled booking's slot is free again.
+    let again = store
+        .write_booking(booking(&p1, 0), event("booking_made"), crate::audit::seal)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_bookings("s1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| (b.id, b.cancelled_at.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(first.id, true), (again.id, false)]
+    );
+
+    // Caseload changes: end then add, in one go; ending nothing writes nothing.
+    let (audit, head) = (audit_len().await, store.feed_head().await.unwrap());
+    let caseload = ListRow {
+        id: "team-a".into(),
+        name: "Team A".into(),
+        kind: ListKind::Caseload,
+        service_id: w.user.service_id.clone(),
+        owner_user_id: None,
+        team: Some("a".into()),
+    };
+    store.create_list(caseload.clone()).await.unwrap();
+    store
+        .create_list(ListRow {
+            id: "team-b".into(),
+            team: Some("b".into()),
+            ..caseload
+        })
+        .await
+        .unwrap();
+    let add = |list: &str| ListEntryWrite {
+        list_id: list.into(),
+        patient_id: p0.clone(),
+        reason: "visit".into(),
+        starts_at: w.now,
+        ends_at: None,
+        user_id: None,
+    };
+    assert!(matches!(
+        store
+            .write_list_change(
+                ListChange {
+                    end: Some(("team-a".into(), p0.clone())),
+                    add: Some(add("team-b")),
+                    at: w.now
+                },
+                event("caseload_transferred"),
+                crate::audit::seal,
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(audit_len().await, audit);
+    assert_eq!(store.feed_head().await.unwrap(), head);
+    assert!(store.list_entries("team-b").await.unwrap().is_empty());
+    let added = store
+        .write_list_change(
+            ListChange {
+                end: None,
+                add: Some(add("team-a")),
+                at: w.now,
+            },
+            event("caseload_added"),
+            crate::audit::seal,
+        )
+        .await
+        .unwrap();
+    assert!(added.is_some());
+    let moved_at = w.now + Duration::minutes(1);
+    store
+        .write_list_change(
+            ListChange {
+                end: Some(("team-a".into(), p0.clone())),
+                add: Some(add("team-b")),
+                at: moved_at,
+            },
+            event("caseload_transferred"),
+            crate::audit::seal,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_entries("team-a").await.unwrap()[0].ends_at,
+        Some(moved_at)
+    );
+    assert_eq!(store.list_entries("team-b").await.unwrap()[0].ends_at, None);
+
+    // The figures' rows: bookings by slot time (with their clinician and cancellation),
+    // audit rows by action.
+    let rows = store
+        .figure_rows(
+            &["booking_made", "caseload_added"],
+            w.now - Duration::hours(1),
+            w.now + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.bookings.len(), 2);
+    assert_eq!(
+        rows.bookings
+            .iter()
+            .map(|b| b.cancelled)
+            .collect::<Vec<_>>(),
+        vec![true, false]
+    );
+    assert!(
+        rows.bookings
+            .iter()
+            .all(|b| b.clinician_username == w.user.username)
+    );
+    assert_eq!(
+        rows.audit
+            .iter()
+            .map(|r| r.event.action.as_str())
+            .collect::<Vec<_>>(),
+        vec!["booking_made", "booking_made", "caseload_added"]
+    );
+    assert_eq!(
+        rows.patients
+            .iter()
+            .map(|p| p.id.clone())
+            .collect::<std::collections::BTreeSet<_>>(),
+        [p0.clone(), p1.clone()].into_iter().collect()
+    );
+    crate::audit::verify(&store.audit_rows().await.unwrap()).unwrap();
+}
+
 /// The suite for one backend: `convergence_suite!(module, fn () -> Option<Backend>);` where
 /// the backend has `async fn fresh(&self) -> FreshStore` (`None`: skipped, with the reason
 /// printed).
@@ -1905,6 +2222,12 @@ macro_rules! convergence_suite {
                 let Some(backend) = $start() else { return };
                 super::break_glass_lasts_24_hours_then_the_patient_is_purged(|| backend.fresh())
                     .await
+            }
+
+            #[tokio::test]
+            async fn staff_writes_are_all_or_nothing_and_audited() {
+                let Some(backend) = $start() else { return };
+                super::staff_writes_are_all_or_nothing_and_audited(|| backend.fresh()).await
             }
 
             #[tokio::test]

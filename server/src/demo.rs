@@ -1,5 +1,8 @@
 //! The demo federation: synthetic practices and patients, five services with their sharing
-//! agreements side by side, lists, and five users. For the demo and tests only.
+//! agreements side by side, lists, five clinicians and three staff (`reception.demo`, a
+//! receptionist of the first practice; `manager.demo`, the hub's service manager; `lead.demo`,
+//! the nursing team's leader), and a week of hub sessions with bookings (`seed_hub_week`).
+//! For the demo and tests only.
 //!
 //! [`seed`] generates the standard federation (3 practices x 100 patients, about 100 resources
 //! each, dated today) with `doorstep_record::synthetic`, imports it through the normal import
@@ -68,6 +71,9 @@ pub const PODIATRY_CLINIC_LIST: &str = "riverside-podiatry-clinic";
 /// The district nursing team whose caseload the nurse works from (the DN agreement shares
 /// lists team-wide).
 pub const NURSING_TEAM: &str = "riverside-north";
+/// The second nursing team (no members in the demo; the team leader transfers to it).
+pub const SOUTH_TEAM: &str = "riverside-south";
+pub const SOUTH_CASELOAD_LIST: &str = "riverside-dn-caseload-south";
 
 /// The podiatry agreement's include-only SNOMED CT codes: feet and legs, diabetes, arthritis
 /// and circulation. Exact ids (no subsumption), so the concepts the records use are named.
@@ -96,6 +102,9 @@ pub struct DemoUser {
     pub service: String,
     /// Base32.
     pub totp_secret: String,
+    /// A receptionist's practice (ODS code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practice: Option<String>,
 }
 
 /// What [`seed`] made.
@@ -852,9 +861,41 @@ pub async fn seed_store(
             services[4].1,
         ),
     ];
+    // The people around the clinicians: they sign in as staff, never on a device.
+    let reception_practice = federation.practices[0].ods.clone();
+    let staff = [
+        (
+            "reception.demo",
+            "Grace Adeyemi",
+            crate::bookings::RECEPTIONIST,
+            HUB_SERVICE,
+            services[1].1,
+            Some(reception_practice.as_str()),
+        ),
+        (
+            "manager.demo",
+            "Tomasz Wójcik",
+            crate::bookings::SERVICE_MANAGER,
+            HUB_SERVICE,
+            services[1].1,
+            None,
+        ),
+        (
+            "lead.demo",
+            "Bethan Morgan",
+            crate::caseloads::TEAM_LEADER,
+            NURSING_SERVICE,
+            services[0].1,
+            None,
+        ),
+    ];
+    let everyone = people
+        .iter()
+        .map(|&(u, n, r, s, sn)| (u, n, r, s, sn, None))
+        .chain(staff);
     let mut users = Vec::new();
     let mut user_ids = std::collections::BTreeMap::new();
-    for (username, display_name, role, service_id, service_name) in people {
+    for (username, display_name, role, service_id, service_name, practice) in everyone {
         let password = auth::random_password();
         let totp_secret = auth::new_totp_secret();
         let hash = {
@@ -872,6 +913,7 @@ pub async fn seed_store(
                     service_id: service_id.into(),
                     password_hash: hash,
                     totp_secret: totp_key.seal(username, &totp_secret),
+                    practice_ods: practice.map(str::to_owned),
                 },
                 now,
             )
@@ -884,12 +926,27 @@ pub async fn seed_store(
             role: role.into(),
             service: service_name.into(),
             totp_secret,
+            practice: practice.map(str::to_owned),
         });
     }
     // Least data: each list is its clinician's, and the caseload the nursing team's (the DN
     // agreement shares lists team-wide); a second user of a service would not receive them.
     store
         .set_team(&user_ids["nurse.demo"], Some(NURSING_TEAM))
+        .await?;
+    store
+        .set_team(&user_ids["lead.demo"], Some(NURSING_TEAM))
+        .await?;
+    // A second nursing team, so the team leader has somewhere to transfer patients to.
+    store
+        .create_list(ListRow {
+            id: SOUTH_CASELOAD_LIST.into(),
+            name: "Riverside South caseload".into(),
+            kind: ListKind::Caseload,
+            service_id: NURSING_SERVICE.into(),
+            owner_user_id: None,
+            team: Some(SOUTH_TEAM.into()),
+        })
         .await?;
     let owners: [(&str, Option<&str>, Option<&str>); 5] = [
         (CASELOAD_LIST, None, Some(NURSING_TEAM)),
@@ -914,6 +971,7 @@ pub async fn seed_store(
             })
             .await?;
     }
+    seed_hub_week(store, &user_ids, &reception_practice, now).await?;
     audit::append(
         store,
         AuditEvent {
@@ -934,6 +992,175 @@ pub async fn seed_store(
         patients: federation.patients.len(),
         practices: federation.practices.len(),
     })
+}
+
+/// Days around today with an evening session at the hub (past days and future ones).
+pub const HUB_SESSION_DAYS: std::ops::RangeInclusive<i64> = -6..=3;
+/// Slots of each demo hub session (18:30 to 20:30 UTC, 15 minutes each).
+pub const HUB_SESSION_SLOTS: u32 = 8;
+
+/// A week of evening sessions at the hub, published by `manager.demo` for `gp.demo`; in the
+/// sessions that ended more than a day ago (whose entries have ended, so no device's list
+/// changes), bookings by `reception.demo` of her practice's patients on no list, most of them
+/// seen: the record opened and a note written during the slot, through the same push a device
+/// makes, and filed by the practice a while later (one rejected). Each step goes through the
+/// rules module at the time it happened, so the figures have something true to show. The
+/// future sessions are left free to book.
+async fn seed_hub_week(
+    store: &dyn Store,
+    user_ids: &std::collections::BTreeMap<&str, String>,
+    practice: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DemoError> {
+    use doorstep_protocol::{PushItem, PushRequest};
+
+    let internal = |e: String| DemoError::Internal(e);
+    let user = |name: &str| {
+        let id = user_ids[name].clone();
+        async move {
+            store
+                .user_by_id(&id)
+                .await?
+                .ok_or_else(|| DemoError::Internal(format!("demo user {id} is missing")))
+        }
+    };
+    let (manager, reception, gp) = (
+        user("manager.demo").await?,
+        user("reception.demo").await?,
+        user("gp.demo").await?,
+    );
+    let mut listed = BTreeSet::new();
+    for list in store.lists().await? {
+        for entry in store.list_entries(&list.id).await? {
+            listed.insert(entry.patient_id);
+        }
+    }
+    let mut patients: Vec<String> = store
+        .patients()
+        .await?
+        .into_iter()
+        .filter(|p| p.practice_ods == practice && !p.dissent && !listed.contains(&p.id))
+        .map(|p| p.id)
+        .collect();
+    patients.reverse();
+    let device = store
+        .create_device(&gp.id, "Hub laptop (demo history)", now)
+        .await?;
+    let device = store
+        .device(&device)
+        .await?
+        .ok_or_else(|| internal("the demo device is missing".into()))?;
+    let today = now.date_naive();
+    let mut booked = 0u32;
+    for day in HUB_SESSION_DAYS {
+        let date = today + Duration::days(day);
+        let start = NaiveTime::from_hms_opt(18, 30, 0).unwrap_or_default();
+        let starts_at = date.and_time(start).and_utc();
+        let session = crate::bookings::publish_session(
+            store,
+            &manager,
+            crate::bookings::NewSession {
+                date,
+                start,
+                end: NaiveTime::from_hms_opt(20, 30, 0).unwrap_or_default(),
+                clinician: gp.username.clone(),
+                slots: HUB_SESSION_SLOTS,
+                reason: "Winter extended-hours rota".into(),
+            },
+            now.min(starts_at - Duration::days(7)),
+        )
+        .await
+        .map_err(|e| internal(format!("demo session {date}: {e}")))?;
+        let ends_at = session.ends_at;
+        if ends_at + Duration::hours(lists::TIMED_ENTRY_HOURS) >= now {
+            continue;
+        }
+        // Three to five bookings a past evening.
+        for n in 0..(3 + (day.unsigned_abs() % 3) as u32) {
+            let Some(patient) = patients.pop() else { break };
+            let booking = crate::bookings::book(
+                store,
+                &reception,
+                &session.id,
+                &crate::bookings::BookRequest {
+                    patient_id: patient.clone(),
+                    slot: Some(n),
+                    reason: APPOINTMENT_REASONS[(booked as usize) % APPOINTMENT_REASONS.len()]
+                        .into(),
+                },
+                starts_at - Duration::days(1),
+            )
+            .await
+            .map_err(|e| internal(format!("demo booking: {e}")))?;
+            booked += 1;
+            // One in four did not attend.
+            if booked.is_multiple_of(4) {
+                continue;
+            }
+            let seen = booking.starts_at + Duration::minutes(5);
+            let signed = seen + Duration::minutes(12);
+            let item = |n: u32, kind: &str, at: DateTime<Utc>, body: serde_json::Value| PushItem {
+                id: format!(
+                    "00000000-0000-4000-8000-{:012}",
+                    u64::from(booked) * 10 + u64::from(n)
+                ),
+                kind: kind.into(),
+                patient_id: patient.clone(),
+                created_at: at,
+                body,
+            };
+            crate::notes::push(
+                store,
+                &device,
+                &gp,
+                PushRequest {
+                    items: vec![
+                        item(
+                            1,
+                            doorstep_protocol::PUSH_KIND_RECORD_VIEW,
+                            seen,
+                            serde_json::json!({"section": "summary", "viewed_at": seen, "offline": false}),
+                        ),
+                        item(
+                            2,
+                            doorstep_protocol::PUSH_KIND_NOTE,
+                            signed,
+                            serde_json::json!({
+                                "text": "Seen at the extended-hours hub; plan agreed with the patient.",
+                                "signed_at": signed,
+                            }),
+                        ),
+                    ],
+                },
+                signed + Duration::minutes(1),
+            )
+            .await
+            .map_err(|e| internal(format!("demo push: {e}")))?;
+            // The practice files it next morning (one in five is rejected as a duplicate).
+            let note_id = item(
+                2,
+                doorstep_protocol::PUSH_KIND_NOTE,
+                signed,
+                serde_json::Value::Null,
+            )
+            .id;
+            let rejected = booked.is_multiple_of(5);
+            store
+                .set_note_deliveries(vec![store::DeliveryWrite {
+                    note_id,
+                    expected: store::DeliveryState::Accepted,
+                    state: if rejected {
+                        store::DeliveryState::Rejected
+                    } else {
+                        store::DeliveryState::Filed
+                    },
+                    at: signed + Duration::minutes(40 + 35 * i64::from(booked % 7)),
+                    reason: rejected.then(|| "already recorded by the practice".to_string()),
+                }])
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Read `DIR/demo-users.json`.

@@ -18,6 +18,10 @@
 //! - [`import`]: validating a bundle, planning its row writes, applying them whole or not at
 //!   all.
 //! - [`lists`]: the rules of a list entry (break-glass names its user; timed entries end).
+//! - [`bookings`]: sessions a service publishes and a receptionist's bookings of her own
+//!   practice's patients into them (entries on the session clinician's list).
+//! - [`caseloads`]: a team leader's caseload: add, transfer between teams, discharge.
+//! - [`figures`]: the service's figures per practice and ISO week, as JSON and CSV.
 //! - [`notes`]: consultation notes pushed by devices (stored once, checked, written back into
 //!   the record as FHIR), the registered practice's inbox and its acknowledgements.
 //! - [`cursor`]: the signed, opaque cursor and its rules (invalid, access changed, expired).
@@ -55,10 +59,13 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bookings;
 pub mod breakglass;
+pub mod caseloads;
 pub mod checkpoint;
 pub mod cursor;
 pub mod demo;
+pub mod figures;
 pub mod import;
 pub mod limits;
 pub mod lists;

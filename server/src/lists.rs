@@ -185,6 +185,7 @@ mod tests {
                     service_id: "dn".into(),
                     password_hash: "unused".into(),
                     totp_secret: "unused".into(),
+                    practice_ods: None,
                 },
                 now,
             )

@@ -17,7 +17,7 @@
 //! doorstep-server patient dissent NHS_NUMBER on|off --reason TEXT
 //! doorstep-server valueset load FILE --reason TEXT
 //! doorstep-server user role USERNAME ROLE --reason TEXT
-//! doorstep-server user add USERNAME --name TEXT --role ROLE --service ID --reason TEXT
+//! doorstep-server user add USERNAME --name TEXT --role ROLE --service ID [--practice ODS] --reason TEXT
 //! doorstep-server user disable|enable|unlock|reset-totp USERNAME --reason TEXT
 //! doorstep-server device list
 //! doorstep-server device revoke ID --reason TEXT
@@ -379,6 +379,10 @@ enum UserCommand {
         /// The id of their service.
         #[arg(long)]
         service: String,
+        /// The member practice a receptionist works at (ODS code): she books only its
+        /// patients.
+        #[arg(long)]
+        practice: Option<String>,
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -931,6 +935,7 @@ async fn account_command(command: UserCommand) -> anyhow::Result<()> {
             name,
             role,
             service,
+            practice,
             reason,
             store,
         } => {
@@ -944,6 +949,7 @@ async fn account_command(command: UserCommand) -> anyhow::Result<()> {
                     display_name: name,
                     role,
                     service_id: service,
+                    practice_ods: practice,
                 },
                 &cli_change(reason),
                 now,

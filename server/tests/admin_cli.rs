@@ -377,6 +377,59 @@ fn users_and_devices_from_the_command_line() {
     ));
     assert_eq!(check.open("sam.okafor", &sam.totp_secret).unwrap(), secret);
 
+    // A receptionist is a user of a member practice: without one, with a stranger's, or for
+    // another role, `--practice` is refused naming the field; with one it is stored.
+    let practice = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.practices().await.unwrap()[0].ods.clone()
+    });
+    let receptionist = |name: &str, role: &str, practice: Option<&str>| {
+        let mut args: Vec<&str> = vec![
+            "user",
+            "add",
+            name,
+            "--name",
+            "Front Desk",
+            "--role",
+            role,
+            "--service",
+            &service,
+            "--reason",
+            "new starter",
+        ];
+        if let Some(p) = practice {
+            args.extend(["--practice", p]);
+        }
+        run(dir.path(), &args)
+    };
+    for (role, given, says) in [
+        (
+            "receptionist",
+            None,
+            "practice: a receptionist is a user of a practice",
+        ),
+        (
+            "receptionist",
+            Some("Z99999"),
+            "practice: Z99999 is not a member practice",
+        ),
+        (
+            "nurse",
+            Some(practice.as_str()),
+            "practice: only a receptionist",
+        ),
+    ] {
+        let (ok, _, err) = receptionist("desk.one", role, given);
+        assert!(!ok && err.contains(says), "{role} {given:?}: {err}");
+    }
+    let (ok, _, err) = receptionist("desk.one", "receptionist", Some(&practice.to_lowercase()));
+    assert!(ok, "{err}");
+    let desk = block_on(async {
+        let s = store::open(&database).await.unwrap();
+        s.user_by_username("desk.one").await.unwrap().unwrap()
+    });
+    assert_eq!(desk.practice_ods.as_deref(), Some(practice.as_str()));
+
     for (args, expect) in [
         (
             vec!["user", "disable", "sam.okafor", "--reason", "left"],
@@ -455,6 +508,12 @@ fn users_and_devices_from_the_command_line() {
         audited,
         vec![
             e("user_added", "new starter"),
+            // The receptionist: only the accepted addition is audited, the refused ones not.
+            (
+                "user_added".to_string(),
+                "desk.one".to_string(),
+                "new starter".to_string()
+            ),
             e("user_disabled", "left"),
             e("user_enabled", "back"),
             e("user_unlocked", "rang"),

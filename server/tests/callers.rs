@@ -2,7 +2,8 @@
 //!
 //! - Walking [`ROUTES`]: each route that is not public is called with every kind of caller
 //!   it does not serve (a clinician's device token, a practice system's credential, an
-//!   administrator's credential) and with none, and answers 401 or 403, changing nothing
+//!   administrator's credential, and each staff role's sign-in: a receptionist's, a team
+//!   leader's, a service manager's) and with none, and answers 401 or 403, changing nothing
 //!   (the audit log does not move) and saying nothing of any patient. Its own kind of caller
 //!   gets past the check (an answer other than 401 and 403), so the table is honest.
 //! - A clinician cannot read a patient who is not on their list by guessing: every route,
@@ -20,7 +21,7 @@ use doorstep_server::auth;
 use doorstep_server::demo::{self, DemoSpec};
 use doorstep_server::run::{ServeConfig, TlsMode, start};
 use doorstep_server::store::{self, DatabaseUrl};
-use doorstep_testkit::http::{enrol_for_token, https_client};
+use doorstep_testkit::http::{enrol_for_token, https_client, staff_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_checks_its_caller_on_sqlite() {
@@ -177,7 +178,24 @@ async fn callers(dir: &Path, database: DatabaseUrl) {
         .unwrap()
         .id;
     let agreement = store.all_agreements().await.unwrap()[0].id.clone();
-    let credentials: [(Option<Caller>, Option<String>); 4] = [
+    let staff = |name: &str| {
+        let user = users.iter().find(|u| u.username == name).unwrap().clone();
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            staff_token(
+                &http,
+                &base,
+                &user.username,
+                &user.password,
+                &user.totp_secret,
+            )
+            .await
+        }
+    };
+    let receptionist = staff("reception.demo").await;
+    let team_leader = staff("lead.demo").await;
+    let service_manager = staff("manager.demo").await;
+    let credentials: [(Option<Caller>, Option<String>); 7] = [
         (None, None),
         (Some(Caller::Clinician), Some(format!("Bearer {token}"))),
         (
@@ -187,6 +205,18 @@ async fn callers(dir: &Path, database: DatabaseUrl) {
         (
             Some(Caller::Administrator),
             Some(basic("ada", &admin_secret)),
+        ),
+        (
+            Some(Caller::Receptionist),
+            Some(format!("Bearer {receptionist}")),
+        ),
+        (
+            Some(Caller::TeamLeader),
+            Some(format!("Bearer {team_leader}")),
+        ),
+        (
+            Some(Caller::ServiceManager),
+            Some(format!("Bearer {service_manager}")),
         ),
     ];
     let url_of = |path: &str| {
@@ -239,7 +269,14 @@ async fn callers(dir: &Path, database: DatabaseUrl) {
             checked += 1;
         }
     }
-    assert!(checked >= 3 * 20, "only {checked} refusals checked");
+    let guarded = ROUTES.iter().filter(|r| r.2 != Caller::Public).count();
+    assert!(guarded >= 37, "only {guarded} routes are guarded");
+    // Every guarded route, with every one of the six kinds of caller it does not serve.
+    assert_eq!(
+        checked,
+        guarded * (credentials.len() - 1),
+        "refusals checked"
+    );
     assert_eq!(
         store.audit_rows().await.unwrap().len(),
         audit_before,

@@ -494,6 +494,7 @@ async fn totp_sealed(dir: &Path, database: DatabaseUrl, file: bool) {
                         password_hash: doorstep_server::auth::hash_password(legacy_password)
                             .unwrap(),
                         totp_secret: LEGACY_SECRET.into(),
+                        practice_ods: None,
                     },
                     Utc::now(),
                 )

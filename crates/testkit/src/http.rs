@@ -1,5 +1,6 @@
 //! The federation's API as a test calls it directly, the way a device or a practice system
-//! would: an HTTPS client trusting only the federation's CA, and enrolment for a token.
+//! would: an HTTPS client trusting only the federation's CA, enrolment for a token, and a
+//! staff sign-in for a staff token.
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,4 +43,31 @@ pub async fn enrol_for_token(
         .await
         .expect("an enrol answer");
     answer.tokens.access_token
+}
+
+/// Sign in staff member `username` (a receptionist, team leader or service manager) at `base`
+/// and answer their staff token. Panics when the server refuses.
+pub async fn staff_token(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    totp_secret: &str,
+) -> String {
+    let answer: serde_json::Value = http
+        .post(format!("{base}/api/v1/staff/sign-in"))
+        .json(&serde_json::json!({
+            "username": username,
+            "password": password,
+            "totp": crate::totp_code(totp_secret, 0),
+        }))
+        .send()
+        .await
+        .expect("the staff sign-in request")
+        .error_for_status()
+        .expect("the server accepts the staff sign-in")
+        .json()
+        .await
+        .expect("a staff sign-in answer");
+    answer["token"].as_str().expect("a staff token").to_owned()
 }

@@ -16,8 +16,9 @@
 //! | [`NoteStore`]     | pushed notes (stored once by client id) and their delivery state |
 //! | [`AdminStore`]    | administrators, agreement versions, loaded value sets, dissent   |
 //! | [`AlertStore`]    | break-glass accesses and the alerts they raise                  |
+//! | [`StaffStore`]    | staff sign-ins, sessions and bookings, caseload changes, figure rows |
 //!
-//! [`Store`] is their union and has a blanket implementation, so a backend implements the ten
+//! [`Store`] is their union and has a blanket implementation, so a backend implements the eleven
 //! area traits and is a `Store`; handlers hold an `Arc<dyn Store>`. A later area (outbox and
 //! practice inbox, administration) is a new trait added to the union, not more methods on an
 //! existing one.
@@ -58,7 +59,8 @@ use doorstep_record::agreement::Agreement;
 
 use super::rows::{
     AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
-    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AuditCheckpointRow, BookingRow, BookingWrite, BreakGlassWrite, ClinicSessionRow, FigureRows,
+    ListChange, StaffTokenRow, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
@@ -487,6 +489,75 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<String, StoreError>;
 }
 
+/// What the people around the clinician write and read: staff sign-ins (no device), the
+/// sessions a service publishes and the bookings into them, caseload changes, and the rows
+/// the figures are made of. What may be written is decided in `crate::bookings`,
+/// `crate::caseloads` and `crate::figures`; each change is written with its audit event,
+/// sealed in the same transaction.
+#[async_trait]
+pub trait StaffStore: Send + Sync {
+    async fn put_staff_token(&self, row: StaffTokenRow) -> Result<(), StoreError>;
+    async fn staff_token(&self, hash: &str) -> Result<Option<StaffTokenRow>, StoreError>;
+    /// In one transaction: create `list` (the session's own list), store `session`, and
+    /// append `seal(tip, audit)`. `Conflict` when a session with its id exists.
+    async fn write_clinic_session(
+        &self,
+        session: ClinicSessionRow,
+        list: ListRow,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError>;
+    async fn clinic_session(&self, id: &str) -> Result<Option<ClinicSessionRow>, StoreError>;
+    /// Sessions that end after `from` and start before `to`, by start then id.
+    async fn clinic_sessions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ClinicSessionRow>, StoreError>;
+    /// Every booking of the session, cancelled ones included, by slot then id.
+    async fn session_bookings(&self, session_id: &str) -> Result<Vec<BookingRow>, StoreError>;
+    async fn booking(&self, id: i64) -> Result<Option<BookingRow>, StoreError>;
+    /// In one transaction: insert `write.entry` (with its list feed row), the booking, and
+    /// `seal(tip, audit)` (its detail gains `booking_id`). `Conflict` when the slot already
+    /// holds a booking that is not cancelled (nothing written). Answers the booking.
+    async fn write_booking(
+        &self,
+        write: BookingWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<BookingRow, StoreError>;
+    /// In one transaction: mark booking `id` cancelled (by, why, at), end its list entry at
+    /// `at` (with a list feed row), and append `seal(tip, audit)`. `NotFound` when there is no
+    /// such booking not yet cancelled (nothing written).
+    async fn write_booking_cancelled(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError>;
+    /// In one transaction: apply `change` (end, then add; each with its list feed row) and
+    /// append `seal(tip, audit)`. `NotFound` when `change.end` ends no entry (nothing
+    /// written). Answers the new entry's id when one was added.
+    async fn write_list_change(
+        &self,
+        change: ListChange,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<i64>, StoreError>;
+    /// The rows of the figures for `[from, to)` (see [`FigureRows`]): audit rows whose action
+    /// is one of `actions`, accepted notes made then, bookings whose slot starts then, and
+    /// the patients they name.
+    async fn figure_rows(
+        &self,
+        actions: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<FigureRows, StoreError>;
+}
+
 /// The federation store: every area. Implemented for anything that implements them all.
 pub trait Store:
     RecordStore
@@ -499,6 +570,7 @@ pub trait Store:
     + NoteStore
     + AdminStore
     + AlertStore
+    + StaffStore
 {
 }
 
@@ -513,6 +585,7 @@ impl<T> Store for T where
         + NoteStore
         + AdminStore
         + AlertStore
+        + StaffStore
         + ?Sized
 {
 }

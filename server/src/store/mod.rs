@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 pub use contract::{
     AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
-    KeyStore, ListStore, NoteStore, RecordStore, SourceStore, Store,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore, StaffStore, Store,
 };
 // Callers name rows as `store::PatientRow`; the rows module is where they live.
 pub use rows::*;

@@ -69,11 +69,12 @@ use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
     AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
-    KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore, StaffStore,
 };
 use super::rows::{
     AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
-    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AuditCheckpointRow, BookingFigureRow, BookingRow, BookingWrite, BreakGlassWrite,
+    ClinicSessionRow, FigureRows, ListChange, StaffTokenRow, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -109,6 +110,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "0005_audit_access",
         include_str!("../../../migrations/server-postgres/0005_audit_access.sql"),
+    ),
+    (
+        6,
+        "0006_bookings",
+        include_str!("../../../migrations/server-postgres/0006_bookings.sql"),
     ),
 ];
 
@@ -346,7 +352,8 @@ fn entry_from(r: &Row) -> Result<ListEntryRow, StoreError> {
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.display_name, u.role, u.service_id, s.name, u.password_hash,
-     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled
+     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled,
+     u.practice_ods
      FROM users u JOIN services s ON s.id = u.service_id";
 
 fn user_from(r: &Row) -> Result<UserRow, StoreError> {
@@ -364,6 +371,7 @@ fn user_from(r: &Row) -> Result<UserRow, StoreError> {
         failed_attempts: u32::try_from(failed).unwrap_or(0),
         locked_until: r.try_get(10)?,
         disabled: r.try_get(11)?,
+        practice_ods: r.try_get(12)?,
     })
 }
 
@@ -1179,7 +1187,8 @@ impl IdentityStore for PostgresStore {
         match c
             .execute(
                 "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
-                   totp_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   totp_secret, created_at, practice_ods)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &id,
                     &user.username,
@@ -1189,6 +1198,7 @@ impl IdentityStore for PostgresStore {
                     &user.password_hash,
                     &user.totp_secret,
                     &secs(now),
+                    &user.practice_ods,
                 ],
             )
             .await
@@ -2568,7 +2578,8 @@ impl AdminStore for PostgresStore {
         let inserted = tx
             .execute(
                 "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
-                   totp_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   totp_secret, created_at, practice_ods)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (username) DO NOTHING",
                 &[
                     &id,
@@ -2579,6 +2590,7 @@ impl AdminStore for PostgresStore {
                     &user.password_hash,
                     &user.totp_secret,
                     &secs(now),
+                    &user.practice_ods,
                 ],
             )
             .await?;
@@ -2616,6 +2628,404 @@ impl AdminStore for PostgresStore {
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
+    }
+}
+
+// ---------- staff: sign-ins, sessions, bookings, caseload changes, figure rows ----------
+
+const SESSION_COLUMNS: &str = "id, service_id, list_id, clinician_user_id, starts_at, ends_at,
+     slots, created_at FROM clinic_sessions";
+
+fn session_from(r: &Row) -> Result<ClinicSessionRow, StoreError> {
+    let slots: i32 = r.try_get(6)?;
+    Ok(ClinicSessionRow {
+        id: r.try_get(0)?,
+        service_id: r.try_get(1)?,
+        list_id: r.try_get(2)?,
+        clinician_user_id: r.try_get(3)?,
+        starts_at: r.try_get(4)?,
+        ends_at: r.try_get(5)?,
+        slots: u32::try_from(slots).unwrap_or(0),
+        created_at: r.try_get(7)?,
+    })
+}
+
+const BOOKING_COLUMNS: &str = "id, session_id, slot, slot_starts_at, patient_id, entry_id, reason,
+     booked_by, booked_at, cancelled_at, cancelled_by, cancel_reason FROM bookings";
+
+fn booking_from(r: &Row) -> Result<BookingRow, StoreError> {
+    let slot: i32 = r.try_get(2)?;
+    Ok(BookingRow {
+        id: r.try_get(0)?,
+        session_id: r.try_get(1)?,
+        slot: u32::try_from(slot).unwrap_or(0),
+        slot_starts_at: r.try_get(3)?,
+        patient_id: r.try_get(4)?,
+        entry_id: r.try_get(5)?,
+        reason: r.try_get(6)?,
+        booked_by: r.try_get(7)?,
+        booked_at: r.try_get(8)?,
+        cancelled_at: r.try_get(9)?,
+        cancelled_by: r.try_get(10)?,
+        cancel_reason: r.try_get(11)?,
+    })
+}
+
+fn slot_i32(slot: u32) -> Result<i32, StoreError> {
+    i32::try_from(slot).map_err(|_| StoreError::Conflict(format!("slot {slot} is out of range")))
+}
+
+#[async_trait]
+impl StaffStore for PostgresStore {
+    async fn put_staff_token(&self, row: StaffTokenRow) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO staff_tokens (hash, user_id, issued_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &row.hash,
+                &row.user_id,
+                &secs(row.issued_at),
+                &secs(row.expires_at),
+                &row.revoked_at.map(secs),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn staff_token(&self, hash: &str) -> Result<Option<StaffTokenRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT hash, user_id, issued_at, expires_at, revoked_at FROM staff_tokens
+             WHERE hash = $1",
+            &[&hash],
+        )
+        .await?
+        .map(|r| {
+            Ok(StaffTokenRow {
+                hash: r.try_get(0)?,
+                user_id: r.try_get(1)?,
+                issued_at: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+                revoked_at: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn write_clinic_session(
+        &self,
+        session: ClinicSessionRow,
+        list: ListRow,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let listed = tx
+            .execute(
+                "INSERT INTO lists (id, name, kind, service_id, owner_user_id, team)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &list.id,
+                    &list.name,
+                    &list_kind_as_str(list.kind),
+                    &list.service_id,
+                    &list.owner_user_id,
+                    &list.team,
+                ],
+            )
+            .await?;
+        let stored = tx
+            .execute(
+                "INSERT INTO clinic_sessions (id, service_id, list_id, clinician_user_id,
+                   starts_at, ends_at, slots, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &session.id,
+                    &session.service_id,
+                    &session.list_id,
+                    &session.clinician_user_id,
+                    &secs(session.starts_at),
+                    &secs(session.ends_at),
+                    &slot_i32(session.slots)?,
+                    &secs(session.created_at),
+                ],
+            )
+            .await?;
+        if listed == 0 || stored == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a session {} already exists",
+                session.id
+            )));
+        }
+        lock_audit(&tx).await?;
+        seal_onto(&tx, audit, seal).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clinic_session(&self, id: &str) -> Result<Option<ClinicSessionRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {SESSION_COLUMNS} WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(session_from)
+            .transpose()
+    }
+
+    async fn clinic_sessions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ClinicSessionRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {SESSION_COLUMNS} WHERE ends_at > $1 AND starts_at < $2
+                 ORDER BY starts_at, id"
+            ),
+            &[&secs(from), &secs(to)],
+        )
+        .await?
+        .iter()
+        .map(session_from)
+        .collect()
+    }
+
+    async fn session_bookings(&self, session_id: &str) -> Result<Vec<BookingRow>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {BOOKING_COLUMNS} WHERE session_id = $1 ORDER BY slot, id"),
+            &[&session_id],
+        )
+        .await?
+        .iter()
+        .map(booking_from)
+        .collect()
+    }
+
+    async fn booking(&self, id: i64) -> Result<Option<BookingRow>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(&format!("SELECT {BOOKING_COLUMNS} WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(booking_from)
+            .transpose()
+    }
+
+    async fn write_booking(
+        &self,
+        write: BookingWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<BookingRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The feed lock first, then the audit lock (the order every transaction takes them).
+        lock_feed(&tx).await?;
+        let entry_id = insert_entry_tx(&tx, &write.entry, write.at).await?;
+        let inserted = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO bookings (session_id, slot, slot_starts_at, patient_id, entry_id,
+                       reason, booked_by, booked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     RETURNING {}",
+                    BOOKING_COLUMNS.trim_end_matches(" FROM bookings")
+                ),
+                &[
+                    &write.session_id,
+                    &slot_i32(write.slot)?,
+                    &secs(write.slot_starts_at),
+                    &write.entry.patient_id,
+                    &entry_id,
+                    &write.entry.reason,
+                    &write.booked_by,
+                    &secs(write.at),
+                ],
+            )
+            .await;
+        let row = match inserted {
+            Ok(row) => booking_from(&row)?,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "slot {} of session {} is already booked",
+                    write.slot, write.session_id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        lock_audit(&tx).await?;
+        let mut audit = audit;
+        audit.detail["booking_id"] = serde_json::json!(row.id);
+        seal_onto(&tx, audit, seal).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn write_booking_cancelled(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_feed(&tx).await?;
+        let at = secs(at);
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE bookings SET cancelled_at = $2, cancelled_by = $3, cancel_reason = $4
+                 WHERE id = $1 AND cancelled_at IS NULL RETURNING entry_id, patient_id",
+                &[&id, &at, &by, &reason],
+            )
+            .await?
+        else {
+            return Err(StoreError::NotFound(format!(
+                "no booking {id} that is not cancelled"
+            )));
+        };
+        let (entry_id, patient_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let ended = tx
+            .execute(
+                "UPDATE list_entries SET ends_at = $2
+                 WHERE id = $1 AND (ends_at IS NULL OR ends_at > $2)",
+                &[&entry_id, &at],
+            )
+            .await?;
+        if ended > 0 {
+            append_feed(&tx, &patient_id, None, FeedOp::List, at).await?;
+        }
+        lock_audit(&tx).await?;
+        seal_onto(&tx, audit, seal).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_list_change(
+        &self,
+        change: ListChange,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_feed(&tx).await?;
+        let at = secs(change.at);
+        if let Some((list, patient)) = &change.end {
+            let n = tx
+                .execute(
+                    "UPDATE list_entries SET ends_at = $3
+                     WHERE list_id = $1 AND patient_id = $2 AND (ends_at IS NULL OR ends_at > $3)",
+                    &[list, patient, &at],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no open entry of this patient on list {list}"
+                )));
+            }
+            append_feed(&tx, patient, None, FeedOp::List, at).await?;
+        }
+        let added = match &change.add {
+            Some(entry) => Some(insert_entry_tx(&tx, entry, at).await?),
+            None => None,
+        };
+        lock_audit(&tx).await?;
+        let mut audit = audit;
+        if let Some(id) = added {
+            audit.detail["entry_id"] = serde_json::json!(id);
+        }
+        seal_onto(&tx, audit, seal).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn figure_rows(
+        &self,
+        actions: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<FigureRows, StoreError> {
+        let c = self.client().await?;
+        let (from, to) = (secs(from), secs(to));
+        let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+        let audit = c
+            .query(
+                &format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE action = ANY($1) AND at >= $2
+                     AND at < $3 ORDER BY seq"
+                ),
+                &[&actions, &from, &to],
+            )
+            .await?
+            .iter()
+            .map(audit_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let notes = c
+            .query(
+                &format!(
+                    "SELECT {NOTE_COLUMNS} WHERE outcome = 'accepted' AND created_at >= $1
+                     AND created_at < $2 ORDER BY created_at, id"
+                ),
+                &[&from, &to],
+            )
+            .await?
+            .iter()
+            .map(note_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let bookings = c
+            .query(
+                "SELECT s.service_id, s.clinician_user_id, u.username, b.patient_id, b.slot_starts_at, e.ends_at,
+                   b.cancelled_at IS NOT NULL
+                 FROM bookings b JOIN clinic_sessions s ON s.id = b.session_id
+                 JOIN users u ON u.id = s.clinician_user_id
+                 JOIN list_entries e ON e.id = b.entry_id
+                 WHERE b.slot_starts_at >= $1 AND b.slot_starts_at < $2
+                 ORDER BY b.slot_starts_at, b.id",
+                &[&from, &to],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(BookingFigureRow {
+                    service_id: r.try_get(0)?,
+                    clinician_user_id: r.try_get(1)?,
+                    clinician_username: r.try_get(2)?,
+                    patient_id: r.try_get(3)?,
+                    slot_starts_at: r.try_get(4)?,
+                    entry_ends_at: r.try_get(5)?,
+                    cancelled: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut ids: Vec<String> = audit
+            .iter()
+            .filter_map(|r| r.event.patient_id.clone())
+            .chain(notes.iter().map(|n| n.patient_id.clone()))
+            .chain(bookings.iter().map(|b| b.patient_id.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let patients = c
+            .query(
+                &format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ANY($1) ORDER BY p.id"),
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(patient_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FigureRows {
+            audit,
+            notes,
+            bookings,
+            patients,
+        })
     }
 }
 

@@ -147,6 +147,8 @@ pub struct NewUser {
     pub password_hash: String,
     /// Base32.
     pub totp_secret: String,
+    /// The member practice the user works at (a receptionist), `None` for a service's staff.
+    pub practice_ods: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +165,8 @@ pub struct UserRow {
     pub failed_attempts: u32,
     pub locked_until: Option<DateTime<Utc>>,
     pub disabled: bool,
+    /// The member practice the user works at (a receptionist).
+    pub practice_ods: Option<String>,
 }
 
 /// One administrative change to a user's account (written with its audit event by
@@ -631,4 +635,93 @@ pub struct ValueSetRow {
     pub loaded_at: DateTime<Utc>,
     pub actor: String,
     pub reason: String,
+}
+
+// ---------- the people around the clinician: staff sign-ins, sessions, bookings ----------
+
+/// A staff sign-in (a receptionist, team leader or service manager, with no device): the
+/// SHA-256 of its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffTokenRow {
+    pub hash: String,
+    pub user_id: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A session a service publishes: a clinician's time, cut into slots, with its own
+/// appointment list (owned by the clinician) that bookings are entries of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClinicSessionRow {
+    pub id: String,
+    pub service_id: String,
+    pub list_id: String,
+    pub clinician_user_id: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub slots: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A booking: a patient in one slot of a session, as the list entry `entry_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingRow {
+    pub id: i64,
+    pub session_id: String,
+    pub slot: u32,
+    pub slot_starts_at: DateTime<Utc>,
+    pub patient_id: String,
+    pub entry_id: i64,
+    pub reason: String,
+    pub booked_by: String,
+    pub booked_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
+}
+
+/// A booking to write: its slot and the list entry that puts the patient on the session's
+/// list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingWrite {
+    pub session_id: String,
+    pub slot: u32,
+    pub slot_starts_at: DateTime<Utc>,
+    pub entry: ListEntryWrite,
+    pub booked_by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A change of a patient's entries, written with its audit event in one transaction: first
+/// `end` (every open entry of the patient on that list ends at `at`), then `add`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListChange {
+    /// `(list id, patient id)`.
+    pub end: Option<(String, String)>,
+    pub add: Option<ListEntryWrite>,
+    pub at: DateTime<Utc>,
+}
+
+/// A booking as the figures count it: with its session's service and clinician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingFigureRow {
+    pub service_id: String,
+    pub clinician_user_id: String,
+    pub clinician_username: String,
+    pub patient_id: String,
+    pub slot_starts_at: DateTime<Utc>,
+    pub entry_ends_at: Option<DateTime<Utc>>,
+    pub cancelled: bool,
+}
+
+/// The rows the figures are made of, for events in `[from, to)`: record views and
+/// break-glass accesses (audit rows), accepted notes written then, bookings whose slot is
+/// then, and the patients they name. Aggregating them is `crate::figures`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FigureRows {
+    pub audit: Vec<AuditRow>,
+    pub notes: Vec<NoteRow>,
+    pub bookings: Vec<BookingFigureRow>,
+    pub patients: Vec<PatientRow>,
 }

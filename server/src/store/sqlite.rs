@@ -38,11 +38,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::contract::{
     AdminStore, AlertStore, AuditSealer, AuditStore, FeedSnapshot, FeedStore, IdentityStore,
-    KeyStore, ListStore, NoteStore, RecordStore, SourceStore,
+    KeyStore, ListStore, NoteStore, RecordStore, SourceStore, StaffStore,
 };
 use super::rows::{
     AccountWrite, AdminCredentialRow, AgreementVersionRow, AgreementWrite, AlertRow,
-    AuditCheckpointRow, BreakGlassWrite, ValueSetLoad, ValueSetRow,
+    AuditCheckpointRow, BookingFigureRow, BookingRow, BookingWrite, BreakGlassWrite,
+    ClinicSessionRow, FigureRows, ListChange, StaffTokenRow, ValueSetLoad, ValueSetRow,
 };
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
@@ -92,6 +93,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "0007_audit_access",
         include_str!("../../../migrations/server-sqlite/0007_audit_access.sql"),
+    ),
+    (
+        8,
+        "0008_bookings",
+        include_str!("../../../migrations/server-sqlite/0008_bookings.sql"),
     ),
 ];
 
@@ -408,7 +414,8 @@ fn entries_query(
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.display_name, u.role, u.service_id, s.name, u.password_hash,
-     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled
+     u.totp_secret, u.totp_last_step, u.failed_attempts, u.locked_until, u.disabled,
+     u.practice_ods
      FROM users u JOIN services s ON s.id = u.service_id";
 
 fn user_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
@@ -426,6 +433,7 @@ fn user_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         failed_attempts: r.get(9)?,
         locked_until: locked.map(from_ts),
         disabled: r.get(11)?,
+        practice_ods: r.get(12)?,
     })
 }
 
@@ -1059,7 +1067,8 @@ impl IdentityStore for SqliteStore {
             }
             conn.execute(
                 "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
-                   totp_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   totp_secret, created_at, practice_ods)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     id,
                     user.username,
@@ -1068,7 +1077,8 @@ impl IdentityStore for SqliteStore {
                     user.service_id,
                     user.password_hash,
                     user.totp_secret,
-                    ts(now)
+                    ts(now),
+                    user.practice_ods
                 ],
             )?;
             Ok(id)
@@ -2518,7 +2528,8 @@ impl AdminStore for SqliteStore {
             let id = uuid::Uuid::new_v4().to_string();
             tx.execute(
                 "INSERT INTO users (id, username, display_name, role, service_id, password_hash,
-                   totp_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   totp_secret, created_at, practice_ods)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     id,
                     user.username,
@@ -2527,7 +2538,8 @@ impl AdminStore for SqliteStore {
                     user.service_id,
                     user.password_hash,
                     user.totp_secret,
-                    ts(now)
+                    ts(now),
+                    user.practice_ods
                 ],
             )?;
             seal_onto(&tx, audit, seal)?;
@@ -2557,6 +2569,431 @@ impl AdminStore for SqliteStore {
             let row = seal_onto(&tx, audit, seal)?;
             tx.commit()?;
             Ok(row)
+        })
+        .await
+    }
+}
+
+// ---------- staff: sign-ins, sessions, bookings, caseload changes, figure rows ----------
+
+const SESSION_COLUMNS: &str = "id, service_id, list_id, clinician_user_id, starts_at, ends_at,
+     slots, created_at FROM clinic_sessions";
+
+fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClinicSessionRow> {
+    Ok(ClinicSessionRow {
+        id: r.get(0)?,
+        service_id: r.get(1)?,
+        list_id: r.get(2)?,
+        clinician_user_id: r.get(3)?,
+        starts_at: from_ts(r.get(4)?),
+        ends_at: from_ts(r.get(5)?),
+        slots: r.get(6)?,
+        created_at: from_ts(r.get(7)?),
+    })
+}
+
+const BOOKING_COLUMNS: &str = "id, session_id, slot, slot_starts_at, patient_id, entry_id, reason,
+     booked_by, booked_at, cancelled_at, cancelled_by, cancel_reason FROM bookings";
+
+fn booking_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<BookingRow> {
+    let cancelled: Option<i64> = r.get(9)?;
+    Ok(BookingRow {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        slot: r.get(2)?,
+        slot_starts_at: from_ts(r.get(3)?),
+        patient_id: r.get(4)?,
+        entry_id: r.get(5)?,
+        reason: r.get(6)?,
+        booked_by: r.get(7)?,
+        booked_at: from_ts(r.get(8)?),
+        cancelled_at: cancelled.map(from_ts),
+        cancelled_by: r.get(10)?,
+        cancel_reason: r.get(11)?,
+    })
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// End every open entry of `patient` on `list` at `at`, with a list feed row when any ended.
+fn end_entries_tx(
+    tx: &Transaction<'_>,
+    list: &str,
+    patient: &str,
+    at: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let n = tx.execute(
+        "UPDATE list_entries SET ends_at = ?3
+         WHERE list_id = ?1 AND patient_id = ?2 AND (ends_at IS NULL OR ends_at > ?3)",
+        params![list, patient, ts(at)],
+    )?;
+    if n > 0 {
+        append_feed(tx, patient, None, FeedOp::List, ts(at))?;
+    }
+    Ok(n)
+}
+
+#[async_trait]
+impl StaffStore for SqliteStore {
+    async fn put_staff_token(&self, row: StaffTokenRow) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO staff_tokens (hash, user_id, issued_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.hash,
+                    row.user_id,
+                    ts(row.issued_at),
+                    ts(row.expires_at),
+                    row.revoked_at.map(ts)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn staff_token(&self, hash: &str) -> Result<Option<StaffTokenRow>, StoreError> {
+        let hash = hash.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT hash, user_id, issued_at, expires_at, revoked_at FROM staff_tokens
+                     WHERE hash = ?1",
+                    [hash],
+                    |r| {
+                        let revoked: Option<i64> = r.get(4)?;
+                        Ok(StaffTokenRow {
+                            hash: r.get(0)?,
+                            user_id: r.get(1)?,
+                            issued_at: from_ts(r.get(2)?),
+                            expires_at: from_ts(r.get(3)?),
+                            revoked_at: revoked.map(from_ts),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn write_clinic_session(
+        &self,
+        session: ClinicSessionRow,
+        list: ListRow,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM clinic_sessions WHERE id = ?1)
+                    OR EXISTS (SELECT 1 FROM lists WHERE id = ?2)",
+                params![session.id, list.id],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(StoreError::Conflict(format!(
+                    "a session {} already exists",
+                    session.id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO lists (id, name, kind, service_id, owner_user_id, team)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    list.id,
+                    list.name,
+                    list_kind_as_str(list.kind),
+                    list.service_id,
+                    list.owner_user_id,
+                    list.team
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO clinic_sessions (id, service_id, list_id, clinician_user_id,
+                   starts_at, ends_at, slots, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    session.id,
+                    session.service_id,
+                    session.list_id,
+                    session.clinician_user_id,
+                    ts(session.starts_at),
+                    ts(session.ends_at),
+                    session.slots,
+                    ts(session.created_at)
+                ],
+            )?;
+            seal_onto(&tx, audit, seal)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clinic_session(&self, id: &str) -> Result<Option<ClinicSessionRow>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {SESSION_COLUMNS} WHERE id = ?1"),
+                    [id],
+                    session_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn clinic_sessions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ClinicSessionRow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} WHERE ends_at > ?1 AND starts_at < ?2
+                 ORDER BY starts_at, id"
+            ))?;
+            let rows = stmt.query_map(params![ts(from), ts(to)], session_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn session_bookings(&self, session_id: &str) -> Result<Vec<BookingRow>, StoreError> {
+        let id = session_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {BOOKING_COLUMNS} WHERE session_id = ?1 ORDER BY slot, id"
+            ))?;
+            let rows = stmt.query_map([id], booking_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn booking(&self, id: i64) -> Result<Option<BookingRow>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {BOOKING_COLUMNS} WHERE id = ?1"),
+                    [id],
+                    booking_from,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn write_booking(
+        &self,
+        write: BookingWrite,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<BookingRow, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let entry_id = insert_entry_tx(&tx, &write.entry, write.at)?;
+            let inserted = tx.execute(
+                "INSERT INTO bookings (session_id, slot, slot_starts_at, patient_id, entry_id,
+                   reason, booked_by, booked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    write.session_id,
+                    write.slot,
+                    ts(write.slot_starts_at),
+                    write.entry.patient_id,
+                    entry_id,
+                    write.entry.reason,
+                    write.booked_by,
+                    ts(write.at)
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_constraint(&e) => {
+                    return Err(StoreError::Conflict(format!(
+                        "slot {} of session {} is already booked",
+                        write.slot, write.session_id
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let id = tx.last_insert_rowid();
+            let mut audit = audit;
+            audit.detail["booking_id"] = serde_json::json!(id);
+            seal_onto(&tx, audit, seal)?;
+            let row = tx.query_row(
+                &format!("SELECT {BOOKING_COLUMNS} WHERE id = ?1"),
+                [id],
+                booking_from,
+            )?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn write_booking_cancelled(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<(), StoreError> {
+        let (by, reason) = (by.to_string(), reason.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let booking: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT entry_id, patient_id FROM bookings
+                     WHERE id = ?1 AND cancelled_at IS NULL",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((entry_id, patient_id)) = booking else {
+                return Err(StoreError::NotFound(format!(
+                    "no booking {id} that is not cancelled"
+                )));
+            };
+            tx.execute(
+                "UPDATE bookings SET cancelled_at = ?2, cancelled_by = ?3, cancel_reason = ?4
+                 WHERE id = ?1",
+                params![id, ts(at), by, reason],
+            )?;
+            let ended = tx.execute(
+                "UPDATE list_entries SET ends_at = ?2
+                 WHERE id = ?1 AND (ends_at IS NULL OR ends_at > ?2)",
+                params![entry_id, ts(at)],
+            )?;
+            if ended > 0 {
+                append_feed(&tx, &patient_id, None, FeedOp::List, ts(at))?;
+            }
+            seal_onto(&tx, audit, seal)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write_list_change(
+        &self,
+        change: ListChange,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some((list, patient)) = &change.end
+                && end_entries_tx(&tx, list, patient, change.at)? == 0
+            {
+                return Err(StoreError::NotFound(format!(
+                    "no open entry of this patient on list {list}"
+                )));
+            }
+            let added = match &change.add {
+                Some(entry) => Some(insert_entry_tx(&tx, entry, change.at)?),
+                None => None,
+            };
+            let mut audit = audit;
+            if let Some(id) = added {
+                audit.detail["entry_id"] = serde_json::json!(id);
+            }
+            seal_onto(&tx, audit, seal)?;
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn figure_rows(
+        &self,
+        actions: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<FigureRows, StoreError> {
+        let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+        self.read(move |conn| {
+            let mut audit = Vec::new();
+            for action in &actions {
+                audit.extend(audit_query(
+                    conn,
+                    &format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit WHERE action = ?1 AND at >= ?2
+                         AND at < ?3 ORDER BY seq"
+                    ),
+                    params![action, ts(from), ts(to)],
+                )?);
+            }
+            audit.sort_by_key(|r| r.seq);
+            let mut notes = Vec::new();
+            {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {NOTE_COLUMNS} WHERE outcome = 'accepted' AND created_at >= ?1
+                     AND created_at < ?2 ORDER BY created_at, id"
+                ))?;
+                for row in stmt.query_map(params![ts(from), ts(to)], note_from)? {
+                    notes.push(finish_note(row?)?);
+                }
+            }
+            let mut bookings = Vec::new();
+            {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT s.service_id, s.clinician_user_id, u.username, b.patient_id, b.slot_starts_at, e.ends_at,
+                       b.cancelled_at IS NOT NULL
+                     FROM bookings b JOIN clinic_sessions s ON s.id = b.session_id
+                     JOIN users u ON u.id = s.clinician_user_id
+                     JOIN list_entries e ON e.id = b.entry_id
+                     WHERE b.slot_starts_at >= ?1 AND b.slot_starts_at < ?2
+                     ORDER BY b.slot_starts_at, b.id",
+                )?;
+                let rows = stmt.query_map(params![ts(from), ts(to)], |r| {
+                    let ends: Option<i64> = r.get(5)?;
+                    Ok(BookingFigureRow {
+                        service_id: r.get(0)?,
+                        clinician_user_id: r.get(1)?,
+                        clinician_username: r.get(2)?,
+                        patient_id: r.get(3)?,
+                        slot_starts_at: from_ts(r.get(4)?),
+                        entry_ends_at: ends.map(from_ts),
+                        cancelled: r.get(6)?,
+                    })
+                })?;
+                for row in rows {
+                    bookings.push(row?);
+                }
+            }
+            let mut ids: Vec<String> = audit
+                .iter()
+                .filter_map(|r| r.event.patient_id.clone())
+                .chain(notes.iter().map(|n| n.patient_id.clone()))
+                .chain(bookings.iter().map(|b| b.patient_id.clone()))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            let mut patients = Vec::new();
+            {
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {PATIENT_COLUMNS} WHERE p.id = ?1"))?;
+                for id in ids {
+                    if let Some(p) = stmt.query_row([id], patient_from).optional()? {
+                        patients.push(p);
+                    }
+                }
+            }
+            Ok(FigureRows {
+                audit,
+                notes,
+                bookings,
+                patients,
+            })
         })
         .await
     }
@@ -2716,6 +3153,7 @@ mod tests {
                     service_id: "dn".into(),
                     password_hash: "x".into(),
                     totp_secret: "x".into(),
+                    practice_ods: None,
                 },
                 now,
             )
