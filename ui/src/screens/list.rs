@@ -130,7 +130,6 @@ fn PatientRow(row: ListRow) -> impl IntoView {
         .map(|d| format!("born {}", format::date(d)))
         .unwrap_or_default();
     let reason = reason_line(&row);
-    let label = format!("Open the record of {}", row.name);
     view! {
         <li>
             <button
@@ -139,7 +138,6 @@ fn PatientRow(row: ListRow) -> impl IntoView {
                 class:today=row.today
                 data-nhs=row.nhs_number.clone()
                 data-patient=row.patient_id.clone()
-                aria-label=label
                 on:click=move |_| open_on_click()
                 on:keydown=on_key
                 on:keyup=on_key_up
