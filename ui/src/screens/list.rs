@@ -443,7 +443,14 @@ pub fn ListScreen() -> impl IntoView {
                         spellcheck="false"
                         prop:value=move || ctx.search.get()
                         on:input=move |ev| ctx.search.set(event_target_value(&ev))
-                        aria-describedby="list-count"
+                        // Only an element that is on the page (the count, or the empty state).
+                        aria-describedby=move || {
+                            rows.with(|r| match r {
+                                Load::Ready(shown) if shown.rows.is_empty() => Some("list-empty"),
+                                Load::Ready(_) => Some("list-count"),
+                                _ => None,
+                            })
+                        }
                     />
                 </div>
             </div>
