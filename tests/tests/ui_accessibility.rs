@@ -147,6 +147,7 @@ async fn every_screen_passes_axe_wcag22_aa_at_every_size_in_both_themes() {
                 metrics(width, height),
             )
             .await;
+            show_subject(&client, name).await;
             for theme in THEMES {
                 set_theme(&client, theme).await;
                 let found = run_axe(&client, &axe).await;
@@ -286,20 +287,6 @@ async fn reach(
             }
         }
     }
-    // The screenshots show what the screen is about: the last thing its steps looked for.
-    if let Some(css) = steps_of(name).iter().rev().find_map(|s| match s {
-        See(css, _) => Some(*css),
-        _ => None,
-    }) {
-        client
-            .execute(
-                "const el = document.querySelector(arguments[0]); \
-                 if (el) el.scrollIntoView({ block: 'nearest' });",
-                vec![json!(css)],
-            )
-            .await
-            .map_err(|e| format!("scrolling to {css}: {e}"))?;
-    }
     // No screen is the start-up failure (the page opened outside the shell).
     let page = client
         .source()
@@ -309,6 +296,25 @@ async fn reach(
         return Err("the page says Doorstep could not start".into());
     }
     Ok(())
+}
+
+/// Scrolls the last thing the screen's steps looked for into view, so that the screenshot at
+/// each size shows what the screen is about.
+async fn show_subject(client: &Client, name: &str) {
+    let subject = steps_of(name).iter().rev().find_map(|s| match s {
+        See(css, _) => Some(*css),
+        _ => None,
+    });
+    if let Some(css) = subject {
+        client
+            .execute(
+                "const el = document.querySelector(arguments[0]); \
+                 if (el) el.scrollIntoView({ block: 'nearest' });",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("scrolling to {css}: {e}"));
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(10);
