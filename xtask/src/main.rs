@@ -7,8 +7,9 @@
 //!   free loopback port, stopped when the demo ends).
 //! * `cargo xtask test`: install what is missing, build the UI, then run every test of the
 //!   workspace, the end-to-end ones (server + client over HTTPS, the app in a real window
-//!   under Xvfb driven by tauri-driver) included. Tests that need PostgreSQL start throwaway
-//!   clusters of their own (crates/testkit) from Debian's `postgresql` package.
+//!   under Xvfb driven by tauri-driver, every screen in headless Chromium checked by axe-core)
+//!   included. Tests that need PostgreSQL start throwaway clusters of their own
+//!   (crates/testkit) from Debian's `postgresql` package.
 //! * `cargo xtask build-ui`: build `ui/` to `ui/dist` (wasm32 + wasm-bindgen), which the shell
 //!   embeds at compile time.
 //! * `cargo xtask lint`: `cargo fmt --check` and clippy with warnings denied, on the workspace
@@ -22,7 +23,8 @@
 //! with apt-get when running as root, otherwise the exact `apt-get` line is printed and the
 //! command stops), the `wasm32-unknown-unknown` rustup target, `wasm-bindgen-cli` at the exact
 //! version of `wasm-bindgen` in `ui/Cargo.lock` (the two must match or the UI will not load),
-//! and `tauri-driver`.
+//! `tauri-driver`, the FHIR check's Python environment, and axe-core for the accessibility
+//! check (npm, pinned, beside the build products).
 //!
 //! Every cargo step uses the same package selection and features (`--workspace`, default
 //! features), so building for the tests and building for the demo share one set of artefacts.
@@ -55,6 +57,9 @@ const APT_PACKAGES: &[&str] = &[
     // The server's production store: tests start throwaway clusters (crates/testkit).
     "postgresql",
     "python3-venv",
+    // The accessibility check: the UI in headless Chromium, driven through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
@@ -188,6 +193,7 @@ fn ensure_deps(root: &Path) -> Result<()> {
     ensure_wasm_bindgen(root)?;
     ensure_tauri_driver()?;
     ensure_fhir_validator(root)?;
+    ensure_axe(root)?;
     eprintln!(
         "xtask: dependencies present ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -323,6 +329,56 @@ fn ensure_fhir_validator(root: &Path) -> Result<()> {
     ]))
 }
 
+/// axe-core for the accessibility check (tests/tests/ui_accessibility.rs), at this exact
+/// version, installed with npm into a directory of its own beside the build products.
+const AXE_CORE_VERSION: &str = "4.14.1";
+
+fn axe_dir(root: &Path) -> PathBuf {
+    target_dir(root).join("axe")
+}
+
+/// The file the accessibility test injects into each page (`DOORSTEP_AXE_JS`).
+fn axe_js(root: &Path) -> PathBuf {
+    axe_dir(root).join("node_modules/axe-core/axe.min.js")
+}
+
+fn ensure_axe(root: &Path) -> Result<()> {
+    let package = axe_dir(root).join("node_modules/axe-core/package.json");
+    let installed = fs::read_to_string(&package)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned));
+    if installed.as_deref() == Some(AXE_CORE_VERSION) && axe_js(root).is_file() {
+        return Ok(());
+    }
+    if find_program("npm").is_none() {
+        // Debian's npm (with nodejs); a node from elsewhere that brings its own npm is fine.
+        if !is_root() {
+            bail!(
+                "npm is needed to install axe-core for the accessibility check\nrun as root:\n  \
+                 sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends npm'"
+            );
+        }
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "npm"]))?;
+    }
+    fs::create_dir_all(axe_dir(root))?;
+    run(
+        Command::new(find_program("npm").context("npm not found after installing it")?)
+            .arg("install")
+            .arg("--prefix")
+            .arg(axe_dir(root))
+            .args([
+                "--no-audit",
+                "--no-fund",
+                "--save-exact",
+                &format!("axe-core@{AXE_CORE_VERSION}"),
+            ]),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Building
 
@@ -400,6 +456,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     .args(extra)
     .env("DOORSTEP_E2E_REQUIRED", "1")
     .env("DOORSTEP_FHIR_PYTHON", fhir_python(root))
+    .env("DOORSTEP_AXE_JS", axe_js(root))
     .env("DOORSTEP_TEST_ARTIFACTS", root.join("tests/artifacts"));
     run(&mut cmd)?;
     // The UI's own unit tests (formatting, validation) run on the host.

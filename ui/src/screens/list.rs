@@ -130,15 +130,6 @@ fn PatientRow(row: ListRow) -> impl IntoView {
         .map(|d| format!("born {}", format::date(d)))
         .unwrap_or_default();
     let reason = reason_line(&row);
-    // The accessible name carries what tells namesakes apart (H2).
-    let label = if row.same_name {
-        format!(
-            "Open the record of {}, {}, NHS number {} (another patient on your list has the same name)",
-            row.name, born, row.nhs_number_display
-        )
-    } else {
-        format!("Open the record of {}", row.name)
-    };
     view! {
         <li>
             <button
@@ -147,7 +138,6 @@ fn PatientRow(row: ListRow) -> impl IntoView {
                 class:today=row.today
                 data-nhs=row.nhs_number.clone()
                 data-patient=row.patient_id.clone()
-                aria-label=label
                 on:click=move |_| open_on_click()
                 on:keydown=on_key
                 on:keyup=on_key_up
@@ -458,7 +448,14 @@ pub fn ListScreen() -> impl IntoView {
                         spellcheck="false"
                         prop:value=move || ctx.search.get()
                         on:input=move |ev| ctx.search.set(event_target_value(&ev))
-                        aria-describedby="list-count"
+                        // Only an element that is on the page (the count, or the empty state).
+                        aria-describedby=move || {
+                            rows.with(|r| match r {
+                                Load::Ready(shown) if shown.rows.is_empty() => Some("list-empty"),
+                                Load::Ready(_) => Some("list-count"),
+                                _ => None,
+                            })
+                        }
                     />
                 </div>
             </div>
