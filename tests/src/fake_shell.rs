@@ -34,8 +34,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_client::ClientError;
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
-    ListRow, NoteForm, NoteState, NoteSummary, PatientRecord, SyncStatus, SyncSummary,
-    UserSummary, commands,
+    ListRow, NoteForm, NoteState, NoteSummary, PatientRecord, SyncStatus, SyncSummary, UserSummary,
+    commands,
 };
 use doorstep_record::NhsNumber;
 use serde::Deserialize;

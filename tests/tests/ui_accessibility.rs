@@ -158,7 +158,8 @@ async fn every_screen_passes_axe_wcag22_aa_at_every_size_in_both_themes() {
             show_subject(&client, name).await;
             for theme in THEMES {
                 set_theme(&client, theme).await;
-                let found = run_axe(&client, &axe).await;
+                let mut found = run_axe(&client, &axe).await;
+                found.extend(sideways(&client).await);
                 violations.extend(
                     found
                         .into_iter()
@@ -450,6 +451,31 @@ async fn run_axe(client: &Client, axe: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Reflow (WCAG 1.4.10, which axe does not check): the page and its scrolling main area never
+/// scroll sideways; a wide data table or the record's tabs may scroll within themselves.
+async fn sideways(client: &Client) -> Option<String> {
+    let answer = client
+        .execute(
+            "const w = document.documentElement.clientWidth;
+             const main = document.getElementById('main');
+             const page = document.scrollingElement.scrollWidth > w + 1;
+             const inner = main && main.scrollWidth > main.clientWidth + 1;
+             if (!page && !inner) return null;
+             const limit = main ? main.getBoundingClientRect().right : w;
+             const wide = Array.from(document.querySelectorAll('#main *'))
+               .filter(e => e.getBoundingClientRect().right > limit + 1)
+               .slice(0, 5)
+               .map(e => e.id ? '#' + e.id : e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ')[0] : ''));
+             return wide.join(', ') || 'the page';",
+            vec![],
+        )
+        .await
+        .expect("measure the page's width");
+    answer
+        .as_str()
+        .map(|wide| format!("reflow (1.4.10): the page scrolls sideways [{wide}]"))
 }
 
 async fn save_screenshot(client: &Client, path: &Path) -> Result<(), String> {

@@ -323,7 +323,23 @@ fn Record(record: PatientRecord, tab: RwSignal<Tab>) -> impl IntoView {
         }
     };
 
+    // On a phone the whole banner cannot stay in view without hiding the record: a strip with
+    // who this is stays instead (the banner, above, has the same facts for screen readers).
+    let strip = view.with_value(|v| {
+        let p = &v.patient;
+        format!(
+            "{} · born {} · NHS {}",
+            p.name_display,
+            p.birth_date
+                .map(format::date)
+                .unwrap_or_else(|| "not recorded".to_owned()),
+            p.nhs_number_display
+                .clone()
+                .unwrap_or_else(|| "not recorded".to_owned())
+        )
+    });
     view! {
+        <div class="identity-strip" id="identity-strip" aria-hidden="true">{strip}</div>
         <div class="record-head">
             {view.with_value(|v| {
                 view! {
@@ -931,7 +947,11 @@ fn series_table(s: &ObservationSeries) -> impl IntoView + use<> {
     };
     let mut points = s.points.clone();
     points.sort_by_key(|p| std::cmp::Reverse(p.when));
+    let region = format!("{caption}: values");
     view! {
+        // A wide table scrolls within itself, never the page (reflow); the keyboard can
+        // scroll it too.
+        <div class="table-scroll" tabindex="0" role="region" aria-label=region>
         <table class="series">
             <caption>{caption}</caption>
             <thead>
@@ -974,6 +994,7 @@ fn series_table(s: &ObservationSeries) -> impl IntoView + use<> {
                     .collect_view()}
             </tbody>
         </table>
+        </div>
     }
 }
 
