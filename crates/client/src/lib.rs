@@ -147,11 +147,14 @@ pub struct Device {
     cache_generation: AtomicU64,
     /// The same-name set as of a cache generation and a minute (entries end with time): the
     /// list searches as the user types, and the set needs the whole list.
-    lookalikes: Mutex<Option<(u64, i64, Arc<HashSet<String>>)>>,
+    lookalikes: Mutex<Option<SameNames>>,
     backoff: Backoff,
     /// What time it is (the maximum offline age is measured with it); tests set another.
     clock: Clock,
 }
+
+/// The same-name set as of (cache generation, minute).
+type SameNames = (u64, i64, Arc<HashSet<String>>);
 
 /// The device's clock: `Utc::now`, unless a test gives another ([`Device::with_clock`]).
 pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
