@@ -223,6 +223,14 @@ impl Ctx {
         }
     }
 
+    /// A sync asked for here, or one the shell says is running (tracked).
+    pub fn is_syncing(&self) -> bool {
+        self.sync_requested.get()
+            || self
+                .sync
+                .with(|s| matches!(s, SyncView::Known(st) if st.syncing))
+    }
+
     pub fn lock(&self) {
         let ctx = *self;
         spawn_local(async move {
@@ -266,6 +274,31 @@ pub fn focus_is_free() -> bool {
         .is_none_or(|el| el.tag_name().eq_ignore_ascii_case("body"))
 }
 
+/// A header button that opens a screen, marked as the current page while it is shown.
+#[component]
+fn ScreenButton(
+    id: &'static str,
+    screen: Screen,
+    label: &'static str,
+    keys: &'static str,
+) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let here = screen.clone();
+    view! {
+        <button
+            id=id
+            class="button secondary"
+            type="button"
+            aria-keyshortcuts=keys
+            aria-current=move || (ctx.screen.get() == here).then_some("page")
+            on:click=move |_| ctx.screen.set(screen.clone())
+        >
+            {label}
+            <span class="key-hint">{keys}</span>
+        </button>
+    }
+}
+
 #[component]
 fn Header() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
@@ -284,28 +317,8 @@ fn Header() -> impl IntoView {
                                 </span>
                             </span>
                             <nav class="app-nav" aria-label="Doorstep">
-                                <button
-                                    id="open-sync"
-                                    class="button secondary"
-                                    type="button"
-                                    aria-keyshortcuts="Alt+Y"
-                                    aria-current=move || (ctx.screen.get() == Screen::Sync).then_some("page")
-                                    on:click=move |_| ctx.screen.set(Screen::Sync)
-                                >
-                                    "Sync status"
-                                    <span class="key-hint">"Alt+Y"</span>
-                                </button>
-                                <button
-                                    id="open-settings"
-                                    class="button secondary"
-                                    type="button"
-                                    aria-keyshortcuts="Alt+O"
-                                    aria-current=move || (ctx.screen.get() == Screen::Settings).then_some("page")
-                                    on:click=move |_| ctx.screen.set(Screen::Settings)
-                                >
-                                    "Settings"
-                                    <span class="key-hint">"Alt+O"</span>
-                                </button>
+                                <ScreenButton id="open-sync" screen=Screen::Sync label="Sync status" keys="Alt+Y" />
+                                <ScreenButton id="open-settings" screen=Screen::Settings label="Settings" keys="Alt+O" />
                                 <button
                                     id="lock"
                                     class="button secondary"

@@ -123,12 +123,7 @@ pub fn SyncBar() -> impl IntoView {
 #[component]
 fn UnlockedStatus() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let busy = move || {
-        ctx.sync_requested.get()
-            || ctx
-                .sync
-                .with(|s| matches!(s, SyncView::Known(st) if st.syncing))
-    };
+    let busy = move || ctx.is_syncing();
     view! {
         {move || match ctx.sync.get() {
             SyncView::Unknown => {

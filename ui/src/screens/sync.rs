@@ -85,12 +85,7 @@ pub fn SyncScreen() -> impl IntoView {
     });
     ctx.refresh_sync();
     request_animation_frame(|| focus("#sync-title"));
-    let busy = move || {
-        ctx.sync_requested.get()
-            || ctx
-                .sync
-                .with(|s| matches!(s, SyncView::Known(st) if st.syncing))
-    };
+    let busy = move || ctx.is_syncing();
     view! {
         <section class="screen medium sync-screen" aria-labelledby="sync-title">
             <h1 id="sync-title" tabindex="-1">"Sync status"</h1>
