@@ -872,11 +872,7 @@ fn trend_chart(c: trend::TrendChart) -> impl IntoView {
     let summary = c.summary();
     let line = c.line();
     let unit = c.unit.clone().unwrap_or_default();
-    let caption = if unit.is_empty() {
-        format!("{}: trend", c.name)
-    } else {
-        format!("{} ({unit}): trend", c.name)
-    };
+    let caption = format!("{}: trend", series_name(&c.name, &unit));
     let view_box = format!("0 0 {} {}", trend::WIDTH, trend::HEIGHT);
     view! {
         <figure class="trend">
@@ -937,14 +933,19 @@ fn trend_chart(c: trend::TrendChart) -> impl IntoView {
     }
 }
 
+/// "HbA1c (mmol/mol)", or the name alone when the series has no unit.
+fn series_name(name: &str, unit: &str) -> String {
+    if unit.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} ({unit})")
+    }
+}
+
 /// Every point of a series, newest first, with its range and abnormal flag in words.
 fn series_table(s: &ObservationSeries) -> impl IntoView + use<> {
     let unit = s.unit.clone().unwrap_or_default();
-    let caption = if unit.is_empty() {
-        s.name.clone()
-    } else {
-        format!("{} ({unit})", s.name)
-    };
+    let caption = series_name(&s.name, &unit);
     let mut points = s.points.clone();
     points.sort_by_key(|p| std::cmp::Reverse(p.when));
     let region = format!("{caption}: values");
