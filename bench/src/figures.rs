@@ -97,9 +97,9 @@ impl Report {
             let _ = writeln!(out, "| what | figure | budget | |");
             let _ = writeln!(out, "|---|---|---|---|");
             for f in self.figures.iter().filter(|f| f.group == group) {
-                let budget = f
-                    .budget
-                    .map_or("-".to_string(), |b| format!("≤ {} {}", fmt_value(b.max), f.unit));
+                let budget = f.budget.map_or("-".to_string(), |b| {
+                    format!("≤ {} {}", fmt_value(b.max), f.unit)
+                });
                 let verdict = match f.met() {
                     Some(true) => "met",
                     Some(false) => "**missed**",

@@ -25,6 +25,9 @@
 //! writes them, with their samples' sizes, to `--out` (JSON).
 
 mod figures;
+mod fixture;
+mod search;
+mod sync;
 
 use std::path::PathBuf;
 
@@ -91,8 +94,8 @@ async fn main() -> Result<()> {
     for suite in suites {
         println!("== {suite:?}{}", if scale.quick { " (quick)" } else { "" });
         match suite {
-            Suite::Sync => {}
-            Suite::Search => {}
+            Suite::Sync => sync::run(scale, &mut report).await?,
+            Suite::Search => search::run(scale, &mut report).await?,
             Suite::Growth => {}
         }
     }

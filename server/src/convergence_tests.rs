@@ -785,6 +785,95 @@ fn assert_never_excluded(page: &PullPage) {
     }
 }
 
+/// Regression: the first pull of a new day re-sent the whole caseload, because the look-back
+/// windows move with the date. It must send only what the move changed: every resource that
+/// came into or went out of view, and no snapshot of a patient the device holds. The oracle is
+/// the filtered view computed here on each day ([`World::expected`]), not the pull's own code.
+async fn a_new_day_sends_only_what_the_moved_windows_changed<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    let mut moved_in_all = 0;
+    for seed in 1..=4u64 {
+        let mut rng = Rng(seed);
+        let mut w = world(open().await, &mut rng, 30).await;
+        // Random items, and encounters at the edge of the 365-day encounter window, so that
+        // each day moves some across it.
+        for p in &mut w.patients {
+            for _ in 0..6 {
+                p.add_item(&mut rng);
+            }
+            for age_days in 362..=366 {
+                p.next_item += 1;
+                let item = Item {
+                    kind: Kind::Encounter,
+                    version: 0,
+                    confidential: false,
+                    age_days,
+                };
+                p.items.insert(format!("{}-i{}", p.id, p.next_item), item);
+            }
+        }
+        for p in &w.patients {
+            import_bundle(w.store.as_ref(), &p.bundle(&[]), None)
+                .await
+                .unwrap();
+        }
+        let mut device = Device::default();
+        w.sync(&mut device, 4_000).await;
+        for day in 1..=3 {
+            let before = w.expected().await;
+            w.now += Duration::days(1);
+            let after = w.expected().await;
+            // What moving the windows changed, for the patients on the list both days.
+            let mut moved = 0;
+            for (id, now) in &after {
+                if let Some(then) = before.get(id) {
+                    moved += then
+                        .resources
+                        .keys()
+                        .filter(|k| !now.resources.contains_key(*k))
+                        .count();
+                    moved += now
+                        .resources
+                        .keys()
+                        .filter(|k| !then.resources.contains_key(*k))
+                        .count();
+                }
+            }
+            moved_in_all += moved;
+            let mut sent = 0;
+            loop {
+                let page = w.pull(&device, 4_000).await.expect("no resync");
+                for change in &page.changes {
+                    match change {
+                        Change::PatientAdded { patient, .. } => assert!(
+                            !before.contains_key(&patient.patient_id),
+                            "seed {seed} day {day}: a held patient was re-sent in full"
+                        ),
+                        Change::Upsert { .. } | Change::Delete { .. } => sent += 1,
+                        _ => {}
+                    }
+                }
+                device.apply(&page);
+                if !page.more {
+                    break;
+                }
+            }
+            assert_eq!(
+                sent, moved,
+                "seed {seed} day {day}: resources sent against those the windows moved"
+            );
+            assert_converged(&device, &after, &format!("seed {seed} day {day}"));
+        }
+    }
+    assert!(
+        moved_in_all > 0,
+        "no window moved anything: the test is vacuous"
+    );
+}
+
 async fn device_converges_after_random_interleavings<F, Fut>(open: F)
 where
     F: Fn() -> Fut,
@@ -2166,6 +2255,12 @@ macro_rules! convergence_suite {
             async fn device_converges_after_random_interleavings() {
                 let Some(backend) = $start() else { return };
                 super::device_converges_after_random_interleavings(|| backend.fresh()).await
+            }
+
+            #[tokio::test]
+            async fn a_new_day_sends_only_what_the_moved_windows_changed() {
+                let Some(backend) = $start() else { return };
+                super::a_new_day_sends_only_what_the_moved_windows_changed(|| backend.fresh()).await
             }
 
             #[tokio::test]

@@ -9,7 +9,7 @@
 //! device: the feed position its cache is current to (`seq`), which patients it holds (by the
 //! hash of a stored membership set), which of those must be re-sent in full (`stale_hash`, see
 //! [`crate::pull`]), the access epoch it was computed under, and the view date (look-back windows
-//! move daily, so a new day refreshes every patient).
+//! move daily, so a new day sends every held patient what the move changed: `redate`).
 //!
 //! The rules, pure functions tested here without a server:
 //! - bad encoding or signature, or another device's cursor: `cursor_invalid`;
@@ -67,6 +67,19 @@ pub struct CursorState {
     /// The date the filtered view was computed for.
     pub view_date: NaiveDate,
     pub issued: DateTime<Utc>,
+    /// Held patients whose copy is still the view of an earlier date: the look-back windows
+    /// moved since, and the pull sends only what that changed ([`crate::pull`]). Absent when
+    /// every held patient's copy is of `view_date` (and in cursors made before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redate: Option<Redate>,
+}
+
+/// Held patients whose copy was computed for the date `from`, not the cursor's view date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redate {
+    /// Hash of their membership set (stored like the others).
+    pub set_hash: String,
+    pub from: NaiveDate,
 }
 
 /// The server's cursor signing key.
@@ -236,7 +249,25 @@ mod tests {
             access_epoch: "epoch-a".into(),
             view_date: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
             issued: DateTime::from_timestamp(1_768_000_000, 0).unwrap(),
+            redate: None,
         }
+    }
+
+    /// Cursors sealed before `redate` existed still open, with nothing to re-date.
+    #[test]
+    fn a_cursor_without_redate_opens_with_nothing_to_redate() {
+        let mut json = serde_json::to_value(state()).unwrap();
+        assert!(json.get("redate").is_none(), "absent when empty: {json}");
+        json.as_object_mut().unwrap().remove("redate");
+        let body = serde_json::to_vec(&json).unwrap();
+        let mut mac = key(1).mac();
+        mac.update(&body);
+        let sealed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&body),
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(open(&key(1), &sealed, "dev-1").unwrap(), state());
     }
 
     fn key(b: u8) -> CursorKey {

@@ -33,10 +33,19 @@
 //! Before the feed, held patients with a list entry that ended by the clock since the cursor
 //! was issued get a `ListChanged` (reaching an end time writes no feed row).
 //!
-//! Everything is read in one read transaction, so head, rows and snapshots agree. A new day
-//! moves every held patient to `stale` (look-back windows moved), refreshing them in place.
+//! Everything is read in one read transaction, so head, rows and snapshots agree.
 //!
-//! After a page with `more == false`, `held == C`, `stale` is empty and every held patient's
+//! A new day moves the look-back windows: every held patient's copy is then the view of the
+//! cursor's `view_date`, and they are all put in the cursor's `redate` set (from that date).
+//! Once caught up with the feed (step 2, after the removals and before the additions), each
+//! re-dated patient gets only what the move changed: an `Upsert` of each resource that comes
+//! into view, a `Delete` of each that goes out of it, and `Withheld` when the counts change,
+//! until the page budget; then they leave `redate`. The feed meanwhile sends them today's state
+//! of whatever changed, so copy plus feed plus re-dating is today's view. (Before, a new day
+//! re-sent the whole caseload.) A patient still waiting to be re-dated when yet another day
+//! begins is re-sent in full (`stale`): a cursor re-dates from one day only.
+//!
+//! After a page with `more == false`, `held == C`, `stale` and `redate` are empty and every held patient's
 //! copy is its filtered state at the page's read: the device has converged.
 //!
 //! # The feed's visibility rule (several writers, several nodes)
@@ -477,8 +486,15 @@ pub async fn build_page(
     );
     let head = snap.head().await?;
 
-    let (start_seq, mut held, mut stale) = match &request.cursor {
-        None => (head, BTreeSet::new(), BTreeSet::new()),
+    // `redate`: held patients whose copy is the view of day `redate_from` (see the module doc).
+    let (start_seq, mut held, mut stale, mut redate, mut redate_from) = match &request.cursor {
+        None => (
+            head,
+            BTreeSet::new(),
+            BTreeSet::new(),
+            BTreeSet::new(),
+            None,
+        ),
         Some(c) => {
             if let Err(reason) = cursor::check(c, &epoch, snap.pruned_through().await?, head) {
                 return Ok(PullOutcome::Resync(reason));
@@ -489,12 +505,24 @@ pub async fn build_page(
             ) else {
                 return Ok(PullOutcome::Resync(ResyncReason::CursorExpired));
             };
+            let (redate, redate_from) = match &c.redate {
+                None => (BTreeSet::new(), None),
+                Some(r) => match member_set(snap, &r.set_hash).await? {
+                    Some(ids) => (ids.into_iter().collect(), Some(r.from)),
+                    None => return Ok(PullOutcome::Resync(ResyncReason::CursorExpired)),
+                },
+            };
             let mut held: BTreeSet<String> = h.into_iter().collect();
             let mut stale: BTreeSet<String> = s.into_iter().collect();
-            if c.view_date != today {
-                stale.append(&mut held);
-            }
-            (c.seq, held, stale)
+            let (redate, redate_from) = redated(
+                &mut held,
+                &mut stale,
+                redate,
+                redate_from,
+                c.view_date,
+                today,
+            );
+            (c.seq, held, stale, redate, redate_from)
         }
     };
 
@@ -622,6 +650,7 @@ pub async fn build_page(
                     (FeedOp::Header, _) => {
                         snapshotted.insert(pid.clone());
                         withheld.remove(&pid);
+                        redate.remove(&pid);
                         added.push(pid.clone());
                     }
                     _ => {}
@@ -661,7 +690,28 @@ pub async fn build_page(
             changes.push(change);
             removed.push(pid);
         }
+        redate.retain(|p| held.contains(p));
+        // Held patients whose copy is of an earlier day: only what the moved windows changed.
+        if let Some(from) = redate_from {
+            let due: Vec<String> = redate.iter().cloned().collect();
+            for pid in due {
+                let Some((patient, _)) = eligible.get(&pid) else {
+                    continue;
+                };
+                let (diff, size) = redated_changes(snap, scope, from, today, patient).await?;
+                if used + size > budget && !changes.is_empty() {
+                    more = true;
+                    break;
+                }
+                used += size;
+                changes.extend(diff);
+                redate.remove(&pid);
+            }
+        }
         for (pid, (patient, entries)) in &eligible {
+            if more {
+                break;
+            }
             if held.contains(pid) {
                 continue;
             }
@@ -678,8 +728,17 @@ pub async fn build_page(
         }
     }
 
+    redate.retain(|p| held.contains(p));
     let held_ids: Vec<String> = held.into_iter().collect();
     let stale_ids: Vec<String> = stale.into_iter().collect();
+    let redate_ids: Vec<String> = redate.into_iter().collect();
+    let redate = match redate_from {
+        Some(from) if !redate_ids.is_empty() => Some(cursor::Redate {
+            set_hash: cursor::set_hash(&redate_ids),
+            from,
+        }),
+        _ => None,
+    };
     let cursor = CursorState {
         device_id: request.device_id.clone(),
         seq: consumed,
@@ -688,11 +747,15 @@ pub async fn build_page(
         access_epoch: epoch,
         view_date: today,
         issued: now,
+        redate,
     };
-    let sets = vec![
+    let mut sets = vec![
         (cursor.set_hash.clone(), held_ids),
         (cursor.stale_hash.clone(), stale_ids),
     ];
+    if let Some(r) = &cursor.redate {
+        sets.push((r.set_hash.clone(), redate_ids));
+    }
     let carried = carried(&changes, &eligible, scope);
     Ok(PullOutcome::Page(Box::new(PageResult {
         changes,
@@ -703,6 +766,86 @@ pub async fn build_page(
         removed,
         carried,
     })))
+}
+
+/// The held and stale sets and the patients to re-date, for a cursor of view date
+/// `view_date` read on `today`. On a new day every held patient's copy is of `view_date`: all
+/// are re-dated from it. Patients already waiting to be re-dated from a still earlier day
+/// (a device that stopped mid-way through one, past midnight) are re-sent in full instead:
+/// one earlier day per cursor.
+fn redated(
+    held: &mut BTreeSet<String>,
+    stale: &mut BTreeSet<String>,
+    mut redate: BTreeSet<String>,
+    redate_from: Option<NaiveDate>,
+    view_date: NaiveDate,
+    today: NaiveDate,
+) -> (BTreeSet<String>, Option<NaiveDate>) {
+    redate.retain(|p| held.contains(p));
+    if view_date == today {
+        let from = redate_from.filter(|_| !redate.is_empty());
+        return (redate, from);
+    }
+    for pid in std::mem::take(&mut redate) {
+        held.remove(&pid);
+        stale.insert(pid);
+    }
+    (held.clone(), Some(view_date))
+}
+
+/// What the move of the look-back windows from day `from` to `today` changes in a patient's
+/// copy: an `Upsert` for each resource that comes into view, a `Delete` for each that goes
+/// out of it, and the withheld counts when they change. A copy current to the feed under
+/// `from` plus these changes is the view of `today` (the feed sends today's state of anything
+/// that changed since). Answers the changes and their size.
+async fn redated_changes(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    from: NaiveDate,
+    today: NaiveDate,
+    patient: &PatientRow,
+) -> Result<(Vec<Change>, usize), StoreError> {
+    let mut changes = Vec::new();
+    let mut before: BTreeMap<Section, u32> = BTreeMap::new();
+    let mut after: BTreeMap<Section, u32> = BTreeMap::new();
+    for row in snap.live_resources(&patient.id).await? {
+        let resource = parse_row(&row)?;
+        let old = decide(&resource, patient, scope, from);
+        let new = decide(&resource, patient, scope, today);
+        if let Decision::Withheld(section) = old {
+            *before.entry(section).or_default() += 1;
+        }
+        if let Decision::Withheld(section) = new {
+            *after.entry(section).or_default() += 1;
+        }
+        match (old == Decision::Visible, new == Decision::Visible) {
+            (false, true) => {
+                let resource = if sensitive::needs_redaction(&resource) {
+                    sensitive::redact_for_sharing(&resource).json
+                } else {
+                    resource.json
+                };
+                changes.push(Change::Upsert {
+                    patient_id: patient.id.clone(),
+                    resource,
+                });
+            }
+            (true, false) => changes.push(Change::Delete {
+                patient_id: patient.id.clone(),
+                resource_type: row.resource_type.clone(),
+                resource_id: row.id.clone(),
+            }),
+            _ => {}
+        }
+    }
+    if before != after {
+        changes.push(Change::Withheld {
+            patient_id: patient.id.clone(),
+            counts: withheld_counts(after),
+        });
+    }
+    let size = changes.iter().map(size_of).sum();
+    Ok((changes, size))
 }
 
 async fn resource_change(

@@ -97,6 +97,15 @@ impl From<rusqlite::Error> for OpenError {
 /// Open (or create) the cache at `path` with `key`, check the key with a read, set the
 /// connection up and bring the schema up to date.
 pub(crate) fn open(path: &Path, key: &[u8; 32]) -> std::result::Result<Connection, OpenError> {
+    open_keyed(path, Some(key))
+}
+
+/// [`open`], or with `key` `None` a plain SQLite file set up the same way (only the
+/// benchmark of SQLCipher's overhead opens one: `crate::workload`).
+pub(crate) fn open_keyed(
+    path: &Path,
+    key: Option<&[u8; 32]>,
+) -> std::result::Result<Connection, OpenError> {
     let conn = Connection::open(path)?;
     // A wrong PIN is an expected outcome, reported as WrongPin: keep SQLCipher from printing
     // its decryption failure to stderr.
@@ -108,7 +117,9 @@ pub(crate) fn open(path: &Path, key: &[u8; 32]) -> std::result::Result<Connectio
     conn.execute_batch("PRAGMA cipher_memory_security = OFF;")?;
     // rusqlite hands the SQL text to SQLite without a copy of its own; ours is a Zeroizing
     // string.
-    conn.execute_batch(&key_pragma(key))?;
+    if let Some(key) = key {
+        conn.execute_batch(&key_pragma(key))?;
+    }
     // The key is only tried on the first read.
     match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)

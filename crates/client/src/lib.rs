@@ -49,6 +49,8 @@ pub mod schedule;
 pub mod text;
 pub mod vault;
 mod wire;
+#[doc(hidden)]
+pub mod workload;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
