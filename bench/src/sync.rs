@@ -23,6 +23,7 @@ const DEVICE_SCHEMA: &[&str] = &[
     include_str!("../../migrations/device/0001_cache.sql"),
     include_str!("../../migrations/device/0002_rebuild.sql"),
     include_str!("../../migrations/device/0003_outbox.sql"),
+    include_str!("../../migrations/device/0004_resources_by_patient.sql"),
 ];
 
 pub async fn run(scale: Scale, report: &mut Report) -> Result<()> {

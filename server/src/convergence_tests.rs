@@ -1226,6 +1226,57 @@ impl World {
     }
 }
 
+/// Regression: a resource that moved to another patient, both held, reached the device only
+/// as an Upsert for the new patient (the pull sent one change per resource a page), so a
+/// device keeping each patient's resources apart went on showing it in the old patient's
+/// record too: the wrong patient's data (hazard H2). Now each patient hears of it.
+async fn an_item_moved_to_another_patient_leaves_the_first<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = FreshStore>,
+{
+    let mut rng = Rng(11);
+    let mut w = world(open().await, &mut rng, 3).await;
+    for p in ["p0", "p1", "p2"] {
+        for list in [CASELOAD, BREAK_GLASS, OTHER_LIST] {
+            w.store.end_list_entry(list, p, w.now).await.unwrap();
+        }
+    }
+    w.add_entry_on(CASELOAD, "p0").await;
+    w.add_entry_on(CASELOAD, "p1").await;
+    // An item of p0 everyone can see (observations have no look-back window).
+    w.patients[0].next_item += 1;
+    let id = format!("p0-i{}", w.patients[0].next_item);
+    let item = Item {
+        kind: Kind::Observation,
+        version: 0,
+        confidential: false,
+        age_days: 3,
+    };
+    w.patients[0].items.insert(id.clone(), item);
+    import_bundle(w.store.as_ref(), &w.patients[0].bundle(&[]), None)
+        .await
+        .unwrap();
+    let mut device = Device::default();
+    w.sync(&mut device, 1024 * 1024).await;
+    let key = ("Observation".to_string(), id.clone());
+    assert!(device.patients["p0"].resources.contains_key(&key));
+
+    // The practice files it under p1 instead.
+    let item = w.patients[0].items.remove(&id).unwrap();
+    w.patients[1].items.insert(id.clone(), item);
+    import_bundle(w.store.as_ref(), &w.patients[1].bundle(&[]), None)
+        .await
+        .unwrap();
+    w.sync(&mut device, 1024 * 1024).await;
+    assert!(
+        !device.patients["p0"].resources.contains_key(&key),
+        "the moved item still shows in the first patient's record"
+    );
+    assert!(device.patients["p1"].resources.contains_key(&key));
+    assert_converged(&device, &w.expected().await, "after the move");
+}
+
 async fn leaving_the_list_purges_and_newly_confidential_items_vanish<F, Fut>(open: F)
 where
     F: Fn() -> Fut,
@@ -2261,6 +2312,12 @@ macro_rules! convergence_suite {
             async fn a_new_day_sends_only_what_the_moved_windows_changed() {
                 let Some(backend) = $start() else { return };
                 super::a_new_day_sends_only_what_the_moved_windows_changed(|| backend.fresh()).await
+            }
+
+            #[tokio::test]
+            async fn an_item_moved_to_another_patient_leaves_the_first() {
+                let Some(backend) = $start() else { return };
+                super::an_item_moved_to_another_patient_leaves_the_first(|| backend.fresh()).await
             }
 
             #[tokio::test]

@@ -566,7 +566,9 @@ pub async fn build_page(
     if !held.is_empty() && start_seq < head {
         let mut withheld: BTreeMap<String, Change> = BTreeMap::new();
         let mut snapshotted: HashSet<String> = HashSet::new();
-        let mut resources_sent: HashSet<(String, String)> = HashSet::new();
+        // By patient as well: a resource moved to another patient makes a feed row for each,
+        // and the device must hear of both (an Upsert for one, a Delete for the other).
+        let mut resources_sent: HashSet<(String, (String, String))> = HashSet::new();
         let mut scanned = 0usize;
         'scan: loop {
             let rows = snap.feed_after(consumed, head, SCAN_BATCH).await?;
@@ -592,7 +594,7 @@ pub async fn build_page(
                 };
                 let new_change: Option<(Change, usize)> = match (row.op, &row.resource) {
                     (FeedOp::Upsert | FeedOp::Delete, Some(key)) => {
-                        if resources_sent.contains(key) {
+                        if resources_sent.contains(&(pid.clone(), key.clone())) {
                             None
                         } else {
                             Some(sized(
@@ -642,7 +644,7 @@ pub async fn build_page(
                 }
                 match (row.op, &row.resource) {
                     (FeedOp::Upsert | FeedOp::Delete, Some(key)) => {
-                        resources_sent.insert(key.clone());
+                        resources_sent.insert((pid.clone(), key.clone()));
                     }
                     (FeedOp::List, _) => {
                         lists_sent.insert(pid.clone());

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox",
         include_str!("../../../migrations/device/0003_outbox.sql"),
     ),
+    (
+        4,
+        "resources_by_patient",
+        include_str!("../../../migrations/device/0004_resources_by_patient.sql"),
+    ),
 ];
 
 /// Keys of the `meta` table.
@@ -289,8 +294,10 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
                 resource_type,
                 resource_id,
             } => {
-                tx.prepare_cached("DELETE FROM resources WHERE type = ?1 AND id = ?2")?
-                    .execute([resource_type, resource_id])?;
+                tx.prepare_cached(
+                    "DELETE FROM resources WHERE patient_id = ?1 AND type = ?2 AND id = ?3",
+                )?
+                .execute([patient_id, resource_type, resource_id])?;
                 if matches!(resource_type.as_str(), "Flag" | "AllergyIntolerance") {
                     badges_stale.insert(patient_id.clone());
                 } else {
@@ -386,8 +393,8 @@ fn upsert_resource(
     let json = resource.get();
     tx.prepare_cached(
         "INSERT INTO resources (type, id, patient_id, json, as_of) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (type, id) DO UPDATE SET
-             patient_id = excluded.patient_id, json = excluded.json, as_of = excluded.as_of",
+         ON CONFLICT (patient_id, type, id) DO UPDATE SET
+             json = excluded.json, as_of = excluded.as_of",
     )?
     .execute(params![kind, id, patient_id, json, as_of])?;
     Ok(Some(kind))

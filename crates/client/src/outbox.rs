@@ -222,7 +222,7 @@ pub(crate) fn notes(conn: &Connection, patient_id: Option<&str>) -> Result<Vec<N
         let body: NoteBody = serde_json::from_str(&body)
             .map_err(|e| ClientError::Internal(format!("note {id} has an unreadable body: {e}")))?;
         let state = match state.as_str() {
-            "accepted" => match delivery_of(conn, &id)? {
+            "accepted" => match delivery_of(conn, &patient_id, &id)? {
                 Some(state) => state,
                 None => NoteState::Accepted {
                     at: accepted_at
@@ -263,12 +263,13 @@ pub(crate) fn notes(conn: &Connection, patient_id: Option<&str>) -> Result<Vec<N
 /// What the practice has said of an accepted note, from the note's Composition as the last pull
 /// brought it (the federation writes the practice's acknowledgements on it). `None` while the
 /// device holds no such word (the note is then just accepted).
-fn delivery_of(conn: &Connection, note_id: &str) -> Result<Option<NoteState>> {
+fn delivery_of(conn: &Connection, patient_id: &str, note_id: &str) -> Result<Option<NoteState>> {
     use doorstep_record::writeback::{DeliveryState, note_delivery};
     let json: Option<String> = conn
         .query_row(
-            "SELECT json FROM resources WHERE type = 'Composition' AND id = ?1",
-            [note_id],
+            "SELECT json FROM resources
+             WHERE patient_id = ?1 AND type = 'Composition' AND id = ?2",
+            [patient_id, note_id],
             |r| r.get(0),
         )
         .optional()?;

@@ -233,6 +233,70 @@ fn dump(conn: &Connection) -> Vec<String> {
     out
 }
 
+/// A cache made before resources were keyed by patient (schema 3) keeps every row when it
+/// is opened by this version, and pages apply to it as to a new one.
+#[test]
+fn a_schema_3_cache_keeps_its_resources_when_keyed_by_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(files::CACHE_FILE);
+    {
+        // Schema 3 as a device of the last version left it, with one page applied by hand.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&crate::key::key_pragma(&TEST_KEY))
+            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                                             applied_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        for (version, sql) in [
+            (1, include_str!("../../../migrations/device/0001_cache.sql")),
+            (
+                2,
+                include_str!("../../../migrations/device/0002_rebuild.sql"),
+            ),
+            (
+                3,
+                include_str!("../../../migrations/device/0003_outbox.sql"),
+            ),
+        ] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 'old', '2026-01-01T00:00:00.000Z')",
+                [version],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO resources (type, id, patient_id, json, as_of)
+             VALUES ('Condition', 'c9', 'p-sian', '{\"resourceType\":\"Condition\",\"id\":\"c9\"}',
+                     '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut conn = open_cache(dir.path());
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM resources WHERE patient_id = ?1 AND type = 'Condition'",
+            "p-sian"
+        ),
+        1
+    );
+    let version: i64 = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 4);
+    apply(&mut conn, &first_page()).unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c2"),
+        1
+    );
+}
+
 fn count(conn: &Connection, sql: &str, id: &str) -> i64 {
     conn.query_row(sql, [id], |r| r.get(0)).unwrap()
 }
