@@ -19,13 +19,14 @@
 //!   view (p95 of many runs each), and the same apply and search workload on SQLCipher
 //!   against plain SQLite.
 //! * `growth`: initial sync and search at 100, 1,000 and 10,000 patients, as a table and
-//!   an SVG plot (`docs/bench/growth.svg`).
+//!   an SVG plot (`--plot`; `cargo xtask bench` writes `docs/bench/growth.svg`).
 //!
 //! Every figure is printed as it is measured; the run ends with them as Markdown tables and
 //! writes them, with their samples' sizes, to `--out` (JSON).
 
 mod figures;
 mod fixture;
+mod growth;
 mod search;
 mod sync;
 
@@ -51,6 +52,9 @@ struct Args {
     /// Write the figures as Markdown here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Write the growth curves as an SVG plot here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,7 +100,7 @@ async fn main() -> Result<()> {
         match suite {
             Suite::Sync => sync::run(scale, &mut report).await?,
             Suite::Search => search::run(scale, &mut report).await?,
-            Suite::Growth => {}
+            Suite::Growth => growth::run(scale, &mut report, args.plot.as_deref()).await?,
         }
     }
     let markdown = report.markdown();

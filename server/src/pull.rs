@@ -487,7 +487,7 @@ pub async fn build_page(
     let head = snap.head().await?;
 
     // `redate`: held patients whose copy is the view of day `redate_from` (see the module doc).
-    let (start_seq, mut held, mut stale, mut redate, mut redate_from) = match &request.cursor {
+    let (start_seq, mut held, mut stale, mut redate, redate_from) = match &request.cursor {
         None => (
             head,
             BTreeSet::new(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use doorstep_client::{Device, DeviceFile, EnrolParams, Secret, is_enrolled};
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
-    IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus,
+    IpcErrorKind, ListPage, NoteForm, NoteSummary, PatientRecord, SyncStatus,
 };
 use tauri::State;
 
@@ -152,12 +152,13 @@ pub async fn sign_in_online(shell: State<'_, Shell>, password: Secret, totp: Sec
 pub async fn list_patients(
     shell: State<'_, Shell>,
     search: Option<String>,
-) -> Answer<Vec<ListRow>> {
+    limit: Option<u32>,
+) -> Answer<ListPage> {
     shell.touch();
     let device = shell.device()?;
     blocking(move || {
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        device.list(search, doorstep_client::today())
+        device.list_page(search, doorstep_client::today(), limit.map(|n| n as usize))
     })
     .await
 }

@@ -34,8 +34,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_client::ClientError;
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
-    ListRow, NoteForm, NoteState, NoteSummary, PatientRecord, SyncStatus, SyncSummary, UserSummary,
-    commands,
+    ListPage, ListRow, NoteForm, NoteState, NoteSummary, PatientRecord, SyncStatus, SyncSummary,
+    UserSummary, commands,
 };
 use doorstep_record::NhsNumber;
 use serde::Deserialize;
@@ -340,6 +340,7 @@ struct SignInArgs {
 #[serde(deny_unknown_fields)]
 struct ListArgs {
     search: Option<String>,
+    limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -488,7 +489,7 @@ impl ShellState {
             }
             commands::LIST_PATIENTS => {
                 let a: ListArgs = decode(cmd, args)?;
-                answer(self.list(a.search.as_deref()))
+                answer(self.list(a.search.as_deref(), a.limit))
             }
             commands::PATIENT_RECORD => {
                 let a: PatientArgs = decode(cmd, args)?;
@@ -711,9 +712,14 @@ impl ShellState {
         rows
     }
 
-    fn list(&self, search: Option<&str>) -> Result<Vec<ListRow>, Rejection> {
+    fn list(&self, search: Option<&str>, limit: Option<u32>) -> Result<ListPage, Rejection> {
         self.within_offline_age()?;
-        Ok(self.sorted_rows(search.filter(|q| !q.trim().is_empty())))
+        let mut rows = self.sorted_rows(search.filter(|q| !q.trim().is_empty()));
+        let total = rows.len() as u32;
+        if let Some(limit) = limit {
+            rows.truncate(limit as usize);
+        }
+        Ok(ListPage { rows, total })
     }
 
     fn patient(&self, patient_id: &str) -> Result<&FakePatient, Rejection> {
@@ -1061,7 +1067,7 @@ mod tests {
         state.unlock(PIN).ok().unwrap();
         state.offline_too_long = true;
         assert!(
-            matches!(state.list(None), Err(Rejection::Ipc(e)) if e.kind == doorstep_ipc::IpcErrorKind::OfflineTooLong)
+            matches!(state.list(None, None), Err(Rejection::Ipc(e)) if e.kind == doorstep_ipc::IpcErrorKind::OfflineTooLong)
         );
         assert!(state.record("fake-evans").is_err());
         state.sync_now().ok().unwrap();

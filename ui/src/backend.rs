@@ -7,7 +7,7 @@
 
 use doorstep_ipc::{
     AppState, BreakGlassForm, BreakGlassGrant, BreakGlassMatch, DeviceInfo, EnrolForm, IpcError,
-    IpcErrorKind, ListRow, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
+    IpcErrorKind, ListPage, NoteForm, NoteSummary, PatientRecord, SyncStatus, commands,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +50,7 @@ struct SignInArgs<'a> {
 #[derive(Serialize)]
 struct ListArgs<'a> {
     search: Option<&'a str>,
+    limit: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -141,8 +142,13 @@ impl Backend {
         call(commands::LOCK, &NoArgs {}).await
     }
 
-    pub async fn list_patients(&self, search: Option<&str>) -> Result<Vec<ListRow>, IpcError> {
-        call(commands::LIST_PATIENTS, &ListArgs { search }).await
+    /// The first `limit` rows of the list (all when `None`) and how many there are.
+    pub async fn list_patients(
+        &self,
+        search: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ListPage, IpcError> {
+        call(commands::LIST_PATIENTS, &ListArgs { search, limit }).await
     }
 
     pub async fn patient_record(&self, patient_id: &str) -> Result<PatientRecord, IpcError> {

@@ -59,7 +59,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use doorstep_ipc::{ListRow, NoteSummary, PatientRecord, SyncStatus, SyncSummary, UserSummary};
+use doorstep_ipc::{
+    ListPage, ListRow, NoteSummary, PatientRecord, SyncStatus, SyncSummary, UserSummary,
+};
 use doorstep_protocol::{EnrolRequest, RefreshRequest, TokenResponse, UserInfo};
 use doorstep_record::NhsNumber;
 use rusqlite::Connection;
@@ -150,6 +152,8 @@ pub struct Device {
     /// The same-name set as of a cache generation and a minute (entries end with time): the
     /// list searches as the user types, and the set needs the whole list.
     lookalikes: Mutex<Option<SameNames>>,
+    /// The whole list's order as of a cache generation and a minute, for the same reason.
+    order: Mutex<Option<(u64, i64, NaiveDate, Arc<queries::ListOrder>)>>,
     backoff: Backoff,
     /// What time it is (the maximum offline age is measured with it); tests set another.
     clock: Clock,
@@ -300,6 +304,7 @@ impl Device {
             revoked: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
             lookalikes: Mutex::new(None),
+            order: Mutex::new(None),
             backoff: Backoff::default(),
             clock: std::sync::Arc::new(Utc::now),
         })
@@ -557,6 +562,7 @@ impl Device {
             revoked: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
             lookalikes: Mutex::new(None),
+            order: Mutex::new(None),
             backoff: Backoff::default(),
             clock: std::sync::Arc::new(Utc::now),
         })
@@ -1098,6 +1104,64 @@ impl Device {
             }
             Ok(rows)
         })
+    }
+
+    /// The first `limit` rows of [`Device::list`] (all of them when `None`), and how many
+    /// there are in all: what the list screen shows first. Only the rows shown are built; the
+    /// list's order is kept between syncs.
+    pub fn list_page(
+        &self,
+        search: Option<&str>,
+        today: NaiveDate,
+        limit: Option<usize>,
+    ) -> Result<ListPage> {
+        let Some(limit) = limit else {
+            let rows = self.list(search, today)?;
+            return Ok(ListPage {
+                total: rows.len() as u32,
+                rows,
+            });
+        };
+        self.with_conn(|c| {
+            self.check_offline_age(c)?;
+            let now = self.now();
+            let order = self.list_order(c, today, now)?;
+            let (mut rows, total) = queries::list_first(c, &order, search, limit, today, now)?;
+            let same = self.same_names(c)?;
+            for row in &mut rows {
+                row.same_name = same.contains(&row.patient_id);
+            }
+            Ok(ListPage {
+                rows,
+                total: total as u32,
+            })
+        })
+    }
+
+    /// The whole list's order, worked out again only after a sync or when the minute changes.
+    fn list_order(
+        &self,
+        c: &Connection,
+        today: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<queries::ListOrder>> {
+        let key = (
+            self.cache_generation.load(Ordering::SeqCst),
+            now.timestamp() / 60,
+            today,
+        );
+        let mut memo = self
+            .order
+            .lock()
+            .map_err(|_| ClientError::Internal("the list order memo was poisoned".into()))?;
+        if let Some((generation, minute, day, order)) = memo.as_ref()
+            && (*generation, *minute, *day) == key
+        {
+            return Ok(order.clone());
+        }
+        let order = Arc::new(queries::list_order(c, today, now)?);
+        *memo = Some((key.0, key.1, key.2, order.clone()));
+        Ok(order)
     }
 
     /// One patient's record; `None` when the patient is not (or no longer) on the device.

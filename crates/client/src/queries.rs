@@ -83,6 +83,14 @@ pub(crate) fn list(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Vec<ListRow>> {
+    let (conditions, args) = search_conditions(search);
+    let mut list = read_rows(conn, &conditions, &args, today, now)?;
+    sort_rows(&mut list);
+    Ok(list.into_iter().map(|(row, _, _)| row).collect())
+}
+
+/// The SQL conditions on `patients p` (and their arguments) that a search makes.
+fn search_conditions(search: Option<&str>) -> (Vec<String>, Vec<String>) {
     let query = SearchQuery::parse(search.unwrap_or(""));
     let mut conditions: Vec<String> = Vec::new();
     let mut args: Vec<String> = Vec::new();
@@ -133,6 +141,94 @@ pub(crate) fn list(
             }
         }
     }
+    (conditions, args)
+}
+
+/// The order of the whole list ([`list`]'s, unsearched): every listed patient's id, first to
+/// last. The device keeps it between syncs, so the screen's first rows and a search's are
+/// found without building every row.
+pub(crate) struct ListOrder {
+    ids: Vec<String>,
+    rank: HashMap<String, usize>,
+}
+
+pub(crate) fn list_order(
+    conn: &Connection,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<ListOrder> {
+    let ids: Vec<String> = list(conn, None, today, now)?
+        .into_iter()
+        .map(|r| r.patient_id)
+        .collect();
+    let rank = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
+        .collect();
+    Ok(ListOrder { ids, rank })
+}
+
+/// The first `limit` rows of the list, searched, in [`list`]'s order, and how many match in
+/// all: only those rows are built.
+pub(crate) fn list_first(
+    conn: &Connection,
+    order: &ListOrder,
+    search: Option<&str>,
+    limit: usize,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<(Vec<ListRow>, usize)> {
+    let (conditions, args) = search_conditions(search);
+    let (ids, total): (Vec<&String>, usize) = if conditions.is_empty() {
+        (order.ids.iter().take(limit).collect(), order.ids.len())
+    } else {
+        let sql = format!(
+            "SELECT p.id FROM patients p WHERE {}",
+            conditions.join(" AND ")
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let params: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
+        let mut ranked: Vec<(usize, String)> = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(0))?
+            .filter_map(|id| {
+                let id = id.ok()?;
+                // Not in the order: every entry ended (not listed, as in `list`).
+                order.rank.get(&id).map(|rank| (*rank, id))
+            })
+            .collect();
+        ranked.sort_unstable();
+        let total = ranked.len();
+        let ids = ranked
+            .into_iter()
+            .take(limit)
+            .filter_map(|(rank, _)| order.ids.get(rank))
+            .collect();
+        (ids, total)
+    };
+    if ids.is_empty() {
+        return Ok((Vec::new(), total));
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|n| format!("?{n}")).collect();
+    let condition = vec![format!("p.id IN ({})", marks.join(", "))];
+    let args: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
+    let mut rows: Vec<ListRow> = read_rows(conn, &condition, &args, today, now)?
+        .into_iter()
+        .map(|(row, _, _)| row)
+        .collect();
+    rows.sort_by_key(|r| order.rank.get(&r.patient_id).copied().unwrap_or(usize::MAX));
+    Ok((rows, total))
+}
+
+/// The rows of the patients matching `conditions`, unsorted: (row, has a timed entry, sort
+/// name). Patients whose every entry has ended by `now` are left out.
+fn read_rows(
+    conn: &Connection,
+    conditions: &[String],
+    args: &[String],
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Vec<(ListRow, bool, String)>> {
     let sql = format!(
         "SELECT p.id, p.nhs_number, p.name_display, p.birth_date, p.address, p.postcode,
                 p.practice_name, p.alerts, e.kind, e.reason, e.starts_at, e.ends_at, p.name_sort
@@ -221,7 +317,7 @@ pub(crate) fn list(
         }
     }
 
-    let mut list: Vec<(ListRow, bool, String)> = out
+    let list: Vec<(ListRow, bool, String)> = out
         .into_iter()
         .filter(|b| !(b.entries.is_empty() && b.ended > 0))
         .map(|mut b| {
@@ -237,6 +333,11 @@ pub(crate) fn list(
             (b.row, timed, b.sort_name)
         })
         .collect();
+    Ok(list)
+}
+
+/// Today first, then timed entries by time, then by name (and NHS number).
+fn sort_rows(list: &mut [(ListRow, bool, String)]) {
     list.sort_by(|(a, a_timed, a_name), (b, b_timed, b_name)| {
         (!a.today, !a_timed)
             .cmp(&(!b.today, !b_timed))
@@ -250,7 +351,6 @@ pub(crate) fn list(
             .then_with(|| a_name.cmp(b_name))
             .then_with(|| a.nhs_number.cmp(&b.nhs_number))
     });
-    Ok(list.into_iter().map(|(row, _, _)| row).collect())
 }
 
 /// The patients on the list (the whole list, whatever the search) who share their name with

@@ -682,6 +682,22 @@ fn list_rows_carry_badges_age_and_sort_today_first() {
     assert_eq!(row.age, queries::age_on(day(1950, 2, 1), today));
     assert!(rows[0].alerts.is_empty());
 
+    // The screen's first rows of a long list: the list's first, in its order, built the same,
+    // and how many there are in all.
+    let order = queries::list_order(&conn, today, Utc::now()).unwrap();
+    let (first, total) = queries::list_first(&conn, &order, None, 2, today, Utc::now()).unwrap();
+    let ids: Vec<&str> = first.iter().map(|r| r.patient_id.as_str()).collect();
+    assert_eq!((ids, total), (vec!["p-zoe", "p-john"], 3));
+    assert_eq!(first[..], rows[..2]);
+    let sian_nhs = sian().nhs;
+    let (found, total) =
+        queries::list_first(&conn, &order, Some(&sian_nhs), 5, today, Utc::now()).unwrap();
+    assert_eq!((found.len(), total), (1, 1));
+    assert_eq!(found[0], rows[2]);
+    let (none, total) =
+        queries::list_first(&conn, &order, Some("Zebedee"), 5, today, Utc::now()).unwrap();
+    assert_eq!((none.len(), total), (0, 0));
+
     // Deleting the flag drops its badge at once.
     apply(
         &mut conn,

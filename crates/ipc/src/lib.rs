@@ -33,7 +33,8 @@ pub mod commands {
     pub const UNLOCK_ONLINE: &str = "unlock_online";
     /// `() -> AppState`
     pub const LOCK: &str = "lock";
-    /// `{ search: Option<String> } -> Vec<ListRow>`
+    /// `{ search: Option<String>, limit: Option<u32> } -> ListPage` (the first `limit` rows,
+    /// all when `None`)
     pub const LIST_PATIENTS: &str = "list_patients";
     /// `{ patient_id: String } -> PatientRecord`
     pub const PATIENT_RECORD: &str = "patient_record";
@@ -114,6 +115,17 @@ pub struct EnrolForm {
     pub totp: Secret,
     /// The PIN or passphrase that will unlock the cache on this device.
     pub pin: Secret,
+}
+
+/// How many rows the list screen shows before the clinician asks for all (a search narrows
+/// it; a caseload rarely reaches it).
+pub const LIST_FIRST_ROWS: u32 = 200;
+
+/// The list as the screen shows it: its first rows in order, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub rows: Vec<ListRow>,
+    pub total: u32,
 }
 
 /// One patient on "My list". `Hash` so that the list can key its rows by the whole row: a row

@@ -4,7 +4,7 @@
 //! the list gives way to [`OfflineTooLong`], which says since when and offers an online
 //! sign-in (a sync when there is signal does as well).
 
-use doorstep_ipc::{IpcErrorKind, ListRow};
+use doorstep_ipc::{IpcErrorKind, LIST_FIRST_ROWS, ListRow};
 use leptos::ev;
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
@@ -189,6 +189,8 @@ fn focus_search_at_end() {
 struct Shown {
     search: String,
     rows: Vec<ListRow>,
+    /// How many match in all (more than `rows` when only the first are shown).
+    total: u32,
 }
 
 /// One group of rows ("Today", "Also on your list"). The rows are keyed by the whole row, so a
@@ -322,7 +324,7 @@ fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
             </div>
         }
         .into_any(),
-        Load::Ready(Shown { search, rows }) if rows.is_empty() => {
+        Load::Ready(Shown { search, rows, .. }) if rows.is_empty() => {
             if search.trim().is_empty() {
                 let never_synced = ctx.sync.with_untracked(|s| match s {
                     SyncView::Known(st) => st.last_synced.is_none(),
@@ -352,13 +354,23 @@ fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
                 .into_any()
             }
         }
-        Load::Ready(Shown { search, rows }) => {
-            let count = match (search.trim(), rows.len()) {
+        Load::Ready(Shown {
+            search,
+            rows,
+            total,
+        }) => {
+            let mut count = match (search.trim(), total) {
                 ("", 1) => "1 patient on your list".to_owned(),
                 ("", n) => format!("{n} patients on your list"),
                 (q, 1) => format!("1 match for “{q}”"),
                 (q, n) => format!("{n} matches for “{q}”"),
             };
+            if (rows.len() as u32) < total {
+                count.push_str(&format!(
+                    ": the first {} are shown. Search to find the others, or show all below.",
+                    rows.len()
+                ));
+            }
             view! { <p class="list-count" id="list-count" aria-live="polite">{count}</p> }
                 .into_any()
         }
@@ -369,12 +381,15 @@ fn ListState(rows: RwSignal<Load<Shown>>) -> impl IntoView {
 pub fn ListScreen() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let rows = RwSignal::new(Load::<Shown>::Loading);
+    // Only the first rows of a long list are built, until the clinician asks for all.
+    let show_all = RwSignal::new(false);
     // Answers can overtake each other while typing; only the newest request may set the list.
     let latest = StoredValue::new(0u64);
     let first_load = StoredValue::new(true);
 
     Effect::new(move |_| {
         let search = ctx.search.get();
+        let limit = (!show_all.get()).then_some(LIST_FIRST_ROWS);
         ctx.data_version.track();
         let ticket = latest.get_value() + 1;
         latest.set_value(ticket);
@@ -382,13 +397,17 @@ pub fn ListScreen() -> impl IntoView {
             let query = search.trim().to_owned();
             let answer = ctx
                 .backend
-                .list_patients((!query.is_empty()).then_some(query.as_str()))
+                .list_patients((!query.is_empty()).then_some(query.as_str()), limit)
                 .await;
             if latest.get_value() != ticket {
                 return;
             }
             match answer {
-                Ok(list) => rows.set(Load::Ready(Shown { search, rows: list })),
+                Ok(page) => rows.set(Load::Ready(Shown {
+                    search,
+                    rows: page.rows,
+                    total: page.total,
+                })),
                 Err(e) => {
                     ctx.note_error(&e);
                     rows.set(Load::Failed(e));
@@ -447,7 +466,10 @@ pub fn ListScreen() -> impl IntoView {
                         autocomplete="off"
                         spellcheck="false"
                         prop:value=move || ctx.search.get()
-                        on:input=move |ev| ctx.search.set(event_target_value(&ev))
+                        on:input=move |ev| {
+                            show_all.set(false);
+                            ctx.search.set(event_target_value(&ev));
+                        }
                         // Only an element that is on the page (the count, or the empty state).
                         aria-describedby=move || {
                             rows.with(|r| match r {
@@ -463,6 +485,26 @@ pub fn ListScreen() -> impl IntoView {
                 <ListState rows=rows />
                 <PatientGroup title=Signal::stored("Today") id="group-today" rows=today />
                 <PatientGroup title=others_title id="group-other" rows=later />
+                {move || {
+                    rows.with(|r| match r {
+                        Load::Ready(shown) if (shown.rows.len() as u32) < shown.total => {
+                            let total = shown.total;
+                            Some(view! {
+                                <p class="list-show-all">
+                                    <button
+                                        type="button"
+                                        class="button secondary"
+                                        id="list-show-all"
+                                        on:click=move |_| show_all.set(true)
+                                    >
+                                        {format!("Show all {total}")}
+                                    </button>
+                                </p>
+                            })
+                        }
+                        _ => None,
+                    })
+                }}
                 // After the rows, so Tab from the search box reaches the patients first.
                 <p class="list-break-glass">
                     <button

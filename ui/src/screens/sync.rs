@@ -70,8 +70,8 @@ pub fn SyncScreen() -> impl IntoView {
         ctx.data_version.track();
         spawn_local(async move {
             let answer = ctx.backend.notes(None).await;
-            let names: HashMap<String, String> = match ctx.backend.list_patients(None).await {
-                Ok(rows) => rows.into_iter().map(|r| (r.patient_id, r.name)).collect(),
+            let names: HashMap<String, String> = match ctx.backend.list_patients(None, None).await {
+                Ok(page) => page.rows.into_iter().map(|r| (r.patient_id, r.name)).collect(),
                 Err(_) => HashMap::new(),
             };
             match answer {
