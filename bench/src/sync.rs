@@ -78,7 +78,8 @@ pub async fn run(scale: Scale, report: &mut Report) -> Result<()> {
     );
 
     // ---- the server's share: every page fetched and decompressed, nothing applied ----
-    let (fetched, pages, bytes) = fetch_all(&http, &fed.server.base_url, &token).await?;
+    let (fetched, pages, bytes, last_cursor) =
+        fetch_all(&http, &fed.server.base_url, &token).await?;
     report.add(
         GROUP,
         "Server's share: the same pages fetched over HTTPS and gunzipped, nothing applied",
@@ -93,6 +94,22 @@ pub async fn run(scale: Scale, report: &mut Report) -> Result<()> {
     );
 
     crate::search::record_views(&device, fed.today, scale.runs(200), full, report)?;
+
+    // ---- the server's answer when nothing is new ----
+    let mut server_empty = Samples::default();
+    for _ in 0..scale.runs(30) {
+        let t = Instant::now();
+        pull_body(&http, &fed.server.base_url, &token, Some(&last_cursor)).await?;
+        server_empty.push(t.elapsed());
+    }
+    report.add(
+        GROUP,
+        "Server's share of a sync with nothing new: one page asked for and answered",
+        server_empty.median_ms(),
+        "ms",
+        None,
+        format!("median of {}", server_empty.len()),
+    );
 
     // ---- size on disk ----
     let on_disk = dir_bytes(device_dir.path());
@@ -247,7 +264,7 @@ async fn fetch_all(
     http: &reqwest::Client,
     base: &str,
     token: &str,
-) -> Result<(Duration, usize, usize)> {
+) -> Result<(Duration, usize, usize, String)> {
     let t = Instant::now();
     let (mut cursor, mut pages, mut bytes) = (None::<String>, 0, 0);
     loop {
@@ -255,10 +272,10 @@ async fn fetch_all(
         pages += 1;
         bytes += body.len();
         let head: PageHead = serde_json::from_slice(&body)?;
-        cursor = Some(head.cursor);
         if !head.more {
-            return Ok((t.elapsed(), pages, bytes));
+            return Ok((t.elapsed(), pages, bytes, head.cursor));
         }
+        cursor = Some(head.cursor);
     }
 }
 

@@ -281,7 +281,9 @@ pub async fn pull(store: &dyn FeedStore, request: PullRequest) -> Result<PullOut
         build_page(snap.as_ref(), &request).await?
         // The snapshot (its read transaction) ends here, before the write below.
     };
-    if let PullOutcome::Page(page) = &outcome {
+    if let PullOutcome::Page(page) = &outcome
+        && !sets_still_fresh(request.cursor.as_ref(), &page.cursor)
+    {
         let sets: Vec<(String, Vec<String>)> = page
             .sets
             .iter()
@@ -293,6 +295,21 @@ pub async fn pull(store: &dyn FeedStore, request: PullRequest) -> Result<PullOut
         }
     }
     Ok(outcome)
+}
+
+/// How stale a membership set's last use may be before a pull that names it again records
+/// the use (pruning keeps sets used within the feed's retention, 30 days by default).
+const SET_USE_REFRESH: chrono::Duration = chrono::Duration::hours(1);
+
+/// Whether the new cursor names only the sets the old one did, and the old one was issued
+/// within [`SET_USE_REFRESH`]: nothing need be written for the page (a sync with nothing new,
+/// the commonest pull of all, is then a read only).
+fn sets_still_fresh(old: Option<&CursorState>, new: &CursorState) -> bool {
+    let Some(old) = old else { return false };
+    old.set_hash == new.set_hash
+        && old.stale_hash == new.stale_hash
+        && old.redate.as_ref().map(|r| &r.set_hash) == new.redate.as_ref().map(|r| &r.set_hash)
+        && new.issued - old.issued < SET_USE_REFRESH
 }
 
 /// The patient ids of the membership set `hash`: the empty set is known without a read.
@@ -880,4 +897,38 @@ async fn resource_change(
         resource_type: rtype.clone(),
         resource_id: id.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(set: &str, issued_min: i64) -> CursorState {
+        CursorState {
+            device_id: "d".into(),
+            seq: 1,
+            set_hash: set.into(),
+            stale_hash: cursor::set_hash(&[]),
+            access_epoch: "e".into(),
+            view_date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            issued: DateTime::from_timestamp(1_764_547_200 + issued_min * 60, 0).unwrap(),
+            redate: None,
+        }
+    }
+
+    /// Regression: every pull, a sync with nothing new among them, wrote its membership sets'
+    /// last use, so the commonest request of all took the store's write lock.
+    #[test]
+    fn a_pull_naming_the_same_sets_within_the_hour_writes_nothing() {
+        assert!(sets_still_fresh(Some(&cursor("a", 0)), &cursor("a", 59)));
+        assert!(!sets_still_fresh(Some(&cursor("a", 0)), &cursor("a", 60)));
+        assert!(!sets_still_fresh(Some(&cursor("a", 0)), &cursor("b", 1)));
+        assert!(!sets_still_fresh(None, &cursor("a", 1)));
+        let mut redated = cursor("a", 1);
+        redated.redate = Some(cursor::Redate {
+            set_hash: "r".into(),
+            from: NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+        });
+        assert!(!sets_still_fresh(Some(&cursor("a", 0)), &redated));
+    }
 }

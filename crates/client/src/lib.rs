@@ -671,7 +671,9 @@ impl Device {
                 report.duration_ms = started.elapsed().as_millis() as u64;
                 report.pushed = pushed.unwrap_or_default();
                 report.patients = self.with_conn(|c| {
-                    cache::set_meta(c, meta::LAST_SYNCED, &now)?;
+                    // One commit for the whole outcome.
+                    let c = c.transaction()?;
+                    cache::set_meta(&c, meta::LAST_SYNCED, &now)?;
                     let summary = SyncSummary {
                         at: self.now(),
                         patients_added: report.patients_added,
@@ -686,12 +688,14 @@ impl Device {
                     };
                     let summary = serde_json::to_string(&summary)
                         .map_err(|e| ClientError::Internal(format!("sync summary: {e}")))?;
-                    cache::set_meta(c, meta::LAST_SYNC_SUMMARY, &summary)?;
+                    cache::set_meta(&c, meta::LAST_SYNC_SUMMARY, &summary)?;
                     // A completed sync is a contact: records show again (see `offline`).
-                    cache::set_meta(c, meta::LAST_CONTACT, &now)?;
-                    cache::set_meta(c, meta::SERVER_REACHABLE, "true")?;
-                    cache::delete_meta(c, meta::LAST_ERROR)?;
-                    queries::patient_count(c)
+                    cache::set_meta(&c, meta::LAST_CONTACT, &now)?;
+                    cache::set_meta(&c, meta::SERVER_REACHABLE, "true")?;
+                    cache::delete_meta(&c, meta::LAST_ERROR)?;
+                    let patients = queries::patient_count(&c)?;
+                    c.commit()?;
+                    Ok(patients)
                 })?;
                 tracing::info!(
                     pages = report.pages,
@@ -949,7 +953,9 @@ impl Device {
                     if !page.more {
                         let as_of = cache::timestamp(page.server_time);
                         self.with_conn(|c| {
-                            cache::set_meta(c, meta::AS_OF, &as_of)?;
+                            // One commit for all of them (each is otherwise its own).
+                            let c = c.transaction()?;
+                            cache::set_meta(&c, meta::AS_OF, &as_of)?;
                             // The agreements' limits, as of this sync (absent: the defaults).
                             for (key, value) in [
                                 (meta::MAX_OFFLINE_HOURS, page.max_offline_hours),
@@ -957,10 +963,11 @@ impl Device {
                                 (meta::STALE_AFTER_HOURS, page.stale_after_hours),
                             ] {
                                 match value {
-                                    Some(v) => cache::set_meta(c, key, &v.to_string())?,
-                                    None => cache::delete_meta(c, key)?,
+                                    Some(v) => cache::set_meta(&c, key, &v.to_string())?,
+                                    None => cache::delete_meta(&c, key)?,
                                 }
                             }
+                            c.commit()?;
                             Ok(())
                         })?;
                         return Ok(report);
