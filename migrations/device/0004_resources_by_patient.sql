@@ -5,6 +5,10 @@
 -- insert at a random place, so each page's commit rewrote most of that index's pages: the
 -- initial sync of 1,000 patients wrote several times the data it stored (BENCHMARKS.md).
 --
+-- `json` holds what the device writes now: the resource deflated against a fixed dictionary
+-- (crates/client/src/stored.rs), a BLOB; rows copied from schema 3 stay TEXT and are read as
+-- they are.
+--
 -- (type, id) need not be unique any more: a resource that moves to another patient reaches
 -- the device as an Upsert for the new patient and a Delete for the old one
 -- (server/src/pull.rs), and each change names its patient.
@@ -12,7 +16,7 @@ CREATE TABLE resources_by_patient (
     patient_id TEXT NOT NULL,
     type       TEXT NOT NULL,
     id         TEXT NOT NULL,
-    json       TEXT NOT NULL,
+    json       BLOB NOT NULL,
     as_of      TEXT NOT NULL,
     PRIMARY KEY (patient_id, type, id)
 );

@@ -168,7 +168,16 @@ fn dump_cache(dir: &Path) -> Vec<(String, Vec<u8>)> {
                     ValueRef::Null => {}
                     ValueRef::Integer(i) => text.extend(i.to_string().bytes()),
                     ValueRef::Real(f) => text.extend(f.to_string().bytes()),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => text.extend_from_slice(t),
+                    ValueRef::Text(t) => text.extend_from_slice(t),
+                    // A stored resource is deflated: searched as what it holds, and as its bytes.
+                    ValueRef::Blob(b) => {
+                        if let Ok(json) = doorstep_client::workload::stored_text(ValueRef::Blob(b))
+                        {
+                            text.extend_from_slice(json.as_bytes());
+                            text.push(b'\t');
+                        }
+                        text.extend_from_slice(b);
+                    }
                 }
                 text.push(b'\t');
             }

@@ -389,8 +389,8 @@ fn upsert_resource(
         tracing::warn!("pull page carried a resource without resourceType or id; skipped");
         return Ok(None);
     };
-    // Stored as the server sent it: no parse, no re-serialisation.
-    let json = resource.get();
+    // Stored as the server sent it, deflated (`crate::stored`): no parse, no re-serialisation.
+    let json = crate::stored::pack(resource.get())?;
     tx.prepare_cached(
         "INSERT INTO resources (type, id, patient_id, json, as_of) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (patient_id, type, id) DO UPDATE SET
@@ -553,9 +553,9 @@ fn refresh_badges(
          WHERE patient_id = ?1 AND type IN ('Flag', 'AllergyIntolerance')",
     )?;
     let resources = stmt
-        .query_map([patient_id], |r| r.get::<_, String>(0))?
-        .filter_map(|json| {
-            let json = json.ok()?;
+        .query_map([patient_id], |r| Ok(crate::stored::unpack(r.get_ref(0)?)))?
+        .filter_map(|stored| {
+            let json = stored.ok()?.ok()?;
             Resource::from_json(serde_json::from_str(&json).ok()?).ok()
         })
         .collect::<Vec<_>>();

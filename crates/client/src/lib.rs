@@ -46,6 +46,7 @@ mod outbox;
 mod push;
 mod queries;
 pub mod schedule;
+mod stored;
 pub mod text;
 pub mod vault;
 mod wire;

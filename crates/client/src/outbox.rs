@@ -270,9 +270,10 @@ fn delivery_of(conn: &Connection, patient_id: &str, note_id: &str) -> Result<Opt
             "SELECT json FROM resources
              WHERE patient_id = ?1 AND type = 'Composition' AND id = ?2",
             [patient_id, note_id],
-            |r| r.get(0),
+            |r| Ok(crate::stored::unpack(r.get_ref(0)?)),
         )
-        .optional()?;
+        .optional()?
+        .transpose()?;
     let Some(resource) = json
         .and_then(|j| serde_json::from_str(&j).ok())
         .and_then(|v| doorstep_record::fhir::Resource::from_json(v).ok())

@@ -404,10 +404,13 @@ pub(crate) fn record(
     };
     let mut stmt = conn.prepare_cached("SELECT json FROM resources WHERE patient_id = ?1")?;
     let mut resources = Vec::new();
-    for json in stmt.query_map([patient_id], |r| r.get::<_, String>(0))? {
-        let json = json?;
-        match serde_json::from_str(&json).map(Resource::from_json) {
-            Ok(Ok(resource)) => resources.push(resource),
+    for stored in stmt.query_map([patient_id], |r| Ok(crate::stored::unpack(r.get_ref(0)?)))? {
+        let parsed = stored?
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .map(Resource::from_json);
+        match parsed {
+            Some(Ok(resource)) => resources.push(resource),
             _ => tracing::warn!("a cached resource could not be read; left out of the record"),
         }
     }

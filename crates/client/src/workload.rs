@@ -42,6 +42,12 @@ pub fn list(
     crate::queries::list(conn, search, today, now)
 }
 
+/// A stored resource's JSON (the cache deflates it: `crate::stored`), for tests that search
+/// a decrypted cache's bytes.
+pub fn stored_text(stored: rusqlite::types::ValueRef<'_>) -> Result<String> {
+    crate::stored::unpack(stored)
+}
+
 /// One patient's record, as [`crate::Device::record`] builds it.
 pub fn record(
     conn: &Connection,
