@@ -38,7 +38,9 @@
 //! 403 page and changes nothing. The sign-in form, before any session, uses a double-submit
 //! token: a random value in the cookie [`SIGN_IN_COOKIE`] (same attributes) and the same
 //! value in the form. Every POST is also refused when `Sec-Fetch-Site` says another site or
-//! `Origin` names another host than the request's. `SameSite=Strict` is a further layer.
+//! `Origin` names another host than the request's (`Origin: null`, what a browser sends under
+//! `Referrer-Policy: no-referrer`, is no answer either way). `SameSite=Strict` is a further
+//! layer.
 //!
 //! # Headers
 //!
@@ -242,7 +244,13 @@ fn cross_site(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<&'static str
     {
         return Some("the form was sent from another site");
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    // Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form of
+    // the page itself: it says nothing, and `Sec-Fetch-Site` (above) and the token decide.
+    if let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null")
+    {
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -1031,6 +1039,15 @@ async fn sign_out(State(state): State<AppState>, posted: Posted) -> Response {
 /// Dates as the console shows them (UTC).
 pub fn when(t: chrono::DateTime<Utc>) -> String {
     t.format("%a %-d %b %Y %H:%M").to_string()
+}
+
+/// An NHS number as it is read aloud and printed: 3, 3 and 4 digits.
+pub fn nhs(number: &str) -> String {
+    if number.len() == 10 && number.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{} {} {}", &number[..3], &number[3..6], &number[6..])
+    } else {
+        number.to_string()
+    }
 }
 
 pub fn day(d: chrono::NaiveDate) -> String {

@@ -8,8 +8,8 @@ use chrono::{NaiveDate, Utc};
 
 use super::html::Html;
 use super::{
-    Console, Errors, Fields, Input, Posted, form, input, page, see_other, table_close, table_open,
-    when,
+    Console, Errors, Fields, Input, Posted, form, input, nhs, page, see_other, table_close,
+    table_open, when,
 };
 use crate::access::{self, AccessFailure};
 use crate::api::AppState;
@@ -79,7 +79,7 @@ async fn alerts_page(
         .raw("<dl class=\"identity\"><dt>When (UTC)</dt>")
         .element("dd", &[], &when(a.at))
         .raw("<dt>Patient's NHS number</dt>")
-        .element("dd", &[("class", "nhs")], &a.nhs_number)
+        .element("dd", &[("class", "nhs")], &nhs(&a.nhs_number))
         .raw("<dt>Service</dt>")
         .element("dd", &[], &a.service_id)
         .raw("<dt>Reason given</dt>")
@@ -248,7 +248,7 @@ fn access_page(
             .open("p", &[("id", "report-summary")])
             .text(&format!(
                 "NHS number {} (practice {}): {} accesses{}.",
-                r.nhs_number,
+                nhs(&r.nhs_number),
                 r.practice,
                 r.accesses.len(),
                 r.from.map(|d| format!(" since {d}")).unwrap_or_default()

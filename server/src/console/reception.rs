@@ -8,7 +8,7 @@ use chrono::{Duration, NaiveDate, Utc};
 
 use super::html::Html;
 use super::{
-    Console, Done, Errors, Fields, Input, Posted, day, form, input, page, see_other, select,
+    Console, Done, Errors, Fields, Input, Posted, day, form, input, nhs, page, see_other, select,
     staff_errors, table_close, table_open, when,
 };
 use crate::api::AppState;
@@ -238,7 +238,7 @@ fn session_page(
                     &[],
                     &b.patient.birth_date.map(day).unwrap_or_default(),
                 )
-                .element("td", &[("class", "nhs")], &b.patient.nhs_number)
+                .element("td", &[("class", "nhs")], &nhs(&b.patient.nhs_number))
                 .element("td", &[], &b.reason)
                 .raw("<td>");
             form(
@@ -283,7 +283,7 @@ fn session_page(
         form(
             &mut h,
             who,
-            &format!("/console/sessions/{}/search", s.id),
+            &format!("/console/sessions/{}/search#book-heading", s.id),
             "search-form",
             |h| {
                 forms.search_errors.general_into(h, "search-error");
@@ -375,12 +375,12 @@ fn session_page(
                     .unwrap_or_else(|| "not recorded".into()),
             )
             .raw("<dt>NHS number</dt>")
-            .element("dd", &[("class", "nhs match-nhs")], &m.nhs_number)
+            .element("dd", &[("class", "nhs match-nhs")], &nhs(&m.nhs_number))
             .raw("</dl>");
             form(
                 h_mut(&mut h),
                 who,
-                &format!("/console/sessions/{}/book", s.id),
+                &format!("/console/sessions/{}/book#matches-heading", s.id),
                 &format!("book-form-{i}"),
                 |h| {
                     h.open(

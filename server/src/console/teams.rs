@@ -7,8 +7,8 @@ use chrono::{NaiveDate, Utc};
 
 use super::html::Html;
 use super::{
-    Console, Done, Errors, Fields, Input, Posted, day, form, input, page, see_other, staff_errors,
-    table_close, table_open, when,
+    Console, Done, Errors, Fields, Input, Posted, day, form, input, nhs, page, see_other,
+    staff_errors, table_close, table_open, when,
 };
 use crate::api::AppState;
 use crate::bookings::StaffFailure;
@@ -206,7 +206,7 @@ async fn caseload_page(
                     &[],
                     &e.patient.birth_date.map(day).unwrap_or_default(),
                 )
-                .element("td", &[("class", "nhs")], &e.patient.nhs_number)
+                .element("td", &[("class", "nhs")], &nhs(&e.patient.nhs_number))
                 .element("td", &[], &e.reason)
                 .element("td", &[], &when(e.since))
                 .raw("</tr>");

@@ -733,7 +733,7 @@ async fn a_receptionist_books_a_patient_after_seeing_who_it_is() {
         "{}",
         shown.body
     );
-    assert!(shown.body.contains(&patient.nhs_number));
+    assert!(shown.body.contains(&nhs(&patient.nhs_number)));
     let rows = f.store.audit_rows().await.unwrap();
     assert_eq!(rows.last().unwrap().event.action, "booking_made");
 }
