@@ -8,7 +8,8 @@
 //! sees name, date of birth and NHS number, books them into a session with a reason, sees the
 //! booking on the session, and signs out. The service manager revokes a device and opens the
 //! figures (a chart with one bar a week, the numbers the figures function gives). The team
-//! leader's caseload and the privacy officer's access report are opened too. Every page
+//! leader's caseload is opened; the privacy officer acknowledges a paramedic's break-glass alert
+//! (after a missing note is named by its field) and reads the patient's access report. Every page
 //! visited is checked by axe-core (WCAG 2.0/2.1/2.2 A and AA) at 1280x800 and 390x844, with
 //! the reflow check, and screenshotted to `$DOORSTEP_TEST_ARTIFACTS/console-<page>-<width>.png`
 //! (default `tests/artifacts/`). Under `cargo xtask test` (DOORSTEP_E2E_REQUIRED=1) missing
@@ -319,10 +320,48 @@ async fn the_console_in_chromium_books_revokes_and_charts_with_no_wcag_violation
     run.check("caseload").await;
     run.sign_out().await;
 
+    // A paramedic breaks the glass for the booked patient (the rule itself, as the API's
+    // route calls it): an alert for the privacy officer.
+    let para = store.user_by_username("para.demo").await.unwrap().unwrap();
+    let scope = doorstep_server::pull::user_scope(store.as_ref(), &para)
+        .await
+        .unwrap();
+    doorstep_server::breakglass::grant(
+        store.as_ref(),
+        &para,
+        &scope,
+        &patient.id,
+        doorstep_protocol::BreakGlassReason::PatientUnconscious,
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("break the glass");
+
     let privacy = federation.user("privacy.demo");
     run.sign_in(&base, &privacy, None).await;
     run.see("#page-title", "Break-glass alerts").await;
+    run.see(".alert", &shown_nhs).await;
     run.check("alerts").await;
+    // Acknowledging needs a note: first without, the message by the field.
+    run.click("button.ack").await;
+    run.see(".alert .error", "Error:").await;
+    run.check_showing("alert-note-missing", Some(".alert"))
+        .await;
+    run.fill(
+        ".alert input[name='note']",
+        "Checked with the crew: unconscious at the scene",
+    )
+    .await;
+    run.click("button.ack").await;
+    run.see("#notice", "Alert acknowledged").await;
+    run.see("#no-alerts", "No open alerts").await;
+    let acked = doorstep_server::breakglass::alert_reports(store.as_ref(), false)
+        .await
+        .unwrap();
+    let ack = acked[0].acknowledged.as_ref().expect("acknowledged");
+    assert_eq!(ack.by, "user:privacy.demo");
+    assert_eq!(ack.note, "Checked with the crew: unconscious at the scene");
     run.click("nav a[href='/console/access']").await;
     run.fill("#nhs_number", &patient.nhs_number).await;
     run.click("#report").await;

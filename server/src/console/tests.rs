@@ -758,3 +758,113 @@ async fn every_page_is_served_and_needs_a_session() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_publishes_a_session_after_a_field_error_and_a_leader_adds_to_the_caseload() {
+    let f = fixture().await;
+    let manager = f.sign_in("manager.demo").await;
+    let page = send(
+        &f.app,
+        "GET",
+        "/console/manage/sessions",
+        Some(&manager),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    let day = (Utc::now() + chrono::Duration::days(20))
+        .date_naive()
+        .to_string();
+    let publish = |slots: &'static str| {
+        let (app, manager, csrf, day) = (f.app.clone(), manager.clone(), csrf.clone(), day.clone());
+        async move {
+            send(
+                &app,
+                "POST",
+                "/console/manage/sessions",
+                Some(&manager),
+                Some(&[
+                    ("csrf", &csrf),
+                    ("date", &day),
+                    ("start", "18:30"),
+                    ("end", "20:30"),
+                    ("clinician", "gp.demo"),
+                    ("slots", slots),
+                    ("reason", "winter pressures"),
+                ]),
+                &[],
+            )
+            .await
+        }
+    };
+    let before = f.audit_len().await;
+    let refused = publish("99").await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("id=\"slots-error\""),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("value=\"winter pressures\""));
+    assert_eq!(f.audit_len().await, before);
+    let done = publish("8").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/console/manage/sessions?done=published");
+    let rows = f.store.audit_rows().await.unwrap();
+    let last = &rows.last().unwrap().event;
+    assert_eq!(last.action, "session_published");
+    assert_eq!(last.actor, "user:manager.demo");
+
+    let lead = f.sign_in("lead.demo").await;
+    let page = send(&f.app, "GET", "/console/caseload", Some(&lead), None, &[]).await;
+    let caseload = crate::caseloads::caseload(
+        f.store.as_ref(),
+        &f.store
+            .user_by_username("lead.demo")
+            .await
+            .unwrap()
+            .unwrap(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let on: Vec<&str> = caseload
+        .entries
+        .iter()
+        .map(|e| e.patient.nhs_number.as_str())
+        .collect();
+    // A patient the nursing agreement covers, not on the caseload yet, who has not dissented.
+    let patient = f
+        .store
+        .patients()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| !p.dissent && !on.contains(&p.nhs_number.as_str()))
+        .unwrap();
+    let end = (Utc::now() + chrono::Duration::days(30))
+        .date_naive()
+        .to_string();
+    let added = send(
+        &f.app,
+        "POST",
+        "/console/caseload/add",
+        Some(&lead),
+        Some(&[
+            ("csrf", &page.csrf()),
+            ("nhs_number", &patient.nhs_number),
+            ("reason", "wound care"),
+            ("expected_end", &end),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let shown = send(&f.app, "GET", added.location(), Some(&lead), None, &[]).await;
+    assert!(shown.body.contains("Added to the caseload."));
+    assert!(shown.body.contains(&nhs(&patient.nhs_number)));
+    let rows = f.store.audit_rows().await.unwrap();
+    assert_eq!(rows.last().unwrap().event.action, "caseload_added");
+}
