@@ -51,7 +51,8 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Who may call a route. Clinicians, practice systems, administrators and three staff roles,
+/// Who may call a route. Clinicians, practice systems, administrators, three staff roles and
+/// any staff member,
 /// never interchangeable (a valid credential of one kind is refused on another's routes, 403,
 /// or 401 where the route does not tell kinds apart), and the public routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

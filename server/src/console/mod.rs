@@ -53,6 +53,10 @@
 //! Routes here are pages, not API: they are not in `api::ROUTES` or `openapi.json`, but every
 //! one is in [`PAGES`] with the role it serves (a test walks it).
 
+// A page refused (403, a form's errors, the sign-in page) is the handler's answer, as axum's
+// own rejections are: `Result<Response, Response>` throughout, not a boxed error.
+#![allow(clippy::result_large_err)]
+
 pub mod html;
 mod manage;
 mod privacy;

@@ -58,6 +58,9 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// Name-value pairs: a form's fields or a request's headers.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 struct Answer {
     status: StatusCode,
     headers: axum::http::HeaderMap,
@@ -358,7 +361,8 @@ async fn a_post_without_or_with_a_wrong_csrf_token_or_from_another_site_is_refus
     let before = f.audit_len().await;
     let good = page.csrf();
     let wrong = csrf_token("dst_someone_else");
-    let cases: [(&[(&str, &str)], &[(&str, &str)]); 5] = [
+    // (the form's fields, the request's headers)
+    let cases: [(Pairs, Pairs); 5] = [
         (&[("reason", "lost on a visit")], &[]),
         (&[("csrf", ""), ("reason", "lost on a visit")], &[]),
         (&[("csrf", &wrong), ("reason", "lost on a visit")], &[]),
