@@ -10,8 +10,9 @@
 //! figures (a chart with one bar a week, the numbers the figures function gives). The team
 //! leader's caseload is opened; the privacy officer acknowledges a paramedic's break-glass alert
 //! (after a missing note is named by its field) and reads the patient's access report. Every page
-//! visited is checked by axe-core (WCAG 2.0/2.1/2.2 A and AA) at 1280x800 and 390x844, with
-//! the reflow check, and screenshotted to `$DOORSTEP_TEST_ARTIFACTS/console-<page>-<width>.png`
+//! visited is checked by axe-core (WCAG 2.0/2.1/2.2 A and AA) at 1280x800 and 390x844 in the
+//! light and dark schemes, with the reflow check, and screenshotted to
+//! `$DOORSTEP_TEST_ARTIFACTS/console-<page>-<width>-<scheme>.png`
 //! (default `tests/artifacts/`). Under `cargo xtask test` (DOORSTEP_E2E_REQUIRED=1) missing
 //! browser parts fail the test; a plain `cargo test` says why it did not run.
 
@@ -29,6 +30,9 @@ use fantoccini::{Client, Locator};
 /// Viewports every page is checked at: a laptop and a phone.
 const SIZES: &[(u32, u32)] = &[(1280, 800), (390, 844)];
 
+/// The colour schemes the console follows (the system's, `prefers-color-scheme`).
+const SCHEMES: &[&str] = &["light", "dark"];
+
 struct Run {
     client: Client,
     axe: String,
@@ -37,7 +41,7 @@ struct Run {
 }
 
 impl Run {
-    /// axe and the reflow check at each size, and a screenshot at each.
+    /// axe and the reflow check at each size in each scheme, and a screenshot of each.
     async fn check(&mut self, name: &str) {
         self.check_showing(name, None).await;
     }
@@ -51,28 +55,12 @@ impl Run {
                 metrics(width, height),
             )
             .await;
-            if let Some(css) = subject {
-                self.client
-                    .execute(
-                        "const el = document.querySelector(arguments[0]); \
-                         if (el) el.scrollIntoView({ block: 'start' });",
-                        vec![serde_json::json!(css)],
-                    )
-                    .await
-                    .expect("scroll to the subject");
+            for scheme in SCHEMES {
+                self.scheme(scheme).await;
+                self.one_check(name, width, height, scheme, subject).await;
             }
-            let mut found = run_axe(&self.client, &self.axe).await;
-            found.extend(sideways(&self.client).await);
-            self.violations.extend(
-                found
-                    .into_iter()
-                    .map(|v| format!("{name} at {width}x{height}: {v}")),
-            );
-            let png = artifacts_dir().join(format!("console-{name}-{width}.png"));
-            save_screenshot(&self.client, &png)
-                .await
-                .expect("screenshot");
         }
+        self.scheme("light").await;
         cdp(
             &self.client,
             "Emulation.setDeviceMetricsOverride",
@@ -80,6 +68,48 @@ impl Run {
         )
         .await;
         self.pages += 1;
+    }
+
+    /// The page's colour scheme as the system would set it (the console follows it).
+    async fn scheme(&self, scheme: &str) {
+        cdp(
+            &self.client,
+            "Emulation.setEmulatedMedia",
+            serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// axe, the reflow check and a screenshot at the size and scheme set.
+    async fn one_check(
+        &mut self,
+        name: &str,
+        width: u32,
+        height: u32,
+        scheme: &str,
+        subject: Option<&str>,
+    ) {
+        if let Some(css) = subject {
+            self.client
+                .execute(
+                    "const el = document.querySelector(arguments[0]); \
+                     if (el) el.scrollIntoView({ block: 'start' });",
+                    vec![serde_json::json!(css)],
+                )
+                .await
+                .expect("scroll to the subject");
+        }
+        let mut found = run_axe(&self.client, &self.axe).await;
+        found.extend(sideways(&self.client).await);
+        self.violations.extend(
+            found
+                .into_iter()
+                .map(|v| format!("{name} at {width}x{height}, {scheme}: {v}")),
+        );
+        let png = artifacts_dir().join(format!("console-{name}-{width}-{scheme}.png"));
+        save_screenshot(&self.client, &png)
+            .await
+            .expect("screenshot");
     }
 
     async fn fill(&self, css: &str, text: &str) {
@@ -234,6 +264,26 @@ async fn the_console_in_chromium_books_revokes_and_charts_with_no_wcag_violation
         .find(|b| b.patient_id == patient.id && b.cancelled_at.is_none())
         .expect("the booking is stored");
     assert_eq!(made.reason, "Review of blood results");
+    // Cancelling needs a reason too; then the booking goes.
+    run.click("#cancel").await;
+    run.see("#cancel-reason-error", "Error:").await;
+    run.check_showing("cancel-reason-missing", Some("#cancel-heading"))
+        .await;
+    run.fill("#cancel-reason", "Patient rang to cancel").await;
+    run.click("#cancel").await;
+    run.see("#notice", "Booking cancelled").await;
+    run.see("#no-bookings", "None yet").await;
+    let cancelled = store
+        .session_bookings(&session_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.id == made.id)
+        .unwrap();
+    assert!(
+        cancelled.cancelled_at.is_some(),
+        "the booking is cancelled in the store"
+    );
     run.sign_out().await;
 
     // ---- the service manager revokes a device and opens the figures ----
@@ -247,8 +297,21 @@ async fn the_console_in_chromium_books_revokes_and_charts_with_no_wcag_violation
     run.click("nav a[href='/console/devices']").await;
     run.see(".device-name", "Hub laptop").await;
     run.check("devices").await;
-    run.fill("#revoke-reason-0", "Lost on a home visit").await;
-    run.click("button.revoke").await;
+    let laptop = store
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "Hub laptop (demo history)")
+        .unwrap();
+    wait_for(&run.client, "#revoke-device")
+        .await
+        .unwrap()
+        .select_by_value(&laptop.id)
+        .await
+        .unwrap();
+    run.fill("#revoke-reason", "Lost on a home visit").await;
+    run.click("#revoke").await;
     run.see("#notice", "Device revoked").await;
     run.see(".device-status", "revoked").await;
     run.check("device-revoked").await;
@@ -372,9 +435,10 @@ async fn the_console_in_chromium_books_revokes_and_charts_with_no_wcag_violation
     let _ = run.client.clone().close().await;
     drop(driver);
     eprintln!(
-        "console: {} pages checked at {} sizes in {:.1} s, {} violations",
+        "console: {} pages checked at {} sizes in {} schemes in {:.1} s, {} violations",
         run.pages,
         SIZES.len(),
+        SCHEMES.len(),
         started.elapsed().as_secs_f64(),
         run.violations.len()
     );

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, NaiveDate, NaiveTime, Utc};
@@ -558,7 +558,7 @@ async fn devices_page(
     state: &AppState,
     who: &Console,
     status: StatusCode,
-    failed: Option<(&str, &Errors)>,
+    failed: Option<(&Fields, &Errors)>,
     notice: Option<&str>,
 ) -> Response {
     let devices = match accounts::service_devices(state.store.as_ref(), &who.user).await {
@@ -587,9 +587,9 @@ async fn devices_page(
             &mut h,
             "devices",
             "Devices",
-            &["Device", "User", "Enrolled (UTC)", "Status", "Revoke"],
+            &["Device", "User", "Enrolled (UTC)", "Status"],
         );
-        for (i, d) in devices.iter().enumerate() {
+        for d in &devices {
             h.open("tr", &[("data-device", &d.id)])
                 .element("td", &[("class", "device-name")], &d.name)
                 .element("td", &[], &d.user)
@@ -602,33 +602,56 @@ async fn devices_page(
                         None => "active".into(),
                     },
                 )
-                .raw("<td>");
-            if d.revoked_at.is_none() {
-                let errors = match failed {
-                    Some((id, e)) if id == d.id => e.clone(),
-                    _ => Errors::none(),
-                };
-                form(
-                    &mut h,
-                    who,
-                    &format!("/console/devices/{}/revoke", d.id),
-                    &format!("revoke-form-{i}"),
-                    |h| {
-                        errors.general_into(h, &format!("revoke-error-{i}"));
-                        input(
-                            h,
-                            Input::new(&format!("revoke-reason-{i}"), "reason", "Why revoke", ""),
-                            &errors,
-                        );
-                        h.open("button", &[("type", "submit"), ("class", "danger revoke")])
-                            .text(&format!("Revoke {}", d.name))
-                            .close("button");
-                    },
-                );
-            }
-            h.raw("</td></tr>");
+                .raw("</tr>");
         }
         table_close(&mut h);
+        let active: Vec<(String, String)> = devices
+            .iter()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    format!("{} ({}, enrolled {})", d.name, d.user, when(d.enrolled_at)),
+                )
+            })
+            .collect();
+        if !active.is_empty() {
+            let (fields, errors) = match failed {
+                Some((f, e)) => (f.clone(), e.clone()),
+                None => (Fields::default(), Errors::none()),
+            };
+            h.element("h2", &[("id", "revoke-heading")], "Revoke a device");
+            form(
+                &mut h,
+                who,
+                "/console/devices/revoke#revoke-heading",
+                "revoke-form",
+                |h| {
+                    errors.general_into(h, "revoke-error");
+                    select(
+                        h,
+                        "revoke-device",
+                        "device_id",
+                        "Device",
+                        &active,
+                        fields.get("device_id"),
+                        &errors,
+                    );
+                    input(
+                        h,
+                        Input::new(
+                            "revoke-reason",
+                            "reason",
+                            "Why revoke",
+                            fields.get("reason"),
+                        )
+                        .required(),
+                        &errors,
+                    );
+                    h.raw("<button type=\"submit\" class=\"danger\" id=\"revoke\">Revoke the device</button>");
+                },
+            );
+        }
     }
     page(status, Some(who), "Devices", "/console/devices", notice, &h)
 }
@@ -642,17 +665,13 @@ pub async fn devices(
     Ok(devices_page(&state, &who, StatusCode::OK, None, done.notice()).await)
 }
 
-pub async fn revoke(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, Response> {
+pub async fn revoke(State(state): State<AppState>, posted: Posted) -> Result<Response, Response> {
     let who = &posted.who;
     who.require(ROLE)?;
     match accounts::revoke_service_device(
         state.store.as_ref(),
         &who.user,
-        &id,
+        posted.fields.get("device_id"),
         posted.fields.get("reason"),
         Utc::now(),
     )
@@ -660,14 +679,21 @@ pub async fn revoke(
     {
         Ok(()) => Ok(see_other("/console/devices?done=revoked")),
         Err(AdminFailure::Store(e)) => Err(super::internal(&e.to_string())),
-        Err(e) => Ok(devices_page(
-            &state,
-            who,
-            admin_status(&e),
-            Some((&id, &admin_errors(&e))),
-            None,
-        )
-        .await),
+        Err(e) => {
+            // A device not of the service is named by the form's field.
+            let errors = match &e {
+                AdminFailure::NotFound(m) => Errors::field("device_id", m.clone()),
+                _ => admin_errors(&e),
+            };
+            Ok(devices_page(
+                &state,
+                who,
+                admin_status(&e),
+                Some((&posted.fields, &errors)),
+                None,
+            )
+            .await)
+        }
     }
 }
 

@@ -117,7 +117,7 @@ pub const PAGES: &[(&str, &str, Audience)] = &[
     ("GET", "/console/sessions/{id}", RECEPTIONIST),
     ("POST", "/console/sessions/{id}/search", RECEPTIONIST),
     ("POST", "/console/sessions/{id}/book", RECEPTIONIST),
-    ("POST", "/console/bookings/{id}/cancel", RECEPTIONIST),
+    ("POST", "/console/sessions/{id}/cancel", RECEPTIONIST),
     ("GET", "/console/caseload", TEAM_LEADER),
     ("POST", "/console/caseload/add", TEAM_LEADER),
     ("POST", "/console/caseload/discharge", TEAM_LEADER),
@@ -128,7 +128,7 @@ pub const PAGES: &[(&str, &str, Audience)] = &[
     ("POST", "/console/users", SERVICE_MANAGER),
     ("POST", "/console/users/status", SERVICE_MANAGER),
     ("GET", "/console/devices", SERVICE_MANAGER),
-    ("POST", "/console/devices/{id}/revoke", SERVICE_MANAGER),
+    ("POST", "/console/devices/revoke", SERVICE_MANAGER),
     ("GET", "/console/figures", SERVICE_MANAGER),
     ("GET", "/console/figures.csv", SERVICE_MANAGER),
     ("GET", "/console/alerts", PRIVACY_OFFICER),
@@ -148,7 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/sessions/{id}", get(reception::session))
         .route("/console/sessions/{id}/search", post(reception::search))
         .route("/console/sessions/{id}/book", post(reception::book))
-        .route("/console/bookings/{id}/cancel", post(reception::cancel))
+        .route("/console/sessions/{id}/cancel", post(reception::cancel))
         .route("/console/caseload", get(teams::caseload))
         .route("/console/caseload/add", post(teams::add))
         .route("/console/caseload/discharge", post(teams::discharge))
@@ -160,7 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/users", get(manage::users).post(manage::add_user))
         .route("/console/users/status", post(manage::user_status))
         .route("/console/devices", get(manage::devices))
-        .route("/console/devices/{id}/revoke", post(manage::revoke))
+        .route("/console/devices/revoke", post(manage::revoke))
         .route("/console/figures", get(manage::figures))
         .route("/console/figures.csv", get(manage::figures_csv))
         .route("/console/alerts", get(privacy::alerts))

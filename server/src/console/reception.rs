@@ -166,8 +166,9 @@ struct SessionForms {
     matches: Option<Vec<PatientMatch>>,
     book: Fields,
     book_errors: Errors,
-    /// The booking whose cancel form was wrong, and why.
-    cancel: Option<(i64, Errors)>,
+    /// The cancel form as sent, and what was wrong.
+    cancel: Fields,
+    cancel_errors: Errors,
 }
 
 fn session_page(
@@ -215,21 +216,9 @@ fn session_page(
             &mut h,
             "bookings",
             "Bookings of your practice's patients",
-            &[
-                "Slot (UTC)",
-                "Patient",
-                "Born",
-                "NHS number",
-                "Reason",
-                "Cancel",
-            ],
+            &["Slot (UTC)", "Patient", "Born", "NHS number", "Reason"],
         );
-        for b in live {
-            let reason_id = format!("cancel-reason-{}", b.booking_id);
-            let errors = match &forms.cancel {
-                Some((id, e)) if *id == b.booking_id => e.clone(),
-                _ => Errors::none(),
-            };
+        for b in &live {
             h.open("tr", &[("data-booking", &b.booking_id.to_string())])
                 .element("td", &[], &b.starts_at.format("%H:%M").to_string())
                 .element("td", &[("class", "patient-name")], &b.patient.name)
@@ -240,29 +229,57 @@ fn session_page(
                 )
                 .element("td", &[("class", "nhs")], &nhs(&b.patient.nhs_number))
                 .element("td", &[], &b.reason)
-                .raw("<td>");
-            form(
-                &mut h,
-                who,
-                &format!("/console/bookings/{}/cancel", b.booking_id),
-                &format!("cancel-{}", b.booking_id),
-                |h| {
-                    h.open(
-                        "input",
-                        &[("type", "hidden"), ("name", "session_id"), ("value", &s.id)],
-                    );
-                    errors.general_into(h, &format!("cancel-error-{}", b.booking_id));
-                    input(
-                        h,
-                        Input::new(&reason_id, "reason", "Why cancel", ""),
-                        &errors,
-                    );
-                    h.raw("<button type=\"submit\" class=\"danger\">Cancel booking</button>");
-                },
-            );
-            h.raw("</td></tr>");
+                .raw("</tr>");
         }
         table_close(&mut h);
+        // One form below the table (a form in a cell would hide its error on a phone).
+        let options: Vec<(String, String)> = live
+            .iter()
+            .map(|b| {
+                (
+                    b.booking_id.to_string(),
+                    format!(
+                        "{} {}, born {}, NHS {}",
+                        b.starts_at.format("%H:%M"),
+                        b.patient.name,
+                        b.patient.birth_date.map(day).unwrap_or_default(),
+                        nhs(&b.patient.nhs_number)
+                    ),
+                )
+            })
+            .collect();
+        let (fields, errors) = (&forms.cancel, &forms.cancel_errors);
+        h.element("h3", &[("id", "cancel-heading")], "Cancel a booking");
+        form(
+            &mut h,
+            who,
+            &format!("/console/sessions/{}/cancel#cancel-heading", s.id),
+            "cancel-form",
+            |h| {
+                errors.general_into(h, "cancel-error");
+                select(
+                    h,
+                    "cancel-booking",
+                    "booking_id",
+                    "Booking",
+                    &options,
+                    fields.get("booking_id"),
+                    errors,
+                );
+                input(
+                    h,
+                    Input::new(
+                        "cancel-reason",
+                        "reason",
+                        "Why cancel",
+                        fields.get("reason"),
+                    )
+                    .required(),
+                    errors,
+                );
+                h.raw("<button type=\"submit\" class=\"danger\" id=\"cancel\">Cancel the booking</button>");
+            },
+        );
     }
 
     // Book a patient: search first.
@@ -592,40 +609,37 @@ pub async fn cancel(
 ) -> Result<Response, Response> {
     let who = &posted.who;
     who.require(ROLE)?;
-    let session_id = posted.fields.get("session_id").to_string();
-    let Ok(booking_id) = id.parse::<i64>() else {
-        return Err(failure_page(
-            who,
-            &StaffFailure::NotFound(format!("no booking {id:?}")),
-        ));
-    };
-    match bookings::cancel(
-        state.store.as_ref(),
-        &who.user,
-        booking_id,
-        posted.fields.get("reason"),
-        Utc::now(),
-    )
-    .await
-    {
-        Ok(()) => {
-            let back = if session_id.is_empty()
-                || !session_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                "/console/sessions?done=cancelled".to_string()
-            } else {
-                format!("/console/sessions/{session_id}?done=cancelled")
-            };
-            Ok(see_other(&back))
+    let s = find_session(&state, who, &id).await?;
+    let chosen = posted.fields.get("booking_id").trim();
+    // Only a booking the page offered (one of her practice's on this session).
+    let booking = chosen
+        .parse::<i64>()
+        .ok()
+        .filter(|b| s.bookings.iter().any(|v| v.booking_id == *b));
+    let outcome = match booking {
+        None => Err(StaffFailure::Invalid(
+            "booking_id: choose one of the bookings listed".into(),
+        )),
+        Some(booking_id) => {
+            bookings::cancel(
+                state.store.as_ref(),
+                &who.user,
+                booking_id,
+                posted.fields.get("reason"),
+                Utc::now(),
+            )
+            .await
         }
-        Err(e @ StaffFailure::Invalid(_)) => {
-            let s = find_session(&state, who, &session_id).await?;
+    };
+    match outcome {
+        Ok(()) => Ok(see_other(&format!("/console/sessions/{id}?done=cancelled"))),
+        Err(e @ (StaffFailure::Invalid(_) | StaffFailure::Conflict(_))) => {
             let forms = SessionForms {
-                cancel: Some((booking_id, staff_errors(&e, &["reason"]))),
+                cancel: posted.fields.clone(),
+                cancel_errors: staff_errors(&e, &["booking_id", "reason"]),
                 ..SessionForms::default()
             };
+            let s = find_session(&state, who, &id).await.unwrap_or(s);
             Ok(session_page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 who,

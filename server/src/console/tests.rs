@@ -357,21 +357,44 @@ async fn a_post_without_or_with_a_wrong_csrf_token_or_from_another_site_is_refus
         .into_iter()
         .find(|d| d.name == "Hub laptop (demo history)")
         .unwrap();
-    let path = format!("/console/devices/{}/revoke", device.id);
+    let path = "/console/devices/revoke";
+    let id = device.id.as_str();
     let before = f.audit_len().await;
     let good = page.csrf();
     let wrong = csrf_token("dst_someone_else");
     // (the form's fields, the request's headers)
     let cases: [(Pairs, Pairs); 5] = [
-        (&[("reason", "lost on a visit")], &[]),
-        (&[("csrf", ""), ("reason", "lost on a visit")], &[]),
-        (&[("csrf", &wrong), ("reason", "lost on a visit")], &[]),
+        (&[("device_id", id), ("reason", "lost on a visit")], &[]),
         (
-            &[("csrf", &good), ("reason", "lost on a visit")],
+            &[
+                ("csrf", ""),
+                ("device_id", id),
+                ("reason", "lost on a visit"),
+            ],
+            &[],
+        ),
+        (
+            &[
+                ("csrf", &wrong),
+                ("device_id", id),
+                ("reason", "lost on a visit"),
+            ],
+            &[],
+        ),
+        (
+            &[
+                ("csrf", &good),
+                ("device_id", id),
+                ("reason", "lost on a visit"),
+            ],
             &[("sec-fetch-site", "cross-site")],
         ),
         (
-            &[("csrf", &good), ("reason", "lost on a visit")],
+            &[
+                ("csrf", &good),
+                ("device_id", id),
+                ("reason", "lost on a visit"),
+            ],
             &[
                 ("origin", "https://evil.example"),
                 ("host", "doorstep.example"),
@@ -379,7 +402,7 @@ async fn a_post_without_or_with_a_wrong_csrf_token_or_from_another_site_is_refus
         ),
     ];
     for (form, headers) in cases {
-        let answer = send(&f.app, "POST", &path, Some(&session), Some(form), headers).await;
+        let answer = send(&f.app, "POST", path, Some(&session), Some(form), headers).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{form:?} {headers:?}");
         assert!(
             answer.body.contains("Nothing was changed"),
@@ -419,13 +442,39 @@ async fn a_post_without_or_with_a_wrong_csrf_token_or_from_another_site_is_refus
     .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
 
+    // A device that is not one of the service's users': named by its field, nothing changed.
+    let answer = send(
+        &f.app,
+        "POST",
+        path,
+        Some(&session),
+        Some(&[
+            ("csrf", &good),
+            ("device_id", "not-ours"),
+            ("reason", "lost"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(
+        answer.body.contains("id=\"revoke-device-error\""),
+        "{}",
+        answer.body
+    );
+    assert_eq!(f.audit_len().await, before);
+
     // The same post, from the page, with its token: revoked, audited.
     let answer = send(
         &f.app,
         "POST",
-        &path,
+        path,
         Some(&session),
-        Some(&[("csrf", &good), ("reason", "lost on a visit")]),
+        Some(&[
+            ("csrf", &good),
+            ("device_id", id),
+            ("reason", "lost on a visit"),
+        ]),
         &[
             ("sec-fetch-site", "same-origin"),
             ("origin", "https://doorstep.example"),
@@ -740,6 +789,46 @@ async fn a_receptionist_books_a_patient_after_seeing_who_it_is() {
     assert!(shown.body.contains(&nhs(&patient.nhs_number)));
     let rows = f.store.audit_rows().await.unwrap();
     assert_eq!(rows.last().unwrap().event.action, "booking_made");
+
+    // Cancelling: a reason by its field first, then back to the session (whose id holds a
+    // '.', the clinician's username).
+    let session_id = path.rsplit('/').next().unwrap();
+    assert!(session_id.contains('.'), "{session_id}");
+    let booking = f
+        .store
+        .session_bookings(session_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.patient_id == patient.id)
+        .unwrap();
+    let cancel = |reason: &'static str| {
+        let (app, session, csrf) = (f.app.clone(), session.clone(), shown.csrf());
+        let (action, id) = (format!("{path}/cancel"), booking.id.to_string());
+        async move {
+            send(
+                &app,
+                "POST",
+                &action,
+                Some(&session),
+                Some(&[("csrf", &csrf), ("booking_id", &id), ("reason", reason)]),
+                &[],
+            )
+            .await
+        }
+    };
+    let refused = cancel("").await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("id=\"cancel-reason-error\""),
+        "{}",
+        refused.body
+    );
+    let done = cancel("patient rang").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.location(), format!("{path}?done=cancelled"));
+    let rows = f.store.audit_rows().await.unwrap();
+    assert_eq!(rows.last().unwrap().event.action, "booking_cancelled");
 }
 
 /// Every page of the table is served, and every page but sign-in and the stylesheet needs a
