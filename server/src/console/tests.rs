@@ -677,6 +677,54 @@ async fn markup_typed_into_a_form_or_held_in_a_name_is_shown_as_text() {
         "{}",
         answer.body
     );
+
+    // A patient whose name (from a practice's record) is markup: the receptionist's search
+    // shows it as text.
+    let ods = f.user("reception.demo").practice.clone().unwrap();
+    let bundle = serde_json::json!({"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "Patient", "id": "markup-patient",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000026"}],
+        "name": [{"family": "<script>alert(1)</script>", "given": ["<img src=x onerror=alert(2)>"]}],
+        "birthDate": "1950-01-01",
+        "generalPractitioner": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": ods}}]
+    }}]});
+    crate::import::import_bundle(f.store.as_ref(), &bundle.to_string(), None)
+        .await
+        .unwrap();
+    let reception = f.sign_in("reception.demo").await;
+    let list = send(
+        &f.app,
+        "GET",
+        "/console/sessions",
+        Some(&reception),
+        None,
+        &[],
+    )
+    .await;
+    let at = list.body.find("href=\"/console/sessions/").unwrap();
+    let rest = &list.body[at + "href=\"".len()..];
+    let path = rest[..rest.find('"').unwrap()].to_string();
+    let page = send(&f.app, "GET", &path, Some(&reception), None, &[]).await;
+    let found = send(
+        &f.app,
+        "POST",
+        &format!("{path}/search"),
+        Some(&reception),
+        Some(&[("csrf", &page.csrf()), ("nhs_number", "999 000 0026")]),
+        &[],
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert!(found.body.contains("999 000 0026"), "{}", found.body);
+    assert!(!found.body.contains("<script>") && !found.body.contains("<img"));
+    assert!(
+        // The family name in capitals, as every name is shown.
+        found.body.contains(
+            "<dd class=\"match-name\">&lt;SCRIPT&gt;ALERT(1)&lt;/SCRIPT&gt;, &lt;img src=x onerror=alert(2)&gt;</dd>"
+        ),
+        "{}",
+        found.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
