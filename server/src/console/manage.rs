@@ -99,15 +99,18 @@ async fn sessions_page(
     };
     let clinicians: Vec<(String, String)> =
         match accounts::service_users(state.store.as_ref(), &who.user).await {
-            Ok(users) => users
-                .into_iter()
-                .filter(|u| !auth::is_staff_role(&u.role) && !u.disabled)
-                .map(|u| {
-                    (
-                        u.username.clone(),
-                        format!("{} ({}, {})", u.display_name, u.username, u.role),
-                    )
-                })
+            Ok(users) => std::iter::once((String::new(), "Choose a clinician".to_string()))
+                .chain(
+                    users
+                        .into_iter()
+                        .filter(|u| !auth::is_staff_role(&u.role) && !u.disabled)
+                        .map(|u| {
+                            (
+                                u.username.clone(),
+                                format!("{} ({}, {})", u.display_name, u.username, u.role),
+                            )
+                        }),
+                )
                 .collect(),
             Err(e) => return super::internal(&e.to_string()),
         };
@@ -226,6 +229,12 @@ pub async fn sessions(
 }
 
 fn new_session(f: &Fields) -> Result<NewSession, Errors> {
+    if f.get("clinician").trim().is_empty() {
+        return Err(Errors::field(
+            "clinician",
+            "choose the clinician who takes the session",
+        ));
+    }
     let date = f.get("date").trim();
     let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| Errors::field("date", format!("{date:?} is not a date (YYYY-MM-DD)")))?;
@@ -283,6 +292,8 @@ pub async fn publish(State(state): State<AppState>, posted: Posted) -> Result<Re
 
 /// Roles a manager can give, in the form's order.
 const ROLES: &[(&str, &str)] = &[
+    // No role is chosen for the manager: a wrong default would be added unseen.
+    ("", "Choose a role"),
     ("gp", "GP"),
     ("nurse", "Nurse"),
     ("paramedic", "Paramedic"),
@@ -469,6 +480,22 @@ pub async fn add_user(State(state): State<AppState>, posted: Posted) -> Result<R
     who.require(ROLE)?;
     let f = &posted.fields;
     let practice = f.get("practice").trim();
+    if f.get("role").trim().is_empty() {
+        let forms = UserForms {
+            add: f.clone(),
+            add_errors: Errors::field("role", "choose the user's role"),
+            ..UserForms::default()
+        };
+        return Ok(users_page(
+            &state,
+            who,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &forms,
+            None,
+            None,
+        )
+        .await);
+    }
     let outcome = accounts::add_service_user(
         state.store.as_ref(),
         &state.sign_in.totp_key,

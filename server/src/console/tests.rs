@@ -678,6 +678,28 @@ async fn markup_typed_into_a_form_or_held_in_a_name_is_shown_as_text() {
         answer.body
     );
 
+    // No role chosen: named by its field, nothing added.
+    let before = f.audit_len().await;
+    let answer = send(
+        &f.app,
+        "POST",
+        "/console/users",
+        Some(&session),
+        Some(&[
+            ("csrf", &page.csrf()),
+            ("username", "locum.two"),
+            ("display_name", "Locum Two"),
+            ("role", ""),
+            ("reason", "locum"),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer.body.contains("id=\"role-error\""), "{}", answer.body);
+    assert!(answer.body.contains("value=\"locum.two\""));
+    assert_eq!(f.audit_len().await, before);
+
     // A patient whose name (from a practice's record) is markup: the receptionist's search
     // shows it as text.
     let ods = f.user("reception.demo").practice.clone().unwrap();
