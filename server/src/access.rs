@@ -22,7 +22,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_record::nhs::NhsNumber;
 use serde::Serialize;
 
-use crate::store::{AuditRow, PatientRow, Store, StoreError};
+use crate::audit;
+use crate::store::{AuditEvent, AuditRow, PatientRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessFailure {
@@ -104,6 +105,30 @@ pub async fn patient_report(
     // happened.
     accesses.sort_by_key(|a| (a.at, a.seq));
     Ok(report_of(patient, from, accesses))
+}
+
+/// The report, as [`patient_report`], read by `actor` (an administrator, a privacy officer):
+/// the reading is itself audited (`access_report`).
+pub async fn audited_report(
+    store: &dyn Store,
+    actor: &str,
+    nhs_number: &str,
+    from: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<AccessReport, AccessFailure> {
+    let report = patient_report(store, nhs_number, from).await?;
+    audit::append(
+        store,
+        AuditEvent {
+            at: now,
+            actor: actor.to_string(),
+            action: "access_report".into(),
+            patient_id: Some(report.patient_id.clone()),
+            detail: serde_json::json!({ "from": from, "accesses": report.accesses.len() }),
+        },
+    )
+    .await?;
+    Ok(report)
 }
 
 fn report_of(patient: PatientRow, from: Option<NaiveDate>, accesses: Vec<Access>) -> AccessReport {

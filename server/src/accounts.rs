@@ -315,6 +315,148 @@ pub async fn devices(store: &dyn Store) -> Result<Vec<DeviceListing>, AdminFailu
         .collect())
 }
 
+// ---------- a service manager's own service ----------
+
+/// The role of a service's manager (as `crate::bookings` names it).
+const SERVICE_MANAGER: &str = "service_manager";
+
+/// Roles a service manager may not give: the federation's own (a privacy officer answers to
+/// the federation, not to one service).
+pub const ROLES_NOT_FOR_MANAGERS: &[&str] = &[auth::PRIVACY_OFFICER];
+
+fn manager_change(manager: &UserRow, reason: &str) -> Result<Change, AdminFailure> {
+    if manager.role != SERVICE_MANAGER {
+        return Err(invalid(
+            "role",
+            format!(
+                "users and devices of a service are managed by its service manager; {} is a {}",
+                manager.username, manager.role
+            ),
+        ));
+    }
+    Ok(Change {
+        actor: format!("user:{}", manager.username),
+        reason: reason.to_string(),
+    })
+}
+
+/// The users of the manager's own service, by username.
+pub async fn service_users(
+    store: &dyn Store,
+    manager: &UserRow,
+) -> Result<Vec<UserRow>, AdminFailure> {
+    manager_change(manager, "")?;
+    let mut users: Vec<UserRow> = store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| u.service_id == manager.service_id)
+        .collect();
+    users.sort_by(|a, b| a.username.cmp(&b.username));
+    Ok(users)
+}
+
+/// The devices of the users of the manager's own service, oldest first.
+pub async fn service_devices(
+    store: &dyn Store,
+    manager: &UserRow,
+) -> Result<Vec<DeviceListing>, AdminFailure> {
+    let names: Vec<String> = service_users(store, manager)
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    Ok(devices(store)
+        .await?
+        .into_iter()
+        .filter(|d| names.contains(&d.user))
+        .collect())
+}
+
+/// A service manager adds a user to their own service (any role but
+/// [`ROLES_NOT_FOR_MANAGERS`]), audited with the manager as actor.
+pub async fn add_service_user(
+    store: &dyn Store,
+    totp_key: &TotpKey,
+    manager: &UserRow,
+    account: NewAccount,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Issued, AdminFailure> {
+    let change = manager_change(manager, reason)?;
+    if ROLES_NOT_FOR_MANAGERS.contains(&account.role.trim()) {
+        return Err(invalid(
+            "role",
+            format!(
+                "a {} is added by the federation's administrator, not a service manager",
+                account.role.trim()
+            ),
+        ));
+    }
+    add_user(
+        store,
+        totp_key,
+        NewAccount {
+            service_id: manager.service_id.clone(),
+            ..account
+        },
+        &change,
+        now,
+    )
+    .await
+}
+
+/// A service manager disables (`true`) or enables a user of their own service; not
+/// themselves.
+pub async fn set_service_user_disabled(
+    store: &dyn Store,
+    manager: &UserRow,
+    username: &str,
+    disabled: bool,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    let change = manager_change(manager, reason)?;
+    let target = user(store, username.trim()).await?;
+    if target.service_id != manager.service_id {
+        return Err(AdminFailure::NotFound(format!(
+            "no user {} in service {}",
+            username.trim(),
+            manager.service_id
+        )));
+    }
+    if target.id == manager.id {
+        return Err(invalid(
+            "username",
+            "you cannot disable your own account: ask the administrator",
+        ));
+    }
+    set_disabled(store, &target.username, disabled, &change, now).await
+}
+
+/// A service manager revokes a device of a user of their own service (a lost tablet).
+pub async fn revoke_service_device(
+    store: &dyn Store,
+    manager: &UserRow,
+    device_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AdminFailure> {
+    let change = manager_change(manager, reason)?;
+    let device_id = device_id.trim();
+    let ours = service_devices(store, manager)
+        .await?
+        .iter()
+        .any(|d| d.id == device_id);
+    if !ours {
+        return Err(AdminFailure::NotFound(format!(
+            "no device {device_id} of a user of service {}",
+            manager.service_id
+        )));
+    }
+    revoke_device(store, device_id, &change, now).await
+}
+
 /// Revoke a device: its tokens stop working at once, and it is told `device_revoked`.
 pub async fn revoke_device(
     store: &dyn Store,

@@ -51,7 +51,8 @@ pub const DEFAULT_PAGE_BYTES: usize = 1024 * 1024;
 /// Default largest bundle `POST /api/v1/import` accepts.
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Who may call a route. Clinicians, practice systems, administrators and three staff roles,
+/// Who may call a route. Clinicians, practice systems, administrators, three staff roles and
+/// any staff member,
 /// never interchangeable (a valid credential of one kind is refused on another's routes, 403,
 /// or 401 where the route does not tell kinds apart), and the public routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,22 @@ pub enum Caller {
     TeamLeader,
     /// A service's manager: a staff sign-in's bearer token ([`ServiceManager`]).
     ServiceManager,
+    /// Any staff member signed in (any of [`auth::STAFF_ROLES`]): a staff sign-in's bearer
+    /// token ([`AnyStaff`]).
+    Staff,
+}
+
+impl Caller {
+    /// Whether a credential of kind `kind` is one this route's caller accepts: its own kind,
+    /// and for [`Caller::Staff`] each staff role's.
+    pub fn accepts(self, kind: Caller) -> bool {
+        self == kind
+            || (self == Caller::Staff
+                && matches!(
+                    kind,
+                    Caller::Receptionist | Caller::TeamLeader | Caller::ServiceManager
+                ))
+    }
 }
 
 /// Every route the server answers: (method, path, who may call it). A test calls each with
@@ -160,6 +177,7 @@ pub const ROUTES: &[(&str, &str, Caller)] = &[
         Caller::Administrator,
     ),
     ("POST", "/api/v1/staff/sign-in", Caller::Public),
+    ("POST", "/api/v1/staff/sign-out", Caller::Staff),
     ("POST", "/api/v1/sessions", Caller::ServiceManager),
     ("GET", "/api/v1/sessions", Caller::Receptionist),
     (
@@ -291,6 +309,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/admin/alerts") => get(admin_alerts),
         ("POST", "/api/v1/admin/alerts/{id}/ack") => post(admin_ack_alert),
         ("POST", "/api/v1/staff/sign-in") => post(staff_sign_in),
+        ("POST", "/api/v1/staff/sign-out") => post(staff_sign_out),
         ("POST", "/api/v1/sessions") => post(publish_session),
         ("GET", "/api/v1/sessions") => get(sessions),
         ("POST", "/api/v1/sessions/{id}/bookings") => post(book),
@@ -1152,16 +1171,12 @@ async fn admin_access_report(
 ) -> Result<Response, Failure> {
     let Query(params) =
         params.map_err(|e| Failure::api(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let report = access::patient_report(state.store.as_ref(), &nhs_number, params.from).await?;
-    audit::append(
+    let report = access::audited_report(
         state.store.as_ref(),
-        AuditEvent {
-            at: Utc::now(),
-            actor: format!("admin:{}", who.0),
-            action: "access_report".into(),
-            patient_id: Some(report.patient_id.clone()),
-            detail: serde_json::json!({ "from": params.from, "accesses": report.accesses.len() }),
-        },
+        &format!("admin:{}", who.0),
+        &nhs_number,
+        params.from,
+        Utc::now(),
     )
     .await?;
     match params.format.as_deref() {
@@ -1487,6 +1502,36 @@ impl<R: StaffRole + Send + Sync> FromRequestParts<AppState> for StaffCaller<R> {
     }
 }
 
+/// Any staff member signed in, with the token they presented (so that it can be signed out).
+/// A clinician's token, a practice's or an administrator's credential is refused with 403;
+/// none or a wrong one with 401.
+pub struct AnyStaff {
+    pub user: UserRow,
+    pub token: String,
+}
+
+impl FromRequestParts<AppState> for AnyStaff {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let authorization = source_authorization(parts);
+        match auth::authenticate_staff(state.store.as_ref(), authorization, Utc::now()).await? {
+            auth::StaffCaller::Staff(user) => Ok(AnyStaff {
+                user: *user,
+                token: authorization
+                    .and_then(|a| a.split_once(' '))
+                    .map(|(_, t)| t.trim().to_string())
+                    .unwrap_or_default(),
+            }),
+            auth::StaffCaller::OtherKind(kind) => Err(Failure::api(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{kind} cannot do this: it needs a staff member signed in"),
+            )),
+        }
+    }
+}
+
 impl From<StaffFailure> for Failure {
     fn from(f: StaffFailure) -> Failure {
         let message = f.to_string();
@@ -1561,6 +1606,12 @@ async fn staff_sign_in(
     )
     .await?;
     Ok(Json(signed_in).into_response())
+}
+
+/// A staff member signs out: the token stops working at once ([`auth::staff_sign_out`]).
+async fn staff_sign_out(State(state): State<AppState>, who: AnyStaff) -> Result<Response, Failure> {
+    auth::staff_sign_out(state.store.as_ref(), &who.token, Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "signed_out": true })).into_response())
 }
 
 async fn publish_session(
@@ -1869,6 +1920,7 @@ mod tests {
                 Caller::Receptionist => &["receptionist"],
                 Caller::TeamLeader => &["teamLeader"],
                 Caller::ServiceManager => &["serviceManager"],
+                Caller::Staff => &["staff"],
             };
             assert_eq!(named, expected, "{method} {path}");
         }

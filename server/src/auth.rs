@@ -35,10 +35,12 @@
 //!   from [`issue_admin_secret`], SHA-256 stored like a practice's). [`authenticate_admin`]
 //!   tells an administrator from a valid credential of another kind (refused with 403 by the
 //!   API) and from no or a wrong credential (401); staff, below.
-//! - Staff who run a service (receptionists, team leaders, service managers: [`STAFF_ROLES`])
-//!   hold no records: they never enrol a device (refused, 403 `no_device_for_role`) and sign
-//!   in with password and code for a bearer token of their own ([`staff_sign_in`], `dst_`,
-//!   SHA-256 stored, [`STAFF_TTL`], no refresh). A clinician cannot sign in as staff.
+//! - Staff who run a service (receptionists, team leaders, service managers, privacy
+//!   officers: [`STAFF_ROLES`]) hold no records: they never enrol a device (refused, 403
+//!   `no_device_for_role`) and sign in with password and code for a bearer token of their
+//!   own ([`staff_sign_in`], `dst_`, SHA-256 stored, [`STAFF_TTL`], no refresh), which
+//!   [`staff_sign_out`] revokes. A clinician cannot sign in as staff. The API and the web
+//!   console (`crate::console`, the token in a cookie) use the same token.
 
 use std::sync::{Arc, OnceLock};
 
@@ -823,7 +825,16 @@ pub async fn authenticate_admin(
 // ---------- staff sign-in ----------
 
 /// Roles that run a service rather than see patients: they sign in as staff, never on a device.
-pub const STAFF_ROLES: &[&str] = &["receptionist", "team_leader", "service_manager"];
+pub const STAFF_ROLES: &[&str] = &[
+    "receptionist",
+    "team_leader",
+    "service_manager",
+    PRIVACY_OFFICER,
+];
+
+/// The role of the federation's privacy officer: answers break-glass alerts and access
+/// requests (who accessed a patient) in the console.
+pub const PRIVACY_OFFICER: &str = "privacy_officer";
 
 /// How long a staff sign-in lasts (a working day); then password and code again.
 pub const STAFF_TTL: Duration = Duration::hours(10);
@@ -911,6 +922,44 @@ pub async fn staff_sign_in(
         service_id: user.service_id,
         practice_ods: user.practice_ods,
     })
+}
+
+/// End a staff sign-in: its token stops working at once (audited `staff_sign_out`).
+/// `Unauthorized` when the token is not a live staff token.
+pub async fn staff_sign_out(
+    store: &dyn Store,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AuthFailure> {
+    let hash = token_hash(token);
+    let row = store
+        .staff_token(&hash)
+        .await?
+        .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
+        .ok_or(AuthFailure::Unauthorized)?;
+    let username = store
+        .user_by_id(&row.user_id)
+        .await?
+        .map(|u| u.username)
+        .unwrap_or_default();
+    let event = AuditEvent {
+        at: now,
+        actor: format!("user:{username}"),
+        action: "staff_sign_out".into(),
+        patient_id: None,
+        detail: serde_json::json!({ "issued_at": row.issued_at }),
+    };
+    match store
+        .write_staff_token_revoked(&hash, now, event, audit::seal)
+        .await
+    {
+        Ok(_) => {}
+        // Signed out by a parallel request: the token is dead either way.
+        Err(StoreError::NotFound(_)) => return Err(AuthFailure::Unauthorized),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user = %username, "staff signed out");
+    Ok(())
 }
 
 /// Who presents an `Authorization` header on a staff route.

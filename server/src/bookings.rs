@@ -792,6 +792,46 @@ pub async fn sessions_for(
     Ok(out)
 }
 
+/// The sessions of the manager's own service between `from` and `to`, with their free slots
+/// (no patients: a manager books no one and sees no bookings' patients).
+pub async fn service_sessions(
+    store: &dyn Store,
+    manager: &UserRow,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<SessionView>, StaffFailure> {
+    if manager.role != SERVICE_MANAGER {
+        return Err(StaffFailure::Refused(format!(
+            "a service's sessions are listed for its service manager; {} is a {}",
+            manager.username, manager.role
+        )));
+    }
+    let mut out = Vec::new();
+    for session in store.clinic_sessions(from, to).await? {
+        if session.service_id != manager.service_id {
+            continue;
+        }
+        let Some(clinician) = store.user_by_id(&session.clinician_user_id).await? else {
+            continue;
+        };
+        let bookings = store.session_bookings(&session.id).await?;
+        out.push(SessionView {
+            id: session.id.clone(),
+            service_id: session.service_id.clone(),
+            clinician: clinician.username,
+            clinician_name: clinician.display_name,
+            starts_at: session.starts_at,
+            ends_at: session.ends_at,
+            slots: session.slots,
+            booked: bookings.iter().filter(|b| b.cancelled_at.is_none()).count(),
+            free: free_slots(&session, &bookings, now),
+            bookings: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

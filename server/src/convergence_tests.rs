@@ -2018,6 +2018,31 @@ where
         w.user.id
     );
     assert_eq!(store.staff_token("other").await.unwrap(), None);
+    // Signing out: the token marked revoked with its audit event, once; a second time, or an
+    // unknown token, writes nothing.
+    let before = audit_len().await;
+    store
+        .write_staff_token_revoked("h", w.now, event("staff_sign_out"), crate::audit::seal)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .staff_token("h")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    for hash in ["h", "other"] {
+        assert!(matches!(
+            store
+                .write_staff_token_revoked(hash, w.now, event("staff_sign_out"), crate::audit::seal)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    assert_eq!(audit_len().await, before + 1);
 
     let session = ClinicSessionRow {
         id: "s1".into(),

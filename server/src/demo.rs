@@ -1,7 +1,7 @@
 //! The demo federation: synthetic practices and patients, five services with their sharing
-//! agreements side by side, lists, five clinicians and three staff (`reception.demo`, a
+//! agreements side by side, lists, five clinicians and four staff (`reception.demo`, a
 //! receptionist of the first practice; `manager.demo`, the hub's service manager; `lead.demo`,
-//! the nursing team's leader), and a week of hub sessions with bookings (`seed_hub_week`).
+//! the nursing team's leader; `privacy.demo`, the federation's privacy officer), and a week of hub sessions with bookings (`seed_hub_week`).
 //! For the demo and tests only.
 //!
 //! [`seed`] generates the standard federation (3 practices x 100 patients, about 100 resources
@@ -886,6 +886,15 @@ pub async fn seed_store(
             crate::caseloads::TEAM_LEADER,
             NURSING_SERVICE,
             services[0].1,
+            None,
+        ),
+        // The federation's privacy officer (named under the hub, as every user has a service).
+        (
+            "privacy.demo",
+            "Priya Natarajan",
+            crate::auth::PRIVACY_OFFICER,
+            HUB_SERVICE,
+            services[1].1,
             None,
         ),
     ];

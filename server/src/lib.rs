@@ -29,6 +29,9 @@
 //! - [`limits`]: sign-in rate limits per address and per username, and the Argon2 gate.
 //! - [`totp_key`]: the key TOTP secrets are sealed under (a file, never in the database).
 //! - [`api`]: the axum routes (`/healthz`, `/api/v1/...`), documented in `server/openapi.json`.
+//! - [`console`]: the web console under `/console` for receptionists, team leaders, service
+//!   managers and the privacy officer (server-rendered pages, cookie session, CSRF), calling
+//!   the same functions as the API.
 //! - [`tls`]: rustls (ring) configuration and the development CA of `--dev-tls`.
 //! - [`run`]: start and stop a server (used by the binary and by tests).
 //! - [`demo`]: the synthetic demo federation with its services, agreements, lists and users.
@@ -63,6 +66,7 @@ pub mod bookings;
 pub mod breakglass;
 pub mod caseloads;
 pub mod checkpoint;
+pub mod console;
 pub mod cursor;
 pub mod demo;
 pub mod figures;

@@ -24,6 +24,7 @@ use crate::admin::ServerSets;
 use crate::api::{self, AppState};
 use crate::auth::SignIn;
 use crate::checkpoint::{self, AuditKey, CheckpointError};
+use crate::console;
 use crate::cursor::{CURSOR_KEY_NAME, CursorKey, CursorKeyError};
 use crate::limits::{Argon2Gate, SignInLimitConfig, SignInLimits};
 use crate::store::{self, DatabaseUrl, Store, StoreError};
@@ -265,7 +266,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         audit_key.clone(),
         config.checkpoint_every,
     ));
-    let app = api::router(AppState {
+    let state = AppState {
         store: store.clone(),
         cursor_key,
         page_bytes: config.page_bytes,
@@ -277,7 +278,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
             lifetimes: config.token_lifetimes,
             totp_key,
         }),
-    });
+    };
+    let app = api::router(state.clone()).merge(console::router(state));
     tokio::task::spawn_blocking(crate::auth::warm_up)
         .await
         .map_err(|e| StoreError::Backend(format!("warming up: {e}")))?;

@@ -1,11 +1,14 @@
 //! Harness for Doorstep's end-to-end tests: a real federation server (seeded with the demo
 //! federation on the embedded store, serving HTTPS with its own dev CA on a random loopback
 //! port) and helpers for the demo users' sign-in; and [`fake_shell`], the UI served to a
-//! plain browser with its commands answered from memory (for the accessibility check).
+//! plain browser with its commands answered from memory (for the accessibility check); and
+//! [`browser`], headless Chromium through chromedriver with axe-core, for the tests that look
+//! at pages (the UI's and the console's).
 //!
 //! The tests in `tests/` link the server and the client libraries side by side; nothing in the
 //! product does (see ARCHITECTURE.md).
 
+pub mod browser;
 pub mod fake_shell;
 
 use std::path::PathBuf;

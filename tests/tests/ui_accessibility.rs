@@ -18,24 +18,22 @@
 //! the UI built (`cargo xtask build-ui`). Without them a plain `cargo test` says why it did
 //! not run; under `cargo xtask test` (DOORSTEP_E2E_REQUIRED=1) the test fails.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use doorstep_e2e::browser::{
+    Chromedriver, Needs, artifacts_dir, cdp, count, metrics, project_root, run_axe,
+    save_screenshot, see, sideways, wait_for,
+};
 use doorstep_e2e::fake_shell::{self, FakeShell, Start};
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::Client;
+use serde_json::json;
 
 /// Viewports: a laptop, a 10-inch tablet upright, a phone.
 const SIZES: &[(u32, u32)] = &[(1280, 800), (800, 1280), (390, 844)];
 
 /// Colour schemes.
 const THEMES: &[&str] = &["dark", "light"];
-
-/// The axe tags checked: WCAG 2.0, 2.1 and 2.2 at levels A and AA.
-const AXE_TAGS: &[&str] = &["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"];
 
 /// What a screen's steps do, in order, from a fresh fake shell.
 #[derive(Debug, Clone, Copy)]
@@ -117,12 +115,12 @@ async fn every_screen_passes_axe_wcag22_aa_at_every_size_in_both_themes() {
         return;
     };
     let started = Instant::now();
-    let axe = std::fs::read_to_string(&needs.axe).expect("read axe.min.js");
+    let axe = needs.browser.axe_source();
     let shell = FakeShell::start(&needs.dist)
         .await
         .expect("start the fake shell");
-    let driver = Chromedriver::start(&needs.chromedriver);
-    let client = driver.connect(&needs.chromium).await;
+    let driver = Chromedriver::start(&needs.browser.chromedriver);
+    let client = driver.connect(&needs.browser.chromium, &[]).await;
     let artifacts = artifacts_dir();
 
     let mut violations = Vec::new();
@@ -326,61 +324,6 @@ async fn show_subject(client: &Client, name: &str) {
     }
 }
 
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn wait_for(client: &Client, css: &str) -> Result<fantoccini::elements::Element, String> {
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .map_err(|e| format!("{css} did not appear: {e}"))
-}
-
-async fn see(client: &Client, css: &str, text: &str) -> Result<(), String> {
-    let deadline = Instant::now() + WAIT;
-    let mut last = Vec::new();
-    loop {
-        last.clear();
-        for el in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
-            let shown = el.text().await.unwrap_or_default();
-            if shown.contains(text)
-                && (!text.is_empty() || el.is_displayed().await.unwrap_or(false))
-            {
-                return Ok(());
-            }
-            last.push(shown);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("no {css} shows {text:?} (seen: {last:?})"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn count(client: &Client, css: &str, n: usize) -> Result<(), String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = client
-            .find_all(Locator::Css(css))
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0);
-        if found == n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{found} elements match {css}, not {n}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A viewport of `width` x `height` CSS pixels at scale 1.
-fn metrics(width: u32, height: u32) -> Value {
-    json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false})
-}
-
 /// Both ways a page learns its scheme: the attribute (the app's own choice) and the media
 /// query (the system's, which the page follows when there is no attribute).
 async fn set_theme(client: &Client, theme: &str) {
@@ -399,296 +342,20 @@ async fn set_theme(client: &Client, theme: &str) {
         .expect("set data-theme");
 }
 
-/// Injects axe (once per document), waits two frames for layout, runs it, and answers each
-/// violation as one line: rule, impact, help and the targets of its nodes.
-async fn run_axe(client: &Client, axe: &str) -> Vec<String> {
-    let present = client
-        .execute("return !!window.axe;", vec![])
-        .await
-        .expect("look for axe");
-    if present != json!(true) {
-        client
-            .execute(
-                "const s = document.createElement('script'); \
-                 s.textContent = arguments[0]; document.head.appendChild(s);",
-                vec![json!(axe)],
-            )
-            .await
-            .expect("inject axe");
-    }
-    let answer = client
-        .execute(
-            "const tags = arguments[0];
-             await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-             const result = await axe.run(document, {
-               runOnly: { type: 'tag', values: tags },
-               resultTypes: ['violations'],
-             });
-             return result.violations.map(v => ({
-               id: v.id, impact: v.impact, help: v.help,
-               targets: v.nodes.map(n => n.target.join(' ')),
-             }));",
-            vec![json!(AXE_TAGS)],
-        )
-        .await
-        .expect("axe.run");
-    let Value::Array(found) = answer else {
-        panic!("axe answered {answer}");
-    };
-    found
-        .iter()
-        .map(|v| {
-            let targets: Vec<&str> = v["targets"]
-                .as_array()
-                .map(|t| t.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            format!(
-                "{} ({}): {} [{}]",
-                v["id"].as_str().unwrap_or("?"),
-                v["impact"].as_str().unwrap_or("?"),
-                v["help"].as_str().unwrap_or("?"),
-                targets.join(", ")
-            )
-        })
-        .collect()
-}
-
-/// Reflow (WCAG 1.4.10, which axe does not check): the page and its scrolling main area never
-/// scroll sideways; a wide data table or the record's tabs may scroll within themselves.
-async fn sideways(client: &Client) -> Option<String> {
-    let answer = client
-        .execute(
-            "const w = document.documentElement.clientWidth;
-             const main = document.getElementById('main');
-             const page = document.scrollingElement.scrollWidth > w + 1;
-             const inner = main && main.scrollWidth > main.clientWidth + 1;
-             if (!page && !inner) return null;
-             const limit = main ? main.getBoundingClientRect().right : w;
-             const wide = Array.from(document.querySelectorAll('#main *'))
-               .filter(e => e.getBoundingClientRect().right > limit + 1)
-               .slice(0, 5)
-               .map(e => e.id ? '#' + e.id : e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ')[0] : ''));
-             return wide.join(', ') || 'the page';",
-            vec![],
-        )
-        .await
-        .expect("measure the page's width");
-    answer
-        .as_str()
-        .map(|wide| format!("reflow (1.4.10): the page scrolls sideways [{wide}]"))
-}
-
-async fn save_screenshot(client: &Client, path: &Path) -> Result<(), String> {
-    let png = client
-        .screenshot()
-        .await
-        .map_err(|e| format!("screenshot: {e}"))?;
-    std::fs::write(path, png).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-/// A Chrome DevTools Protocol command through chromedriver's `goog/cdp/execute`.
-#[derive(Debug)]
-struct Cdp {
-    cmd: &'static str,
-    params: Value,
-}
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base: &url::Url,
-        session: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        let body = json!({"cmd": self.cmd, "params": self.params});
-        (http::Method::POST, Some(body.to_string()))
-    }
-}
-
-async fn cdp(client: &Client, cmd: &'static str, params: Value) {
-    client
-        .issue_cmd(Cdp { cmd, params })
-        .await
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-}
-
-struct Needs {
-    chromedriver: PathBuf,
-    chromium: PathBuf,
-    axe: PathBuf,
+struct Prerequisites {
+    browser: Needs,
     dist: PathBuf,
 }
 
 /// What the test needs, or None (with the reason printed) when it cannot run here.
-fn prerequisites() -> Option<Needs> {
-    let chromedriver = which("chromedriver");
-    // Debian's /usr/bin/chromium is a shell wrapper; the browser itself is beside its libraries.
-    let chromium = ["/usr/lib/chromium/chromium"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .or_else(|| which("chromium"));
-    let axe = axe_js();
-    let root = project_root();
-    let dist = root.join("ui/dist");
-    let mut missing = Vec::new();
-    if chromedriver.is_none() {
-        missing.push("chromedriver (apt-get install chromium-driver)".to_owned());
-    }
-    if chromium.is_none() {
-        missing.push("Chromium (apt-get install chromium)".to_owned());
-    }
-    if !axe.is_file() {
-        missing.push(format!(
-            "axe-core at {} (cargo xtask deps installs it; or set DOORSTEP_AXE_JS)",
-            axe.display()
-        ));
-    }
-    if !dist.join("index.html").is_file() {
-        missing.push(format!(
-            "the UI built into {} (cargo xtask build-ui)",
-            dist.display()
-        ));
-    }
-    if missing.is_empty() {
-        return Some(Needs {
-            chromedriver: chromedriver?,
-            chromium: chromium?,
-            axe,
-            dist,
-        });
-    }
-    let why = format!(
-        "accessibility test cannot run: missing {}",
-        missing.join(", ")
-    );
-    if doorstep_testkit::e2e_required() {
-        panic!("{why}");
-    }
-    eprintln!("{why}; `cargo xtask test` provides them");
-    None
-}
-
-/// `DOORSTEP_AXE_JS`, else where `cargo xtask deps` installs axe-core: `axe/` in the target
-/// directory this test binary was built in (target/<profile>/deps/<test>).
-fn axe_js() -> PathBuf {
-    if let Some(path) = std::env::var_os("DOORSTEP_AXE_JS") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test's path");
-    exe.ancestors()
-        .nth(3)
-        .unwrap_or(Path::new("."))
-        .join("axe/node_modules/axe-core/axe.min.js")
-}
-
-/// The clone this test runs in (at run time: a binary built in another clone tests this one).
-fn project_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn artifacts_dir() -> PathBuf {
-    let dir = std::env::var_os("DOORSTEP_TEST_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("tests/artifacts"));
-    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
-    dir
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// chromedriver on a free loopback port, in a process group of its own with the Chromium it
-/// starts; on drop the group gets SIGTERM (chromedriver alone would leave a browser behind when
-/// the session was not closed, as after a panic), and chromedriver is killed only if it does
-/// not go.
-struct Chromedriver {
-    child: Child,
-    port: u16,
-}
-
-impl Chromedriver {
-    fn start(program: &Path) -> Chromedriver {
-        let port = doorstep_testkit::free_port();
-        let child = Command::new(program)
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Chromedriver { child, port }
-    }
-
-    async fn connect(&self, chromium: &Path) -> Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    // As root (CI) Chromium's sandbox cannot start.
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--force-device-scale-factor=1",
-                    "--window-size=1280,800",
-                    "--lang=en-GB",
-                    "--no-first-run",
-                    "--disable-extensions",
-                ],
-            }),
-        );
-        ClientBuilder::rustls()
-            .expect("rustls connector")
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a chromedriver session")
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.child.id())])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn prerequisites() -> Option<Prerequisites> {
+    let dist = project_root().join("ui/dist");
+    let browser = Needs::find(
+        "accessibility test",
+        &[(
+            dist.join("index.html"),
+            "the UI built: cargo xtask build-ui",
+        )],
+    )?;
+    Some(Prerequisites { browser, dist })
 }

@@ -557,6 +557,11 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
     );
     print_demo_users(&users, None);
     println!(
+        "Console (for the staff users: receptionist, team leader, service manager, privacy officer): {}/console",
+        serving.url
+    );
+    print_staff_users(&users);
+    println!(
         "The app's own data lives in {}.",
         data.join("app").display()
     );
@@ -800,6 +805,21 @@ fn print_demo_users(users: &[serde_json::Value], only: Option<&str>) {
             code,
             field("totp_secret")
         );
+    }
+}
+
+/// The staff among the demo users: the console's sign-ins, with what each role does there.
+fn print_staff_users(users: &[serde_json::Value]) {
+    for user in users {
+        let field = |k: &str| user.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let does = match field("role") {
+            "receptionist" => "books her practice's patients into sessions",
+            "team_leader" => "adds, transfers and discharges caseload patients",
+            "service_manager" => "publishes sessions, manages users and devices, reads the figures",
+            "privacy_officer" => "answers break-glass alerts and access requests",
+            _ => continue,
+        };
+        println!("  {:<16} {:<16} {does}", field("username"), field("role"));
     }
 }
 

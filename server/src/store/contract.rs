@@ -498,6 +498,15 @@ pub trait AdminStore: Send + Sync {
 pub trait StaffStore: Send + Sync {
     async fn put_staff_token(&self, row: StaffTokenRow) -> Result<(), StoreError>;
     async fn staff_token(&self, hash: &str) -> Result<Option<StaffTokenRow>, StoreError>;
+    /// In one transaction: mark the staff token `hash` revoked at `now` and append
+    /// `seal(tip, audit)`. `NotFound`, writing nothing, when no such token is live.
+    async fn write_staff_token_revoked(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError>;
     /// In one transaction: create `list` (the session's own list), store `session`, and
     /// append `seal(tip, audit)`. `Conflict` when a session with its id exists.
     async fn write_clinic_session(

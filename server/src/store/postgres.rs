@@ -2714,6 +2714,30 @@ impl StaffStore for PostgresStore {
         .transpose()
     }
 
+    async fn write_staff_token_revoked(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE staff_tokens SET revoked_at = $2 WHERE hash = $1 AND revoked_at IS NULL",
+                &[&hash, &secs(now)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound("live staff token".into()));
+        }
+        lock_audit(&tx).await?;
+        let row = seal_onto(&tx, audit, seal).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     async fn write_clinic_session(
         &self,
         session: ClinicSessionRow,

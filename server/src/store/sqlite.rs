@@ -2680,6 +2680,30 @@ impl StaffStore for SqliteStore {
         .await
     }
 
+    async fn write_staff_token_revoked(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+        seal: AuditSealer,
+    ) -> Result<AuditRow, StoreError> {
+        let hash = hash.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE staff_tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash, ts(now)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound("live staff token".into()));
+            }
+            let row = seal_onto(&tx, audit, seal)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
     async fn write_clinic_session(
         &self,
         session: ClinicSessionRow,
