@@ -349,7 +349,12 @@ async fn next_day(store: &dyn Store, fed: &Federation, report: &mut Report) -> R
         .user_by_username(&fed.nurse.username)
         .await?
         .context("the nurse")?;
-    let scope = user_scope(store, &user).await?;
+    // Through a memo of decisions, as a node's pulls go all day.
+    let scope = user_scope(store, &user)
+        .await?
+        .with_decisions(std::sync::Arc::new(
+            doorstep_server::decisions::DecisionMemo::new(),
+        ));
     let now = chrono::Utc::now();
     let pull_all = |now: chrono::DateTime<chrono::Utc>,
                     cursor: Option<doorstep_server::cursor::CursorState>| {

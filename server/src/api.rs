@@ -227,6 +227,8 @@ pub struct AppState {
     pub limits: Arc<SignInLimits>,
     /// What sign-ins are checked with (Argon2 gate, token lifetimes, TOTP key).
     pub sign_in: Arc<auth::SignIn>,
+    /// This node's memo of the agreements' decisions (`crate::decisions`).
+    pub decisions: Arc<crate::decisions::DecisionMemo>,
 }
 
 /// Build the router from [`ROUTES`].
@@ -743,7 +745,8 @@ async fn pull(
     let sets = state.sets.current(state.store.as_ref()).await?;
     let scope = user_scope(state.store.as_ref(), &who.user)
         .await?
-        .with_sets(sets);
+        .with_sets(sets)
+        .with_decisions(state.decisions.clone());
     let no_agreement = scope.agreements.is_empty();
     // The device's offline limit is the strictest of the agreements that let it hold records.
     let max_offline_hours = scope.agreements.iter().map(|a| a.max_offline_hours).min();
@@ -1871,6 +1874,7 @@ mod tests {
             page_bytes: DEFAULT_PAGE_BYTES,
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
+            decisions: Arc::new(crate::decisions::DecisionMemo::new()),
             limits: Arc::new(SignInLimits::new(Default::default())),
             sign_in: Arc::new(auth::SignIn {
                 gate: crate::limits::Argon2Gate::of(&Default::default()),

@@ -356,6 +356,7 @@ struct World {
     patients: Vec<PatientModel>,
     now: DateTime<Utc>,
     device_id: String,
+    decisions: Arc<crate::decisions::DecisionMemo>,
 }
 
 async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World {
@@ -477,6 +478,7 @@ async fn world(fresh: FreshStore, rng: &mut Rng, patient_count: usize) -> World 
         patients,
         now,
         device_id,
+        decisions: Arc::new(crate::decisions::DecisionMemo::new()),
     };
     for i in 0..patient_count {
         if rng.chance(50) {
@@ -492,10 +494,13 @@ impl World {
         let (version, sets) = crate::admin::server_exclusion_sets(self.store.as_ref())
             .await
             .unwrap();
+        // Through one memo for the whole test, as a node's pulls go: every policy change, day,
+        // practice move and new version must miss it.
         user_scope(self.store.as_ref(), &self.user)
             .await
             .unwrap()
             .with_sets((version, Arc::new(sets)))
+            .with_decisions(self.decisions.clone())
     }
 
     async fn add_entry(&mut self, rng: &mut Rng, i: usize) {

@@ -68,6 +68,7 @@ pub mod caseloads;
 pub mod checkpoint;
 pub mod console;
 pub mod cursor;
+pub mod decisions;
 pub mod demo;
 pub mod figures;
 pub mod import;

@@ -95,6 +95,7 @@ use doorstep_record::agreement::{
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
+use crate::decisions::DecisionMemo;
 use crate::lists;
 use crate::store::{
     FeedOp, FeedSnapshot, FeedStore, ListEntryRow, PatientRow, ResourceRow, Store, StoreError,
@@ -127,6 +128,22 @@ pub struct UserScope {
     /// Whose lists reach the user: [`ListScope::Team`] when an agreement in force for the
     /// user says so, else [`ListScope::Own`].
     pub lists: ListScope,
+    /// The node's memo of decisions, with this scope's access epoch
+    /// ([`UserScope::with_decisions`]); none: every resource is decided afresh.
+    pub decisions: Option<Decisions>,
+}
+
+/// A memo of decisions and the access epoch they are kept under for one scope.
+#[derive(Debug, Clone)]
+pub struct Decisions {
+    memo: Arc<DecisionMemo>,
+    epoch: String,
+}
+
+impl PartialEq for Decisions {
+    fn eq(&self, other: &Decisions) -> bool {
+        Arc::ptr_eq(&self.memo, &other.memo) && self.epoch == other.epoch
+    }
 }
 
 impl UserScope {
@@ -135,11 +152,27 @@ impl UserScope {
         lists::reaches(entry, &self.user_id, self.team.as_deref(), self.lists)
     }
 
-    /// The scope with the server's exclusion sets, current to value-set `version`.
+    /// The scope with the server's exclusion sets, current to value-set `version` (and no
+    /// memo: decisions kept under the old sets' epoch must not be used).
     pub fn with_sets(self, (version, sets): (i64, Arc<ExclusionSets>)) -> UserScope {
         UserScope {
             sets,
             sets_version: version,
+            decisions: None,
+            ..self
+        }
+    }
+
+    /// The scope deciding through `memo`, under its access epoch as it is now (call it last).
+    pub fn with_decisions(self, memo: Arc<DecisionMemo>) -> UserScope {
+        let epoch = cursor::access_epoch(
+            &self.role,
+            &self.service_id,
+            &self.agreements,
+            self.sets_version,
+        );
+        UserScope {
+            decisions: Some(Decisions { memo, epoch }),
             ..self
         }
     }
@@ -178,6 +211,7 @@ pub async fn user_scope_on(
         sets_version: 0,
         team: store.team_of(&user.id).await?,
         lists,
+        decisions: None,
     })
 }
 
@@ -365,24 +399,72 @@ async fn filtered_resources(
     let mut bytes = 0;
     let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
     for row in snap.live_resources(&patient.id).await? {
-        let resource = parse_row(&row)?;
-        match decide(&resource, patient, scope, today) {
-            // A confidential Patient goes without its address and telecom; its stored text
-            // cannot be reused for the size, so the redacted JSON is measured.
-            Decision::Visible if sensitive::needs_redaction(&resource) => {
-                let redacted = sensitive::redact_for_sharing(&resource).json;
-                bytes += redacted.to_string().len() + 1;
-                visible.push(redacted);
-            }
+        let (decision, parsed) = decide_row(&row, patient, scope, today)?;
+        match decision {
             Decision::Visible => {
-                bytes += row.json.len() + 1;
-                visible.push(resource.json);
+                let resource = match parsed {
+                    Some(resource) => resource,
+                    None => parse_row(&row)?,
+                };
+                // A confidential Patient goes without its address and telecom; its stored
+                // text cannot be reused for the size, so the redacted JSON is measured.
+                if sensitive::needs_redaction(&resource) {
+                    let redacted = sensitive::redact_for_sharing(&resource).json;
+                    bytes += redacted.to_string().len() + 1;
+                    visible.push(redacted);
+                } else {
+                    bytes += row.json.len() + 1;
+                    visible.push(resource.json);
+                }
             }
             Decision::Withheld(section) => *counts.entry(section).or_default() += 1,
             Decision::NotShared => {}
         }
     }
     Ok((visible, withheld_counts(counts), bytes))
+}
+
+/// A patient's withheld counts alone: no resource is parsed whose decision is kept.
+async fn withheld_of(
+    snap: &dyn FeedSnapshot,
+    scope: &UserScope,
+    today: NaiveDate,
+    patient: &PatientRow,
+) -> Result<Vec<WithheldCount>, StoreError> {
+    let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
+    for row in snap.live_resources(&patient.id).await? {
+        if let (Decision::Withheld(section), _) = decide_row(&row, patient, scope, today)? {
+            *counts.entry(section).or_default() += 1;
+        }
+    }
+    Ok(withheld_counts(counts))
+}
+
+/// The decision for a stored resource: the memo's when it keeps one, else decided from the
+/// parsed resource (answered too, so the caller need not parse it again) and kept.
+fn decide_row(
+    row: &ResourceRow,
+    patient: &PatientRow,
+    scope: &UserScope,
+    today: NaiveDate,
+) -> Result<(Decision, Option<Resource>), StoreError> {
+    let (practice, rtype, id) = (
+        patient.practice_ods.as_str(),
+        row.resource_type.as_str(),
+        row.id.as_str(),
+    );
+    if let Some(d) = &scope.decisions
+        && let Some(decision) = d.memo.get(&d.epoch, today, practice, rtype, id, row.seq)
+    {
+        return Ok((decision, None));
+    }
+    let resource = parse_row(row)?;
+    let decision = decide(&resource, patient, scope, today);
+    if let Some(d) = &scope.decisions {
+        d.memo
+            .put(&d.epoch, today, practice, rtype, id, row.seq, decision);
+    }
+    Ok((decision, Some(resource)))
 }
 
 fn withheld_counts(counts: BTreeMap<Section, u32>) -> Vec<WithheldCount> {
@@ -640,7 +722,7 @@ pub async fn build_page(
                     && new_change.is_some()
                     && !withheld.contains_key(&pid)
                 {
-                    let (_, counts, _) = filtered_resources(snap, scope, today, patient).await?;
+                    let counts = withheld_of(snap, scope, today, patient).await?;
                     let change = Change::Withheld {
                         patient_id: pid.clone(),
                         counts,
@@ -828,9 +910,8 @@ async fn redated_changes(
     let mut before: BTreeMap<Section, u32> = BTreeMap::new();
     let mut after: BTreeMap<Section, u32> = BTreeMap::new();
     for row in snap.live_resources(&patient.id).await? {
-        let resource = parse_row(&row)?;
-        let old = decide(&resource, patient, scope, from);
-        let new = decide(&resource, patient, scope, today);
+        let (old, parsed_old) = decide_row(&row, patient, scope, from)?;
+        let (new, parsed_new) = decide_row(&row, patient, scope, today)?;
         if let Decision::Withheld(section) = old {
             *before.entry(section).or_default() += 1;
         }
@@ -839,6 +920,10 @@ async fn redated_changes(
         }
         match (old == Decision::Visible, new == Decision::Visible) {
             (false, true) => {
+                let resource = match parsed_new.or(parsed_old) {
+                    Some(resource) => resource,
+                    None => parse_row(&row)?,
+                };
                 let resource = if sensitive::needs_redaction(&resource) {
                     sensitive::redact_for_sharing(&resource).json
                 } else {

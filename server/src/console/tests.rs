@@ -43,6 +43,7 @@ async fn fixture() -> Fixture {
         page_bytes: api::DEFAULT_PAGE_BYTES,
         import_max_bytes: api::DEFAULT_IMPORT_MAX_BYTES,
         sets: Arc::new(ServerSets::new()),
+        decisions: Arc::new(crate::decisions::DecisionMemo::new()),
         limits: Arc::new(SignInLimits::new(Default::default())),
         sign_in: Arc::new(auth::SignIn {
             gate: crate::limits::Argon2Gate::of(&Default::default()),

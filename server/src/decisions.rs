@@ -1,0 +1,138 @@
+//! A memo of the sharing agreements' decisions, resource by resource, on one node.
+//!
+//! Deciding whether a resource is visible, withheld or not shared means parsing its JSON and
+//! walking every coding and text in it against the exclusion sets; a pull does it for every
+//! resource of every patient it sends, and again for every patient it touches to recount the
+//! withheld items. The decision depends only on what the key names, so it is kept:
+//!
+//! - the access epoch (role, service, the agreements in force whole, the value-set version:
+//!   [`crate::cursor::access_epoch`]), so any change of policy misses;
+//! - the day (look-back windows move with it);
+//! - the patient's registered practice (agreements cover practices);
+//! - the resource's type, id and feed seq (a new version of it misses).
+//!
+//! Nothing else goes into [`doorstep_record::agreement::evaluate_for_service`]. The memo is a
+//! cache and never the only copy: a miss decides afresh, and when it holds
+//! [`CAPACITY`] decisions it is emptied and fills again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::NaiveDate;
+use doorstep_record::agreement::Decision;
+
+/// Decisions kept before the memo starts again (about 150 bytes each).
+pub const CAPACITY: usize = 400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    epoch: String,
+    day: NaiveDate,
+    practice: String,
+    resource_type: String,
+    id: String,
+    seq: i64,
+}
+
+/// The memo one node's pulls share.
+#[derive(Debug, Default)]
+pub struct DecisionMemo {
+    decisions: Mutex<HashMap<Key, Decision>>,
+}
+
+impl DecisionMemo {
+    pub fn new() -> DecisionMemo {
+        DecisionMemo::default()
+    }
+
+    fn key(
+        epoch: &str,
+        day: NaiveDate,
+        practice: &str,
+        resource_type: &str,
+        id: &str,
+        seq: i64,
+    ) -> Key {
+        Key {
+            epoch: epoch.to_owned(),
+            day,
+            practice: practice.to_owned(),
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            seq,
+        }
+    }
+
+    /// The decision kept for this resource version, if any.
+    pub fn get(
+        &self,
+        epoch: &str,
+        day: NaiveDate,
+        practice: &str,
+        resource_type: &str,
+        id: &str,
+        seq: i64,
+    ) -> Option<Decision> {
+        let key = Self::key(epoch, day, practice, resource_type, id, seq);
+        self.decisions.lock().ok()?.get(&key).copied()
+    }
+
+    pub fn put(
+        &self,
+        epoch: &str,
+        day: NaiveDate,
+        practice: &str,
+        resource_type: &str,
+        id: &str,
+        seq: i64,
+        decision: Decision,
+    ) {
+        let key = Self::key(epoch, day, practice, resource_type, id, seq);
+        if let Ok(mut decisions) = self.decisions.lock() {
+            if decisions.len() >= CAPACITY {
+                decisions.clear();
+            }
+            decisions.insert(key, decision);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.decisions.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorstep_record::Section;
+
+    /// Each part of the key tells decisions apart: another epoch, day, practice, type, id or
+    /// version of the resource is a miss, never the kept decision.
+    #[test]
+    fn every_part_of_the_key_is_a_miss_when_it_differs() {
+        let memo = DecisionMemo::new();
+        let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let kept = Decision::Withheld(Section::Problems);
+        memo.put("e1", day, "A81001", "Condition", "c1", 7, kept);
+        assert_eq!(
+            memo.get("e1", day, "A81001", "Condition", "c1", 7),
+            Some(kept)
+        );
+        let next_day = day.succ_opt().unwrap();
+        for miss in [
+            memo.get("e2", day, "A81001", "Condition", "c1", 7),
+            memo.get("e1", next_day, "A81001", "Condition", "c1", 7),
+            memo.get("e1", day, "A81002", "Condition", "c1", 7),
+            memo.get("e1", day, "A81001", "Observation", "c1", 7),
+            memo.get("e1", day, "A81001", "Condition", "c2", 7),
+            memo.get("e1", day, "A81001", "Condition", "c1", 8),
+        ] {
+            assert_eq!(miss, None);
+        }
+        assert_eq!(memo.len(), 1);
+    }
+}
