@@ -22,7 +22,6 @@ pub struct Federation {
     pub server: RunningServer,
     pub nurse: DemoUser,
     pub today: NaiveDate,
-    pub caseload: usize,
     /// How long seeding took.
     pub seeded_in: Duration,
     /// TOTP steps handed out (a code is accepted once, so each sign-in takes the next step).
@@ -74,7 +73,6 @@ impl Federation {
             server,
             nurse,
             today,
-            caseload,
             seeded_in,
             totp_steps: AtomicU64::new(0),
         })
