@@ -97,9 +97,12 @@ pub async fn run(scale: Scale, report: &mut Report, plot: Option<&Path>) -> Resu
     Ok(())
 }
 
+/// One panel of the plot: its title, unit and points (patients, figure).
+type Panel<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
 /// Panels side by side, one a curve: patients on a log scale, the figure on a linear one
 /// from zero.
-fn svg(panels: &[(&str, &str, &[(f64, f64)])]) -> String {
+fn svg(panels: &[Panel<'_>]) -> String {
     let (w, h, pad) = (300.0, 220.0, 44.0);
     let mut out = String::new();
     let _ = write!(

@@ -24,6 +24,18 @@ use doorstep_record::agreement::Decision;
 /// Decisions kept before the memo starts again (about 150 bytes each).
 pub const CAPACITY: usize = 400_000;
 
+/// What a decision is kept under: one version of one resource, for one access epoch, day and
+/// registered practice.
+#[derive(Debug, Clone, Copy)]
+pub struct Version<'a> {
+    pub epoch: &'a str,
+    pub day: NaiveDate,
+    pub practice: &'a str,
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub seq: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     epoch: String,
@@ -32,6 +44,19 @@ struct Key {
     resource_type: String,
     id: String,
     seq: i64,
+}
+
+impl From<&Version<'_>> for Key {
+    fn from(v: &Version<'_>) -> Key {
+        Key {
+            epoch: v.epoch.to_owned(),
+            day: v.day,
+            practice: v.practice.to_owned(),
+            resource_type: v.resource_type.to_owned(),
+            id: v.id.to_owned(),
+            seq: v.seq,
+        }
+    }
 }
 
 /// The memo one node's pulls share.
@@ -45,54 +70,21 @@ impl DecisionMemo {
         DecisionMemo::default()
     }
 
-    fn key(
-        epoch: &str,
-        day: NaiveDate,
-        practice: &str,
-        resource_type: &str,
-        id: &str,
-        seq: i64,
-    ) -> Key {
-        Key {
-            epoch: epoch.to_owned(),
-            day,
-            practice: practice.to_owned(),
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            seq,
-        }
-    }
-
     /// The decision kept for this resource version, if any.
-    pub fn get(
-        &self,
-        epoch: &str,
-        day: NaiveDate,
-        practice: &str,
-        resource_type: &str,
-        id: &str,
-        seq: i64,
-    ) -> Option<Decision> {
-        let key = Self::key(epoch, day, practice, resource_type, id, seq);
-        self.decisions.lock().ok()?.get(&key).copied()
+    pub fn get(&self, version: &Version<'_>) -> Option<Decision> {
+        self.decisions
+            .lock()
+            .ok()?
+            .get(&Key::from(version))
+            .copied()
     }
 
-    pub fn put(
-        &self,
-        epoch: &str,
-        day: NaiveDate,
-        practice: &str,
-        resource_type: &str,
-        id: &str,
-        seq: i64,
-        decision: Decision,
-    ) {
-        let key = Self::key(epoch, day, practice, resource_type, id, seq);
+    pub fn put(&self, version: &Version<'_>, decision: Decision) {
         if let Ok(mut decisions) = self.decisions.lock() {
             if decisions.len() >= CAPACITY {
                 decisions.clear();
             }
-            decisions.insert(key, decision);
+            decisions.insert(Key::from(version), decision);
         }
     }
 
@@ -117,21 +109,34 @@ mod tests {
         let memo = DecisionMemo::new();
         let day = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         let kept = Decision::Withheld(Section::Problems);
-        memo.put("e1", day, "A81001", "Condition", "c1", 7, kept);
-        assert_eq!(
-            memo.get("e1", day, "A81001", "Condition", "c1", 7),
-            Some(kept)
-        );
-        let next_day = day.succ_opt().unwrap();
+        let v = Version {
+            epoch: "e1",
+            day,
+            practice: "A81001",
+            resource_type: "Condition",
+            id: "c1",
+            seq: 7,
+        };
+        memo.put(&v, kept);
+        assert_eq!(memo.get(&v), Some(kept));
         for miss in [
-            memo.get("e2", day, "A81001", "Condition", "c1", 7),
-            memo.get("e1", next_day, "A81001", "Condition", "c1", 7),
-            memo.get("e1", day, "A81002", "Condition", "c1", 7),
-            memo.get("e1", day, "A81001", "Observation", "c1", 7),
-            memo.get("e1", day, "A81001", "Condition", "c2", 7),
-            memo.get("e1", day, "A81001", "Condition", "c1", 8),
+            Version { epoch: "e2", ..v },
+            Version {
+                day: day.succ_opt().unwrap(),
+                ..v
+            },
+            Version {
+                practice: "A81002",
+                ..v
+            },
+            Version {
+                resource_type: "Observation",
+                ..v
+            },
+            Version { id: "c2", ..v },
+            Version { seq: 8, ..v },
         ] {
-            assert_eq!(miss, None);
+            assert_eq!(memo.get(&miss), None, "{miss:?}");
         }
         assert_eq!(memo.len(), 1);
     }

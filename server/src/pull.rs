@@ -95,7 +95,7 @@ use doorstep_record::agreement::{
 use doorstep_record::fhir::Resource;
 
 use crate::cursor::{self, CursorState};
-use crate::decisions::DecisionMemo;
+use crate::decisions::{DecisionMemo, Version};
 use crate::lists;
 use crate::store::{
     FeedOp, FeedSnapshot, FeedStore, ListEntryRow, PatientRow, ResourceRow, Store, StoreError,
@@ -448,21 +448,30 @@ fn decide_row(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Result<(Decision, Option<Resource>), StoreError> {
-    let (practice, rtype, id) = (
-        patient.practice_ods.as_str(),
-        row.resource_type.as_str(),
-        row.id.as_str(),
-    );
+    fn version<'a>(
+        d: &'a Decisions,
+        day: NaiveDate,
+        patient: &'a PatientRow,
+        row: &'a ResourceRow,
+    ) -> Version<'a> {
+        Version {
+            epoch: &d.epoch,
+            day,
+            practice: &patient.practice_ods,
+            resource_type: &row.resource_type,
+            id: &row.id,
+            seq: row.seq,
+        }
+    }
     if let Some(d) = &scope.decisions
-        && let Some(decision) = d.memo.get(&d.epoch, today, practice, rtype, id, row.seq)
+        && let Some(decision) = d.memo.get(&version(d, today, patient, row))
     {
         return Ok((decision, None));
     }
     let resource = parse_row(row)?;
     let decision = decide(&resource, patient, scope, today);
     if let Some(d) = &scope.decisions {
-        d.memo
-            .put(&d.epoch, today, practice, rtype, id, row.seq, decision);
+        d.memo.put(&version(d, today, patient, row), decision);
     }
     Ok((decision, Some(resource)))
 }

@@ -154,7 +154,7 @@ pub struct Device {
     /// list searches as the user types, and the set needs the whole list.
     lookalikes: Mutex<Option<SameNames>>,
     /// The whole list's order as of a cache generation and a minute, for the same reason.
-    order: Mutex<Option<(u64, i64, NaiveDate, Arc<queries::ListOrder>)>>,
+    order: Mutex<Option<ListOrderMemo>>,
     backoff: Backoff,
     /// What time it is (the maximum offline age is measured with it); tests set another.
     clock: Clock,
@@ -162,6 +162,9 @@ pub struct Device {
 
 /// The same-name set as of (cache generation, minute).
 type SameNames = (u64, i64, Arc<HashSet<String>>);
+
+/// The list's order as of (cache generation, minute, day).
+type ListOrderMemo = (u64, i64, NaiveDate, Arc<queries::ListOrder>);
 
 /// The device's clock: `Utc::now`, unless a test gives another ([`Device::with_clock`]).
 pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;

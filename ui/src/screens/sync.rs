@@ -71,7 +71,11 @@ pub fn SyncScreen() -> impl IntoView {
         spawn_local(async move {
             let answer = ctx.backend.notes(None).await;
             let names: HashMap<String, String> = match ctx.backend.list_patients(None, None).await {
-                Ok(page) => page.rows.into_iter().map(|r| (r.patient_id, r.name)).collect(),
+                Ok(page) => page
+                    .rows
+                    .into_iter()
+                    .map(|r| (r.patient_id, r.name))
+                    .collect(),
                 Err(_) => HashMap::new(),
             };
             match answer {
