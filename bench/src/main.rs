@@ -84,6 +84,12 @@ impl Scale {
     }
 }
 
+/// mimalloc rather than glibc's allocator: a pull builds and drops large JSON trees, and
+/// glibc's slow paths (`malloc_consolidate`, `unlink_chunk`) took a third of its time
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -474,6 +474,12 @@ enum PracticeCommand {
     },
 }
 
+/// mimalloc rather than glibc's allocator: a pull builds and drops large JSON trees, and
+/// glibc's slow paths (`malloc_consolidate`, `unlink_chunk`) took a third of its time
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::admin::ServerSets;
 use crate::api::{self, AppState};
@@ -288,14 +289,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
     // The peer address reaches the handlers: sign-ins are rate-limited by it.
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match rustls {
+        // TCP_NODELAY on every connection: without it a small answer (a sync with nothing
+        // new) waited for the client's delayed ACK, about 40 ms, behind Nagle's algorithm.
         Some(server_config) => {
-            let server =
-                axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(server_config))
-                    .handle(handle.clone());
+            let tls = RustlsAcceptor::new(RustlsConfig::from_config(server_config))
+                .acceptor(NoDelayAcceptor::new());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(tls)
+                .handle(handle.clone());
             tokio::spawn(server.serve(service))
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle.clone());
             tokio::spawn(server.serve(service))
         }
     };

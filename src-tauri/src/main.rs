@@ -68,6 +68,12 @@ struct Args {
     automation: bool,
 }
 
+/// mimalloc rather than glibc's allocator: a pull builds and drops large JSON trees, and
+/// glibc's slow paths (`malloc_consolidate`, `unlink_chunk`) took a third of its time
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
