@@ -9,10 +9,12 @@
 //! cluster (doorstep-testkit's throwaway `initdb`) through one node, then through two nodes
 //! on the same database with half the devices on each.
 //!
-//! The load is real and the devices are distinct: 200 district nurses are added to the demo's
-//! nursing team with the server's own `accounts::add_user` (Argon2id password, sealed TOTP
-//! secret, audited as a command-line change) and put in the team, so each sees the team's
-//! caseload; each enrols through `POST /api/v1/auth/enrol` from a loopback address of its own
+//! The load is real and the devices are distinct: 200 district nurses are added with the
+//! server's own `accounts::add_user` (Argon2id password, sealed TOTP secret, audited as a
+//! command-line change) in 20 teams of [`TEAM_SIZE`], each team with a caseload list of its
+//! own of [`TEAM_CASELOAD`] patients (the demo's 300 patients shared out; the DN agreement
+//! shares a caseload team-wide), so a note one nurse writes reaches her team's devices, not
+//! all 200; each enrols through `POST /api/v1/auth/enrol` from a loopback address of its own
 //! (127.1.x.y: the per-address sign-in quota is a ward's, not a federation's), then does its
 //! initial sync (every page, not timed). A device here is raw HTTP, not a
 //! `doorstep_client::Device`: the point is to load the server, and a SQLCipher cache per
@@ -51,8 +53,10 @@ use doorstep_protocol::{
 };
 use doorstep_server::accounts::{self, NewAccount};
 use doorstep_server::admin::Change as AdminChange;
-use doorstep_server::demo::{self, DemoSpec, NURSING_SERVICE, NURSING_TEAM};
-use doorstep_server::store::{self, DatabaseUrl};
+use doorstep_protocol::ListKind;
+use doorstep_server::demo::{self, DemoSpec, NURSING_SERVICE};
+use doorstep_server::lists::{self, NewListEntry};
+use doorstep_server::store::{self, DatabaseUrl, ListRow};
 use doorstep_server::tls::{self, CertFiles};
 use doorstep_server::totp_key::{self, TotpKey};
 use tokio::sync::Semaphore;
@@ -73,6 +77,10 @@ const ERRORS_SHOWN: usize = 5;
 const ENROL_AT_ONCE: usize = 3;
 /// Initial syncs at once (setup, not measured).
 const INITIAL_SYNCS_AT_ONCE: usize = 8;
+/// Nurses of one district nursing team, and the patients on its caseload: 200 devices are 20
+/// teams, each with a caseload of its own (300 patients in all, the demo's).
+const TEAM_SIZE: usize = 10;
+const TEAM_CASELOAD: usize = 15;
 
 /// How the devices pace their rounds.
 #[derive(Debug, Clone, Copy)]
@@ -208,6 +216,38 @@ async fn add_nurses(database: &DatabaseUrl, data_dir: &Path, n: usize) -> Result
     let store = store::open(database).await?;
     let key = Arc::new(TotpKey::load_or_create(data_dir)?);
     totp_key::adopt(store.as_ref(), &key).await?;
+    // The teams' caseloads, the federation's patients shared out in order.
+    let patients = store.patients().await?;
+    let now = Utc::now();
+    for team in 0..n.div_ceil(TEAM_SIZE) {
+        let list_id = format!("load-caseload-{team:02}");
+        store
+            .create_list(ListRow {
+                id: list_id.clone(),
+                name: format!("Load team {team:02} caseload"),
+                kind: ListKind::Caseload,
+                service_id: NURSING_SERVICE.into(),
+                owner_user_id: None,
+                team: Some(team_name(team)),
+            })
+            .await?;
+        let first = (team * TEAM_CASELOAD) % patients.len().max(1);
+        for patient in patients.iter().cycle().skip(first).take(TEAM_CASELOAD) {
+            lists::add_entry(
+                store.as_ref(),
+                NewListEntry {
+                    list_id: list_id.clone(),
+                    patient_id: patient.id.clone(),
+                    reason: "Leg ulcer dressing".into(),
+                    starts_at: now - chrono::Duration::days(30),
+                    ends_at: None,
+                    user_id: None,
+                },
+                now,
+            )
+            .await?;
+        }
+    }
     let change = AdminChange {
         actor: "cli:doorstep-bench".into(),
         reason: "load benchmark: a team of nurses".into(),
@@ -238,7 +278,9 @@ async fn add_nurses(database: &DatabaseUrl, data_dir: &Path, n: usize) -> Result
                 .user_by_username(&issued.username)
                 .await?
                 .context("the user just added")?;
-            store.set_team(&user.id, Some(NURSING_TEAM)).await?;
+            store
+                .set_team(&user.id, Some(&team_name(i / TEAM_SIZE)))
+                .await?;
             anyhow::Ok((
                 i,
                 Nurse {
@@ -255,6 +297,10 @@ async fn add_nurses(database: &DatabaseUrl, data_dir: &Path, n: usize) -> Result
     }
     nurses.sort_by_key(|(i, _)| *i);
     Ok(nurses.into_iter().map(|(_, n)| n).collect())
+}
+
+fn team_name(team: usize) -> String {
+    format!("load-team-{team:02}")
 }
 
 /// A node's certificate and key (one for every node, from the CA the devices pin) and, for a
@@ -506,7 +552,8 @@ impl LoadDevice {
             .get(url)
             .bearer_auth(&self.tokens.access_token)
             .send()
-            .await?;
+            .await
+            .map_err(|e| transport("pull", e))?;
         let status = response.status();
         if !status.is_success() {
             bail!(
@@ -514,7 +561,7 @@ impl LoadDevice {
                 response.text().await.unwrap_or_default()
             );
         }
-        Ok(response.json().await?)
+        response.json().await.map_err(|e| transport("pull", e))
     }
 
     async fn push_note(&self, base: &str) -> Result<()> {
@@ -545,7 +592,8 @@ impl LoadDevice {
             .bearer_auth(&self.tokens.access_token)
             .json(&request)
             .send()
-            .await?;
+            .await
+            .map_err(|e| transport("push", e))?;
         let status = response.status();
         if !status.is_success() {
             bail!(
@@ -553,7 +601,7 @@ impl LoadDevice {
                 response.text().await.unwrap_or_default()
             );
         }
-        let answer: PushResponse = response.json().await?;
+        let answer: PushResponse = response.json().await.map_err(|e| transport("push", e))?;
         match answer.results.first().map(|r| &r.outcome) {
             Some(PushOutcome::Accepted { .. }) => Ok(()),
             other => bail!("push: the note was not accepted: {other:?}"),
@@ -573,7 +621,8 @@ impl LoadDevice {
                 refresh_token: self.tokens.refresh_token.clone(),
             })
             .send()
-            .await?;
+            .await
+            .map_err(|e| transport("refresh", e))?;
         let status = response.status();
         if !status.is_success() {
             bail!(
@@ -584,6 +633,20 @@ impl LoadDevice {
         self.tokens = response.json().await?;
         Ok(true)
     }
+}
+
+/// A transport error without its URL (a cursor is long and says nothing to the reader).
+fn transport(what: &str, e: reqwest::Error) -> anyhow::Error {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_decode() {
+        "unreadable answer"
+    } else {
+        "failed"
+    };
+    anyhow!("{what}: {kind}: {}", e.without_url())
 }
 
 /// What one device did in the window.
@@ -675,6 +738,9 @@ async fn measure(
 ) -> Result<()> {
     let group = format!("Server under load: {label}, {} s", window.as_secs());
     println!("  {group}");
+    // Let what a previous window left running on the server (requests its devices gave up
+    // on) finish first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let load_before = loadavg();
     let rss_start: Vec<u64> = nodes.iter().map(|n| n.rss()).collect();
     let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();

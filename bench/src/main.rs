@@ -20,11 +20,18 @@
 //!   against plain SQLite.
 //! * `growth`: initial sync and search at 100, 1,000 and 10,000 patients, as a table and
 //!   an SVG plot (`docs/bench/growth.svg`).
+//! * `load`: the release server binary as a process of its own under 200 enrolled devices
+//!   doing delta syncs and pushing notes for 60 s, on SQLite and on PostgreSQL through one
+//!   node and two (see `load.rs`).
+//! * `app`: the release app's cold start to the unlock screen under X, and the RSS of the app
+//!   and its web view after opening 50 records (see `app.rs`).
 //!
 //! Every figure is printed as it is measured; the run ends with them as Markdown tables and
 //! writes them, with their samples' sizes, to `--out` (JSON).
 
+mod app;
 mod figures;
+mod load;
 
 use std::path::PathBuf;
 
@@ -55,9 +62,11 @@ enum Suite {
     Sync,
     Search,
     Growth,
+    Load,
+    App,
 }
 
-const ALL: &[Suite] = &[Suite::Sync, Suite::Search, Suite::Growth];
+const ALL: &[Suite] = &[Suite::Sync, Suite::Search, Suite::Growth, Suite::Load, Suite::App];
 
 /// Sizes a run uses: the budgets' own, or small ones (`--quick`).
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +103,8 @@ async fn main() -> Result<()> {
             Suite::Sync => {}
             Suite::Search => {}
             Suite::Growth => {}
+            Suite::Load => load::run(&mut report, scale).await?,
+            Suite::App => app::run(&mut report, scale).await?,
         }
     }
     let markdown = report.markdown();
