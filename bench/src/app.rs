@@ -54,17 +54,22 @@ const GROUP: &str = "The app: cold start and memory";
 
 pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
     let app = app_binary()?;
-    let driver_bin = which("tauri-driver").context("tauri-driver (cargo xtask deps installs it)")?;
+    let driver_bin =
+        which("tauri-driver").context("tauri-driver (cargo xtask deps installs it)")?;
     if which("WebKitWebDriver").is_none() {
         bail!("WebKitWebDriver is missing (apt-get install webkit2gtk-driver)");
     }
     if std::env::var_os("DISPLAY").is_none() {
-        bail!("the app suite needs an X display: run it under xvfb-run -a (cargo xtask bench does)");
+        bail!(
+            "the app suite needs an X display: run it under xvfb-run -a (cargo xtask bench does)"
+        );
     }
     println!("  app binary: {}", app.display());
 
     // The demo federation, served here; the app only needs it to be there.
-    let work = tempfile::Builder::new().prefix("doorstep-app-bench-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("doorstep-app-bench-")
+        .tempdir()?;
     let server_dir = work.path().join("server");
     let summary = demo::seed_with(&server_dir, &DemoSpec::standard(1, Utc::now().date_naive()))?;
     let nurse = summary
@@ -103,7 +108,10 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
     };
     let records = if scale.quick { 3 } else { RECORDS };
     if rows.len() < records {
-        bail!("the caseload has {} patients, fewer than {records}", rows.len());
+        bail!(
+            "the caseload has {} patients, fewer than {records}",
+            rows.len()
+        );
     }
     let args: Vec<String> = vec![
         "--data-dir".into(),
@@ -115,7 +123,16 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
     ];
 
     let driver = TauriDriver::start(&driver_bin)?;
-    let result = measure(report, scale, &driver, &app, &args, &app_dir, &rows[..records]).await;
+    let result = measure(
+        report,
+        scale,
+        &driver,
+        &app,
+        &args,
+        &app_dir,
+        &rows[..records],
+    )
+    .await;
     drop(driver);
     server.shutdown().await;
     result
@@ -221,7 +238,11 @@ async fn measure(
     let detail: Vec<String> = by_name
         .iter()
         .map(|(name, (rss, pss, n))| {
-            let count = if *n > 1 { format!(" x{n}") } else { String::new() };
+            let count = if *n > 1 {
+                format!(" x{n}")
+            } else {
+                String::new()
+            };
             format!("{name}{count} {:.0} MB (PSS {:.0})", mb(*rss), mb(*pss))
         })
         .collect();
@@ -315,7 +336,9 @@ async fn close(client: Client, pid: Option<u32>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if alive() {
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -325,7 +348,10 @@ async fn close(client: Client, pid: Option<u32>) {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -363,7 +389,11 @@ impl ProcessWatch {
 /// The live process whose command line runs `exe` with `dir` among its arguments.
 fn find_app(exe: &str, dir: &str) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -389,7 +419,11 @@ struct Part {
 fn process_tree(root: u32) -> Vec<Part> {
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -487,7 +521,12 @@ impl TauriDriver {
         let port = doorstep_testkit::free_port();
         let native = doorstep_testkit::free_port();
         let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -546,5 +585,7 @@ async fn connect(driver: &TauriDriver, app: &Path, args: &[String]) -> Result<Cl
             }
         }
     }
-    Err(anyhow!("tauri-driver made no session in 5 attempts: {last}"))
+    Err(anyhow!(
+        "tauri-driver made no session in 5 attempts: {last}"
+    ))
 }

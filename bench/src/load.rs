@@ -47,13 +47,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
+use doorstep_protocol::ListKind;
 use doorstep_protocol::{
-    Change, EnrolRequest, EnrolResponse, NoteBody, PUSH_KIND_NOTE, PullPage, PushItem,
-    PushOutcome, PushRequest, PushResponse, RefreshRequest, TokenResponse,
+    Change, EnrolRequest, EnrolResponse, NoteBody, PUSH_KIND_NOTE, PullPage, PushItem, PushOutcome,
+    PushRequest, PushResponse, RefreshRequest, TokenResponse,
 };
 use doorstep_server::accounts::{self, NewAccount};
 use doorstep_server::admin::Change as AdminChange;
-use doorstep_protocol::ListKind;
 use doorstep_server::demo::{self, DemoSpec, NURSING_SERVICE};
 use doorstep_server::lists::{self, NewListEntry};
 use doorstep_server::store::{self, DatabaseUrl, ListRow};
@@ -140,6 +140,10 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
         measure(report, &label, &[&node], &mut fleet, window, pace).await?;
     }
     node.stop();
+    // `DOORSTEP_LOAD_STORES=sqlite`: only the embedded store (to compare two server builds).
+    if std::env::var("DOORSTEP_LOAD_STORES").is_ok_and(|s| s == "sqlite") {
+        return Ok(());
+    }
 
     // PostgreSQL: the same federation (same seed) in a database of a throwaway cluster.
     let cluster = match doorstep_testkit::PgCluster::start() {
@@ -175,7 +179,15 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
             devices / 2,
             pace.label()
         );
-        measure(report, &label, &[&node_a, &node_b], &mut fleet, window, pace).await?;
+        measure(
+            report,
+            &label,
+            &[&node_a, &node_b],
+            &mut fleet,
+            window,
+            pace,
+        )
+        .await?;
     }
     node_a.stop();
     node_b.stop();
@@ -423,12 +435,7 @@ struct LoadDevice {
 
 /// A loopback address of device `i`'s own: 127.1.x.y.
 fn device_address(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        1,
-        (i / 250) as u8,
-        (i % 250 + 1) as u8,
-    ))
+    IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
 fn client_for(ca: &Path, i: usize) -> Result<reqwest::Client> {
@@ -717,6 +724,21 @@ async fn device_loop(
     (device, run)
 }
 
+/// User and system CPU time a process has used (s), from /proc (clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the command: state is field 3, utime 14 and stime 15 (1-based).
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -743,6 +765,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let load_before = loadavg();
     let rss_start: Vec<u64> = nodes.iter().map(|n| n.rss()).collect();
+    let cpu_start: Vec<f64> = nodes.iter().map(|n| cpu_seconds(n.pid())).collect();
     let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
     let started = Instant::now();
     let until = started + window;
@@ -783,11 +806,23 @@ async fn measure(
     fleet.sort_by_key(|d| d.index);
     let peak = sampler.await?;
     let rss_end: Vec<u64> = nodes.iter().map(|n| n.rss()).collect();
+    let cpu_used: f64 = nodes
+        .iter()
+        .zip(&cpu_start)
+        .map(|(n, start)| cpu_seconds(n.pid()) - start)
+        .sum();
     let load_after = loadavg();
 
     let note = format!("load average {load_before} before, {load_after} after");
     report.add(&group, "requests, p50", all.median_ms(), "ms", None, "");
-    report.add(&group, "requests, p95", all.quantile_ms(0.95), "ms", None, "");
+    report.add(
+        &group,
+        "requests, p95",
+        all.quantile_ms(0.95),
+        "ms",
+        None,
+        "",
+    );
     report.add(
         &group,
         "requests, p99",
@@ -810,6 +845,21 @@ async fn measure(
         "req/s",
         None,
         note,
+    );
+    // What the machine's other work cannot skew: the server's own CPU time per request.
+    let cpu_ms = cpu_used * 1000.0 / all.len().max(1) as f64;
+    report.add(
+        &group,
+        "server CPU time per request",
+        cpu_ms,
+        "ms",
+        None,
+        format!(
+            "{cpu_used:.1} CPU-s over {elapsed:.0} s, {:.0}% of the 2 cores; so about {:.0} req/s \
+             with both cores to itself",
+            cpu_used * 100.0 / elapsed / 2.0,
+            2000.0 / cpu_ms.max(0.001)
+        ),
     );
     report.add(
         &group,

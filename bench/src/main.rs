@@ -66,7 +66,13 @@ enum Suite {
     App,
 }
 
-const ALL: &[Suite] = &[Suite::Sync, Suite::Search, Suite::Growth, Suite::Load, Suite::App];
+const ALL: &[Suite] = &[
+    Suite::Sync,
+    Suite::Search,
+    Suite::Growth,
+    Suite::Load,
+    Suite::App,
+];
 
 /// Sizes a run uses: the budgets' own, or small ones (`--quick`).
 #[derive(Debug, Clone, Copy)]
