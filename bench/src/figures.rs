@@ -156,10 +156,6 @@ impl Samples {
         self.0.push(d.as_secs_f64() * 1000.0);
     }
 
-    pub fn push_ms(&mut self, ms: f64) {
-        self.0.push(ms);
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -200,7 +196,7 @@ mod tests {
     fn quantiles_are_nearest_rank() {
         let mut s = Samples::default();
         for ms in 1..=100 {
-            s.push_ms(f64::from(ms));
+            s.push(Duration::from_millis(ms));
         }
         assert_eq!(s.quantile_ms(0.5), 50.0);
         assert_eq!(s.quantile_ms(0.95), 95.0);

@@ -20,13 +20,20 @@
 //!   against plain SQLite.
 //! * `growth`: initial sync and search at 100, 1,000 and 10,000 patients, as a table and
 //!   an SVG plot (`--plot`; `cargo xtask bench` writes `docs/bench/growth.svg`).
+//! * `load`: the release server binary as a process of its own under 200 enrolled devices
+//!   doing delta syncs and pushing notes for 60 s, on SQLite and on PostgreSQL through one
+//!   node and two (see `load.rs`).
+//! * `app`: the release app's cold start to the unlock screen under X, and the RSS of the app
+//!   and its web view after opening 50 records (see `app.rs`).
 //!
 //! Every figure is printed as it is measured; the run ends with them as Markdown tables and
 //! writes them, with their samples' sizes, to `--out` (JSON).
 
+mod app;
 mod figures;
 mod fixture;
 mod growth;
+mod load;
 mod search;
 mod sync;
 
@@ -62,9 +69,17 @@ enum Suite {
     Sync,
     Search,
     Growth,
+    Load,
+    App,
 }
 
-const ALL: &[Suite] = &[Suite::Sync, Suite::Search, Suite::Growth];
+const ALL: &[Suite] = &[
+    Suite::Sync,
+    Suite::Search,
+    Suite::Growth,
+    Suite::Load,
+    Suite::App,
+];
 
 /// Sizes a run uses: the budgets' own, or small ones (`--quick`).
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +122,8 @@ async fn main() -> Result<()> {
             Suite::Sync => sync::run(scale, &mut report).await?,
             Suite::Search => search::run(scale, &mut report).await?,
             Suite::Growth => growth::run(scale, &mut report, args.plot.as_deref()).await?,
+            Suite::Load => load::run(&mut report, scale).await?,
+            Suite::App => app::run(&mut report, scale).await?,
         }
     }
     let markdown = report.markdown();

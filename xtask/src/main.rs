@@ -15,6 +15,10 @@
 //! * `cargo xtask lint`: `cargo fmt --check` and clippy with warnings denied, on the workspace
 //!   and on the UI, exactly as CI runs them (`.ci/run` is `cargo xtask test` then this).
 //! * `cargo xtask deps`: only the install step.
+//! * `cargo xtask bench [--quick] [SUITE...]`: build the benchmark binary, the server and the
+//!   app in release, then run `doorstep-bench` (under Xvfb when there is no display, for the
+//!   app suite's window): the figures go to `target/bench/figures.json` and `figures.md`;
+//!   `--quick` runs every benchmark once at a small size and writes nothing (CI).
 //!
 //! The project root is found at run time (see [`project_root`]), never from the path this
 //! binary was compiled in.
@@ -88,6 +92,7 @@ fn run_command() -> Result<()> {
         }
         Some("deps") => ensure_deps(&root),
         Some("lint") => lint(&root),
+        Some("bench") => bench(&root, &args[1..]),
         Some("totp") => {
             let users = read_demo_users(&root.join("demo-data/server"))?;
             print_demo_users(&users, args.get(1).map(String::as_str));
@@ -95,7 +100,7 @@ fn run_command() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  demo [--postgres]  run the demo federation and the app (--postgres: on a local PostgreSQL it starts)\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  lint       formatting and clippy, as CI runs them\n  totp [USER]  print the demo users' current TOTP codes"
+                "usage: cargo xtask <command>\n\n  demo [--postgres]  run the demo federation and the app (--postgres: on a local PostgreSQL it starts)\n  test       run every test (end-to-end included)\n  build-ui   build ui/ into ui/dist\n  deps       install what the build and tests need\n  lint       formatting and clippy, as CI runs them\n  bench [--quick] [SUITE...]  the benchmarks (--quick: each once, small, writes nothing)\n  totp [USER]  print the demo users' current TOTP codes"
             );
             std::process::exit(2);
         }
@@ -469,6 +474,61 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The benchmarks (BENCHMARKS.md): release builds of the bench binary and of what its suites
+/// start as processes (the server for `load`, the app for `app`), then the suites.
+fn bench(root: &Path, extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    ensure_deps(root)?;
+    build_ui(root)?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "doorstep-bench",
+        "-p",
+        "doorstep-server",
+        "-p",
+        "doorstep-app",
+    ]))?;
+    let quick = extra.iter().any(|a| a == "--quick");
+    let mut cmd = bench_command(&target_dir(root).join("release"));
+    cmd.args(extra);
+    if !quick {
+        let out = root.join("target/bench");
+        fs::create_dir_all(&out)?;
+        fs::create_dir_all(root.join("docs/bench"))?;
+        cmd.arg("--json")
+            .arg(out.join("figures.json"))
+            .arg("--markdown")
+            .arg(out.join("figures.md"))
+            .arg("--plot")
+            .arg(root.join("docs/bench/growth.svg"));
+    }
+    run(&mut cmd)?;
+    eprintln!(
+        "xtask: benchmarks ran in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `doorstep-bench` of `bin_dir` with the server and app binaries beside it, under Xvfb when
+/// there is no display (the app suite opens a window).
+fn bench_command(bin_dir: &Path) -> Command {
+    let mut cmd = if env::var_os("DISPLAY").is_none() {
+        let mut c = Command::new("xvfb-run");
+        c.args(["-a", "-s", "-screen 0 1280x1400x24"]);
+        c.arg(bin_dir.join("doorstep-bench"));
+        c
+    } else {
+        Command::new(bin_dir.join("doorstep-bench"))
+    };
+    cmd.env("DOORSTEP_SERVER_BIN", bin_dir.join("doorstep-server"))
+        .env("DOORSTEP_APP_BIN", bin_dir.join("doorstep-app"));
+    cmd
 }
 
 /// Formatting and lints of the workspace and of the UI (its own workspace, built for wasm32).

@@ -16,7 +16,9 @@
 //!
 //! - A pull snapshot takes a reader connection out of the pool and opens a read transaction on
 //!   it (WAL: every read of it sees the same committed state); each read runs on the blocking
-//!   pool; dropping the snapshot ends the transaction and returns the connection.
+//!   pool; dropping the snapshot ends the transaction and returns the connection. At most
+//!   `SNAPSHOTS_AT_ONCE` are open at once (others wait), so their connections stay pooled
+//!   and warm instead of being opened and closed per pull under many devices.
 //! - Writes that were planned on reads (an import, an audit row) run in `BEGIN IMMEDIATE`
 //!   transactions: the write lock is taken first, then what the plan read is read again and
 //!   compared; a difference answers [`StoreError::Stale`] and writes nothing. Holding the one
@@ -101,7 +103,14 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-const READER_POOL: usize = 4;
+/// Pull snapshots open at once. Each holds a reader connection for its whole page; past this
+/// many a pull waits for one to end, instead of opening a connection of its own (which parses
+/// the schema and starts with a cold page cache) and closing it after. Under 200 devices
+/// pulling at once that churn was most of a pull's time (issue 13, BENCHMARKS.md).
+const SNAPSHOTS_AT_ONCE: usize = 8;
+
+/// Reader connections kept open: one per snapshot and a few for the reads outside them.
+const READER_POOL: usize = SNAPSHOTS_AT_ONCE + 4;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -121,6 +130,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Places for pull snapshots ([`SNAPSHOTS_AT_ONCE`]).
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The SQLite backend: every area of the store contract ([`super::Store`]).
@@ -167,6 +178,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                snapshots: Arc::new(tokio::sync::Semaphore::new(SNAPSHOTS_AT_ONCE)),
             }),
         })
     }
@@ -679,6 +691,9 @@ fn apply_import_tx(
 struct SqliteSnapshot {
     inner: Arc<Inner>,
     conn: Arc<Mutex<Option<Connection>>>,
+    /// Its place among the snapshots open at once; let go after the connection is back in
+    /// the pool (fields drop after `Drop::drop`).
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl SqliteSnapshot {
@@ -1499,6 +1514,14 @@ impl ListStore for SqliteStore {
 #[async_trait]
 impl FeedStore for SqliteStore {
     async fn feed_snapshot(&self) -> Result<Box<dyn FeedSnapshot>, StoreError> {
+        // No caller holds one snapshot while it asks for another, so waiting cannot deadlock.
+        let place = self
+            .inner
+            .snapshots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(format!("snapshot places closed: {e}")))?;
         let inner = self.inner.clone();
         let conn = tokio::task::spawn_blocking(move || {
             let conn = inner.checkout()?;
@@ -1511,6 +1534,7 @@ impl FeedStore for SqliteStore {
         Ok(Box::new(SqliteSnapshot {
             inner: self.inner.clone(),
             conn: Arc::new(Mutex::new(Some(conn))),
+            _place: place,
         }))
     }
 
