@@ -469,6 +469,9 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .current_dir(root.join("ui"))
         .env("CARGO_TARGET_DIR", ui_target_dir(root))
         .args(["test", "--locked"]))?;
+    // Every benchmark once, small (the debug builds just made; no figures written): a
+    // benchmark that no longer runs fails here rather than at the next measurement.
+    run(bench_command(&target_dir(root).join("debug")).arg("--quick"))?;
     eprintln!(
         "xtask: every test passed in {:.0} s",
         started.elapsed().as_secs_f64()
