@@ -1009,7 +1009,7 @@ pub const HUB_SESSION_DAYS: std::ops::RangeInclusive<i64> = -6..=3;
 pub const HUB_SESSION_SLOTS: u32 = 8;
 
 /// A week of evening sessions at the hub, published by `manager.demo` for `gp.demo`; in the
-/// sessions that ended more than a day ago (whose entries have ended, so no device's list
+/// sessions of the days before yesterday (whose entries have ended, so no device's list
 /// changes), bookings by `reception.demo` of her practice's patients on no list, most of them
 /// seen: the record opened and a note written during the slot, through the same push a device
 /// makes, and filed by the practice a while later (one rejected). Each step goes through the
@@ -1080,8 +1080,11 @@ async fn seed_hub_week(
         )
         .await
         .map_err(|e| internal(format!("demo session {date}: {e}")))?;
-        let ends_at = session.ends_at;
-        if ends_at + Duration::hours(lists::TIMED_ENTRY_HOURS) >= now {
+        // History only on the days before yesterday, whatever the time of day: their entries
+        // have ended (no device's list changes), and yesterday and today hold only what
+        // happens now. (With "ended more than a day ago", yesterday's evening joined the
+        // history at 20:30 UTC, and figures from yesterday on changed with the clock.)
+        if date >= today - Duration::days(1) {
             continue;
         }
         // Three to five bookings a past evening.
