@@ -67,12 +67,19 @@ pub async fn sessions(
     done: Query<Done>,
 ) -> Result<Response, Response> {
     who.require(ROLE)?;
-    let sessions = sessions_ahead(&state, &who, 8).await?;
+    // Only sessions still to come: an ended one cannot be booked (tonight's, after 20:30,
+    // was listed first and opened on a page with nothing to do).
+    let now = Utc::now();
+    let sessions: Vec<SessionView> = sessions_ahead(&state, &who, 8)
+        .await?
+        .into_iter()
+        .filter(|s| s.ends_at > now)
+        .collect();
     let mut h = Html::new();
     h.element(
         "p",
         &[],
-        "Sessions of services your practice shares records with, from today for a week. \
+        "Sessions still to come of services your practice shares records with, for a week. \
          Open one to see your practice's bookings and to book a patient.",
     );
     if sessions.is_empty() {
