@@ -931,12 +931,9 @@ async fn podiatrist_steps(
     let total: u32 = record.withheld.iter().map(|w| w.count).sum();
     let check = |offline: bool| async move {
         wait_for(client, row_css).await?.click().await.map_err(e)?;
-        let banner = wait_for(client, "#banner").await?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !banner
-            .text()
-            .await
-            .map_err(e)?
+        while !wait_text(client, "#banner")
+            .await?
             .contains(&target.nhs_number_display)
         {
             if Instant::now() > deadline {
@@ -944,11 +941,7 @@ async fn podiatrist_steps(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let address = wait_for(client, "#banner-address")
-            .await?
-            .text()
-            .await
-            .map_err(e)?;
+        let address = wait_text(client, "#banner-address").await?;
         if !address.starts_with("Withheld") {
             return Err(format!(
                 "the banner does not say the address is withheld: {address:?}"
@@ -957,11 +950,7 @@ async fn podiatrist_steps(
         // The summary: how many items are withheld, and in which sections.
         click(client, ".tab[data-section='summary']").await?;
         wait_for(client, "#section-panel[data-section='summary']").await?;
-        let notice = wait_for(client, "#withheld-notice")
-            .await?
-            .text()
-            .await
-            .map_err(e)?;
+        let notice = wait_text(client, "#withheld-notice").await?;
         let items = if total == 1 { "item" } else { "items" };
         if !notice.starts_with(&format!("{total} {items} in this record (")) {
             return Err(format!(
@@ -999,10 +988,7 @@ async fn podiatrist_steps(
                 .sum();
             click(client, &format!(".tab[data-section='{section}']")).await?;
             wait_for(client, &format!("#section-panel[data-section='{section}']")).await?;
-            let shown = match client.find(Locator::Css("#withheld-notice")).await {
-                Ok(el) => Some(el.text().await.map_err(e)?),
-                Err(_) => None,
-            };
+            let shown = text_now(client, "#withheld-notice").await?;
             match (count, shown) {
                 (0, None) => {}
                 (0, Some(text)) => {
@@ -1412,6 +1398,50 @@ async fn click_in_view(client: &Client, css: &str) -> Result<(), String> {
     el.click()
         .await
         .map_err(|err| format!("clicking {css}: {err:?}"))
+}
+
+/// The text of the element `css` finds now (none when there is none). The record view
+/// renders again when a background sync lands, so a node found a moment ago can be gone
+/// by the time its text is read ("Node ... was not found"): then it is found again.
+async fn text_now(client: &Client, css: &str) -> Result<Option<String>, String> {
+    let mut tries = 0;
+    loop {
+        let el = match client.find(Locator::Css(css)).await {
+            Ok(el) => el,
+            Err(_) => return Ok(None),
+        };
+        match el.text().await {
+            Ok(text) => return Ok(Some(text)),
+            Err(err) if tries < 20 && is_gone(&err) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(format!("reading {css}: {err}")),
+        }
+    }
+}
+
+/// The text of `css` once it is there ([`wait_for`]), read again if the node was replaced.
+async fn wait_text(client: &Client, css: &str) -> Result<String, String> {
+    wait_for(client, css).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(text) = text_now(client, css).await? {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} went away and did not come back"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A WebDriver error saying the element went out of the document (replaced by a render).
+fn is_gone(err: &fantoccini::error::CmdError) -> bool {
+    // WebKitWebDriver reports a replaced node as "Node with identifier ... was not found".
+    err.is_stale_element_reference()
+        || err.is_no_such_element()
+        || err.to_string().contains("was not found")
 }
 
 async fn click(client: &Client, css: &str) -> Result<(), String> {
