@@ -24,6 +24,7 @@ const DEVICE_SCHEMA: &[&str] = &[
     include_str!("../../migrations/device/0002_rebuild.sql"),
     include_str!("../../migrations/device/0003_outbox.sql"),
     include_str!("../../migrations/device/0004_resources_by_patient.sql"),
+    include_str!("../../migrations/device/0005_resources_without_rowid.sql"),
 ];
 
 pub async fn run(scale: Scale, report: &mut Report) -> Result<()> {

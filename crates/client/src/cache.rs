@@ -7,6 +7,9 @@
 //!   sync cut anywhere resumes from the last stored cursor without loss or duplication.
 //! - Every change is idempotent: applying a page twice leaves the same cache.
 //! - WAL with `synchronous = NORMAL`: one fsync per checkpoint, not per row or page commit.
+//!   A sync of more than one page ends with the WAL checkpointed and truncated
+//!   ([`checkpoint_truncate`]); otherwise `journal_size_limit` keeps it to 1 MiB, so the
+//!   WAL's size on disk is not the last big sync's.
 //! - Rebuild (after a 410 from the server) happens beside the copy the device holds, never by
 //!   emptying it first: [`begin_rebuild`] drops the cursor and notes when the rebuild began;
 //!   the pull from scratch then replaces each patient as its snapshot arrives (a snapshot
@@ -54,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "resources_by_patient",
         include_str!("../../../migrations/device/0004_resources_by_patient.sql"),
+    ),
+    (
+        5,
+        "resources_without_rowid",
+        include_str!("../../../migrations/device/0005_resources_without_rowid.sql"),
     ),
 ];
 
@@ -146,7 +154,8 @@ pub(crate) fn open_keyed(
          PRAGMA synchronous = NORMAL;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA journal_size_limit = 1048576;",
     )?;
     conn.set_prepared_statement_cache_capacity(32);
     migrate(&conn).map_err(OpenError::Other)?;
@@ -341,6 +350,15 @@ pub(crate) fn apply_page(conn: &mut Connection, page: &Page) -> Result<PageStats
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     }
     Ok(stats)
+}
+
+/// Copy the WAL into the database and truncate it, after a sync that brought more than one
+/// page: otherwise the WAL keeps the sync's last pages (up to the auto-checkpoint's 1,000
+/// pages, 4 MB) on disk beside the database until the next checkpoint. A small sync leaves
+/// it to the auto-checkpoint, whose WAL `journal_size_limit` keeps to 1 MiB.
+pub(crate) fn checkpoint_truncate(conn: &Connection) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 /// Start (or start again) a rebuild beside the copy held: the next pull starts from no cursor.

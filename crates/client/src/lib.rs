@@ -958,8 +958,8 @@ impl Device {
                         let as_of = cache::timestamp(page.server_time);
                         self.with_conn(|c| {
                             // One commit for all of them (each is otherwise its own).
-                            let c = c.transaction()?;
-                            cache::set_meta(&c, meta::AS_OF, &as_of)?;
+                            let tx = c.transaction()?;
+                            cache::set_meta(&tx, meta::AS_OF, &as_of)?;
                             // The agreements' limits, as of this sync (absent: the defaults).
                             for (key, value) in [
                                 (meta::MAX_OFFLINE_HOURS, page.max_offline_hours),
@@ -967,11 +967,14 @@ impl Device {
                                 (meta::STALE_AFTER_HOURS, page.stale_after_hours),
                             ] {
                                 match value {
-                                    Some(v) => cache::set_meta(&c, key, &v.to_string())?,
-                                    None => cache::delete_meta(&c, key)?,
+                                    Some(v) => cache::set_meta(&tx, key, &v.to_string())?,
+                                    None => cache::delete_meta(&tx, key)?,
                                 }
                             }
-                            c.commit()?;
+                            tx.commit()?;
+                            if report.pages > 1 {
+                                cache::checkpoint_truncate(c)?;
+                            }
                             Ok(())
                         })?;
                         return Ok(report);

@@ -289,7 +289,77 @@ fn a_schema_3_cache_keeps_its_resources_when_keyed_by_patient() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    apply(&mut conn, &first_page()).unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c2"),
+        1
+    );
+}
+
+/// A schema 4 cache (resources in a rowid table) keeps every resource, deflated or TEXT,
+/// when its resources move into their key's b-tree, and pages apply to it as to a new one.
+#[test]
+fn a_schema_4_cache_keeps_its_resources_without_rowid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(files::CACHE_FILE);
+    let deflated = crate::stored::pack(r#"{"resourceType":"Condition","id":"c8"}"#).unwrap();
+    let before = {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&crate::key::key_pragma(&TEST_KEY))
+            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                                             applied_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        for (version, sql) in [
+            (1, include_str!("../../../migrations/device/0001_cache.sql")),
+            (
+                2,
+                include_str!("../../../migrations/device/0002_rebuild.sql"),
+            ),
+            (
+                3,
+                include_str!("../../../migrations/device/0003_outbox.sql"),
+            ),
+            (
+                4,
+                include_str!("../../../migrations/device/0004_resources_by_patient.sql"),
+            ),
+        ] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 'old', '2026-01-01T00:00:00.000Z')",
+                [version],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO resources (patient_id, type, id, json, as_of)
+             VALUES ('p-sian', 'Condition', 'c9', '{\"resourceType\":\"Condition\",\"id\":\"c9\"}',
+                     '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO resources (patient_id, type, id, json, as_of)
+             VALUES ('p-sian', 'Condition', 'c8', ?1, '2026-01-02T00:00:00.000Z')",
+            [&deflated],
+        )
+        .unwrap();
+        dump(&conn)
+    };
+    let mut conn = open_cache(dir.path());
+    assert_eq!(dump(&conn), before);
+    let version: i64 = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 5);
+    // A WITHOUT ROWID table has no rowid to select.
+    assert!(conn.prepare("SELECT rowid FROM resources").is_err());
     apply(&mut conn, &first_page()).unwrap();
     assert_eq!(
         count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c2"),
