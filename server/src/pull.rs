@@ -88,13 +88,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use doorstep_protocol::{ListKind, PatientHeader, ResyncReason, WithheldCount};
-use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
 use doorstep_record::Section;
 use doorstep_record::agreement::{
     Agreement, Decision, ExclusionSets, ListScope, covers, evaluate_for_service, sensitive,
 };
 use doorstep_record::fhir::Resource;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::cursor::{self, CursorState};
 use crate::decisions::{DecisionMemo, Version};

@@ -251,10 +251,7 @@ pub enum Change<R = serde_json::Value> {
         entries: Vec<ListEntry>,
     },
     /// A resource was created or changed and is visible to the user.
-    Upsert {
-        patient_id: String,
-        resource: R,
-    },
+    Upsert { patient_id: String, resource: R },
     /// A resource was deleted, or is no longer visible to the user.
     Delete {
         patient_id: String,
