@@ -648,7 +648,12 @@ impl World {
                 cursor: cursor::seal(&self.key, &page.cursor),
                 more: page.more,
                 server_time: self.now,
-                changes: page.changes,
+                // Through JSON, as the device reads it: the stored text the page carries
+                // must come out as the resources themselves.
+                changes: serde_json::from_slice(
+                    &serde_json::to_vec(&page.changes).expect("the page serialises"),
+                )
+                .expect("the page reads back as the protocol's changes"),
                 max_offline_hours: None,
                 idle_lock_minutes: None,
                 stale_after_hours: None,

@@ -87,12 +87,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use doorstep_protocol::{Change, ListKind, PatientHeader, ResyncReason, WithheldCount};
+use doorstep_protocol::{ListKind, PatientHeader, ResyncReason, WithheldCount};
 use doorstep_record::Section;
 use doorstep_record::agreement::{
     Agreement, Decision, ExclusionSets, ListScope, covers, evaluate_for_service, sensitive,
 };
 use doorstep_record::fhir::Resource;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::cursor::{self, CursorState};
 use crate::decisions::{DecisionMemo, Version};
@@ -107,6 +109,67 @@ const SCAN_BATCH: usize = 2_000;
 /// At most this many feed rows are scanned for one page, so a page answers quickly even after
 /// a long absence; the device simply asks again.
 const MAX_SCAN: usize = 50_000;
+
+/// A change as a page carries it: its resources as [`Shared`].
+pub type Change = doorstep_protocol::Change<Shared>;
+
+/// A resource on its way to a device. Almost always the text the store holds, sent as it is:
+/// parsing it into a tree and printing it again was most of a pull's cost, and the decision
+/// to send it comes from the memo ([`crate::decisions`]) or from one parse. Only a
+/// confidential Patient is sent as JSON built for the device (redacted).
+#[derive(Debug, Clone)]
+pub enum Shared {
+    /// The stored text, checked to be JSON when it was taken from the row.
+    Stored(Box<RawValue>),
+    /// JSON made for this page.
+    Built(serde_json::Value),
+}
+
+impl Shared {
+    /// The resource as a parsed tree (for tests and the few readers that need one).
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            // Checked to be JSON when made, so it parses.
+            Shared::Stored(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+            Shared::Built(value) => value.clone(),
+        }
+    }
+
+    fn stored(row: ResourceRow) -> Result<Shared, StoreError> {
+        let ResourceRow {
+            resource_type,
+            id,
+            json,
+            ..
+        } = row;
+        RawValue::from_string(json)
+            .map(Shared::Stored)
+            .map_err(|e| StoreError::Corrupt(format!("{resource_type}/{id}: {e}")))
+    }
+
+    /// Bytes of JSON it adds to a page (the budget counts what the device receives).
+    fn json_len(&self) -> usize {
+        match self {
+            Shared::Stored(raw) => raw.get().len(),
+            Shared::Built(value) => value.to_string().len(),
+        }
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Shared) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shared::Stored(raw) => raw.serialize(serializer),
+            Shared::Built(value) => value.serialize(serializer),
+        }
+    }
+}
 
 /// Whose access a pull is computed for.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +305,7 @@ pub enum PullOutcome {
 /// One page, before the cursor is signed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageResult {
-    pub changes: Vec<doorstep_protocol::Change>,
+    pub changes: Vec<Change>,
     pub cursor: CursorState,
     pub more: bool,
     /// Membership sets the new cursor names; [`pull`] saves them (content-addressed).
@@ -394,34 +457,73 @@ async fn filtered_resources(
     scope: &UserScope,
     today: NaiveDate,
     patient: &PatientRow,
-) -> Result<(Vec<serde_json::Value>, Vec<WithheldCount>, usize), StoreError> {
+) -> Result<(Vec<Shared>, Vec<WithheldCount>, usize), StoreError> {
+    let rows = snap.live_resources(&patient.id).await?;
+    let decided = decide_rows(&rows, patient, scope, today)?;
     let mut visible = Vec::new();
     let mut bytes = 0;
     let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
-    for row in snap.live_resources(&patient.id).await? {
-        let (decision, parsed) = decide_row(&row, patient, scope, today)?;
+    for (row, (decision, parsed)) in rows.into_iter().zip(decided) {
         match decision {
             Decision::Visible => {
-                let resource = match parsed {
-                    Some(resource) => resource,
-                    None => parse_row(&row)?,
-                };
-                // A confidential Patient goes without its address and telecom; its stored
-                // text cannot be reused for the size, so the redacted JSON is measured.
-                if sensitive::needs_redaction(&resource) {
-                    let redacted = sensitive::redact_for_sharing(&resource).json;
-                    bytes += redacted.to_string().len() + 1;
-                    visible.push(redacted);
-                } else {
-                    bytes += row.json.len() + 1;
-                    visible.push(resource.json);
-                }
+                let shared = shared_of(row, parsed)?;
+                bytes += shared.json_len() + 1;
+                visible.push(shared);
             }
             Decision::Withheld(section) => *counts.entry(section).or_default() += 1,
             Decision::NotShared => {}
         }
     }
     Ok((visible, withheld_counts(counts), bytes))
+}
+
+/// Below this many rows a patient's decisions are made on the pull's own thread.
+const DECIDE_APART: usize = 48;
+
+/// [`decide_row`] for each of a patient's rows, in order. Deciding is parsing and
+/// filtering, the CPU of an initial sync, and a page is built one patient after another
+/// while the device applies the previous page: a large record is decided in two halves, one
+/// on a thread of its own, so the server's share can use both cores.
+#[allow(clippy::type_complexity)]
+fn decide_rows(
+    rows: &[ResourceRow],
+    patient: &PatientRow,
+    scope: &UserScope,
+    today: NaiveDate,
+) -> Result<Vec<(Decision, Option<Resource>)>, StoreError> {
+    let decide_all = |rows: &[ResourceRow]| {
+        rows.iter()
+            .map(|row| decide_row(row, patient, scope, today))
+            .collect::<Result<Vec<_>, StoreError>>()
+    };
+    if rows.len() < DECIDE_APART {
+        return decide_all(rows);
+    }
+    let (first, second) = rows.split_at(rows.len() / 2);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| decide_all(second));
+        let mut decided = decide_all(first)?;
+        match other.join() {
+            Ok(rest) => decided.extend(rest?),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        Ok(decided)
+    })
+}
+
+/// A visible resource as it is sent: its stored text, or a confidential Patient redacted
+/// (only a Patient can need it, so nothing else is parsed for the check).
+fn shared_of(row: ResourceRow, parsed: Option<Resource>) -> Result<Shared, StoreError> {
+    if row.resource_type == "Patient" {
+        let resource = match parsed {
+            Some(resource) => resource,
+            None => parse_row(&row)?,
+        };
+        if sensitive::needs_redaction(&resource) {
+            return Ok(Shared::Built(sensitive::redact_for_sharing(&resource).json));
+        }
+    }
+    Shared::stored(row)
 }
 
 /// A patient's withheld counts alone: no resource is parsed whose decision is kept.
@@ -928,21 +1030,10 @@ async fn redated_changes(
             *after.entry(section).or_default() += 1;
         }
         match (old == Decision::Visible, new == Decision::Visible) {
-            (false, true) => {
-                let resource = match parsed_new.or(parsed_old) {
-                    Some(resource) => resource,
-                    None => parse_row(&row)?,
-                };
-                let resource = if sensitive::needs_redaction(&resource) {
-                    sensitive::redact_for_sharing(&resource).json
-                } else {
-                    resource.json
-                };
-                changes.push(Change::Upsert {
-                    patient_id: patient.id.clone(),
-                    resource,
-                });
-            }
+            (false, true) => changes.push(Change::Upsert {
+                patient_id: patient.id.clone(),
+                resource: shared_of(row, parsed_new.or(parsed_old))?,
+            }),
             (true, false) => changes.push(Change::Delete {
                 patient_id: patient.id.clone(),
                 resource_type: row.resource_type.clone(),
@@ -972,17 +1063,11 @@ async fn resource_change(
         && !row.deleted
         && row.patient_id.as_deref() == Some(patient.id.as_str())
     {
-        let resource = parse_row(&row)?;
-        if decide(&resource, patient, scope, today) == Decision::Visible {
-            // Only a confidential Patient is copied to be redacted; the rest go as parsed.
-            let resource = if sensitive::needs_redaction(&resource) {
-                sensitive::redact_for_sharing(&resource).json
-            } else {
-                resource.json
-            };
+        let (decision, parsed) = decide_row(&row, patient, scope, today)?;
+        if decision == Decision::Visible {
             return Ok(Change::Upsert {
                 patient_id: patient.id.clone(),
-                resource,
+                resource: shared_of(row, parsed)?,
             });
         }
     }

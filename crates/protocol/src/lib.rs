@@ -155,16 +155,16 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-/// One page of the change feed.
+/// One page of the change feed (`R`: how its resources are held, see [`Change`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PullPage {
+pub struct PullPage<R = serde_json::Value> {
     /// Opaque, server-signed. Store it with the changes, in one transaction.
     pub cursor: String,
     /// More changes are waiting: pull again with `cursor`.
     pub more: bool,
     /// Server clock when the page was made; the device's "record as of".
     pub server_time: DateTime<Utc>,
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<R>>,
     /// The longest the device may go on showing records without reaching the server: the
     /// shortest `max_offline_hours` of the agreements in force covering the user. Absent when
     /// no agreement covers the user (the device then holds nothing to show).
@@ -229,16 +229,20 @@ pub struct PatientHeader {
 }
 
 /// One change of the feed. Every change is idempotent.
+///
+/// `R` is how a FHIR resource is held: a parsed `serde_json::Value` by default (what a reader
+/// of the wire gets); the server sends its stored text as it is (`doorstep_server::pull::Shared`),
+/// which serialises to the same JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Change {
+pub enum Change<R = serde_json::Value> {
     /// The patient joined the user's list: a full snapshot of what the user may see.
     /// Replaces anything the device held for this patient.
     PatientAdded {
         patient: PatientHeader,
         entries: Vec<ListEntry>,
         /// FHIR R4 resources (JSON), already filtered by the agreements.
-        resources: Vec<serde_json::Value>,
+        resources: Vec<R>,
         withheld: Vec<WithheldCount>,
     },
     /// The patient's list entries changed (new appointment, new end time).
@@ -247,10 +251,7 @@ pub enum Change {
         entries: Vec<ListEntry>,
     },
     /// A resource was created or changed and is visible to the user.
-    Upsert {
-        patient_id: String,
-        resource: serde_json::Value,
-    },
+    Upsert { patient_id: String, resource: R },
     /// A resource was deleted, or is no longer visible to the user.
     Delete {
         patient_id: String,
@@ -264,6 +265,50 @@ pub enum Change {
         patient_id: String,
         counts: Vec<WithheldCount>,
     },
+}
+
+impl<R> Change<R> {
+    /// The same change with each resource turned into another form by `f`.
+    pub fn map_resources<S>(self, mut f: impl FnMut(R) -> S) -> Change<S> {
+        match self {
+            Change::PatientAdded {
+                patient,
+                entries,
+                resources,
+                withheld,
+            } => Change::PatientAdded {
+                patient,
+                entries,
+                resources: resources.into_iter().map(f).collect(),
+                withheld,
+            },
+            Change::ListChanged {
+                patient_id,
+                entries,
+            } => Change::ListChanged {
+                patient_id,
+                entries,
+            },
+            Change::Upsert {
+                patient_id,
+                resource,
+            } => Change::Upsert {
+                patient_id,
+                resource: f(resource),
+            },
+            Change::Delete {
+                patient_id,
+                resource_type,
+                resource_id,
+            } => Change::Delete {
+                patient_id,
+                resource_type,
+                resource_id,
+            },
+            Change::PatientRemoved { patient_id } => Change::PatientRemoved { patient_id },
+            Change::Withheld { patient_id, counts } => Change::Withheld { patient_id, counts },
+        }
+    }
 }
 
 /// Why the device must rebuild its cache from scratch (HTTP 410).
