@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -509,10 +509,10 @@ fn which(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// tauri-driver on free ports; stopped with SIGTERM (never SIGKILL: its WebKitWebDriver
-/// would keep the port).
+/// tauri-driver on free ports; stopped with SIGTERM on drop (never SIGKILL: its
+/// WebKitWebDriver would keep the port).
 struct TauriDriver {
-    child: Child,
+    _child: doorstep_testkit::ChildGuard,
     port: u16,
 }
 
@@ -531,7 +531,14 @@ impl TauriDriver {
             .stderr(Stdio::null())
             .spawn()
             .context("starting tauri-driver")?;
-        let driver = TauriDriver { child, port };
+        let driver = TauriDriver {
+            _child: doorstep_testkit::ChildGuard::new(
+                child,
+                "tauri-driver",
+                Duration::from_secs(10),
+            ),
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -540,23 +547,6 @@ impl TauriDriver {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(driver)
-    }
-}
-
-impl Drop for TauriDriver {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -41,7 +41,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -330,9 +330,10 @@ fn install_tls(dir: &Path, cert: &CertFiles, totp_from: Option<&Path>) -> Result
     Ok(())
 }
 
-/// One `doorstep-server serve` process; stopped (SIGTERM, then killed) on drop.
+/// One `doorstep-server serve` process; stopped on drop (SIGTERM, so it shuts down as it
+/// would in service, then waited for).
 struct ServerProcess {
-    child: Child,
+    child: doorstep_testkit::ChildGuard,
     url: String,
     /// RSS right after it started listening (bytes).
     rss_at_launch: u64,
@@ -383,7 +384,11 @@ impl ServerProcess {
             .to_string();
         let rss_at_launch = rss_bytes(child.id()).unwrap_or(0);
         Ok(ServerProcess {
-            child,
+            child: doorstep_testkit::ChildGuard::new(
+                child,
+                "doorstep-server",
+                Duration::from_secs(10),
+            ),
             url,
             rss_at_launch,
         })
@@ -399,24 +404,6 @@ impl ServerProcess {
 
     fn stop(self) {
         drop(self);
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // SIGTERM first, so the server shuts down as it would in service.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use doorstep_client::Device;
@@ -1562,7 +1562,7 @@ fn end_app(data_dir: &Path) {
 /// tauri-driver on free ports; stopped with SIGTERM (never SIGKILL: its WebKitWebDriver
 /// would keep the port and the next run would talk to a stale one).
 struct TauriDriver {
-    child: Child,
+    _child: doorstep_testkit::ChildGuard,
     port: u16,
 }
 
@@ -1589,24 +1589,14 @@ impl TauriDriver {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, port }
-    }
-}
-
-impl Drop for TauriDriver {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        Self {
+            _child: doorstep_testkit::ChildGuard::new(
+                child,
+                "tauri-driver",
+                Duration::from_secs(10),
+            ),
+            port,
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,6 +8,8 @@
 //!   creates it) through `runuser`. The binaries come from `DOORSTEP_PG_BIN`, else the newest
 //!   `/usr/lib/postgresql/*/bin`, else `PATH`.
 //! * [`free_port`].
+//! * [`ChildGuard`]: a child process stopped with SIGTERM and waited for on drop (tauri-driver,
+//!   the server binary), never SIGKILL.
 //! * [`totp`]: the demo users' authenticator codes.
 //! * [`http`]: an HTTPS client trusting only the federation's CA, and enrolment for a token.
 //! * [`device`]: what a device's cache shows ([`device::cache_view`], for convergence checks),
@@ -19,8 +21,10 @@
 
 pub mod device;
 pub mod http;
+pub mod process;
 pub mod totp;
 
+pub use process::ChildGuard;
 pub use totp::{totp_code, totp_code_at};
 
 use std::net::TcpListener;
