@@ -1010,6 +1010,23 @@ where
             count: 2
         }]
     );
+
+    // A delta that touches the patient (the visible problem deleted) sends the counts again,
+    // from decisions the first sync kept: still the same two withheld.
+    let p = &mut w.patients[0];
+    p.items.remove("p0-c");
+    let text = p.bundle(&[("Condition".into(), "p0-c".into())]);
+    import_bundle(w.store.as_ref(), &text, None).await.unwrap();
+    w.sync(&mut device, 1024 * 1024).await;
+    let held = &device.patients["p0"];
+    assert!(!held.resources.keys().any(|(_, id)| id == "p0-c"));
+    assert_eq!(
+        held.withheld,
+        vec![WithheldCount {
+            section: "problems".into(),
+            count: 2
+        }]
+    );
 }
 
 /// Least data (issue 8): a user receives only the lists that are theirs. Seven lists of the

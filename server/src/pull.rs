@@ -477,13 +477,15 @@ async fn filtered_resources(
     Ok((visible, withheld_counts(counts), bytes))
 }
 
-/// Below this many rows a patient's decisions are made on the pull's own thread.
+/// Below this many rows to decide afresh, a patient's decisions are made on the pull's own
+/// thread.
 const DECIDE_APART: usize = 48;
 
-/// [`decide_row`] for each of a patient's rows, in order. Deciding is parsing and
+/// [`decide_row`] for each of a patient's rows, in order. Deciding afresh is parsing and
 /// filtering, the CPU of an initial sync, and a page is built one patient after another
-/// while the device applies the previous page: a large record is decided in two halves, one
-/// on a thread of its own, so the server's share can use both cores.
+/// while the device applies the previous page: when a record has many rows the memo does not
+/// answer, they are decided in two halves, one on a thread of its own, so the server's share
+/// can use both cores. Rows the memo answers cost a lookup and never start a thread.
 #[allow(clippy::type_complexity)]
 fn decide_rows(
     rows: &[ResourceRow],
@@ -491,24 +493,34 @@ fn decide_rows(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Result<Vec<(Decision, Option<Resource>)>, StoreError> {
-    let decide_all = |rows: &[ResourceRow]| {
-        rows.iter()
-            .map(|row| decide_row(row, patient, scope, today))
+    let mut decided: Vec<Option<(Decision, Option<Resource>)>> = rows
+        .iter()
+        .map(|row| remembered(row, patient, scope, today).map(|d| (d, None)))
+        .collect();
+    let afresh: Vec<usize> = (0..rows.len()).filter(|&i| decided[i].is_none()).collect();
+    let decide_all = |at: &[usize]| {
+        at.iter()
+            .map(|&i| decide_afresh(&rows[i], patient, scope, today))
             .collect::<Result<Vec<_>, StoreError>>()
     };
-    if rows.len() < DECIDE_APART {
-        return decide_all(rows);
+    let fresh = if afresh.len() < DECIDE_APART {
+        decide_all(&afresh)?
+    } else {
+        let (first, second) = afresh.split_at(afresh.len() / 2);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| decide_all(second));
+            let mut fresh = decide_all(first)?;
+            match other.join() {
+                Ok(rest) => fresh.extend(rest?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            Ok::<_, StoreError>(fresh)
+        })?
+    };
+    for (i, d) in afresh.into_iter().zip(fresh) {
+        decided[i] = Some(d);
     }
-    let (first, second) = rows.split_at(rows.len() / 2);
-    std::thread::scope(|s| {
-        let other = s.spawn(|| decide_all(second));
-        let mut decided = decide_all(first)?;
-        match other.join() {
-            Ok(rest) => decided.extend(rest?),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        Ok(decided)
-    })
+    Ok(decided.into_iter().flatten().collect())
 }
 
 /// A visible resource as it is sent: its stored text, or a confidential Patient redacted
@@ -526,7 +538,10 @@ fn shared_of(row: ResourceRow, parsed: Option<Resource>) -> Result<Shared, Store
     Shared::stored(row)
 }
 
-/// A patient's withheld counts alone: no resource is parsed whose decision is kept.
+/// A patient's withheld counts alone. A delta touches a patient for one changed resource
+/// and sends their counts again, so the patient's resources are first read without their
+/// JSON: when the memo keeps every decision, nothing is read or parsed beyond that. Only
+/// when it misses one are the resources read whole (one read) and the missing ones decided.
 async fn withheld_of(
     snap: &dyn FeedSnapshot,
     scope: &UserScope,
@@ -534,9 +549,32 @@ async fn withheld_of(
     patient: &PatientRow,
 ) -> Result<Vec<WithheldCount>, StoreError> {
     let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
-    for row in snap.live_resources(&patient.id).await? {
-        if let (Decision::Withheld(section), _) = decide_row(&row, patient, scope, today)? {
-            *counts.entry(section).or_default() += 1;
+    let kept: Option<Vec<Decision>> = match &scope.decisions {
+        Some(d) => snap
+            .live_resource_versions(&patient.id)
+            .await?
+            .iter()
+            .map(|v| {
+                d.memo
+                    .get(&version(d, today, patient, &v.resource_type, &v.id, v.seq))
+            })
+            .collect(),
+        None => None,
+    };
+    match kept {
+        Some(decisions) => {
+            for decision in decisions {
+                if let Decision::Withheld(section) = decision {
+                    *counts.entry(section).or_default() += 1;
+                }
+            }
+        }
+        None => {
+            for row in snap.live_resources(&patient.id).await? {
+                if let (Decision::Withheld(section), _) = decide_row(&row, patient, scope, today)? {
+                    *counts.entry(section).or_default() += 1;
+                }
+            }
         }
     }
     Ok(withheld_counts(counts))
@@ -550,30 +588,63 @@ fn decide_row(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Result<(Decision, Option<Resource>), StoreError> {
-    fn version<'a>(
-        d: &'a Decisions,
-        day: NaiveDate,
-        patient: &'a PatientRow,
-        row: &'a ResourceRow,
-    ) -> Version<'a> {
-        Version {
-            epoch: &d.epoch,
-            day,
-            practice: &patient.practice_ods,
-            resource_type: &row.resource_type,
-            id: &row.id,
-            seq: row.seq,
-        }
+    match remembered(row, patient, scope, today) {
+        Some(decision) => Ok((decision, None)),
+        None => decide_afresh(row, patient, scope, today),
     }
-    if let Some(d) = &scope.decisions
-        && let Some(decision) = d.memo.get(&version(d, today, patient, row))
-    {
-        return Ok((decision, None));
+}
+
+/// The memo's key for the decision on version `seq` of a stored resource.
+fn version<'a>(
+    d: &'a Decisions,
+    day: NaiveDate,
+    patient: &'a PatientRow,
+    resource_type: &'a str,
+    id: &'a str,
+    seq: i64,
+) -> Version<'a> {
+    Version {
+        epoch: &d.epoch,
+        day,
+        practice: &patient.practice_ods,
+        resource_type,
+        id,
+        seq,
     }
+}
+
+/// The decision the memo keeps for this version of the resource, if it keeps one.
+fn remembered(
+    row: &ResourceRow,
+    patient: &PatientRow,
+    scope: &UserScope,
+    today: NaiveDate,
+) -> Option<Decision> {
+    let d = scope.decisions.as_ref()?;
+    d.memo.get(&version(
+        d,
+        today,
+        patient,
+        &row.resource_type,
+        &row.id,
+        row.seq,
+    ))
+}
+
+/// Parse and decide, and keep the decision in the memo.
+fn decide_afresh(
+    row: &ResourceRow,
+    patient: &PatientRow,
+    scope: &UserScope,
+    today: NaiveDate,
+) -> Result<(Decision, Option<Resource>), StoreError> {
     let resource = parse_row(row)?;
     let decision = decide(&resource, patient, scope, today);
     if let Some(d) = &scope.decisions {
-        d.memo.put(&version(d, today, patient, row), decision);
+        d.memo.put(
+            &version(d, today, patient, &row.resource_type, &row.id, row.seq),
+            decision,
+        );
     }
     Ok((decision, Some(resource)))
 }

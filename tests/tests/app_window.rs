@@ -233,11 +233,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     click(client, "#sync-now").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = wait_for(client, "#sync-status")
-            .await?
-            .text()
-            .await
-            .map_err(e)?;
+        let status = wait_text(client, "#sync-status").await?;
         let lower = status.to_lowercase();
         if lower.contains("offline") || lower.contains("unreachable") {
             break;
@@ -252,17 +248,13 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     // Offline, a note with vital signs: the composer names the patient and where the note
     // goes, scores NEWS2 as it is typed, and the signed note waits on the device.
     click(client, "#write-note").await?;
-    let destination = wait_for(client, "#note-destination")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let destination = wait_text(client, "#note-destination").await?;
     if !destination.contains("when online") {
         return Err(format!(
             "the composer does not say where the note goes: {destination:?}"
         ));
     }
-    let banner = wait_for(client, "#banner").await?.text().await.map_err(e)?;
+    let banner = wait_text(client, "#banner").await?;
     if !banner.contains(&target.nhs_number_display) {
         return Err(format!(
             "the composer's banner is not the patient's: {banner:?}"
@@ -281,7 +273,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
     // RR 21 scores 2, SpO2 95 scores 1, pulse 92 scores 1: NEWS2 4 so far (a partial set).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = wait_for(client, "#news2").await?.text().await.map_err(e)?;
+        let text = wait_text(client, "#news2").await?;
         if text.starts_with("NEWS2 4") {
             break;
         }
@@ -291,8 +283,8 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     click(client, "#note-sign").await?;
+    let state = wait_text(client, ".note[data-state='waiting']").await?;
     let waiting = wait_for(client, ".note[data-state='waiting']").await?;
-    let state = waiting.text().await.map_err(e)?;
     if !state.contains("Waiting to send") || !state.contains("NEWS2 4") {
         return Err(format!("the signed note does not say it waits: {state:?}"));
     }
@@ -350,7 +342,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         ));
     }
     sync_until_note_is(client, &note_css, "filed").await?;
-    let line = wait_for(client, &note_css).await?.text().await.map_err(e)?;
+    let line = wait_text(client, &note_css).await?;
     if !line.contains("Filed at") || !line.contains(&practice) {
         return Err(format!("the filed note does not say where: {line:?}"));
     }
@@ -376,11 +368,7 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         .await
         .map_err(e)?;
     amend.click().await.map_err(e)?;
-    let notice = wait_for(client, "#amending")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let notice = wait_text(client, "#amending").await?;
     if !notice.contains("replaces it") {
         return Err(format!("the composer does not say it amends: {notice:?}"));
     }
@@ -417,8 +405,8 @@ async fn drive(session: &Session, artifacts: &Path) -> Result<(), String> {
         Duration::from_secs(60),
     )
     .await?;
+    let earlier_text = wait_text(client, &note_css).await?;
     let earlier = wait_for(client, &note_css).await?;
-    let earlier_text = earlier.text().await.map_err(e)?;
     let class = earlier.attr("class").await.map_err(e)?.unwrap_or_default();
     if !class.contains("replaced") || !earlier_text.contains("Replaced by the amendment") {
         return Err(format!(
@@ -680,18 +668,13 @@ async fn break_glass_steps(
         .map_err(e)?;
     shot(client, &artifacts, "15-break-glass-found").await;
     click(client, &format!("{found_css} .bg-open")).await?;
-    let banner = wait_for(client, "#break-glass-banner").await?;
-    let words = banner.text().await.map_err(e)?;
+    let words = wait_text(client, "#break-glass-banner").await?;
     if !words.starts_with("EMERGENCY ACCESS (break-glass)") || !words.contains("It ends") {
         return Err(format!(
             "the record is not marked as emergency access: {words:?}"
         ));
     }
-    let nhs = wait_for(client, "#banner-nhs")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let nhs = wait_text(client, "#banner-nhs").await?;
     if nhs.replace(' ', "") != target.nhs_number {
         return Err(format!("the banner shows {nhs}, not the patient chosen"));
     }
@@ -772,11 +755,7 @@ async fn idle_lock_steps(
     let nhs = row.attr("data-nhs").await.map_err(e)?.unwrap_or_default();
     row.click().await.map_err(e)?;
     let opened = Instant::now();
-    let banner = wait_for(client, "#banner-nhs")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let banner = wait_text(client, "#banner-nhs").await?;
     if banner.replace(' ', "") != nhs {
         return Err(format!("the record opened is {banner}, not {nhs}"));
     }
@@ -1028,12 +1007,7 @@ async fn podiatrist_steps(
     click(client, "#sync-now").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = wait_for(client, "#sync-status")
-            .await?
-            .text()
-            .await
-            .map_err(e)?
-            .to_lowercase();
+        let status = wait_text(client, "#sync-status").await?.to_lowercase();
         if status.contains("offline") || status.contains("unreachable") {
             break;
         }
@@ -1060,7 +1034,7 @@ async fn wait_for_note_state(
             return Ok(());
         }
         if Instant::now() > deadline {
-            let now = wait_for(client, note_css).await?.text().await.map_err(e)?;
+            let now = wait_text(client, note_css).await?;
             return Err(format!(
                 "the note did not become {state} by itself within {within:?}: {now:?}"
             ));
@@ -1079,7 +1053,7 @@ async fn sync_until_note_is(client: &Client, note_css: &str, state: &str) -> Res
             return Ok(());
         }
         if Instant::now() > deadline {
-            let now = wait_for(client, note_css).await?.text().await.map_err(e)?;
+            let now = wait_text(client, note_css).await?;
             return Err(format!("the note did not become {state}: {now:?}"));
         }
         if let Ok(button) = client.find(Locator::Css("#sync-now:not([disabled])")).await {
@@ -1237,10 +1211,7 @@ async fn wait_for_search_answer(
         n => format!("{n} matches for “{search}”"),
     };
     wait_until(client, &format!("the list to say {want:?}"), || async {
-        Ok(match client.find(Locator::Css("#list-count")).await {
-            Ok(el) => el.text().await.map_err(e)? == want,
-            Err(_) => false,
-        })
+        Ok(text_now(client, "#list-count").await?.as_deref() == Some(want.as_str()))
     })
     .await
 }
@@ -1270,10 +1241,10 @@ async fn check_record(
     target: &doorstep_ipc::ListRow,
     allergy: &str,
 ) -> Result<(), String> {
-    let banner = wait_for(client, "#banner").await?;
+    wait_for(client, "#banner").await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = banner.text().await.map_err(e)?;
+        let text = text_now(client, "#banner").await?.unwrap_or_default();
         if text.contains(&target.nhs_number_display) {
             break;
         }
@@ -1285,11 +1256,7 @@ async fn check_record(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let allergies = wait_for(client, "#banner-allergies")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let allergies = wait_text(client, "#banner-allergies").await?;
     if !allergies.to_lowercase().contains(&allergy.to_lowercase()) {
         return Err(format!("banner allergies {allergies:?} lack {allergy:?}"));
     }
@@ -1315,8 +1282,7 @@ async fn check_every_tab(client: &Client, allergy: &str, artifacts: &Path) -> Re
     for section in SECTIONS {
         click(client, &format!(".tab[data-section='{section}']")).await?;
         let panel_css = format!("#section-panel[data-section='{section}']");
-        let panel = wait_for(client, &panel_css).await?;
-        let text = panel.text().await.map_err(e)?;
+        let text = wait_text(client, &panel_css).await?;
         if text.trim().is_empty() {
             return Err(format!("the {section} tab shows an empty panel"));
         }
@@ -1693,11 +1659,7 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
 
     fill(client, "#unlock-pin", PIN).await?;
     click(client, "#unlock-submit").await?;
-    let message = wait_for(client, "#offline-too-long-message")
-        .await?
-        .text()
-        .await
-        .map_err(e)?;
+    let message = wait_text(client, "#offline-too-long-message").await?;
     if !message.contains(&format!("more than {hours} hours ago"))
         || !message.contains("last reached the server on")
     {
@@ -1734,10 +1696,9 @@ async fn offline_age_steps(session: &Session, artifacts: &Path) -> Result<(), St
     click(client, "#offline-sign-in").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let error = match client.find(Locator::Css("#offline-error")).await {
-            Ok(el) => el.text().await.map_err(e)?,
-            Err(_) => String::new(),
-        };
+        let error = text_now(client, "#offline-error")
+            .await?
+            .unwrap_or_default();
         if error.to_lowercase().contains("could not be reached") {
             break;
         }
@@ -2013,13 +1974,7 @@ async fn pin_and_sign_out_steps(session: &Session, artifacts: &Path) -> Result<(
             break;
         }
         if Instant::now() > deadline {
-            let said = client
-                .find(Locator::Css("#sign-out-message"))
-                .await
-                .map_err(e)?
-                .text()
-                .await
-                .map_err(e)?;
+            let said = text_now(client, "#sign-out-message").await?;
             return Err(format!("no sign-out after the sync: {said:?}"));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

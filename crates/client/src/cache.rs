@@ -158,12 +158,13 @@ pub(crate) fn open_keyed(
          PRAGMA journal_size_limit = 1048576;",
     )?;
     conn.set_prepared_statement_cache_capacity(32);
-    migrate(&conn).map_err(OpenError::Other)?;
+    migrate(&conn, i64::MAX).map_err(OpenError::Other)?;
     Ok(conn)
 }
 
-/// Apply the migrations not yet applied.
-fn migrate(conn: &Connection) -> Result<()> {
+/// Apply the migrations not yet applied, up to schema `up_to` (a test makes an older
+/// device's cache with a lower one).
+pub(crate) fn migrate(conn: &Connection, up_to: i64) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
@@ -177,7 +178,7 @@ fn migrate(conn: &Connection) -> Result<()> {
         |r| r.get(0),
     )?;
     for (version, name, sql) in MIGRATIONS {
-        if *version <= current {
+        if *version <= current || *version > up_to {
             continue;
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;

@@ -153,7 +153,7 @@ pub struct Device {
     /// The same-name set as of a cache generation and a minute (entries end with time): the
     /// list searches as the user types, and the set needs the whole list.
     lookalikes: Mutex<Option<SameNames>>,
-    /// The whole list's order as of a cache generation and a minute, for the same reason.
+    /// The whole list's order as of a cache generation and a day, until an entry on it ends.
     order: Mutex<Option<ListOrderMemo>>,
     backoff: Backoff,
     /// What time it is (the maximum offline age is measured with it); tests set another.
@@ -163,8 +163,8 @@ pub struct Device {
 /// The same-name set as of (cache generation, minute).
 type SameNames = (u64, i64, Arc<HashSet<String>>);
 
-/// The list's order as of (cache generation, minute, day).
-type ListOrderMemo = (u64, i64, NaiveDate, Arc<queries::ListOrder>);
+/// The list's order as of (cache generation, day).
+type ListOrderMemo = (u64, NaiveDate, Arc<queries::ListOrder>);
 
 /// The device's clock: `Utc::now`, unless a test gives another ([`Device::with_clock`]).
 pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -1152,29 +1152,27 @@ impl Device {
         })
     }
 
-    /// The whole list's order, worked out again only after a sync or when the minute changes.
+    /// The whole list's order, worked out again only after a sync, on a new day, or once an
+    /// entry on the list has ended (the only ways it changes).
     fn list_order(
         &self,
         c: &Connection,
         today: NaiveDate,
         now: DateTime<Utc>,
     ) -> Result<Arc<queries::ListOrder>> {
-        let key = (
-            self.cache_generation.load(Ordering::SeqCst),
-            now.timestamp() / 60,
-            today,
-        );
+        let key = (self.cache_generation.load(Ordering::SeqCst), today);
         let mut memo = self
             .order
             .lock()
             .map_err(|_| ClientError::Internal("the list order memo was poisoned".into()))?;
-        if let Some((generation, minute, day, order)) = memo.as_ref()
-            && (*generation, *minute, *day) == key
+        if let Some((generation, day, order)) = memo.as_ref()
+            && (*generation, *day) == key
+            && order.valid_until.is_none_or(|end| now < end)
         {
             return Ok(order.clone());
         }
         let order = Arc::new(queries::list_order(c, today, now)?);
-        *memo = Some((key.0, key.1, key.2, order.clone()));
+        *memo = Some((key.0, key.1, order.clone()));
         Ok(order)
     }
 

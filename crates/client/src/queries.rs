@@ -83,18 +83,17 @@ pub(crate) fn list(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Vec<ListRow>> {
-    let (conditions, args) = search_conditions(search);
+    let (conditions, args) = search_conditions(&SearchQuery::parse(search.unwrap_or("")));
     let mut list = read_rows(conn, &conditions, &args, today, now)?;
     sort_rows(&mut list);
-    Ok(list.into_iter().map(|(row, _, _)| row).collect())
+    Ok(list.into_iter().map(|r| r.row).collect())
 }
 
 /// The SQL conditions on `patients p` (and their arguments) that a search makes.
-fn search_conditions(search: Option<&str>) -> (Vec<String>, Vec<String>) {
-    let query = SearchQuery::parse(search.unwrap_or(""));
+fn search_conditions(query: &SearchQuery) -> (Vec<String>, Vec<String>) {
     let mut conditions: Vec<String> = Vec::new();
     let mut args: Vec<String> = Vec::new();
-    match &query {
+    match query {
         SearchQuery::All => {}
         SearchQuery::NhsNumberPrefix(digits) => {
             args.push(digits.clone());
@@ -145,11 +144,20 @@ fn search_conditions(search: Option<&str>) -> (Vec<String>, Vec<String>) {
 }
 
 /// The order of the whole list ([`list`]'s, unsearched): every listed patient's id, first to
-/// last. The device keeps it between syncs, so the screen's first rows and a search's are
-/// found without building every row.
+/// last, with the folded name and postcode a name search reads. The device keeps it between
+/// syncs, so the screen's first rows and a search's are found without building every row, and
+/// a name search (a substring, which no index serves) reads these strings in the list's order
+/// instead of scanning the patients table.
 pub(crate) struct ListOrder {
     ids: Vec<String>,
     rank: HashMap<String, usize>,
+    /// `patients.name_search` of each id, in the same order.
+    names: Vec<String>,
+    /// `patients.postcode` (as stored: upper case, no space) of each id, in the same order.
+    postcodes: Vec<Option<String>>,
+    /// The first time after it was worked out that a listed entry ends (and the order may
+    /// change); `None` when no entry has an end to come. A new day changes it too.
+    pub(crate) valid_until: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn list_order(
@@ -157,16 +165,40 @@ pub(crate) fn list_order(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<ListOrder> {
-    let ids: Vec<String> = list(conn, None, today, now)?
-        .into_iter()
-        .map(|r| r.patient_id)
-        .collect();
-    let rank = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.clone(), i))
-        .collect();
-    Ok(ListOrder { ids, rank })
+    let mut rows = read_rows(conn, &[], &[], today, now)?;
+    sort_rows(&mut rows);
+    let mut order = ListOrder {
+        ids: Vec::with_capacity(rows.len()),
+        rank: HashMap::with_capacity(rows.len()),
+        names: Vec::with_capacity(rows.len()),
+        postcodes: Vec::with_capacity(rows.len()),
+        valid_until: rows.iter().filter_map(|r| r.next_end).min(),
+    };
+    for (i, r) in rows.into_iter().enumerate() {
+        order.rank.insert(r.row.patient_id.clone(), i);
+        order.ids.push(r.row.patient_id);
+        order.names.push(r.name_search);
+        order.postcodes.push(r.postcode);
+    }
+    Ok(order)
+}
+
+/// Whether the patient with folded name `name` and stored postcode `postcode` matches a name
+/// search: what [`search_conditions`] asks of SQL for the same query, on the strings
+/// [`ListOrder`] keeps. False for the other kinds, which an index serves.
+fn name_match(query: &SearchQuery, name: &str, postcode: Option<&str>) -> bool {
+    match query {
+        SearchQuery::Name(words) => words.iter().all(|w| name.contains(w.as_str())),
+        SearchQuery::NameOrArea { word, area } => {
+            name.contains(word.as_str())
+                // The area is all the letters: `L` (Liverpool) must not find `LS1` (Leeds).
+                || postcode.is_some_and(|p| {
+                    p.starts_with(area.as_str())
+                        && p.as_bytes().get(area.len()).is_some_and(u8::is_ascii_digit)
+                })
+        }
+        _ => false,
+    }
 }
 
 /// The first `limit` rows of the list, searched, in [`list`]'s order, and how many match in
@@ -179,9 +211,17 @@ pub(crate) fn list_first(
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<(Vec<ListRow>, usize)> {
-    let (conditions, args) = search_conditions(search);
+    let query = SearchQuery::parse(search.unwrap_or(""));
+    let (conditions, args) = search_conditions(&query);
     let (ids, total): (Vec<&String>, usize) = if conditions.is_empty() {
         (order.ids.iter().take(limit).collect(), order.ids.len())
+    } else if matches!(query, SearchQuery::Name(_) | SearchQuery::NameOrArea { .. }) {
+        // Read in the list's order: the first `limit` found are the first shown.
+        let mut found = (0..order.ids.len())
+            .filter(|&i| name_match(&query, &order.names[i], order.postcodes[i].as_deref()));
+        let ids: Vec<&String> = found.by_ref().take(limit).map(|i| &order.ids[i]).collect();
+        let total = ids.len() + found.count();
+        (ids, total)
     } else {
         let sql = format!(
             "SELECT p.id FROM patients p WHERE {}",
@@ -214,24 +254,38 @@ pub(crate) fn list_first(
     let args: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
     let mut rows: Vec<ListRow> = read_rows(conn, &condition, &args, today, now)?
         .into_iter()
-        .map(|(row, _, _)| row)
+        .map(|r| r.row)
         .collect();
     rows.sort_by_key(|r| order.rank.get(&r.patient_id).copied().unwrap_or(usize::MAX));
     Ok((rows, total))
 }
 
-/// The rows of the patients matching `conditions`, unsorted: (row, has a timed entry, sort
-/// name). Patients whose every entry has ended by `now` are left out.
+/// A list row as read, with what the list sorts and searches it by.
+struct ReadRow {
+    row: ListRow,
+    /// Its entry has a time (not a caseload).
+    timed: bool,
+    sort_name: String,
+    name_search: String,
+    /// As stored: upper case, no space.
+    postcode: Option<String>,
+    /// When the first of its entries that had not ended ends.
+    next_end: Option<DateTime<Utc>>,
+}
+
+/// The rows of the patients matching `conditions`, unsorted. Patients whose every entry has
+/// ended by `now` are left out.
 fn read_rows(
     conn: &Connection,
     conditions: &[String],
     args: &[String],
     today: NaiveDate,
     now: DateTime<Utc>,
-) -> Result<Vec<(ListRow, bool, String)>> {
+) -> Result<Vec<ReadRow>> {
     let sql = format!(
         "SELECT p.id, p.nhs_number, p.name_display, p.birth_date, p.address, p.postcode,
-                p.practice_name, p.alerts, e.kind, e.reason, e.starts_at, e.ends_at, p.name_sort
+                p.practice_name, p.alerts, e.kind, e.reason, e.starts_at, e.ends_at, p.name_sort,
+                p.name_search
          FROM patients p LEFT JOIN list_entries e ON e.patient_id = p.id
          {}",
         if conditions.is_empty() {
@@ -250,6 +304,8 @@ fn read_rows(
         /// Entries read that had ended by `now`.
         ended: usize,
         sort_name: String,
+        name_search: String,
+        postcode: Option<String>,
     }
     // No ORDER BY: the rows are sorted below anyway, and without it SQLite scans the table in
     // storage order instead of through the primary-key index. A patient's entries are
@@ -266,6 +322,7 @@ fn read_rows(
                     .get::<_, Option<String>>(3)?
                     .and_then(|s| s.parse::<NaiveDate>().ok());
                 let alerts: String = r.get(7)?;
+                let postcode: Option<String> = r.get(5)?;
                 index.insert(id.clone(), out.len());
                 out.push(Building {
                     row: ListRow {
@@ -276,7 +333,7 @@ fn read_rows(
                         birth_date,
                         age: birth_date.and_then(|b| age_on(b, today)),
                         address: r.get(4)?,
-                        postcode: r.get::<_, Option<String>>(5)?.map(|p| postcode_display(&p)),
+                        postcode: postcode.as_deref().map(postcode_display),
                         practice_name: r.get(6)?,
                         reason: String::new(),
                         list_kind: String::new(),
@@ -294,6 +351,8 @@ fn read_rows(
                     entries: Vec::new(),
                     ended: 0,
                     sort_name: r.get(12)?,
+                    name_search: r.get(13)?,
+                    postcode,
                 });
                 out.len() - 1
             }
@@ -309,18 +368,18 @@ fn read_rows(
                     .as_deref()
                     .and_then(parse_timestamp),
             };
-            if entry.ends_at.is_some_and(|end| end <= now) {
-                out[at].ended += 1;
-            } else {
-                out[at].entries.push(entry);
+            match entry.ends_at {
+                Some(end) if end <= now => out[at].ended += 1,
+                _ => out[at].entries.push(entry),
             }
         }
     }
 
-    let list: Vec<(ListRow, bool, String)> = out
+    let list: Vec<ReadRow> = out
         .into_iter()
         .filter(|b| !(b.entries.is_empty() && b.ended > 0))
         .map(|mut b| {
+            let next_end = b.entries.iter().filter_map(|e| e.ends_at).min();
             let mut timed = false;
             if let Some(e) = primary_entry(&b.entries, today) {
                 b.row.reason = e.reason.clone();
@@ -330,26 +389,33 @@ fn read_rows(
                 b.row.today = e.is_today(today);
                 timed = e.is_timed();
             }
-            (b.row, timed, b.sort_name)
+            ReadRow {
+                row: b.row,
+                timed,
+                sort_name: b.sort_name,
+                name_search: b.name_search,
+                postcode: b.postcode,
+                next_end,
+            }
         })
         .collect();
     Ok(list)
 }
 
 /// Today first, then timed entries by time, then by name (and NHS number).
-fn sort_rows(list: &mut [(ListRow, bool, String)]) {
-    list.sort_by(|(a, a_timed, a_name), (b, b_timed, b_name)| {
-        (!a.today, !a_timed)
-            .cmp(&(!b.today, !b_timed))
+fn sort_rows(list: &mut [ReadRow]) {
+    list.sort_by(|a, b| {
+        (!a.row.today, !a.timed)
+            .cmp(&(!b.row.today, !b.timed))
             .then_with(|| {
-                if *a_timed && *b_timed {
-                    a.starts_at.cmp(&b.starts_at)
+                if a.timed && b.timed {
+                    a.row.starts_at.cmp(&b.row.starts_at)
                 } else {
                     std::cmp::Ordering::Equal
                 }
             })
-            .then_with(|| a_name.cmp(b_name))
-            .then_with(|| a.nhs_number.cmp(&b.nhs_number))
+            .then_with(|| a.sort_name.cmp(&b.sort_name))
+            .then_with(|| a.row.nhs_number.cmp(&b.row.nhs_number))
     });
 }
 

@@ -240,33 +240,8 @@ fn a_schema_3_cache_keeps_its_resources_when_keyed_by_patient() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(files::CACHE_FILE);
     {
-        // Schema 3 as a device of the last version left it, with one page applied by hand.
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&crate::key::key_pragma(&TEST_KEY))
-            .unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                                             applied_at TEXT NOT NULL);",
-        )
-        .unwrap();
-        for (version, sql) in [
-            (1, include_str!("../../../migrations/device/0001_cache.sql")),
-            (
-                2,
-                include_str!("../../../migrations/device/0002_rebuild.sql"),
-            ),
-            (
-                3,
-                include_str!("../../../migrations/device/0003_outbox.sql"),
-            ),
-        ] {
-            conn.execute_batch(sql).unwrap();
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?1, 'old', '2026-01-01T00:00:00.000Z')",
-                [version],
-            )
-            .unwrap();
-        }
+        // Schema 3 as a device of that version left it, with one page applied by hand.
+        let conn = cache_at_schema(&path, 3);
         conn.execute(
             "INSERT INTO resources (type, id, patient_id, json, as_of)
              VALUES ('Condition', 'c9', 'p-sian', '{\"resourceType\":\"Condition\",\"id\":\"c9\"}',
@@ -305,36 +280,7 @@ fn a_schema_4_cache_keeps_its_resources_without_rowid() {
     let path = dir.path().join(files::CACHE_FILE);
     let deflated = crate::stored::pack(r#"{"resourceType":"Condition","id":"c8"}"#).unwrap();
     let before = {
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&crate::key::key_pragma(&TEST_KEY))
-            .unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                                             applied_at TEXT NOT NULL);",
-        )
-        .unwrap();
-        for (version, sql) in [
-            (1, include_str!("../../../migrations/device/0001_cache.sql")),
-            (
-                2,
-                include_str!("../../../migrations/device/0002_rebuild.sql"),
-            ),
-            (
-                3,
-                include_str!("../../../migrations/device/0003_outbox.sql"),
-            ),
-            (
-                4,
-                include_str!("../../../migrations/device/0004_resources_by_patient.sql"),
-            ),
-        ] {
-            conn.execute_batch(sql).unwrap();
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?1, 'old', '2026-01-01T00:00:00.000Z')",
-                [version],
-            )
-            .unwrap();
-        }
+        let conn = cache_at_schema(&path, 4);
         conn.execute(
             "INSERT INTO resources (patient_id, type, id, json, as_of)
              VALUES ('p-sian', 'Condition', 'c9', '{\"resourceType\":\"Condition\",\"id\":\"c9\"}',
@@ -365,6 +311,15 @@ fn a_schema_4_cache_keeps_its_resources_without_rowid() {
         count(&conn, "SELECT count(*) FROM resources WHERE id = ?1", "c2"),
         1
     );
+}
+
+/// A cache at `path` as a device whose newest migration was `schema` left it.
+fn cache_at_schema(path: &Path, schema: i64) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(&crate::key::key_pragma(&TEST_KEY))
+        .unwrap();
+    cache::migrate(&conn, schema).unwrap();
+    conn
 }
 
 fn count(conn: &Connection, sql: &str, id: &str) -> i64 {
@@ -643,8 +598,14 @@ fn search_by_name_nhs_number_postcode_and_birth_date() {
     )
     .unwrap();
     let today = day(2026, 1, 15);
+    let order = queries::list_order(&conn, today, Utc::now()).unwrap();
     let search = |q: &str| {
-        let mut n = names(&queries::list(&conn, Some(q), today, Utc::now()).unwrap());
+        let rows = queries::list(&conn, Some(q), today, Utc::now()).unwrap();
+        // The screen's first rows (names searched in memory) are the whole list's (in SQL).
+        let (first, total) =
+            queries::list_first(&conn, &order, Some(q), 10, today, Utc::now()).unwrap();
+        assert_eq!((&first, total), (&rows, rows.len()), "the screen's {q:?}");
+        let mut n = names(&rows);
         n.sort();
         n
     };
@@ -1320,6 +1281,51 @@ fn search_over_ten_thousand_patients_finds_each_kind() {
             q == "zz",
             "search {q}: {} rows",
             rows.len()
+        );
+    }
+    // The screen's first 200 and its count, with names searched in the list's order in
+    // memory, against the whole searched list from SQL and against the generator's counts.
+    let order = queries::list_order(&conn, today, Utc::now()).unwrap();
+    let generated = |keep: &dyn Fn(u64) -> bool| (0..10_000u64).filter(|&i| keep(i)).count();
+    let given = |name: &str| GIVEN.iter().position(|g| *g == name).unwrap() as u64;
+    let family = |name: &str| FAMILY.iter().position(|f| *f == name).unwrap() as u64;
+    let at_family = |i: u64, f: u64| (i / 7) % FAMILY.len() as u64 == f;
+    let expected: [(&str, usize); 6] = [
+        (
+            "sian",
+            generated(&|i| i % GIVEN.len() as u64 == given("Siân")),
+        ),
+        ("o'neill", generated(&|i| at_family(i, family("O'Neill")))),
+        (
+            "aled jon",
+            generated(&|i| {
+                i % GIVEN.len() as u64 == given("Aled") && at_family(i, family("Jones"))
+            }),
+        ),
+        // LS1, LS12 and LS6, and the "ls" of Wilson.
+        (
+            "ls",
+            generated(&|i| i % AREAS.len() as u64 <= 2 || at_family(i, family("Wilson"))),
+        ),
+        // LS12, and LS1 2.. (no space typed: the outward code is not fixed).
+        (
+            "ls12",
+            generated(&|i| {
+                let area = i % AREAS.len() as u64;
+                area == 1 || (area == 0 && i % 10 == 2)
+            }),
+        ),
+        ("zz", 0),
+    ];
+    for (q, count) in expected {
+        let whole = queries::list(&conn, Some(q), today, Utc::now()).unwrap();
+        let (first, total) =
+            queries::list_first(&conn, &order, Some(q), 200, today, Utc::now()).unwrap();
+        assert_eq!((total, whole.len()), (count, count), "search {q}");
+        assert_eq!(
+            first[..],
+            whole[..count.min(200)],
+            "search {q}: the first rows"
         );
     }
     let started = Instant::now();
@@ -2263,6 +2269,64 @@ async fn an_oversized_or_gzip_bomb_page_is_refused_and_the_cache_unchanged() {
             cursor
         );
     }
+}
+
+/// The list's order is kept between calls (it costs a pass over every patient), and it is
+/// worked out again the moment an entry on it ends: the screen's first rows and its count
+/// drop the patient at their entry's end, not a minute or a sync later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_list_order_drops_a_patient_the_moment_their_entry_ends() {
+    use fake_server::gzipped;
+    use std::sync::{Arc, Mutex};
+
+    // Whole seconds: the cache keeps times to the millisecond.
+    let start = Utc.timestamp_opt(Utc::now().timestamp(), 0).unwrap();
+    let ends = start + Duration::seconds(20);
+    let mut first = first_page();
+    first.changes.push(added(
+        &john(),
+        vec![],
+        vec![ListEntry {
+            kind: ListKind::Appointment,
+            list_name: "Hub session".into(),
+            reason: "Review".into(),
+            starts_at: start - Duration::hours(1),
+            ends_at: Some(ends),
+        }],
+    ));
+    let (url, _log) = fake_server::start(vec![gzipped(200, first)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    hand_enrolled_at(dir.path(), "2468", &url);
+    let now = Arc::new(Mutex::new(start));
+    let clock = {
+        let now = now.clone();
+        move || *now.lock().unwrap()
+    };
+    let mut device = Device::unlock(dir.path(), "2468")
+        .unwrap()
+        .with_clock(clock);
+    device.backoff = quick_backoff();
+    device.sync().await.unwrap();
+    let today = start.with_timezone(&chrono::Local).date_naive();
+    let shown = |search: Option<&str>| {
+        let page = device.list_page(search, today, Some(200)).unwrap();
+        let mut ids: Vec<String> = page.rows.into_iter().map(|r| r.patient_id).collect();
+        ids.sort();
+        (ids, page.total)
+    };
+    let all = |ids: &[&str]| {
+        (
+            ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            ids.len() as u32,
+        )
+    };
+    assert_eq!(shown(None), all(&["p-john", "p-sian", "p-zoe"]));
+    *now.lock().unwrap() = ends - Duration::milliseconds(1);
+    assert_eq!(shown(None), all(&["p-john", "p-sian", "p-zoe"]));
+    assert_eq!(shown(Some("john")), all(&["p-john"]));
+    *now.lock().unwrap() = ends;
+    assert_eq!(shown(None), all(&["p-sian", "p-zoe"]), "ended at {ends}");
+    assert_eq!(shown(Some("john")), all(&[]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,8 +65,8 @@ use super::rows::{
 use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedRow, ImportBasis,
     ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert, NoteRow, PatientRow,
-    PlannedImport, PracticeRow, ResourceRow, ServiceRow, SignInClaim, SourceCredentialRow,
-    StoreError, TokenPair, TokenRow, UserRow,
+    PlannedImport, PracticeRow, ResourceRow, ResourceVersion, ServiceRow, SignInClaim,
+    SourceCredentialRow, StoreError, TokenPair, TokenRow, UserRow,
 };
 
 /// Seals an audit event on the chain's tip (`None`: the log is empty): `crate::audit::seal`,
@@ -250,6 +250,12 @@ pub trait FeedSnapshot: Send + Sync {
     ) -> Result<Option<ResourceRow>, StoreError>;
     /// A patient's resources that are not deleted, sorted by type and id.
     async fn live_resources(&self, patient_id: &str) -> Result<Vec<ResourceRow>, StoreError>;
+    /// The same resources as [`FeedSnapshot::live_resources`], in the same order, without
+    /// their JSON.
+    async fn live_resource_versions(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<ResourceVersion>, StoreError>;
 }
 
 /// The change feed as the pull uses it.

@@ -80,8 +80,8 @@ use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
-    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
+    ResourceVersion, ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource,
+    TokenKind, TokenPair, TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -1011,6 +1011,30 @@ impl FeedSnapshot for PgSnapshot {
             .await?
             .iter()
             .map(resource_from)
+            .collect()
+    }
+
+    async fn live_resource_versions(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<ResourceVersion>, StoreError> {
+        let c = self.client()?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT resource_type, id, seq FROM resources
+                 WHERE patient_id = $1 AND NOT deleted ORDER BY resource_type, id",
+            )
+            .await?;
+        c.query(&stmt, &[&patient_id])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ResourceVersion {
+                    resource_type: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    seq: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 }

@@ -78,6 +78,16 @@ pub struct PatientRow {
     pub dissent: bool,
 }
 
+/// A stored resource's identity and version, without its JSON: enough to look up a decision
+/// kept for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceVersion {
+    pub resource_type: String,
+    pub id: String,
+    /// Feed position of its last change.
+    pub seq: i64,
+}
+
 /// One stored FHIR resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRow {

@@ -51,8 +51,8 @@ use super::rows::{
     AuditEvent, AuditRow, AuditTip, DeliveryState, DeliveryWrite, DeviceRow, FeedOp, FeedRow,
     ImportBasis, ImportKeys, ListEntryRow, ListEntryWrite, ListRow, NewUser, NoteInsert,
     NoteOutcome, NoteRow, PatientHeaderRow, PatientRow, PlannedImport, PracticeRow, ResourceRow,
-    ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource, TokenKind, TokenPair,
-    TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
+    ResourceVersion, ServiceRow, SignInClaim, SourceCredentialRow, StoreError, StoredResource,
+    TokenKind, TokenPair, TokenRow, UserRow, list_kind_as_str, list_kind_from_str,
 };
 use super::url::SQLITE_FILE;
 
@@ -879,6 +879,28 @@ impl FeedSnapshot for SqliteSnapshot {
                  ORDER BY resource_type, id"
             ))?;
             let rows = stmt.query_map([pid], resource_from)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn live_resource_versions(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<ResourceVersion>, StoreError> {
+        let pid = patient_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT resource_type, id, seq FROM resources
+                 WHERE patient_id = ?1 AND deleted = 0 ORDER BY resource_type, id",
+            )?;
+            let rows = stmt.query_map([pid], |r| {
+                Ok(ResourceVersion {
+                    resource_type: r.get(0)?,
+                    id: r.get(1)?,
+                    seq: r.get(2)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
