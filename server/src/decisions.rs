@@ -15,7 +15,9 @@
 //! cache and never the only copy: a miss decides afresh, and when it holds
 //! [`CAPACITY`] decisions it is emptied and fills again.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use chrono::NaiveDate;
@@ -36,7 +38,8 @@ pub struct Version<'a> {
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A [`Version`] as the memo keeps it (owned).
+#[derive(Debug, Clone)]
 struct Key {
     epoch: String,
     day: NaiveDate,
@@ -59,6 +62,79 @@ impl From<&Version<'_>> for Key {
     }
 }
 
+/// A key's parts, borrowed: the memo is looked up with a [`Version`] as it is, without
+/// copying its strings into a [`Key`] (a pull looks up every resource it touches).
+trait Parts {
+    fn parts(&self) -> Version<'_>;
+}
+
+impl Parts for Key {
+    fn parts(&self) -> Version<'_> {
+        Version {
+            epoch: &self.epoch,
+            day: self.day,
+            practice: &self.practice,
+            resource_type: &self.resource_type,
+            id: &self.id,
+            seq: self.seq,
+        }
+    }
+}
+
+impl Parts for Version<'_> {
+    fn parts(&self) -> Version<'_> {
+        *self
+    }
+}
+
+impl Version<'_> {
+    fn fields(&self) -> (&str, NaiveDate, &str, &str, &str, i64) {
+        (
+            self.epoch,
+            self.day,
+            self.practice,
+            self.resource_type,
+            self.id,
+            self.seq,
+        )
+    }
+}
+
+// Key and its borrowed form hash and compare by the same fields, as `Borrow` requires.
+impl Hash for dyn Parts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().fields().hash(state);
+    }
+}
+
+impl PartialEq for dyn Parts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts().fields() == other.parts().fields()
+    }
+}
+
+impl Eq for dyn Parts + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn Parts).hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        (self as &dyn Parts) == (other as &dyn Parts)
+    }
+}
+
+impl Eq for Key {}
+
+impl<'a> Borrow<dyn Parts + 'a> for Key {
+    fn borrow(&self) -> &(dyn Parts + 'a) {
+        self
+    }
+}
+
 /// The memo one node's pulls share.
 #[derive(Debug, Default)]
 pub struct DecisionMemo {
@@ -75,7 +151,7 @@ impl DecisionMemo {
         self.decisions
             .lock()
             .ok()?
-            .get(&Key::from(version))
+            .get(version as &dyn Parts)
             .copied()
     }
 

@@ -480,6 +480,12 @@ enum PracticeCommand {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Threads for the store's blocking work (SQLite reads and writes). Tokio's default, 512,
+/// let 200 devices' requests start about a hundred, each keeping an allocator heap of its
+/// own: the server's memory grew by hundreds of MB under load (BENCHMARKS.md). The SQLite
+/// store reads through at most a dozen pooled connections anyway.
+const BLOCKING_THREADS: usize = 32;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -501,7 +507,11 @@ fn run() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .context("starting the async runtime")?;
     match cli.command {
         Command::Seed {
             demo: is_demo,
