@@ -213,8 +213,6 @@ pub fn floor(dir: &Path) -> Result<Duration> {
     let conn = Connection::open(target.path().join("floor.db"))?;
     conn.execute_batch("PRAGMA cipher_memory_security = OFF;")?;
     conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", "5a".repeat(32)))?;
-    // The device's own page HMAC (crates/client/src/cache.rs).
-    conn.execute_batch("PRAGMA cipher_hmac_algorithm = HMAC_SHA256;")?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;")?;
     for sql in DEVICE_SCHEMA {

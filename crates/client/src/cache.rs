@@ -93,60 +93,6 @@ pub(crate) mod meta {
     pub const USER: &str = "user";
 }
 
-/// How a cache authenticates its pages. SQLCipher 4's default is HMAC-SHA512, which this
-/// class of CPU computes in software; it has instructions for SHA-256, and applying pages
-/// spent its time there (BENCHMARKS.md, SQLCipher's overhead). A cache made from now on
-/// uses HMAC-SHA256; one made before keeps SHA-512 (nothing in the file says which, so an
-/// existing file is read with SHA-256 first and, when that does not decrypt it, with SHA-512).
-const NEW_PAGE_HMAC: &str = "PRAGMA cipher_hmac_algorithm = HMAC_SHA256;";
-
-/// A connection to the cache file at `path`, keyed with `key` (none: plain SQLite, only for
-/// the benchmark of SQLCipher's overhead) and checked with a first read. A key that decrypts
-/// the file under neither page HMAC is `NotADatabase`, as SQLCipher says it. Nothing else
-/// is set up: [`open`] does that.
-pub(crate) fn connect(path: &Path, key: Option<&[u8; 32]>) -> rusqlite::Result<Connection> {
-    let existing = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-    match connect_with(path, key, true) {
-        Err(e)
-            if existing
-                && key.is_some()
-                && e.sqlite_error_code() == Some(ErrorCode::NotADatabase) =>
-        {
-            connect_with(path, key, false)
-        }
-        other => other,
-    }
-}
-
-fn connect_with(
-    path: &Path,
-    key: Option<&[u8; 32]>,
-    new_hmac: bool,
-) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    // A wrong PIN is an expected outcome, reported as WrongPin: keep SQLCipher from printing
-    // its decryption failure to stderr.
-    conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()))?;
-    // SQLCipher always wipes its key material on close. Wiping *every* allocation on free
-    // (cipher_memory_security) tripled search times (12.9 ms vs 0.2-1.2 ms over 10,000
-    // patients, BENCHMARKS.md) for little gain: decrypted pages are in memory while unlocked
-    // anyway, and the idle lock closes the connection. Off, deliberately.
-    conn.execute_batch("PRAGMA cipher_memory_security = OFF;")?;
-    // rusqlite hands the SQL text to SQLite without a copy of its own; ours is a Zeroizing
-    // string.
-    if let Some(key) = key {
-        conn.execute_batch(&key_pragma(key))?;
-        if new_hmac {
-            conn.execute_batch(NEW_PAGE_HMAC)?;
-        }
-    }
-    // The key is only tried on the first read.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
-    Ok(conn)
-}
-
 /// Why the cache did not open.
 #[derive(Debug)]
 pub(crate) enum OpenError {
@@ -173,13 +119,30 @@ pub(crate) fn open_keyed(
     path: &Path,
     key: Option<&[u8; 32]>,
 ) -> std::result::Result<Connection, OpenError> {
-    let conn = match connect(path, key) {
-        Ok(conn) => conn,
+    let conn = Connection::open(path)?;
+    // A wrong PIN is an expected outcome, reported as WrongPin: keep SQLCipher from printing
+    // its decryption failure to stderr.
+    conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()))?;
+    // SQLCipher always wipes its key material on close. Wiping *every* allocation on free
+    // (cipher_memory_security) tripled search times (12.9 ms vs 0.2-1.2 ms over 10,000
+    // patients, BENCHMARKS.md) for little gain: decrypted pages are in memory while unlocked
+    // anyway, and the idle lock closes the connection. Off, deliberately.
+    conn.execute_batch("PRAGMA cipher_memory_security = OFF;")?;
+    // rusqlite hands the SQL text to SQLite without a copy of its own; ours is a Zeroizing
+    // string.
+    if let Some(key) = key {
+        conn.execute_batch(&key_pragma(key))?;
+    }
+    // The key is only tried on the first read.
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => {}
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => {
             return Err(OpenError::WrongKey);
         }
         Err(e) => return Err(e.into()),
-    };
+    }
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "cache is not in WAL mode");

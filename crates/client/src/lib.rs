@@ -75,13 +75,6 @@ pub use crate::api::check_server_url;
 pub use crate::error::{ClientError, Result};
 pub use crate::files::{DeviceFile, is_enrolled};
 pub use crate::push::PushReport;
-
-/// The cache file at `path` opened with its raw key as the device opens it (whichever page
-/// HMAC it was made with) and nothing else set up: for tests and tools that read or change
-/// its tables directly, bypassing the device.
-pub fn open_cache_file(path: &Path, key: &[u8; 32]) -> rusqlite::Result<rusqlite::Connection> {
-    cache::connect(path, Some(key))
-}
 pub use doorstep_ipc::Secret;
 
 /// What the enrol screen (or `doorstep enrol`) supplies. Its `Debug` shows no secret.

@@ -233,54 +233,6 @@ fn dump(conn: &Connection) -> Vec<String> {
     out
 }
 
-/// A cache made now authenticates its pages with HMAC-SHA256 (SHA-512 does not read it); one
-/// made before with SQLCipher's default (SHA-512) opens as before and stays SHA-512; another
-/// key reads neither.
-#[test]
-fn a_new_cache_authenticates_pages_with_sha256_and_an_old_one_still_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let reads = |path: &Path, key: &[u8; 32], hmac: &str| {
-        let conn = Connection::open(path).unwrap();
-        conn.execute_batch(&crate::key::key_pragma(key)).unwrap();
-        conn.execute_batch(&format!("PRAGMA cipher_hmac_algorithm = {hmac};"))
-            .unwrap();
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .is_ok()
-    };
-    let new = dir.path().join("new.db");
-    drop(
-        cache::open(&new, &TEST_KEY)
-            .map_err(|e| format!("{e:?}"))
-            .unwrap(),
-    );
-    assert!(reads(&new, &TEST_KEY, "HMAC_SHA256"));
-    assert!(!reads(&new, &TEST_KEY, "HMAC_SHA512"));
-
-    let old = dir.path().join("old.db");
-    drop(cache_at_schema(&old, 5));
-    assert!(reads(&old, &TEST_KEY, "HMAC_SHA512"));
-    let conn = cache::open(&old, &TEST_KEY)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap();
-    assert_eq!(
-        conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r
-            .get::<_, i64>(0))
-            .unwrap(),
-        5
-    );
-    drop(conn);
-    assert!(reads(&old, &TEST_KEY, "HMAC_SHA512"), "left as it was");
-
-    for path in [&new, &old] {
-        assert!(matches!(
-            cache::open(path, &[8u8; 32]),
-            Err(cache::OpenError::WrongKey)
-        ));
-    }
-}
-
 /// A cache made before resources were keyed by patient (schema 3) keeps every row when it
 /// is opened by this version, and pages apply to it as to a new one.
 #[test]

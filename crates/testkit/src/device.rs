@@ -40,8 +40,12 @@ pub fn open_cache(dir: &Path, pin: &str) -> rusqlite::Connection {
         .unwrap(pin, &file.device_id)
         .expect("an intact wrapped key")
         .expect("the PIN opens it");
-    doorstep_client::open_cache_file(&dir.join(doorstep_client::files::CACHE_FILE), &key)
-        .expect("open cache.db with its key")
+    let conn = rusqlite::Connection::open(dir.join(doorstep_client::files::CACHE_FILE))
+        .expect("open cache.db");
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    conn.execute_batch(&format!("PRAGMA key = \"x'{hex}'\";"))
+        .expect("key the cache");
+    conn
 }
 
 /// The ids of the Composition resources (Doorstep notes among them) the server holds for
