@@ -495,7 +495,10 @@ fn decide_rows(
 ) -> Result<Vec<(Decision, Option<Resource>)>, StoreError> {
     let mut decided: Vec<Option<(Decision, Option<Resource>)>> = rows
         .iter()
-        .map(|row| remembered(row, patient, scope, today).map(|d| (d, None)))
+        .map(|row| {
+            remembered(&row.resource_type, &row.id, row.seq, patient, scope, today)
+                .map(|d| (d, None))
+        })
         .collect();
     let afresh: Vec<usize> = (0..rows.len()).filter(|&i| decided[i].is_none()).collect();
     let decide_all = |at: &[usize]| {
@@ -548,33 +551,28 @@ async fn withheld_of(
     today: NaiveDate,
     patient: &PatientRow,
 ) -> Result<Vec<WithheldCount>, StoreError> {
-    let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
-    let kept: Option<Vec<Decision>> = match &scope.decisions {
-        Some(d) => snap
+    let kept: Option<Vec<Decision>> = match scope.decisions {
+        Some(_) => snap
             .live_resource_versions(&patient.id)
             .await?
             .iter()
-            .map(|v| {
-                d.memo
-                    .get(&version(d, today, patient, &v.resource_type, &v.id, v.seq))
-            })
+            .map(|v| remembered(&v.resource_type, &v.id, v.seq, patient, scope, today))
             .collect(),
         None => None,
     };
-    match kept {
-        Some(decisions) => {
-            for decision in decisions {
-                if let Decision::Withheld(section) = decision {
-                    *counts.entry(section).or_default() += 1;
-                }
-            }
-        }
-        None => {
-            for row in snap.live_resources(&patient.id).await? {
-                if let (Decision::Withheld(section), _) = decide_row(&row, patient, scope, today)? {
-                    *counts.entry(section).or_default() += 1;
-                }
-            }
+    let decisions = match kept {
+        Some(decisions) => decisions,
+        None => snap
+            .live_resources(&patient.id)
+            .await?
+            .iter()
+            .map(|row| decide_row(row, patient, scope, today).map(|(decision, _)| decision))
+            .collect::<Result<Vec<_>, StoreError>>()?,
+    };
+    let mut counts: BTreeMap<Section, u32> = BTreeMap::new();
+    for decision in decisions {
+        if let Decision::Withheld(section) = decision {
+            *counts.entry(section).or_default() += 1;
         }
     }
     Ok(withheld_counts(counts))
@@ -588,7 +586,7 @@ fn decide_row(
     scope: &UserScope,
     today: NaiveDate,
 ) -> Result<(Decision, Option<Resource>), StoreError> {
-    match remembered(row, patient, scope, today) {
+    match remembered(&row.resource_type, &row.id, row.seq, patient, scope, today) {
         Some(decision) => Ok((decision, None)),
         None => decide_afresh(row, patient, scope, today),
     }
@@ -613,22 +611,18 @@ fn version<'a>(
     }
 }
 
-/// The decision the memo keeps for this version of the resource, if it keeps one.
+/// The decision the memo keeps for version `seq` of a stored resource, if it keeps one.
 fn remembered(
-    row: &ResourceRow,
+    resource_type: &str,
+    id: &str,
+    seq: i64,
     patient: &PatientRow,
     scope: &UserScope,
     today: NaiveDate,
 ) -> Option<Decision> {
     let d = scope.decisions.as_ref()?;
-    d.memo.get(&version(
-        d,
-        today,
-        patient,
-        &row.resource_type,
-        &row.id,
-        row.seq,
-    ))
+    d.memo
+        .get(&version(d, today, patient, resource_type, id, seq))
 }
 
 /// Parse and decide, and keep the decision in the memo.

@@ -212,39 +212,41 @@ pub(crate) fn list_first(
     now: DateTime<Utc>,
 ) -> Result<(Vec<ListRow>, usize)> {
     let query = SearchQuery::parse(search.unwrap_or(""));
-    let (conditions, args) = search_conditions(&query);
-    let (ids, total): (Vec<&String>, usize) = if conditions.is_empty() {
-        (order.ids.iter().take(limit).collect(), order.ids.len())
-    } else if matches!(query, SearchQuery::Name(_) | SearchQuery::NameOrArea { .. }) {
-        // Read in the list's order: the first `limit` found are the first shown.
-        let mut found = (0..order.ids.len())
-            .filter(|&i| name_match(&query, &order.names[i], order.postcodes[i].as_deref()));
-        let ids: Vec<&String> = found.by_ref().take(limit).map(|i| &order.ids[i]).collect();
-        let total = ids.len() + found.count();
-        (ids, total)
-    } else {
-        let sql = format!(
-            "SELECT p.id FROM patients p WHERE {}",
-            conditions.join(" AND ")
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let params: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
-        let mut ranked: Vec<(usize, String)> = stmt
-            .query_map(params.as_slice(), |r| r.get::<_, String>(0))?
-            .filter_map(|id| {
-                let id = id.ok()?;
-                // Not in the order: every entry ended (not listed, as in `list`).
-                order.rank.get(&id).map(|rank| (*rank, id))
-            })
-            .collect();
-        ranked.sort_unstable();
-        let total = ranked.len();
-        let ids = ranked
-            .into_iter()
-            .take(limit)
-            .filter_map(|(rank, _)| order.ids.get(rank))
-            .collect();
-        (ids, total)
+    let (ids, total): (Vec<&String>, usize) = match &query {
+        SearchQuery::All => (order.ids.iter().take(limit).collect(), order.ids.len()),
+        SearchQuery::Name(_) | SearchQuery::NameOrArea { .. } => {
+            // Read in the list's order: the first `limit` found are the first shown.
+            let mut found = (0..order.ids.len())
+                .filter(|&i| name_match(&query, &order.names[i], order.postcodes[i].as_deref()));
+            let ids: Vec<&String> = found.by_ref().take(limit).map(|i| &order.ids[i]).collect();
+            let total = ids.len() + found.count();
+            (ids, total)
+        }
+        _ => {
+            let (conditions, args) = search_conditions(&query);
+            let sql = format!(
+                "SELECT p.id FROM patients p WHERE {}",
+                conditions.join(" AND ")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let params: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
+            let mut ranked: Vec<(usize, String)> = stmt
+                .query_map(params.as_slice(), |r| r.get::<_, String>(0))?
+                .filter_map(|id| {
+                    let id = id.ok()?;
+                    // Not in the order: every entry ended (not listed, as in `list`).
+                    order.rank.get(&id).map(|rank| (*rank, id))
+                })
+                .collect();
+            ranked.sort_unstable();
+            let total = ranked.len();
+            let ids = ranked
+                .into_iter()
+                .take(limit)
+                .filter_map(|(rank, _)| order.ids.get(rank))
+                .collect();
+            (ids, total)
+        }
     };
     if ids.is_empty() {
         return Ok((Vec::new(), total));
