@@ -121,27 +121,23 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
     };
     let paces = [Pace::FlatOut, Pace::Paced(PACED_ROUND)];
 
-    // SQLite: the store is in the data directory the server serves.
-    let sqlite_dir = work.path().join("sqlite");
-    let sqlite = DatabaseUrl::in_data_dir(&sqlite_dir);
-    let t = Instant::now();
-    demo::seed_with(&sqlite_dir, &spec)?;
-    let nurses = add_nurses(&sqlite, &sqlite_dir, devices).await?;
-    println!(
-        "  SQLite: seeded the demo and added {devices} nurses in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    install_tls(&sqlite_dir, &cert, None)?;
-    let node = ServerProcess::start(&bin, &sqlite_dir, None)?;
-    let mut fleet = enrol_all(&[&node], &ca, &nurses).await?;
-    initial_syncs(&mut fleet, &[&node]).await?;
-    for pace in paces {
-        let label = format!("SQLite, 1 node, {devices} devices, {}", pace.label());
-        measure(report, &label, &[&node], &mut fleet, window, pace).await?;
+    // `DOORSTEP_LOAD_STORES=sqlite` or `=postgres`: one store only (to compare two builds).
+    let only = std::env::var("DOORSTEP_LOAD_STORES").unwrap_or_default();
+    if only != "postgres" {
+        sqlite_windows(
+            report,
+            &bin,
+            work.path(),
+            &cert,
+            &ca,
+            &spec,
+            devices,
+            window,
+            &paces,
+        )
+        .await?;
     }
-    node.stop();
-    // `DOORSTEP_LOAD_STORES=sqlite`: only the embedded store (to compare two server builds).
-    if std::env::var("DOORSTEP_LOAD_STORES").is_ok_and(|s| s == "sqlite") {
+    if only == "sqlite" {
         return Ok(());
     }
 
@@ -191,6 +187,41 @@ pub async fn run(report: &mut Report, scale: Scale) -> Result<()> {
     }
     node_a.stop();
     node_b.stop();
+    Ok(())
+}
+
+/// The SQLite windows: the store is in the data directory the server serves.
+#[allow(clippy::too_many_arguments)]
+async fn sqlite_windows(
+    report: &mut Report,
+    bin: &Path,
+    work: &Path,
+    cert: &CertFiles,
+    ca: &Path,
+    spec: &DemoSpec,
+    devices: usize,
+    window: Duration,
+    paces: &[Pace],
+) -> Result<()> {
+    // SQLite: the store is in the data directory the server serves.
+    let sqlite_dir = work.join("sqlite");
+    let sqlite = DatabaseUrl::in_data_dir(&sqlite_dir);
+    let t = Instant::now();
+    demo::seed_with(&sqlite_dir, spec)?;
+    let nurses = add_nurses(&sqlite, &sqlite_dir, devices).await?;
+    println!(
+        "  SQLite: seeded the demo and added {devices} nurses in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    install_tls(&sqlite_dir, cert, None)?;
+    let node = ServerProcess::start(bin, &sqlite_dir, None)?;
+    let mut fleet = enrol_all(&[&node], ca, &nurses).await?;
+    initial_syncs(&mut fleet, &[&node]).await?;
+    for pace in paces {
+        let label = format!("SQLite, 1 node, {devices} devices, {}", pace.label());
+        measure(report, &label, &[&node], &mut fleet, window, *pace).await?;
+    }
+    node.stop();
     Ok(())
 }
 

@@ -65,6 +65,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use doorstep_record::agreement::Agreement;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::contract::{
@@ -283,15 +284,15 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
 
 /// Hold other audit appends off until commit, so the tip read next stays the tip.
 async fn lock_audit(tx: &impl GenericClient) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-        .await?;
+    let lock = tx.prepare_cached(LOCK_SQL).await?;
+    tx.execute(&lock, &[&AUDIT_LOCK]).await?;
     Ok(())
 }
 
 /// Take the feed lock for the rest of the transaction (see the module doc).
 async fn lock_feed(tx: &impl GenericClient) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK])
-        .await?;
+    let lock = tx.prepare_cached(LOCK_SQL).await?;
+    tx.execute(&lock, &[&FEED_LOCK]).await?;
     Ok(())
 }
 
@@ -461,10 +462,15 @@ async fn append_feed(
 
 // ---------- audit ----------
 
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+const AUDIT_TIP_SQL: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+
 async fn audit_tip(c: &impl GenericClient) -> Result<Option<AuditTip>, StoreError> {
-    let row = c
-        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
-        .await?;
+    let stmt = c.prepare_cached(AUDIT_TIP_SQL).await?;
+    tip_from(c.query_opt(&stmt, &[]).await?)
+}
+
+fn tip_from(row: Option<Row>) -> Result<Option<AuditTip>, StoreError> {
     row.map(|r| {
         Ok(AuditTip {
             seq: r.try_get(0)?,
@@ -472,6 +478,22 @@ async fn audit_tip(c: &impl GenericClient) -> Result<Option<AuditTip>, StoreErro
         })
     })
     .transpose()
+}
+
+/// Take the audit lock and read the chain's tip, in one round trip. The two statements are
+/// pipelined on the connection in this order (`biased`: the lock's is sent first), so the tip
+/// is read in a snapshot of its own (READ COMMITTED) taken once the lock is held. Every
+/// round trip made while the lock is held is time every other append waits: under load it
+/// was the database's queue.
+async fn lock_audit_read_tip(tx: &impl GenericClient) -> Result<Option<AuditTip>, StoreError> {
+    let lock = tx.prepare_cached(LOCK_SQL).await?;
+    let tip = tx.prepare_cached(AUDIT_TIP_SQL).await?;
+    let (_, row) = tokio::try_join!(
+        biased;
+        tx.execute(&lock, &[&AUDIT_LOCK]),
+        tx.query_opt(&tip, &[]),
+    )?;
+    tip_from(row)
 }
 
 fn stale_audit() -> StoreError {
@@ -484,43 +506,47 @@ async fn seal_onto(
     event: AuditEvent,
     seal: AuditSealer,
 ) -> Result<AuditRow, StoreError> {
-    lock_audit(tx).await?;
-    let row = seal(audit_tip(tx).await?.as_ref(), event);
-    append_audit_row_tx(tx, &row).await?;
+    let row = seal(lock_audit_read_tip(tx).await?.as_ref(), event);
+    insert_audit_rows(tx, std::slice::from_ref(&row)).await?;
     Ok(row)
 }
 
-/// Store a sealed row, if it follows the tip. A row sealed on the same tip by a concurrent
-/// transaction makes the insert fail on the primary key: `Stale` as well.
+/// Store a row sealed by the caller, if it follows the tip.
 async fn append_audit_row_tx(tx: &impl GenericClient, row: &AuditRow) -> Result<(), StoreError> {
-    lock_audit(tx).await?;
-    let follows = match audit_tip(tx).await? {
+    let follows = match lock_audit_read_tip(tx).await? {
         None => row.seq == 1,
         Some(tip) => row.seq == tip.seq + 1 && row.prev_hash == tip.hash,
     };
     if !follows {
         return Err(stale_audit());
     }
-    let event = &row.event;
+    insert_audit_rows(tx, std::slice::from_ref(row)).await
+}
+
+/// Insert sealed rows in one statement; the caller holds the audit lock and has sealed them
+/// on the tip it read under it. A row sealed on the same tip by a concurrent transaction
+/// makes the insert fail on the primary key: `Stale` as well.
+async fn insert_audit_rows(tx: &impl GenericClient, rows: &[AuditRow]) -> Result<(), StoreError> {
     let stmt = tx
         .prepare_cached(
             "INSERT INTO audit (seq, at, actor, action, patient_id, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::text[], $8::text[])",
         )
         .await?;
-    let detail = event.detail.to_string();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let ats: Vec<DateTime<Utc>> = rows.iter().map(|r| secs(r.event.at)).collect();
+    let actors: Vec<&str> = rows.iter().map(|r| r.event.actor.as_str()).collect();
+    let actions: Vec<&str> = rows.iter().map(|r| r.event.action.as_str()).collect();
+    let patients: Vec<Option<&str>> = rows.iter().map(|r| r.event.patient_id.as_deref()).collect();
+    let details: Vec<String> = rows.iter().map(|r| r.event.detail.to_string()).collect();
+    let prev: Vec<&str> = rows.iter().map(|r| r.prev_hash.as_str()).collect();
+    let hashes: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
     match tx
         .execute(
             &stmt,
             &[
-                &row.seq,
-                &secs(event.at),
-                &event.actor,
-                &event.action,
-                &event.patient_id,
-                &detail,
-                &row.prev_hash,
-                &row.hash,
+                &seqs, &ats, &actors, &actions, &patients, &details, &prev, &hashes,
             ],
         )
         .await
@@ -550,72 +576,89 @@ async fn upsert_organisation(
     Ok(())
 }
 
+/// The rows an import is planned on. With `lock`, that advisory lock is taken first in the
+/// same round trip: the four statements are pipelined on the connection in this order
+/// (`biased`: the lock's is sent first), and under READ COMMITTED each read takes its snapshot
+/// when it starts, once the lock is held. (An import holds the feed lock from here to its
+/// commit, and every other import waits for it: a round trip saved here is one saved for all
+/// of them.)
 async fn read_import_basis(
     c: &impl GenericClient,
     keys: &ImportKeys,
+    lock: Option<i64>,
 ) -> Result<ImportBasis, StoreError> {
+    let lock_stmt = c.prepare_cached(LOCK_SQL).await?;
+    let patients = c
+        .prepare_cached(
+            "SELECT id, nhs_number, practice_ods, birth_date FROM patients
+             WHERE id = ANY($1)",
+        )
+        .await?;
+    let owners = c
+        .prepare_cached("SELECT nhs_number, id FROM patients WHERE nhs_number = ANY($1)")
+        .await?;
+    let resources = c
+        .prepare_cached(
+            "SELECT r.resource_type, r.id, r.json, r.patient_id, r.deleted
+             FROM resources r JOIN unnest($1::text[], $2::text[]) AS k (t, i)
+               ON r.resource_type = k.t AND r.id = k.i",
+        )
+        .await?;
+    let (types, ids): (Vec<&str>, Vec<&str>) = keys
+        .resources
+        .iter()
+        .map(|(t, i)| (t.as_str(), i.as_str()))
+        .unzip();
+    let take_lock = async {
+        match lock {
+            Some(key) => c.execute(&lock_stmt, &[&key]).await.map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let patient_params: [&(dyn ToSql + Sync); 1] = [&keys.patients];
+    let owner_params: [&(dyn ToSql + Sync); 1] = [&keys.nhs_numbers];
+    let resource_params: [&(dyn ToSql + Sync); 2] = [&types, &ids];
+    let (_, patient_rows, owner_rows, resource_rows) = tokio::try_join!(
+        biased;
+        take_lock,
+        c.query(&patients, &patient_params),
+        c.query(&owners, &owner_params),
+        c.query(&resources, &resource_params),
+    )?;
     let mut basis = ImportBasis::default();
-    if !keys.patients.is_empty() {
-        let stmt = c
-            .prepare_cached(
-                "SELECT id, nhs_number, practice_ods, birth_date FROM patients
-                 WHERE id = ANY($1)",
-            )
-            .await?;
-        for r in c.query(&stmt, &[&keys.patients]).await? {
-            let row = PatientHeaderRow {
-                id: r.try_get(0)?,
-                nhs_number: r.try_get(1)?,
-                practice_ods: r.try_get(2)?,
-                birth_date: r.try_get(3)?,
-            };
-            basis.patients.insert(row.id.clone(), row);
-        }
+    for r in patient_rows {
+        let row = PatientHeaderRow {
+            id: r.try_get(0)?,
+            nhs_number: r.try_get(1)?,
+            practice_ods: r.try_get(2)?,
+            birth_date: r.try_get(3)?,
+        };
+        basis.patients.insert(row.id.clone(), row);
     }
-    if !keys.nhs_numbers.is_empty() {
-        let stmt = c
-            .prepare_cached("SELECT nhs_number, id FROM patients WHERE nhs_number = ANY($1)")
-            .await?;
-        for r in c.query(&stmt, &[&keys.nhs_numbers]).await? {
-            basis.nhs_owners.insert(r.try_get(0)?, r.try_get(1)?);
-        }
+    for r in owner_rows {
+        basis.nhs_owners.insert(r.try_get(0)?, r.try_get(1)?);
     }
-    if !keys.resources.is_empty() {
-        let (types, ids): (Vec<&str>, Vec<&str>) = keys
-            .resources
-            .iter()
-            .map(|(t, i)| (t.as_str(), i.as_str()))
-            .unzip();
-        let stmt = c
-            .prepare_cached(
-                "SELECT r.resource_type, r.id, r.json, r.patient_id, r.deleted
-                 FROM resources r JOIN unnest($1::text[], $2::text[]) AS k (t, i)
-                   ON r.resource_type = k.t AND r.id = k.i",
-            )
-            .await?;
-        for r in c.query(&stmt, &[&types, &ids]).await? {
-            basis.resources.insert(
-                (r.try_get(0)?, r.try_get(1)?),
-                StoredResource {
-                    json: r.try_get(2)?,
-                    patient_id: r.try_get(3)?,
-                    deleted: r.try_get(4)?,
-                },
-            );
-        }
+    for r in resource_rows {
+        basis.resources.insert(
+            (r.try_get(0)?, r.try_get(1)?),
+            StoredResource {
+                json: r.try_get(2)?,
+                patient_id: r.try_get(3)?,
+                deleted: r.try_get(4)?,
+            },
+        );
     }
     Ok(basis)
 }
 
-/// Apply a planned import inside `tx`: take the feed lock, re-check, then write in the order
+/// Apply a planned import inside `tx`: take the feed lock and re-check, then write in the order
 /// [`super::rows::ImportWrites`] documents.
 async fn apply_import_tx(
     tx: &deadpool_postgres::Transaction<'_>,
     planned: &PlannedImport,
     seal: AuditSealer,
 ) -> Result<(), StoreError> {
-    lock_feed(tx).await?;
-    if read_import_basis(tx, &planned.keys).await? != planned.basis {
+    if read_import_basis(tx, &planned.keys, Some(FEED_LOCK)).await? != planned.basis {
         return Err(StoreError::Stale(
             "the rows the import was planned on changed".into(),
         ));
@@ -659,9 +702,7 @@ async fn apply_import_tx(
     }
     write_resources(tx, planned).await?;
     // Last, so other appends wait only for this insert and the commit.
-    lock_audit(tx).await?;
-    let row = seal(audit_tip(tx).await?.as_ref(), planned.audit.clone());
-    append_audit_row_tx(tx, &row).await
+    seal_onto(tx, planned.audit.clone(), seal).await.map(|_| ())
 }
 
 /// Steps 3 and 4 of [`super::rows::ImportWrites`] in a few statements, whatever the bundle's
@@ -1051,7 +1092,7 @@ impl RecordStore for PostgresStore {
             .read_only(true)
             .start()
             .await?;
-        let basis = read_import_basis(&tx, keys).await?;
+        let basis = read_import_basis(&tx, keys, None).await?;
         tx.commit().await?;
         Ok(basis)
     }
@@ -1760,7 +1801,6 @@ impl AuditStore for PostgresStore {
     ) -> Result<AuditRow, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, event, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -1787,16 +1827,17 @@ impl AuditStore for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        lock_audit(&tx).await?;
-        let mut tip = audit_tip(&tx).await?;
+        let mut tip = lock_audit_read_tip(&tx).await?;
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let row = seal(tip.as_ref(), event);
-            append_audit_row_tx(&tx, &row).await?;
             tip = Some(AuditTip {
                 seq: row.seq,
-                hash: row.hash,
+                hash: row.hash.clone(),
             });
+            rows.push(row);
         }
+        insert_audit_rows(&tx, &rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1959,7 +2000,6 @@ impl AlertStore for PostgresStore {
             )
             .await?
             .try_get(0)?;
-        lock_audit(&tx).await?;
         let mut audit = write.audit;
         audit.detail["alert_id"] = serde_json::json!(alert_id);
         audit.detail["entry_id"] = serde_json::json!(entry_id);
@@ -2356,7 +2396,6 @@ impl AdminStore for PostgresStore {
                 other?;
             }
         }
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2492,7 +2531,6 @@ impl AdminStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("user {user_id}")));
         }
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2542,7 +2580,6 @@ impl AdminStore for PostgresStore {
             &[&device_id, &secs(now)],
         )
         .await?;
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2583,7 +2620,6 @@ impl AdminStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("user {user_id}")));
         }
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2624,7 +2660,6 @@ impl AdminStore for PostgresStore {
                 user.username
             )));
         }
-        lock_audit(&tx).await?;
         seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(id)
@@ -2648,7 +2683,6 @@ impl AdminStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("patient {patient_id}")));
         }
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2756,7 +2790,6 @@ impl StaffStore for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound("live staff token".into()));
         }
-        lock_audit(&tx).await?;
         let row = seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(row)
@@ -2808,7 +2841,6 @@ impl StaffStore for PostgresStore {
                 session.id
             )));
         }
-        lock_audit(&tx).await?;
         seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(())
@@ -2904,7 +2936,6 @@ impl StaffStore for PostgresStore {
             }
             Err(e) => return Err(e.into()),
         };
-        lock_audit(&tx).await?;
         let mut audit = audit;
         audit.detail["booking_id"] = serde_json::json!(row.id);
         seal_onto(&tx, audit, seal).await?;
@@ -2948,7 +2979,6 @@ impl StaffStore for PostgresStore {
         if ended > 0 {
             append_feed(&tx, &patient_id, None, FeedOp::List, at).await?;
         }
-        lock_audit(&tx).await?;
         seal_onto(&tx, audit, seal).await?;
         tx.commit().await?;
         Ok(())
@@ -2983,7 +3013,6 @@ impl StaffStore for PostgresStore {
             Some(entry) => Some(insert_entry_tx(&tx, entry, at).await?),
             None => None,
         };
-        lock_audit(&tx).await?;
         let mut audit = audit;
         if let Some(id) = added {
             audit.detail["entry_id"] = serde_json::json!(id);
