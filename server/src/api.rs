@@ -229,6 +229,8 @@ pub struct AppState {
     pub sign_in: Arc<auth::SignIn>,
     /// This node's memo of the agreements' decisions (`crate::decisions`).
     pub decisions: Arc<crate::decisions::DecisionMemo>,
+    /// This node's queue of pulls' audit events, appended together (`crate::audit::GroupAppend`).
+    pub audit_group: Arc<audit::GroupAppend>,
 }
 
 /// Build the router from [`ROUTES`].
@@ -810,7 +812,11 @@ async fn pull(
         }),
     });
     let events: Vec<AuditEvent> = std::iter::once(page_event).chain(sent).collect();
-    state.store.append_audit_events(events, audit::seal).await?;
+    // Combined with other requests' appends: one transaction for all those queued at once.
+    state
+        .audit_group
+        .append(state.store.clone(), events)
+        .await?;
     if no_agreement {
         // Not an error for the device (it holds nothing, as it should), but a refusal the
         // privacy officer can see.
@@ -1875,6 +1881,7 @@ mod tests {
             import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
             sets: Arc::new(ServerSets::new()),
             decisions: Arc::new(crate::decisions::DecisionMemo::new()),
+            audit_group: Arc::default(),
             limits: Arc::new(SignInLimits::new(Default::default())),
             sign_in: Arc::new(auth::SignIn {
                 gate: crate::limits::Argon2Gate::of(&Default::default()),

@@ -274,6 +274,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, StartError> {
         import_max_bytes: config.import_max_bytes,
         sets: Arc::new(ServerSets::new()),
         decisions: Arc::new(crate::decisions::DecisionMemo::new()),
+        audit_group: Arc::default(),
         limits: Arc::new(SignInLimits::new(config.sign_in_limits)),
         sign_in: Arc::new(SignIn {
             gate: Argon2Gate::of(&config.sign_in_limits),

@@ -44,6 +44,7 @@ async fn fixture() -> Fixture {
         import_max_bytes: api::DEFAULT_IMPORT_MAX_BYTES,
         sets: Arc::new(ServerSets::new()),
         decisions: Arc::new(crate::decisions::DecisionMemo::new()),
+        audit_group: Arc::default(),
         limits: Arc::new(SignInLimits::new(Default::default())),
         sign_in: Arc::new(auth::SignIn {
             gate: crate::limits::Argon2Gate::of(&Default::default()),
