@@ -576,6 +576,40 @@ async fn upsert_organisation(
     Ok(())
 }
 
+/// One statement of [`pipelined`].
+type Statement<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
+
+/// Run `statements` pipelined, in their order, in one round trip: a tokio-postgres request
+/// goes on the connection when its future is first polled, and these are always polled in
+/// order (not by `join_all`, whose order is not promised). The first error is answered
+/// after every statement has finished.
+async fn pipelined(statements: Vec<Statement<'_>>) -> Result<(), StoreError> {
+    let mut running: Vec<(Statement<'_>, Option<Result<(), tokio_postgres::Error>>)> =
+        statements.into_iter().map(|s| (s, None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (statement, outcome) in running.iter_mut() {
+            if outcome.is_none() {
+                match statement.as_mut().poll(cx) {
+                    std::task::Poll::Ready(done) => *outcome = Some(done),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    for (_, outcome) in running {
+        outcome.unwrap_or(Ok(()))?;
+    }
+    Ok(())
+}
+
 /// The rows an import is planned on. With `lock`, that advisory lock is taken first in the
 /// same round trip: the four statements are pipelined on the connection in this order
 /// (`biased`: the lock's is sent first), and under READ COMMITTED each read takes its snapshot
@@ -665,15 +699,16 @@ async fn apply_import_tx(
     }
     let now = planned.at;
     let writes = &planned.writes;
-    for (ods, name) in &writes.organisations {
-        upsert_organisation(tx, ods, name, now).await?;
-    }
+    let organisation = tx
+        .prepare_cached(
+            "INSERT INTO organisations (ods, name, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
+             WHERE organisations.name <> excluded.name",
+        )
+        .await?;
     let practice = tx
         .prepare_cached("INSERT INTO practices (ods) VALUES ($1) ON CONFLICT (ods) DO NOTHING")
         .await?;
-    for ods in &writes.practices {
-        tx.execute(&practice, &[ods]).await?;
-    }
     let patient = tx
         .prepare_cached(
             "INSERT INTO patients (id, nhs_number, practice_ods, birth_date, updated_at)
@@ -683,23 +718,47 @@ async fn apply_import_tx(
                updated_at = excluded.updated_at",
         )
         .await?;
-    for p in &writes.patients {
-        let h = &p.header;
-        tx.execute(
-            &patient,
-            &[
-                &h.id,
-                &h.nhs_number,
-                &h.practice_ods,
-                &h.birth_date,
-                &secs(now),
-            ],
+    let header_feed = tx
+        .prepare_cached(
+            "INSERT INTO feed (patient_id, resource_type, resource_id, op, at)
+             VALUES ($1, NULL, NULL, $2, $3)",
         )
         .await?;
+    // Steps 1 and 2, in their order, in one round trip.
+    let at = secs(now);
+    let mut steps: Vec<Statement<'_>> = Vec::new();
+    for (ods, name) in &writes.organisations {
+        let stmt = &organisation;
+        steps.push(Box::pin(async move {
+            tx.execute(stmt, &[ods, name, &at]).await.map(|_| ())
+        }));
+    }
+    for ods in &writes.practices {
+        let stmt = &practice;
+        steps.push(Box::pin(async move {
+            tx.execute(stmt, &[ods]).await.map(|_| ())
+        }));
+    }
+    for p in &writes.patients {
+        let (stmt, h) = (&patient, &p.header);
+        steps.push(Box::pin(async move {
+            tx.execute(
+                stmt,
+                &[&h.id, &h.nhs_number, &h.practice_ods, &h.birth_date, &at],
+            )
+            .await
+            .map(|_| ())
+        }));
         if p.header_changed {
-            append_feed(tx, &h.id, None, FeedOp::Header, now).await?;
+            let stmt = &header_feed;
+            steps.push(Box::pin(async move {
+                tx.execute(stmt, &[&h.id, &FeedOp::Header.as_str(), &at])
+                    .await
+                    .map(|_| ())
+            }));
         }
     }
+    pipelined(steps).await?;
     write_resources(tx, planned).await?;
     // Last, so other appends wait only for this insert and the commit.
     seal_onto(tx, planned.audit.clone(), seal).await.map(|_| ())
