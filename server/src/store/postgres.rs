@@ -729,8 +729,16 @@ async fn apply_import_tx(
              VALUES ($1, NULL, NULL, $2, $3)",
         )
         .await?;
+    let take = tx
+        .prepare_cached(
+            "SELECT setval(s, nextval(s) + $1 - 1) - $1 + 1
+             FROM pg_get_serial_sequence('feed', 'seq') AS s",
+        )
+        .await?;
     // Steps 1 and 2, in their order, in one round trip.
     let at = secs(now);
+    let feed = feed_rows(writes);
+    let first = std::sync::atomic::AtomicI64::new(0);
     let mut steps: Vec<Statement<'_>> = Vec::new();
     for (ods, name) in &writes.organisations {
         let stmt = &organisation;
@@ -763,65 +771,138 @@ async fn apply_import_tx(
             }));
         }
     }
+    // Then the seqs of step 3's feed rows, after the header rows took theirs.
+    if !feed.rows.is_empty() {
+        let (stmt, n, first) = (&take, feed.rows.len() as i64, &first);
+        steps.push(Box::pin(async move {
+            let row = tx.query_one(stmt, &[&n]).await?;
+            first.store(row.try_get(0)?, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }));
+    }
     pipelined(steps).await?;
-    write_resources(tx, planned).await?;
-    // Last, so other appends wait only for this insert and the commit.
-    seal_onto(tx, planned.audit.clone(), seal).await.map(|_| ())
+    let first = first.into_inner();
+    // Steps 3 and 4, then the audit lock and the chain's tip, in one round trip; the audit
+    // row is sealed on that tip and goes in last, so other appends wait only for that insert
+    // and the commit.
+    let tip = write_resources_then_lock_audit(tx, planned, &feed, first).await?;
+    let row = seal(tip.as_ref(), planned.audit.clone());
+    insert_audit_rows(tx, std::slice::from_ref(&row)).await
 }
 
-/// Steps 3 and 4 of [`super::rows::ImportWrites`] in a few statements, whatever the bundle's
-/// size: the feed rows in their documented order take consecutive seqs (the feed lock is
-/// held, so no other transaction takes any in between), then the resources and deletions are
-/// written with theirs. Each row its own round trip made PostgreSQL imports several times
-/// slower than SQLite's.
-async fn write_resources(
-    tx: &deadpool_postgres::Transaction<'_>,
-    planned: &PlannedImport,
-) -> Result<(), StoreError> {
-    let writes = &planned.writes;
-    // (patient, type, id, op) of each feed row, and which row gives each write its seq.
-    let mut feed: Vec<(&str, &str, &str, &str)> = Vec::new();
+/// The feed rows of step 3 of [`super::rows::ImportWrites`], in their documented order, and
+/// which of them gives each resource and deletion its seq.
+struct FeedRows<'a> {
+    /// `(patient, type, id, op)`.
+    rows: Vec<(&'a str, &'a str, &'a str, &'a str)>,
+    resource_row: Vec<Option<usize>>,
+    deletion_row: Vec<Option<usize>>,
+}
+
+fn feed_rows(writes: &super::rows::ImportWrites) -> FeedRows<'_> {
+    let mut rows: Vec<(&str, &str, &str, &str)> = Vec::new();
     let mut resource_row: Vec<Option<usize>> = Vec::with_capacity(writes.resources.len());
     for r in &writes.resources {
         let (t, i) = (r.resource_type.as_str(), r.id.as_str());
         resource_row.push(r.patient_id.as_deref().map(|pid| {
-            feed.push((pid, t, i, FeedOp::Upsert.as_str()));
-            feed.len() - 1
+            rows.push((pid, t, i, FeedOp::Upsert.as_str()));
+            rows.len() - 1
         }));
         if let Some(old) = &r.moved_from {
-            feed.push((old, t, i, FeedOp::Delete.as_str()));
+            rows.push((old, t, i, FeedOp::Delete.as_str()));
         }
     }
     let mut deletion_row: Vec<Option<usize>> = Vec::with_capacity(writes.deletions.len());
     for d in &writes.deletions {
         let (t, i) = (d.resource_type.as_str(), d.id.as_str());
         deletion_row.push(d.patient_id.as_deref().map(|pid| {
-            feed.push((pid, t, i, FeedOp::Delete.as_str()));
-            feed.len() - 1
+            rows.push((pid, t, i, FeedOp::Delete.as_str()));
+            rows.len() - 1
         }));
     }
-    let first = take_seqs(tx, feed.len()).await?;
+    FeedRows {
+        rows,
+        resource_row,
+        deletion_row,
+    }
+}
+
+/// Steps 3 and 4 of [`super::rows::ImportWrites`] in a few statements, whatever the bundle's
+/// size, then the audit lock and the chain's tip: all pipelined in order, one round trip. The
+/// feed rows take the consecutive seqs from `first` (the feed lock is held, so no other
+/// transaction takes any in between), then the resources and deletions are written with
+/// theirs. Each row its own round trip made PostgreSQL imports several times slower than
+/// SQLite's; each round trip here is one every other import waits for.
+async fn write_resources_then_lock_audit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    planned: &PlannedImport,
+    feed: &FeedRows<'_>,
+    first: i64,
+) -> Result<Option<AuditTip>, StoreError> {
+    let writes = &planned.writes;
     let seq_of = |row: Option<usize>| row.map_or(0, |k| first + k as i64);
-    if !feed.is_empty() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO feed (seq, patient_id, resource_type, resource_id, op, at)
-                 OVERRIDING SYSTEM VALUE
-                 SELECT $1 + u.n - 1, u.p, u.t, u.i, u.o, $6
-                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
-                   WITH ORDINALITY AS u (p, t, i, o, n)",
-            )
-            .await?;
-        let patients: Vec<&str> = feed.iter().map(|r| r.0).collect();
-        let types: Vec<&str> = feed.iter().map(|r| r.1).collect();
-        let ids: Vec<&str> = feed.iter().map(|r| r.2).collect();
-        let ops: Vec<&str> = feed.iter().map(|r| r.3).collect();
-        tx.execute(
-            &stmt,
-            &[&first, &patients, &types, &ids, &ops, &secs(planned.at)],
+    let feed_insert = tx
+        .prepare_cached(
+            "INSERT INTO feed (seq, patient_id, resource_type, resource_id, op, at)
+             OVERRIDING SYSTEM VALUE
+             SELECT $1 + u.n - 1, u.p, u.t, u.i, u.o, $6
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+               WITH ORDINALITY AS u (p, t, i, o, n)",
         )
         .await?;
-    }
+    let resources_insert = tx
+        .prepare_cached(
+            "INSERT INTO resources (resource_type, id, patient_id, section, json, seq,
+               deleted)
+             SELECT t, i, p, s, j, q, false
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bigint[]) AS u (t, i, p, s, j, q)
+             ON CONFLICT (resource_type, id) DO UPDATE SET
+               patient_id = excluded.patient_id, section = excluded.section,
+               json = excluded.json, seq = excluded.seq, deleted = false",
+        )
+        .await?;
+    let resource_insert = tx
+        .prepare_cached(
+            "INSERT INTO resources (resource_type, id, patient_id, section, json, seq, deleted)
+             VALUES ($1, $2, $3, $4, $5, $6, false)
+             ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id,
+               section = excluded.section, json = excluded.json, seq = excluded.seq,
+               deleted = false",
+        )
+        .await?;
+    let deletions_update = tx
+        .prepare_cached(
+            "UPDATE resources r SET deleted = true, seq = u.q
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u (t, i, q)
+             WHERE r.resource_type = u.t AND r.id = u.i",
+        )
+        .await?;
+    let deletion_update = tx
+        .prepare_cached(
+            "UPDATE resources SET deleted = true, seq = $3 WHERE resource_type = $1 AND id = $2",
+        )
+        .await?;
+    let lock = tx.prepare_cached(LOCK_SQL).await?;
+    let tip_stmt = tx.prepare_cached(AUDIT_TIP_SQL).await?;
+
+    // Every statement's parameters, made before any statement is sent.
+    let at = secs(planned.at);
+    let feed_patients: Vec<&str> = feed.rows.iter().map(|r| r.0).collect();
+    let feed_types: Vec<&str> = feed.rows.iter().map(|r| r.1).collect();
+    let feed_ids: Vec<&str> = feed.rows.iter().map(|r| r.2).collect();
+    let feed_ops: Vec<&str> = feed.rows.iter().map(|r| r.3).collect();
+    let resources = &writes.resources;
+    let resource_seqs: Vec<i64> = feed.resource_row.iter().map(|&row| seq_of(row)).collect();
+    let types: Vec<&str> = resources.iter().map(|r| r.resource_type.as_str()).collect();
+    let ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
+    let patients: Vec<Option<&str>> = resources.iter().map(|r| r.patient_id.as_deref()).collect();
+    let sections: Vec<Option<&str>> = resources.iter().map(|r| r.section.as_deref()).collect();
+    let json: Vec<&str> = resources.iter().map(|r| r.json.as_str()).collect();
+    let deletions = &writes.deletions;
+    let deletion_seqs: Vec<i64> = feed.deletion_row.iter().map(|&row| seq_of(row)).collect();
+    let deleted_types: Vec<&str> = deletions.iter().map(|d| d.resource_type.as_str()).collect();
+    let deleted_ids: Vec<&str> = deletions.iter().map(|d| d.id.as_str()).collect();
     // One statement may not upsert a row twice: a bundle naming a resource twice is written
     // row by row, in order (the last one wins, as it would one statement at a time).
     let distinct = |keys: Vec<(&str, &str)>| {
@@ -831,108 +912,84 @@ async fn write_resources(
             .len()
             == n
     };
-    let resources = &writes.resources;
-    let seqs: Vec<i64> = resource_row.iter().map(|&row| seq_of(row)).collect();
-    if distinct(
-        resources
-            .iter()
-            .map(|r| (r.resource_type.as_str(), r.id.as_str()))
-            .collect(),
-    ) {
+    let tip_row: std::sync::Mutex<Option<Row>> = std::sync::Mutex::new(None);
+
+    let mut steps: Vec<Statement<'_>> = Vec::new();
+    if !feed.rows.is_empty() {
+        let (stmt, at) = (&feed_insert, &at);
+        let (p, t, i, o) = (&feed_patients, &feed_types, &feed_ids, &feed_ops);
+        steps.push(Box::pin(async move {
+            tx.execute(stmt, &[&first, p, t, i, o, at])
+                .await
+                .map(|_| ())
+        }));
+    }
+    if distinct(types.iter().copied().zip(ids.iter().copied()).collect()) {
         if !resources.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO resources (resource_type, id, patient_id, section, json, seq,
-                       deleted)
-                     SELECT t, i, p, s, j, q, false
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::bigint[]) AS u (t, i, p, s, j, q)
-                     ON CONFLICT (resource_type, id) DO UPDATE SET
-                       patient_id = excluded.patient_id, section = excluded.section,
-                       json = excluded.json, seq = excluded.seq, deleted = false",
-                )
-                .await?;
-            let types: Vec<&str> = resources.iter().map(|r| r.resource_type.as_str()).collect();
-            let ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
-            let patients: Vec<Option<&str>> =
-                resources.iter().map(|r| r.patient_id.as_deref()).collect();
-            let sections: Vec<Option<&str>> =
-                resources.iter().map(|r| r.section.as_deref()).collect();
-            let json: Vec<&str> = resources.iter().map(|r| r.json.as_str()).collect();
-            tx.execute(&stmt, &[&types, &ids, &patients, &sections, &json, &seqs])
-                .await?;
+            let stmt = &resources_insert;
+            let (t, i, p, sec, j, q) = (&types, &ids, &patients, &sections, &json, &resource_seqs);
+            steps.push(Box::pin(async move {
+                tx.execute(stmt, &[t, i, p, sec, j, q]).await.map(|_| ())
+            }));
         }
     } else {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO resources (resource_type, id, patient_id, section, json, seq, deleted)
-                 VALUES ($1, $2, $3, $4, $5, $6, false)
-                 ON CONFLICT (resource_type, id) DO UPDATE SET patient_id = excluded.patient_id,
-                   section = excluded.section, json = excluded.json, seq = excluded.seq,
-                   deleted = false",
-            )
-            .await?;
-        for (r, seq) in resources.iter().zip(&seqs) {
-            tx.execute(
-                &stmt,
-                &[
-                    &r.resource_type,
-                    &r.id,
-                    &r.patient_id,
-                    &r.section,
-                    &r.json,
-                    seq,
-                ],
-            )
-            .await?;
+        for (r, seq) in resources.iter().zip(&resource_seqs) {
+            let stmt = &resource_insert;
+            steps.push(Box::pin(async move {
+                tx.execute(
+                    stmt,
+                    &[
+                        &r.resource_type,
+                        &r.id,
+                        &r.patient_id,
+                        &r.section,
+                        &r.json,
+                        seq,
+                    ],
+                )
+                .await
+                .map(|_| ())
+            }));
         }
     }
-    let deletions = &writes.deletions;
-    let seqs: Vec<i64> = deletion_row.iter().map(|&row| seq_of(row)).collect();
     if distinct(
-        deletions
+        deleted_types
             .iter()
-            .map(|d| (d.resource_type.as_str(), d.id.as_str()))
+            .copied()
+            .zip(deleted_ids.iter().copied())
             .collect(),
     ) {
         if !deletions.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE resources r SET deleted = true, seq = u.q
-                     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u (t, i, q)
-                     WHERE r.resource_type = u.t AND r.id = u.i",
-                )
-                .await?;
-            let types: Vec<&str> = deletions.iter().map(|d| d.resource_type.as_str()).collect();
-            let ids: Vec<&str> = deletions.iter().map(|d| d.id.as_str()).collect();
-            tx.execute(&stmt, &[&types, &ids, &seqs]).await?;
+            let stmt = &deletions_update;
+            let (t, i, q) = (&deleted_types, &deleted_ids, &deletion_seqs);
+            steps.push(Box::pin(async move {
+                tx.execute(stmt, &[t, i, q]).await.map(|_| ())
+            }));
         }
     } else {
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE resources SET deleted = true, seq = $3 WHERE resource_type = $1 AND id = $2",
-            )
-            .await?;
-        for (d, seq) in deletions.iter().zip(&seqs) {
-            tx.execute(&stmt, &[&d.resource_type, &d.id, seq]).await?;
+        for (d, seq) in deletions.iter().zip(&deletion_seqs) {
+            let stmt = &deletion_update;
+            steps.push(Box::pin(async move {
+                tx.execute(stmt, &[&d.resource_type, &d.id, seq])
+                    .await
+                    .map(|_| ())
+            }));
         }
     }
-    Ok(())
-}
-
-/// Take `n` consecutive feed seqs (the caller holds the feed lock); answers the first.
-async fn take_seqs(tx: &impl GenericClient, n: usize) -> Result<i64, StoreError> {
-    if n == 0 {
-        return Ok(0);
+    {
+        let stmt = &lock;
+        steps.push(Box::pin(async move {
+            tx.execute(stmt, &[&AUDIT_LOCK]).await.map(|_| ())
+        }));
+        let (stmt, tip_row) = (&tip_stmt, &tip_row);
+        steps.push(Box::pin(async move {
+            let row = tx.query_opt(stmt, &[]).await?;
+            *tip_row.lock().unwrap_or_else(|p| p.into_inner()) = row;
+            Ok(())
+        }));
     }
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let stmt = tx
-        .prepare_cached(
-            "SELECT setval(s, nextval(s) + $1 - 1) - $1 + 1
-             FROM pg_get_serial_sequence('feed', 'seq') AS s",
-        )
-        .await?;
-    Ok(tx.query_one(&stmt, &[&n]).await?.try_get(0)?)
+    pipelined(steps).await?;
+    tip_from(tip_row.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 // ---------- the pull's snapshot ----------
