@@ -564,19 +564,19 @@ async fn insert_audit_rows(tx: &impl GenericClient, rows: &[AuditRow]) -> Result
 
 // ---------- import ----------
 
+/// Insert an organisation, or rename it when its name differs.
+const ORGANISATION_UPSERT: &str =
+    "INSERT INTO organisations (ods, name, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
+     WHERE organisations.name <> excluded.name";
+
 async fn upsert_organisation(
     tx: &impl GenericClient,
     ods: &str,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO organisations (ods, name, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
-             WHERE organisations.name <> excluded.name",
-        )
-        .await?;
+    let stmt = tx.prepare_cached(ORGANISATION_UPSERT).await?;
     tx.execute(&stmt, &[&ods, &name, &secs(now)]).await?;
     Ok(())
 }
@@ -704,13 +704,7 @@ async fn apply_import_tx(
     }
     let now = planned.at;
     let writes = &planned.writes;
-    let organisation = tx
-        .prepare_cached(
-            "INSERT INTO organisations (ods, name, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (ods) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at
-             WHERE organisations.name <> excluded.name",
-        )
-        .await?;
+    let organisation = tx.prepare_cached(ORGANISATION_UPSERT).await?;
     let practice = tx
         .prepare_cached("INSERT INTO practices (ods) VALUES ($1) ON CONFLICT (ods) DO NOTHING")
         .await?;
