@@ -60,6 +60,7 @@ impl Federation {
         let server = start(ServeConfig {
             tls: TlsMode::Dev,
             listen: "127.0.0.1:0".parse()?,
+            page_bytes: page_bytes()?,
             ..ServeConfig::new(dir.path())
         })
         .await
@@ -158,4 +159,21 @@ pub fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// The servers' pull page budget: the product's default, or `DOORSTEP_BENCH_PAGE_BYTES`
+/// (bytes of JSON), so that one page size can be weighed against another with the same build.
+pub fn page_bytes() -> Result<usize> {
+    match std::env::var("DOORSTEP_BENCH_PAGE_BYTES") {
+        Err(std::env::VarError::NotPresent) => Ok(doorstep_server::api::DEFAULT_PAGE_BYTES),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => anyhow::bail!(
+                "DOORSTEP_BENCH_PAGE_BYTES is '{v}': it must be a page budget in bytes, \
+                 a whole number above 0 (the default is {})",
+                doorstep_server::api::DEFAULT_PAGE_BYTES
+            ),
+        },
+        Err(e) => anyhow::bail!("DOORSTEP_BENCH_PAGE_BYTES: {e}"),
+    }
 }

@@ -73,7 +73,8 @@ pub struct ServeConfig {
 pub const DEFAULT_FEED_RETENTION_DAYS: i64 = 30;
 
 impl ServeConfig {
-    /// Defaults: the store in the data directory, `127.0.0.1:8443`, dev TLS, 1 MiB pages.
+    /// Defaults: the store in the data directory, `127.0.0.1:8443`, dev TLS, 4 MiB pages
+    /// ([`api::DEFAULT_PAGE_BYTES`]).
     pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
             data_dir: data_dir.into(),

@@ -28,7 +28,7 @@ use crate::wire::Page;
 
 /// The error code of the server's 403 for a revoked device (`server/src/api.rs`).
 const DEVICE_REVOKED: &str = "device_revoked";
-/// The most a pull answer may hold, inflated. The server's page budget is 1 MiB of JSON
+/// The most a pull answer may hold, inflated. The server's page budget is 4 MiB of JSON
 /// (`DEFAULT_PAGE_BYTES` in server/src/api.rs), but a page always carries at least one change,
 /// and one patient's snapshot may be larger: room for that, and no more, so that a broken or
 /// hostile server cannot fill the device's memory (a gzip bomb inflates to whatever it likes).
