@@ -24,6 +24,8 @@ pub struct Federation {
     pub today: NaiveDate,
     /// How long seeding took.
     pub seeded_in: Duration,
+    /// The pull page budget the server was started with ([`page_bytes`]).
+    pub page_bytes: usize,
     /// TOTP steps handed out (a code is accepted once, so each sign-in takes the next step).
     totp_steps: AtomicU64,
 }
@@ -57,10 +59,11 @@ impl Federation {
             .await?
             .context("seeding the federation")?;
         let seeded_in = t.elapsed();
+        let page_bytes = page_bytes()?;
         let server = start(ServeConfig {
             tls: TlsMode::Dev,
             listen: "127.0.0.1:0".parse()?,
-            page_bytes: page_bytes()?,
+            page_bytes,
             ..ServeConfig::new(dir.path())
         })
         .await
@@ -75,6 +78,7 @@ impl Federation {
             nurse,
             today,
             seeded_in,
+            page_bytes,
             totp_steps: AtomicU64::new(0),
         })
     }
@@ -161,19 +165,43 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The servers' pull page budget: the product's default, or `DOORSTEP_BENCH_PAGE_BYTES`
-/// (bytes of JSON), so that one page size can be weighed against another with the same build.
+/// The pull page budget of the in-process server (suites `sync`, `search`, `growth`; `load`
+/// runs the server binary with its own default): the product's default, or
+/// `DOORSTEP_BENCH_PAGE_BYTES` (bytes of JSON), so that one page size can be weighed against
+/// another with the same build.
 pub fn page_bytes() -> Result<usize> {
     match std::env::var("DOORSTEP_BENCH_PAGE_BYTES") {
         Err(std::env::VarError::NotPresent) => Ok(doorstep_server::api::DEFAULT_PAGE_BYTES),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => anyhow::bail!(
-                "DOORSTEP_BENCH_PAGE_BYTES is '{v}': it must be a page budget in bytes, \
-                 a whole number above 0 (the default is {})",
-                doorstep_server::api::DEFAULT_PAGE_BYTES
-            ),
-        },
+        Ok(v) => parse_page_bytes(&v),
         Err(e) => anyhow::bail!("DOORSTEP_BENCH_PAGE_BYTES: {e}"),
+    }
+}
+
+fn parse_page_bytes(v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => anyhow::bail!(
+            "DOORSTEP_BENCH_PAGE_BYTES is '{v}': it must be a page budget in bytes, \
+             a whole number above 0 (the default is {})",
+            doorstep_server::api::DEFAULT_PAGE_BYTES
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_page_bytes;
+
+    #[test]
+    fn a_page_budget_is_a_whole_number_of_bytes_above_zero() {
+        assert_eq!(parse_page_bytes("1048576").unwrap(), 1_048_576);
+        assert_eq!(parse_page_bytes(" 4194304\n").unwrap(), 4_194_304);
+        for bad in ["0", "", "4MiB", "-1", "1.5"] {
+            let e = parse_page_bytes(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("is '{bad}'")) && e.contains("whole number above 0"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

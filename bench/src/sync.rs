@@ -371,7 +371,7 @@ async fn next_day(store: &dyn Store, fed: &Federation, report: &mut Report) -> R
                         scope: scope.clone(),
                         cursor: cursor.clone(),
                         now,
-                        page_bytes: crate::fixture::page_bytes()?,
+                        page_bytes: fed.page_bytes,
                     },
                 )
                 .await?;

@@ -49,7 +49,7 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// 4 MiB rather than 1: each page costs the server a fixed few milliseconds (auth, scope,
 /// cursor, audit) and the device one commit, which writes the b-tree pages it touched again;
 /// a quarter as many pages took a 1,000-patient initial sync from 2.7 to 2.0-2.2 s and
-/// SQLCipher's overhead on applying them from 16-20% to 8-13% (BENCHMARKS.md, item 19). A page
+/// SQLCipher's overhead on applying them from 16-20% to 8-14% (BENCHMARKS.md, item 19). A page
 /// cut off on a poor signal is fetched again whole, so it is not made larger still (8 MiB
 /// gained nothing more).
 pub const DEFAULT_PAGE_BYTES: usize = 4 * 1024 * 1024;
